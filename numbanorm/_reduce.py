@@ -1,0 +1,295 @@
+"""Reductions over any set of axes, expressed as backend primitives on views.
+
+Every statistic in numbanorm is "reduce ``x`` over some axes, keep the rest".
+This module turns such a request into a C-contiguous ``(P, R, K)`` view of
+``x`` (no copy for any layout whose axes can be ordered by stride) on which a
+backend primitive reduces axis 1, followed by at most a few Chan merges of
+small partial arrays (``merge_mid``).  Channels-last data therefore reduces
+without a transposing copy: NHWC batch norm is the (1, N*H*W, C) view.
+
+The same planning serves every backend (NumPy, CUDA) because it only reshapes.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from . import backends
+from ._stats import merge_mid
+
+
+class Moments(NamedTuple):
+    """float64 statistics of the kept shape; min/max None when not asked."""
+
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    min: np.ndarray | None
+    max: np.ndarray | None
+
+
+# A trailing reduced run shorter than this, behind a kept run, is reduced as
+# extra columns of the column kernel (then merged) instead of as short rows.
+_SHORT_ROW = 256
+
+
+def _layout(x, backend):
+    """Return (xc, perm): xc C-contiguous with xc == x.transpose(perm).
+
+    When x is a permutation of a C-contiguous array (e.g. a channels-last
+    tensor seen as NCHW) this is a view; otherwise the backend copies.
+    """
+    nd = len(x.shape)
+    if nd == 0:
+        return x, ()
+    strides = getattr(x, "strides", None)
+    if strides is not None and hasattr(x, "transpose"):
+        # size-1 axes carry no layout: sort them last (they are dropped later)
+        perm = tuple(sorted(range(nd), key=lambda a: -abs(strides[a]) if x.shape[a] > 1 else np.inf))
+        try:
+            xt = x.transpose(perm) if perm != tuple(range(nd)) else x
+        except Exception:  # device arrays without N-D transpose
+            xt = None
+        if xt is not None and _is_c_contiguous(xt):
+            return xt, perm
+    return backend.ascontiguous(x), tuple(range(nd))
+
+
+def _is_c_contiguous(a) -> bool:
+    flags = getattr(a, "flags", None)
+    if flags is not None:
+        try:
+            return bool(flags["C_CONTIGUOUS"])
+        except Exception:
+            return bool(getattr(flags, "c_contiguous", False))
+    return bool(getattr(a, "is_c_contiguous", lambda: False)())
+
+
+def _runs(shape, reduced):
+    """Merge adjacent axes of the same kind, dropping size-1 axes.
+
+    Returns a list of [is_reduced, size].
+    """
+    runs: list[list] = []
+    for ax, n in enumerate(shape):
+        if n == 1:
+            continue
+        red = ax in reduced
+        if runs and runs[-1][0] == red:
+            runs[-1][1] *= n
+        else:
+            runs.append([red, n])
+    return runs
+
+
+def _prod(runs) -> int:
+    p = 1
+    for _, n in runs:
+        p *= n
+    return p
+
+
+class _Plan(NamedTuple):
+    view: tuple[int, int, int]  # (P, R, K) of the C-contiguous x
+    part: list  # runs of the (P, K) partial, in order
+
+
+def _stats_plan(runs) -> _Plan | None:
+    """Choose the (P, R, K) view and the partial layout for a reduction."""
+    if not runs:
+        return _Plan((1, 1, 1), [])
+    if not any(r for r, _ in runs):  # nothing reduced: every element its own group
+        return _Plan((1, 1, _prod(runs)), [[False, _prod(runs)]])
+    last_red, last = runs[-1]
+    if last_red:
+        # trailing reduced run: rows, unless short and a [R, K] precedes it
+        if last < _SHORT_ROW and len(runs) >= 3 and runs[-3][1] > last:
+            pre = runs[:-3]
+            return _Plan((_prod(pre), runs[-3][1], runs[-2][1] * last), pre + [runs[-2], runs[-1]])
+        pre = runs[:-1]
+        return _Plan((_prod(pre), last, 1), list(pre))
+    pre = runs[:-2]
+    return _Plan((_prod(pre), runs[-2][1], last), pre + [runs[-1]])
+
+
+def _merges(part):
+    """(A, M, B) merges that fold the reduced runs of a partial layout away."""
+    out = []
+    sizes = [n for _, n in part]
+    kinds = [r for r, _ in part]
+    # fold from the back so earlier indices stay valid
+    for i in range(len(part) - 1, -1, -1):
+        if kinds[i]:
+            a = int(np.prod(sizes[:i], dtype=np.int64))
+            b = int(np.prod(sizes[i + 1 :], dtype=np.int64))
+            out.append((a, sizes[i], b))
+            del sizes[i]
+            del kinds[i]
+    return out
+
+
+def normalize_axis(axis, ndim: int, name: str = "axis") -> tuple[int, ...]:
+    """Validate ``axis`` (None, int or tuple) into sorted non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+        axes = (int(axis),)
+    else:
+        try:
+            axes = tuple(axis)
+        except TypeError:
+            raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}") from None
+    out = []
+    for a in axes:
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
+            raise TypeError(f"{name} must be an int or a tuple of ints, got {axis!r}")
+        if not -ndim <= a < ndim:
+            raise ValueError(f"{name}={axis!r} is out of range for an array of {ndim} dimensions")
+        out.append(int(a) % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{name}={axis!r} repeats an axis")
+    return tuple(sorted(out))
+
+
+def kept_shape(shape, axes) -> tuple[int, ...]:
+    return tuple(n for i, n in enumerate(shape) if i not in axes)
+
+
+def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, backend=None) -> Moments:
+    """Moments of ``x`` over ``axis`` (tuple of non-negative ints), kept shape.
+
+    One parallel pass over x.  Groups with count 0 get mean NaN and m2 NaN.
+    """
+    be = backend or backends.backend_for(x)
+    axes = tuple(axis)
+    kshape = kept_shape(x.shape, axes)
+    xc, perm = _layout(x, be)
+    red = {perm.index(a) for a in axes}
+    shape = tuple(xc.shape)
+    runs = _runs(shape, red)
+    plan = _stats_plan(runs)
+    P, R, K = plan.view
+    c, mu, q, lo, hi = be.moments(xc.reshape(P, R, K), skipnan, minmax)
+    for a, m, b in _merges(plan.part):
+        args = [arr.reshape(a, m, b) for arr in (c, mu, q)]
+        if minmax:
+            c, mu, q, lo, hi = merge_mid(*args, lo.reshape(a, m, b), hi.reshape(a, m, b), True)
+        else:
+            c, mu, q, _, _ = merge_mid(*args, args[0], args[0], False)
+    # partial is now in the order of xc's kept axes; map back to x's order
+    kept_perm = [a for a in perm if a not in axes]  # x-axes in xc order
+    kshape_c = tuple(x.shape[a] for a in kept_perm)
+    order = np.argsort(kept_perm) if kept_perm else []
+
+    def fin(a):
+        if a is None:
+            return None
+        a = np.asarray(a, dtype=np.float64).reshape(kshape_c)
+        return np.ascontiguousarray(a.transpose(order)) if len(order) > 1 else a.reshape(kshape)
+
+    c, mu, q, lo, hi = (fin(a) for a in (c, mu, q, lo, hi))
+    empty = c == 0
+    if empty.any():
+        mu = np.where(empty, np.nan, mu)
+        q = np.where(empty, np.nan, q)
+        if minmax:
+            lo = np.where(empty, np.nan, lo)
+            hi = np.where(empty, np.nan, hi)
+    return Moments(c, mu, q, lo, hi)
+
+
+def _apply_view(runs):
+    """(P, R, K) view for a broadcast apply (params constant along R), and
+    how many runs go to (P, R, K)."""
+    if not runs:
+        return (1, 1, 1), (0, 0, 0)
+    n = len(runs)
+    last_red, last = runs[-1]
+    if last_red:
+        if last < 16 and n >= 3:
+            return (_prod(runs[:-3]), runs[-3][1], runs[-2][1] * last), (n - 3, 1, 2)
+        return (_prod(runs[:-1]), last, 1), (n - 1, 1, 0)
+    if n == 1:
+        return (1, 1, last), (0, 0, 1)
+    return (_prod(runs[:-2]), runs[-2][1], last), (n - 2, 1, 1)
+
+
+def _params(a, x_shape, axes, perm, runs, groups, view):
+    """Materialize a kept-shape param as the (P, K) float64 array of a view."""
+    P, R, K = view
+    kshape = kept_shape(x_shape, axes)
+    arr = np.broadcast_to(np.asarray(a, dtype=np.float64), kshape)
+    # x order with reduced axes as size 1 -> xc order -> squeeze size-1 axes of xc
+    arr = arr.reshape([1 if i in axes else n for i, n in enumerate(x_shape)]).transpose(perm)
+    shape_c = [x_shape[i] for i in perm]
+    arr = arr.reshape([d for d, n in zip(arr.shape, shape_c) if n > 1])
+    # merge the axes of each run (reduced runs are size 1 in arr)
+    full, i = [], 0
+    sizes_c = [n for n in shape_c if n > 1]
+    run_arr_shape = []
+    for red, n in runs:
+        k = 1
+        cnt = 0
+        while k < n:
+            k *= sizes_c[i + cnt]
+            cnt += 1
+        run_arr_shape.append(1 if red else n)
+        full.append(n)
+        i += cnt
+    arr = arr.reshape(run_arr_shape)
+    gp, gr, gk = groups
+    sel = arr.reshape(run_arr_shape[:gp] + run_arr_shape[gp + gr :])
+    tgt = full[:gp] + full[gp + gr :]
+    return np.ascontiguousarray(np.broadcast_to(sel, tgt)).reshape(P, K)
+
+
+def apply_affine(x, axis, center, scale, shift, *, out, lo=None, hi=None, backend=None):
+    """out = clip((x - center) * scale + shift, lo, hi), params of the kept shape.
+
+    ``out`` must have x's shape and dtype; it may be x itself.  Returns out.
+    """
+    be = backend or backends.backend_for(x)
+    axes = tuple(axis)
+    xc, perm = _layout(x, be)
+    shape_c = tuple(xc.shape)
+    if 0 in shape_c:
+        return out
+    # out must share xc's layout to be written through the same view
+    oc = out.transpose(perm) if perm != tuple(range(len(perm))) else out
+    direct = _is_c_contiguous(oc)
+    target = oc if direct else be.empty(shape_c, xc.dtype, like=xc)
+    red = {perm.index(a) for a in axes}
+    runs = _runs(shape_c, red)
+    view, groups = _apply_view(runs)
+    ps = [_params(a, tuple(x.shape), axes, perm, runs, groups, view) for a in (center, scale, shift)]
+    be.apply(xc.reshape(view), target.reshape(view), *ps, lo, hi)
+    if not direct:
+        oc[...] = target
+    return out
+
+
+def reduce_pnorm(x, axis, p, *, backend=None) -> np.ndarray:
+    """p-norm of x over ``axis`` (tuple), float64 of the kept shape."""
+    be = backend or backends.backend_for(x)
+    axes = tuple(axis)
+    kshape = kept_shape(x.shape, axes)
+    xc, perm = _layout(x, be)
+    red = {perm.index(a) for a in axes}
+    runs = _runs(tuple(xc.shape), red)
+    plan = _stats_plan(runs)
+    P, R, K = plan.view
+    nrm = np.asarray(be.pnorm(xc.reshape(P, R, K), p), dtype=np.float64)
+    for a, m, b in _merges(plan.part):
+        v = nrm.reshape(a, m, b)
+        if np.isinf(p):
+            nrm = v.max(axis=1)
+        else:
+            with np.errstate(over="ignore"):
+                nrm = (v**p).sum(axis=1) ** (1.0 / p)
+    kept_perm = [a for a in perm if a not in axes]
+    nrm = nrm.reshape(tuple(x.shape[a] for a in kept_perm))
+    if len(kept_perm) > 1:
+        nrm = np.ascontiguousarray(nrm.transpose(np.argsort(kept_perm)))
+    return nrm.reshape(kshape)

@@ -1,0 +1,98 @@
+"""The statistics core: Welford / Chan scalar functions, written once.
+
+Every normalization in numbanorm reduces its groups to ``(count, mean, M2)``
+triples and combines partial triples with Chan, Golub & LeVeque's pairwise
+formula.  The functions here are plain ``@njit`` functions without explicit
+signatures, so the same source is inlined into the ``@njit(parallel=True)`` CPU
+kernels *and* callable from ``@cuda.jit`` kernels (numba compiles a device
+version on demand).  No code in the package computes a variance as
+``E[x^2] - E[x]^2``.
+
+References
+----------
+B. P. Welford, "Note on a method for calculating corrected sums of squares and
+products", Technometrics 4(3), 1962.
+T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for computing the sample
+variance: analysis and recommendations", The American Statistician 37(3), 1983.
+D. H. D. West, "Updating mean and variance estimates: an improved method",
+Communications of the ACM 22(9), 1979 (weighted update).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def chan_merge(na, ma, qa, nb, mb, qb):
+    """Merge two partial (count, mean, M2) triples (Chan et al. 1983, eq. 2.1b)."""
+    n = na + nb
+    if nb == 0.0:
+        return na, ma, qa
+    if na == 0.0:
+        return nb, mb, qb
+    d = mb - ma
+    f = nb / n
+    return n, ma + d * f, qa + qb + d * d * na * f
+
+
+@njit(cache=True)
+def welford_push(n, m, q, x, w):
+    """Fold one value ``x`` of weight ``w`` into (count, mean, M2) (West 1979)."""
+    if w == 0.0:
+        return n, m, q
+    n2 = n + w
+    d = x - m
+    m2 = m + d * (w / n2)
+    return n2, m2, q + w * d * (x - m2)
+
+
+@njit(cache=True)
+def variance(n, q, ddof):
+    """Variance from a (count, M2) pair; NaN when ``n - ddof <= 0``."""
+    dof = n - ddof
+    if dof <= 0.0:
+        return math.nan
+    return q / dof
+
+
+@njit(cache=True)
+def inv_std(var, eps):
+    """``1 / sqrt(var + eps)`` (NaN stays NaN, a zero denominator gives inf)."""
+    return 1.0 / math.sqrt(var + eps)
+
+
+@njit(cache=True)
+def merge_mid(cnt, mean, m2, mn, mx, minmax):
+    """Merge (A, M, B) partials over the middle axis into (A, B) arrays (serial).
+
+    NaN in a min/max partial propagates (a NaN partial means the group saw a NaN
+    and NaN was not being skipped).
+    """
+    A, M, B = cnt.shape
+    oc = np.zeros((A, B))
+    om = np.zeros((A, B))
+    oq = np.zeros((A, B))
+    omn = np.full((A, B), np.inf)
+    omx = np.full((A, B), -np.inf)
+    for a in range(A):
+        for j in range(M):
+            for b in range(B):
+                oc[a, b], om[a, b], oq[a, b] = chan_merge(
+                    oc[a, b], om[a, b], oq[a, b], cnt[a, j, b], mean[a, j, b], m2[a, j, b]
+                )
+                if minmax:
+                    lo = mn[a, j, b]
+                    hi = mx[a, j, b]
+                    if lo != lo or omn[a, b] != omn[a, b]:
+                        omn[a, b] = math.nan
+                    elif lo < omn[a, b]:
+                        omn[a, b] = lo
+                    if hi != hi or omx[a, b] != omx[a, b]:
+                        omx[a, b] = math.nan
+                    elif hi > omx[a, b]:
+                        omx[a, b] = hi
+    return oc, om, oq, omn, omx

@@ -1,0 +1,178 @@
+"""Argument checks shared by every public function.
+
+Everything here runs before any kernel: a bad argument gives a ValueError or
+TypeError naming the argument and the expected and given values, and leaves x
+and the running statistics untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from . import backends
+
+_FLOATS = (np.float16, np.float32, np.float64)
+
+
+def result_dtype(dtype: Any, name: str = "x") -> np.dtype:
+    """float16/32/64 stay; integers and bool become float64; others TypeError."""
+    dt = np.dtype(dtype)
+    if dt.type in _FLOATS:
+        return dt
+    if dt.kind in "biu":
+        return np.dtype(np.float64)
+    raise TypeError(
+        f"{name} must have a float16, float32, float64, integer or bool dtype, got {dt}"
+    )
+
+
+def stats_dtype(dt: np.dtype) -> np.dtype:
+    """Dtype of returned statistics: float32 for float16/32 inputs (as
+    PyTorch's CUDA kernels), float64 for float64."""
+    return np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
+
+
+class Input:
+    """A validated input array: ``arr`` is float16/32/64 on its backend."""
+
+    __slots__ = ("arr", "backend", "dtype", "orig", "shape", "ndim")
+
+    def __init__(self, x: Any, name: str = "x"):
+        self.orig = x
+        if backends.is_cuda_array(x):
+            self.backend = backends.backend_for(x)
+            arr = self.backend.as_device(x)
+            dt = result_dtype(arr.dtype, name)
+            if dt != arr.dtype:
+                arr = self.backend.from_host(self.backend.to_host(arr).astype(dt), like=arr)
+        else:
+            self.backend = backends.backend_for(np.empty(0))
+            if isinstance(x, np.ndarray):
+                arr = x
+            elif _is_dask(x):
+                raise TypeError(f"{name} is a dask array: use numbanorm.dask (not the eager function)")
+            else:
+                try:
+                    arr = np.asarray(x)
+                except Exception as e:  # ragged lists etc.
+                    raise TypeError(f"{name} must be an array, got {type(x).__name__}: {e}") from None
+            dt = result_dtype(arr.dtype, name)
+            if dt != arr.dtype:
+                arr = arr.astype(dt)
+        self.arr = arr
+        self.dtype = np.dtype(arr.dtype)
+        self.shape = tuple(int(n) for n in arr.shape)
+        self.ndim = len(self.shape)
+
+    def require_nonempty(self, name: str = "x") -> None:
+        if 0 in self.shape:
+            raise ValueError(f"{name} is empty (shape {self.shape}): nothing to normalize")
+
+
+def _is_dask(x: Any) -> bool:
+    return type(x).__module__.startswith("dask.")
+
+
+def check_eps(eps: Any, name: str = "eps") -> float:
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {eps!r}")
+    e = float(eps)
+    if not (e >= 0.0) or math.isinf(e):
+        raise ValueError(f"{name} must be a finite number >= 0, got {eps!r}")
+    return e
+
+
+def check_momentum(momentum: Any) -> float:
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+        raise TypeError(f"momentum must be a real number, got {momentum!r}")
+    m = float(momentum)
+    if not 0.0 <= m <= 1.0:
+        raise ValueError(f"momentum must be in [0, 1], got {momentum!r}")
+    return m
+
+
+def channel_axis(ca: Any, ndim: int, name: str = "channel_axis") -> int:
+    if isinstance(ca, bool) or not isinstance(ca, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {ca!r}")
+    if not -ndim <= ca < ndim:
+        raise ValueError(f"{name}={ca} is out of range for x with {ndim} dimensions")
+    return int(ca) % ndim
+
+
+def param(p: Any, shape: tuple[int, ...], name: str, inp: Input) -> np.ndarray | None:
+    """A weight/bias-like parameter as a host float64 array of ``shape``."""
+    if p is None:
+        return None
+    if backends.is_cuda_array(p):
+        a = np.asarray(backends.backend_for(p).to_host(backends.backend_for(p).as_device(p)))
+    else:
+        a = np.asarray(p)
+    if a.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be a real array, got dtype {a.dtype}")
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
+    return a.astype(np.float64)
+
+
+def running(p: Any, C: int, name: str, inp: Input, update: bool):
+    """A running-stat array of shape (C,); returns (original, host float64 copy)."""
+    if p is None:
+        return None, None
+    on_dev = backends.is_cuda_array(p)
+    x_dev = backends.is_cuda_array(inp.orig)
+    if update and on_dev != x_dev:
+        where = "a CUDA device" if x_dev else "the host"
+        raise ValueError(f"{name} is updated in place and must live where x lives ({where})")
+    if on_dev:
+        be = backends.backend_for(p)
+        host = np.asarray(be.to_host(be.as_device(p)))
+        dt = np.dtype(be.as_device(p).dtype)
+    else:
+        if not isinstance(p, np.ndarray):
+            if update:
+                raise TypeError(f"{name} is updated in place and must be a numpy array, got {type(p).__name__}")
+            p = np.asarray(p)
+        host = p
+        dt = p.dtype
+    if dt.kind != "f":
+        raise TypeError(f"{name} must be a float array, got dtype {dt}")
+    if tuple(host.shape) != (C,):
+        raise ValueError(f"{name} must have shape ({C},), got {tuple(host.shape)}")
+    if update and not on_dev and not p.flags.writeable:
+        raise ValueError(f"{name} is updated in place but is read-only")
+    return p, np.array(host, dtype=np.float64)
+
+
+def out_array(out: Any, inp: Input, name: str = "out"):
+    """Validate ``out=`` (shape, dtype, kind of array) or allocate a result."""
+    be = inp.backend
+    if out is None:
+        return be.empty(inp.shape, inp.dtype, like=inp.arr), None
+    if backends.is_cuda_array(out) != backends.is_cuda_array(inp.orig):
+        raise TypeError(f"{name} must be the same kind of array as x ({type(inp.orig).__name__}), got {type(out).__name__}")
+    o = be.as_device(out) if backends.is_cuda_array(out) else out
+    if not backends.is_cuda_array(out) and not isinstance(out, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")
+    if tuple(o.shape) != inp.shape:
+        raise ValueError(f"{name} must have shape {inp.shape}, got {tuple(o.shape)}")
+    if np.dtype(o.dtype) != inp.dtype:
+        raise ValueError(f"{name} must have dtype {inp.dtype}, got {np.dtype(o.dtype)}")
+    if isinstance(o, np.ndarray) and not o.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return o, out
+
+
+def shape_tuple(normalized_shape: Any, name: str = "normalized_shape") -> tuple[int, ...]:
+    if isinstance(normalized_shape, (int, np.integer)) and not isinstance(normalized_shape, bool):
+        return (int(normalized_shape),)
+    try:
+        t = tuple(normalized_shape)
+    except TypeError:
+        raise TypeError(f"{name} must be an int or a tuple of ints, got {normalized_shape!r}") from None
+    if not t or any(isinstance(n, bool) or not isinstance(n, (int, np.integer)) for n in t):
+        raise TypeError(f"{name} must be an int or a non-empty tuple of ints, got {normalized_shape!r}")
+    return tuple(int(n) for n in t)

@@ -1,0 +1,571 @@
+"""CPU backend: ``@njit(parallel=True)`` kernels for the primitives of
+``numbanorm.backends`` (see its docstring for the contract).
+
+Numerical scheme, shared by every kernel: statistics of a cache-resident chunk
+(``ROW_CHUNK`` elements of a row, or a block of rows x lanes) are computed
+*exactly* with two passes in float64 (sum -> mean, then sum of squared
+deviations), and chunks are combined with Chan's merge from
+``numbanorm._stats``.  The second pass reads from L1/L2, so the kernels move
+the bytes of a one-pass Welford at the speed of a vectorized loop (scalar
+Welford is latency-bound, FIELD-NOTES).  Normalization arithmetic is float64:
+``(x - mean)`` is formed before scaling so float32 data far from zero keeps its
+digits (tests/test_accuracy.py).
+
+Every kernel takes C-contiguous arrays; ``P, R, K`` follow the contract:
+x3 is (P, R, K) reduced over R.  float16 has no CPU arithmetic in numba, so it
+is widened to float32 on entry (a copy) and narrowed on exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .._config import CACHE, COL_BLOCK_BYTES, FASTMATH, LANES, MIN_TASK_ELEMS, ROW_CHUNK
+from .._stats import chan_merge, merge_mid
+
+_FM = set(FASTMATH)
+
+
+# --------------------------------------------------------------------------
+# chunk-level helpers (inlined into the kernels)
+# --------------------------------------------------------------------------
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _seg_moments(v, lo, hi, skipnan):
+    """(count, mean, M2) of v[lo:hi]: exact two-pass per ROW_CHUNK, Chan-merged."""
+    n = 0.0
+    mean = 0.0
+    m2 = 0.0
+    for c0 in range(lo, hi, ROW_CHUNK):
+        c1 = min(c0 + ROW_CHUNK, hi)
+        s = 0.0
+        cnt = 0.0
+        if skipnan:
+            for i in range(c0, c1):
+                a = np.float64(v[i])
+                if a == a:
+                    s += a
+                    cnt += 1.0
+        else:
+            for i in range(c0, c1):
+                s += np.float64(v[i])
+            cnt = float(c1 - c0)
+        if cnt == 0.0:
+            continue
+        cm = s / cnt
+        q = 0.0
+        if skipnan:
+            for i in range(c0, c1):
+                a = np.float64(v[i])
+                if a == a:
+                    d = a - cm
+                    q += d * d
+        else:
+            for i in range(c0, c1):
+                d = np.float64(v[i]) - cm
+                q += d * d
+        n, mean, m2 = chan_merge(n, mean, m2, cnt, cm, q)
+    return n, mean, m2
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _seg_minmax(v, lo, hi, skipnan):
+    """(min, max) of v[lo:hi]; NaN if a NaN is seen and not skipped."""
+    mn = np.inf
+    mx = -np.inf
+    nan = False
+    for i in range(lo, hi):
+        a = np.float64(v[i])
+        if a != a:
+            nan = True
+        else:
+            mn = min(mn, a)
+            mx = max(mx, a)
+    if nan and not skipnan:
+        return math.nan, math.nan
+    return mn, mx
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _seg_sumsq(v, lo, hi):
+    """Sum of squares of v[lo:hi] in float64 (RMS norm; no cancellation)."""
+    s = 0.0
+    for i in range(lo, hi):
+        a = np.float64(v[i])
+        s += a * a
+    return s
+
+
+# --------------------------------------------------------------------------
+# moments
+# --------------------------------------------------------------------------
+
+
+@njit(parallel=True, fastmath=_FM, cache=CACHE)
+def _row_moments(x2, nseg, skipnan, minmax, cnt, mean, m2, mn, mx):
+    """Per-(row, segment) moments of x2 (R, D); outputs are (R, nseg)."""
+    R, D = x2.shape
+    seglen = (D + nseg - 1) // nseg
+    for t in prange(R * nseg):
+        r = t // nseg
+        s = t - r * nseg
+        lo = min(D, s * seglen)
+        hi = min(D, lo + seglen)
+        v = x2[r]
+        cnt[r, s], mean[r, s], m2[r, s] = _seg_moments(v, lo, hi, skipnan)
+        if minmax:
+            mn[r, s], mx[r, s] = _seg_minmax(v, lo, hi, skipnan)
+
+
+@njit(parallel=True, fastmath=_FM, cache=CACHE)
+def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
+    """Per-(p, chunk, k) moments of xf (P, R*K) seen as (P, R, K) over R.
+
+    Lane layout: L = m*K (m rows side by side), so the inner loop is L long
+    and vectorizes even for K = 1..3; a block of ``rb`` rows (multiple of m)
+    is cache-resident for the exact second pass.  Outputs are (P, nchunk, K).
+    """
+    P, N = xf.shape
+    R = N // K
+    m = L // K
+    rows_per = (R + nchunk - 1) // nchunk
+    rows_per = ((rows_per + m - 1) // m) * m
+    for t in prange(P * nchunk):
+        p = t // nchunk
+        c = t - p * nchunk
+        r0 = min(R, c * rows_per)
+        r1 = min(R, r0 + rows_per)
+        v = xf[p]
+        an = np.zeros(K)
+        am = np.zeros(K)
+        aq = np.zeros(K)
+        amn = np.full(K, np.inf)
+        amx = np.full(K, -np.inf)
+        s = np.empty(L)
+        ns = np.empty(L)
+        q = np.empty(L)
+        bm = np.empty(L)
+        bn = np.empty(K)
+        for b0 in range(r0, r1, rb):
+            b1 = min(r1, b0 + rb)
+            f0 = b0 * K
+            f1 = b1 * K
+            s[:] = 0.0
+            ns[:] = 0.0
+            # pass 1: lane sums (and counts when skipping NaN)
+            for base in range(f0, f1, L):
+                w = min(L, f1 - base)
+                if skipnan:
+                    for j in range(w):
+                        a = np.float64(v[base + j])
+                        if a == a:
+                            s[j] += a
+                            ns[j] += 1.0
+                else:
+                    for j in range(w):
+                        s[j] += np.float64(v[base + j])
+            # fold lanes -> per-column block mean, replicated back into lanes
+            for k in range(K):
+                ss = 0.0
+                nn = 0.0
+                for j in range(k, L, K):
+                    ss += s[j]
+                    nn += ns[j]
+                if not skipnan:
+                    nn = float(b1 - b0)
+                bn[k] = nn
+                mu = ss / nn if nn > 0.0 else 0.0
+                for j in range(k, L, K):
+                    bm[j] = mu
+            # pass 2: squared deviations about the block mean (cache-resident)
+            q[:] = 0.0
+            for base in range(f0, f1, L):
+                w = min(L, f1 - base)
+                if skipnan:
+                    for j in range(w):
+                        a = np.float64(v[base + j])
+                        if a == a:
+                            d = a - bm[j]
+                            q[j] += d * d
+                else:
+                    for j in range(w):
+                        d = np.float64(v[base + j]) - bm[j]
+                        q[j] += d * d
+            for k in range(K):
+                qq = 0.0
+                for j in range(k, L, K):
+                    qq += q[j]
+                an[k], am[k], aq[k] = chan_merge(an[k], am[k], aq[k], bn[k], bm[k], qq)
+            if minmax:
+                for r in range(b0, b1):
+                    for k in range(K):
+                        a = np.float64(v[r * K + k])
+                        if a != a:
+                            if not skipnan:
+                                amn[k] = math.nan
+                                amx[k] = math.nan
+                        else:
+                            # NaN already recorded stays: comparisons with NaN are False
+                            if a < amn[k]:
+                                amn[k] = a
+                            if a > amx[k]:
+                                amx[k] = a
+        for k in range(K):
+            cnt[p, c, k] = an[k]
+            mean[p, c, k] = am[k]
+            m2[p, c, k] = aq[k]
+            mn[p, c, k] = amn[k]
+            mx[p, c, k] = amx[k]
+
+
+def _threads() -> int:
+    return numba.get_num_threads()
+
+
+def _nsplit(outer: int, inner: int) -> int:
+    """Pieces to cut each of ``outer`` items of ``inner`` elements into so
+    that all threads are busy but no piece is smaller than MIN_TASK_ELEMS."""
+    want = 4 * _threads()
+    if outer >= want or inner <= MIN_TASK_ELEMS:
+        return 1
+    by_size = max(1, inner // MIN_TASK_ELEMS)
+    return int(max(1, min(by_size, -(-want // max(outer, 1)))))
+
+
+def _lanes(K: int) -> int:
+    m = max(1, -(-LANES // K))
+    return m * K
+
+
+def _widen(x: np.ndarray) -> np.ndarray:
+    """float16 has no numba CPU arithmetic: widen to float32 (a copy)."""
+    if x.dtype == np.float16:
+        return x.astype(np.float32)
+    return x
+
+
+def moments(x3, skipnan, minmax):
+    """Per-(p, k) (count, mean, M2[, min, max]) of x3 (P, R, K) over R."""
+    x3 = _widen(x3)
+    P, R, K = x3.shape
+    if K == 1:
+        nseg = _nsplit(P, R)
+        shape = (P, nseg)
+        x2 = x3.reshape(P, R)
+    else:
+        nseg = _nsplit(P, R * K)
+        nseg = max(1, min(nseg, R))
+        shape = (P, nseg, K)
+    cnt = np.empty(shape)
+    mean = np.empty(shape)
+    m2 = np.empty(shape)
+    mn = np.empty(shape if minmax else (1,) * len(shape))
+    mx = np.empty(shape if minmax else (1,) * len(shape))
+    if K == 1:
+        if P * R:
+            _row_moments(x2, nseg, skipnan, minmax, cnt, mean, m2, mn, mx)
+        else:
+            cnt[:] = 0.0
+            mean[:] = 0.0
+            m2[:] = 0.0
+            mn[:] = np.inf
+            mx[:] = -np.inf
+        shape3 = (P, nseg, 1)
+    else:
+        if not minmax:
+            mn = np.empty(shape)
+            mx = np.empty(shape)
+        L = _lanes(K)
+        m = L // K
+        rb = max(m, (COL_BLOCK_BYTES // (L * x3.itemsize)) * m)
+        if P * R * K:
+            _col_moments(x3.reshape(P, R * K), K, L, nseg, rb, skipnan, minmax, cnt, mean, m2, mn, mx)
+        else:
+            cnt[:] = 0.0
+            mean[:] = 0.0
+            m2[:] = 0.0
+            mn[:] = np.inf
+            mx[:] = -np.inf
+        shape3 = shape
+    c, mu, q, lo, hi = merge_mid(
+        cnt.reshape(shape3),
+        mean.reshape(shape3),
+        m2.reshape(shape3),
+        mn.reshape(shape3) if minmax else cnt.reshape(shape3),
+        mx.reshape(shape3) if minmax else cnt.reshape(shape3),
+        minmax,
+    )
+    if not minmax:
+        return c, mu, q, None, None
+    return c, mu, q, lo, hi
+
+
+# --------------------------------------------------------------------------
+# apply
+# --------------------------------------------------------------------------
+
+
+@njit(parallel=True, fastmath=_FM, cache=CACHE)
+def _apply(xf, of, K, L, nchunk, center, scale, shift, clip, lo, hi):
+    """of = clip((x - center) * scale + shift) over xf (P, R*K) seen as (P, R, K).
+
+    center/scale/shift are lane-replicated (P, L): lane j holds column j % K,
+    so the inner loop is L long and vectorizes for any K.
+    """
+    P, N = xf.shape
+    R = N // K
+    m = L // K
+    rows_per = (R + nchunk - 1) // nchunk
+    rows_per = ((rows_per + m - 1) // m) * m
+    for t in prange(P * nchunk):
+        p = t // nchunk
+        c = t - p * nchunk
+        f0 = min(R, c * rows_per) * K
+        f1 = min(R, c * rows_per + rows_per) * K
+        v = xf[p]
+        o = of[p]
+        cc = center[p]
+        sc = scale[p]
+        sh = shift[p]
+        for base in range(f0, f1, L):
+            w = min(L, f1 - base)
+            if clip:
+                for j in range(w):
+                    y = (np.float64(v[base + j]) - cc[j]) * sc[j] + sh[j]
+                    if y < lo:
+                        y = lo
+                    elif y > hi:
+                        y = hi
+                    o[base + j] = y
+            else:
+                for j in range(w):
+                    o[base + j] = (np.float64(v[base + j]) - cc[j]) * sc[j] + sh[j]
+
+
+def apply(x3, out3, center, scale, shift, lo=None, hi=None):
+    """out3 = clip((x3 - center) * scale + shift, lo, hi); params (P, K) float64."""
+    P, R, K = x3.shape
+    if P * R * K == 0:
+        return
+    narrow = None
+    if x3.dtype == np.float16:
+        x3 = x3.astype(np.float32)
+        narrow, out3 = out3, np.empty(x3.shape, np.float32)
+    L = _lanes(K)
+    rep = L // K
+
+    def lanes(a):
+        return np.ascontiguousarray(np.tile(np.asarray(a, np.float64).reshape(P, K), (1, rep)))
+
+    nchunk = max(1, min(_nsplit(P, R * K), R))
+    clip = lo is not None or hi is not None
+    _apply(
+        x3.reshape(P, R * K),
+        out3.reshape(P, R * K),
+        K,
+        L,
+        nchunk,
+        lanes(center),
+        lanes(scale),
+        lanes(shift),
+        clip,
+        -np.inf if lo is None else float(lo),
+        np.inf if hi is None else float(hi),
+    )
+    if narrow is not None:
+        narrow[...] = out3
+
+
+# --------------------------------------------------------------------------
+# fused layer / RMS norm
+# --------------------------------------------------------------------------
+
+
+@njit(parallel=True, fastmath=_FM, cache=CACHE)
+def _row_norm(x2, o2, w, b, eps, rms, mean_out, rstd_out):
+    """Layer/RMS norm of each row of x2 (R, D), stats and output fused per row.
+
+    The row (<= a few hundred KiB) stays in L1/L2 between the statistics and
+    the output loop, so x is read from DRAM once and y written once.
+    """
+    R, D = x2.shape
+    for r in prange(R):
+        v = x2[r]
+        if rms:
+            mu = 0.0
+            ms = _seg_sumsq(v, 0, D) / D
+            rs = 1.0 / math.sqrt(ms + eps)
+        else:
+            n, mu, q = _seg_moments(v, 0, D, False)
+            rs = 1.0 / math.sqrt(q / D + eps)
+        mean_out[r] = mu
+        rstd_out[r] = rs
+        o = o2[r]
+        for d in range(D):
+            o[d] = (np.float64(v[d]) - mu) * (rs * w[d]) + b[d]
+
+
+@njit(parallel=True, fastmath=_FM, cache=CACHE)
+def _row_norm_seg(x2, o2, w, b, nseg, mean, rstd):
+    """Output pass of layer/RMS norm for few long rows, split into segments."""
+    R, D = x2.shape
+    seglen = (D + nseg - 1) // nseg
+    for t in prange(R * nseg):
+        r = t // nseg
+        s = t - r * nseg
+        lo = min(D, s * seglen)
+        hi = min(D, lo + seglen)
+        v = x2[r]
+        o = o2[r]
+        mu = mean[r]
+        rs = rstd[r]
+        for d in range(lo, hi):
+            o[d] = (np.float64(v[d]) - mu) * (rs * w[d]) + b[d]
+
+
+def row_norm(x2, out2, weight, bias, eps, rms):
+    """Layer norm (rms=False) or RMS norm of each row of x2 (R, D)."""
+    R, D = x2.shape
+    narrow = None
+    if x2.dtype == np.float16:
+        x2 = x2.astype(np.float32)
+        narrow, out2 = out2, np.empty(x2.shape, np.float32)
+    mean = np.zeros(R)
+    rstd = np.empty(R)
+    if R * D == 0:
+        rstd[:] = np.nan
+    else:
+        nseg = _nsplit(R, D)
+        if nseg == 1:
+            _row_norm(x2, out2, weight, bias, float(eps), rms, mean, rstd)
+        else:
+            cnt, mu, q, _, _ = moments(x2.reshape(R, D, 1), False, False)
+            cnt, mu, q = cnt[:, 0], mu[:, 0], q[:, 0]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if rms:
+                    # E[x^2] = M2/n + mean^2: a sum of non-negatives, no cancellation
+                    rstd[:] = 1.0 / np.sqrt(q / cnt + mu * mu + eps)
+                else:
+                    mean[:] = mu
+                    rstd[:] = 1.0 / np.sqrt(q / cnt + eps)
+            _row_norm_seg(x2, out2, weight, bias, nseg, mean, rstd)
+    if narrow is not None:
+        narrow[...] = out2
+    return mean, rstd
+
+
+# --------------------------------------------------------------------------
+# p-norms
+# --------------------------------------------------------------------------
+
+
+@njit(parallel=True, fastmath=_FM, cache=CACHE)
+def _col_pnorm(xf, K, L, nchunk, p, out):
+    """Partial sums of |x|^p (or max |x| for p=inf) of xf (P, R*K) over R.
+
+    out is (P, nchunk, K); lanes as in _col_moments.
+    """
+    P, N = xf.shape
+    R = N // K
+    m = L // K
+    rows_per = (R + nchunk - 1) // nchunk
+    rows_per = ((rows_per + m - 1) // m) * m
+    for t in prange(P * nchunk):
+        pp = t // nchunk
+        c = t - pp * nchunk
+        f0 = min(R, c * rows_per) * K
+        f1 = min(R, c * rows_per + rows_per) * K
+        v = xf[pp]
+        acc = np.zeros(L)
+        nan = np.zeros(L)
+        for base in range(f0, f1, L):
+            w = min(L, f1 - base)
+            if p == 2.0:
+                for j in range(w):
+                    a = np.float64(v[base + j])
+                    acc[j] += a * a
+            elif p == 1.0:
+                for j in range(w):
+                    acc[j] += abs(np.float64(v[base + j]))
+            elif p == np.inf:
+                for j in range(w):
+                    a = abs(np.float64(v[base + j]))
+                    if a != a:
+                        nan[j] = 1.0
+                    elif a > acc[j]:
+                        acc[j] = a
+            else:
+                for j in range(w):
+                    acc[j] += abs(np.float64(v[base + j])) ** p
+        for k in range(K):
+            r = 0.0
+            for j in range(k, L, K):
+                if p == np.inf:
+                    if nan[j] != 0.0 or r != r:
+                        r = math.nan
+                    elif acc[j] > r:
+                        r = acc[j]
+                else:
+                    r += acc[j]
+            out[pp, c, k] = r
+
+
+def pnorm(x3, p):
+    """(P, K) p-norms of x3 (P, R, K) over R; p = inf gives max |x|."""
+    x3 = _widen(x3)
+    P, R, K = x3.shape
+    p = float(p)
+    if P * R * K == 0:
+        return np.zeros((P, K))
+    L = _lanes(K)
+    nchunk = max(1, min(_nsplit(P, R * K), R))
+    part = np.empty((P, nchunk, K))
+    _col_pnorm(x3.reshape(P, R * K), K, L, nchunk, p, part)
+    if p == np.inf:
+        # NaN must win over max(): np.max propagates NaN
+        return part.max(axis=1)
+    tot = part.sum(axis=1)
+    if p == 1.0:
+        return tot
+    if p == 2.0:
+        return np.sqrt(tot)
+    return tot ** (1.0 / p)
+
+
+# --------------------------------------------------------------------------
+# array helpers of the contract
+# --------------------------------------------------------------------------
+
+
+def ascontiguous(x):
+    return np.ascontiguousarray(x)
+
+
+def empty(shape, dtype, like=None):
+    return np.empty(shape, dtype)
+
+
+def to_host(a):
+    return np.asarray(a)
+
+
+def from_host(a, like=None):
+    return np.asarray(a)
+
+
+def wrap(a, like=None):
+    return a
+
+
+def copy_into(dst, host):
+    dst[...] = host
+
+
+def context(stream=None):
+    return contextlib.nullcontext()

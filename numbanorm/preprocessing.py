@@ -1,0 +1,181 @@
+"""Preprocessing with NumPy/scikit-learn conventions: ``axis`` = axes reduced over.
+
+NaN is ignored when statistics are computed (per-feature counts, as
+scikit-learn) and stays NaN in the output.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+from . import _validate as V
+from ._reduce import apply_affine, normalize_axis, reduce_moments, reduce_pnorm
+
+__all__ = ["standardize", "minmax_scale", "lp_normalize", "constant_features"]
+
+
+def constant_features(var: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """True where a variance is indistinguishable from 0 by rounding.
+
+    The bound is scikit-learn's ``_is_constant_feature``: the rounding error of
+    the mean of ``n`` equal values can leave a variance of order
+    ``(n * mean * eps)**2`` instead of 0; such features get scale 1.
+    """
+    eps = np.finfo(np.float64).eps
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = n * eps * var + (n * mean * eps) ** 2
+        return var <= bound
+
+
+def _prep(x: Any, axis: Any):
+    inp = V.Input(x)
+    axes = normalize_axis(axis, inp.ndim)
+    inp.require_nonempty()
+    return inp, axes
+
+
+def _keep(a: np.ndarray, shape, axes) -> np.ndarray:
+    return a.reshape([1 if i in axes else n for i, n in enumerate(shape)])
+
+
+def standardize(
+    x: Any,
+    axis: Any = 0,
+    *,
+    ddof: int = 0,
+    with_mean: bool = True,
+    with_std: bool = True,
+    out: Any = None,
+    return_stats: bool = False,
+    stream: Any = None,
+):
+    """Z-score ``x`` over ``axis``: ``(x - mean) / std``.
+
+    Parameters
+    ----------
+    x : array
+    axis : int or tuple of ints, default 0
+        Axes the statistics are computed over (0: per column of a 2-D array).
+    ddof : int
+        Delta degrees of freedom of the standard deviation.
+    with_mean, with_std : bool
+        Center, scale (scikit-learn's StandardScaler options).
+    out : array, optional
+        Result array (may be x).
+    return_stats : bool
+        Also return ``mean`` and ``std`` actually used, with x's number of
+        dimensions (reduced axes of size 1).  Constant features (variance 0 up
+        to rounding) get std 1.
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm as nbn
+    >>> y = nbn.standardize(np.array([[1.0, 10.0], [3.0, 10.0]]))
+    >>> y.tolist()
+    [[-1.0, 0.0], [1.0, 0.0]]
+    """
+    inp, axes = _prep(x, axis)
+    if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
+        raise ValueError(f"ddof must be a non-negative int, got {ddof!r}")
+    y, user_out = V.out_array(out, inp)
+    be = inp.backend
+    with be.context(stream):
+        m = reduce_moments(inp.arr, axes, skipnan=True, minmax=False, backend=be)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            var = np.where(m.count - ddof > 0, m.m2 / (m.count - ddof), np.nan)
+        std = np.sqrt(var)
+        std = np.where(constant_features(var, m.mean, m.count), 1.0, std)
+        mean = m.mean if with_mean else np.zeros_like(m.mean)
+        if not with_std:
+            std = np.ones_like(std)
+        with np.errstate(divide="ignore"):
+            scale = 1.0 / std
+        apply_affine(inp.arr, axes, mean, scale, np.zeros_like(mean), out=y, backend=be)
+    res = user_out if user_out is not None else be.wrap(y, like=inp.orig)
+    if not return_stats:
+        return res
+    sh = inp.shape
+    return res, _keep(mean, sh, axes), _keep(std, sh, axes)
+
+
+def minmax_scale(
+    x: Any,
+    feature_range: tuple[float, float] = (0.0, 1.0),
+    axis: Any = 0,
+    *,
+    clip: bool = False,
+    out: Any = None,
+    stream: Any = None,
+):
+    """Scale ``x`` linearly so that its min/max over ``axis`` map to ``feature_range``.
+
+    ``y = (x - min) * (hi - lo) / (max - min) + lo``; a zero range scales by
+    ``hi - lo`` (scikit-learn: range treated as 1).  ``clip`` clips to the
+    feature range (useful with statistics from other data).
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm as nbn
+    >>> nbn.minmax_scale(np.array([[0.0], [5.0], [10.0]])).ravel().tolist()
+    [0.0, 0.5, 1.0]
+    """
+    try:
+        lo, hi = (float(v) for v in feature_range)
+    except (TypeError, ValueError):
+        raise TypeError(f"feature_range must be a pair of numbers, got {feature_range!r}") from None
+    if not lo < hi:
+        raise ValueError(f"feature_range must have min < max, got {tuple(feature_range)!r}")
+    inp, axes = _prep(x, axis)
+    y, user_out = V.out_array(out, inp)
+    be = inp.backend
+    with be.context(stream):
+        m = reduce_moments(inp.arr, axes, skipnan=True, minmax=True, backend=be)
+        rng = m.max - m.min
+        rng = np.where(rng == 0.0, 1.0, rng)
+        scale = (hi - lo) / rng
+        apply_affine(
+            inp.arr, axes, m.min, scale, np.full_like(scale, lo), out=y,
+            lo=lo if clip else None, hi=hi if clip else None, backend=be,
+        )
+    return user_out if user_out is not None else be.wrap(y, like=inp.orig)
+
+
+def lp_normalize(
+    x: Any,
+    p: float = 2.0,
+    axis: Any = -1,
+    eps: float = 1e-12,
+    *,
+    out: Any = None,
+    stream: Any = None,
+):
+    """Divide ``x`` by its p-norm over ``axis``: ``x / max(||x||_p, eps)``.
+
+    ``torch.nn.functional.normalize`` semantics; ``p`` may be any positive
+    number or ``inf``.
+
+    Examples
+    --------
+    >>> import numpy as np, numbanorm as nbn
+    >>> nbn.lp_normalize(np.array([[3.0, 4.0]])).tolist()
+    [[0.6, 0.8]]
+    """
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"p must be a positive number or inf, got {p!r}")
+    p = float(p)
+    if not p > 0:
+        raise ValueError(f"p must be > 0, got {p!r}")
+    eps = V.check_eps(eps)
+    inp, axes = _prep(x, axis)
+    y, user_out = V.out_array(out, inp)
+    be = inp.backend
+    with be.context(stream):
+        nrm = reduce_pnorm(inp.arr, axes, p, backend=be)
+        scale = 1.0 / np.maximum(nrm, eps) if eps > 0 else 1.0 / nrm
+        z = np.zeros_like(nrm)
+        with np.errstate(divide="ignore"):
+            apply_affine(inp.arr, axes, z, scale, z, out=y, backend=be)
+    return user_out if user_out is not None else be.wrap(y, like=inp.orig)
