@@ -224,7 +224,7 @@ def _params(a, x_shape, axes, perm, runs, groups, view):
     # x order with reduced axes as size 1 -> xc order -> squeeze size-1 axes of xc
     arr = arr.reshape([1 if i in axes else n for i, n in enumerate(x_shape)]).transpose(perm)
     shape_c = [x_shape[i] for i in perm]
-    arr = arr.reshape([d for d, n in zip(arr.shape, shape_c) if n > 1])
+    arr = arr.reshape([d for d, n in zip(arr.shape, shape_c, strict=True) if n > 1])
     # merge the axes of each run (reduced runs are size 1 in arr)
     full, i = [], 0
     sizes_c = [n for n in shape_c if n > 1]

@@ -25,9 +25,7 @@ def result_dtype(dtype: Any, name: str = "x") -> np.dtype:
         return dt
     if dt.kind in "biu":
         return np.dtype(np.float64)
-    raise TypeError(
-        f"{name} must have a float16, float32, float64, integer or bool dtype, got {dt}"
-    )
+    raise TypeError(f"{name} must have a float16, float32, float64, integer or bool dtype, got {dt}")
 
 
 def stats_dtype(dt: np.dtype) -> np.dtype:
@@ -134,7 +132,9 @@ def running(p: Any, C: int, name: str, inp: Input, update: bool):
     else:
         if not isinstance(p, np.ndarray):
             if update:
-                raise TypeError(f"{name} is updated in place and must be a numpy array, got {type(p).__name__}")
+                raise TypeError(
+                    f"{name} is updated in place and must be a numpy array, got {type(p).__name__}"
+                )
             p = np.asarray(p)
         host = p
         dt = p.dtype
@@ -153,7 +153,10 @@ def out_array(out: Any, inp: Input, name: str = "out"):
     if out is None:
         return be.empty(inp.shape, inp.dtype, like=inp.arr), None
     if backends.is_cuda_array(out) != backends.is_cuda_array(inp.orig):
-        raise TypeError(f"{name} must be the same kind of array as x ({type(inp.orig).__name__}), got {type(out).__name__}")
+        raise TypeError(
+            f"{name} must be the same kind of array as x ({type(inp.orig).__name__}), "
+            f"got {type(out).__name__}"
+        )
     o = be.as_device(out) if backends.is_cuda_array(out) else out
     if not backends.is_cuda_array(out) and not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy array, got {type(out).__name__}")

@@ -224,9 +224,7 @@ def _rows(inp: V.Input, normalized_shape: Any, name: str = "normalized_shape"):
     ns = V.shape_tuple(normalized_shape, name)
     k = len(ns)
     if k > inp.ndim or inp.shape[inp.ndim - k :] != ns:
-        raise ValueError(
-            f"{name}={ns} must equal the trailing shape of x; x has shape {inp.shape}"
-        )
+        raise ValueError(f"{name}={ns} must equal the trailing shape of x; x has shape {inp.shape}")
     D = int(np.prod(ns))
     R = int(np.prod(inp.shape[: inp.ndim - k]))
     return ns, R, D

@@ -137,8 +137,15 @@ def minmax_scale(
         rng = np.where(rng == 0.0, 1.0, rng)
         scale = (hi - lo) / rng
         apply_affine(
-            inp.arr, axes, m.min, scale, np.full_like(scale, lo), out=y,
-            lo=lo if clip else None, hi=hi if clip else None, backend=be,
+            inp.arr,
+            axes,
+            m.min,
+            scale,
+            np.full_like(scale, lo),
+            out=y,
+            lo=lo if clip else None,
+            hi=hi if clip else None,
+            backend=be,
         )
     return user_out if user_out is not None else be.wrap(y, like=inp.orig)
 
