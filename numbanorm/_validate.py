@@ -116,13 +116,16 @@ def param(p: Any, shape: tuple[int, ...], name: str, inp: Input) -> np.ndarray |
     return a.astype(np.float64)
 
 
-def running(p: Any, C: int, name: str, inp: Input, update: bool):
-    """A running-stat array of shape (C,); returns (original, host float64 copy)."""
+def running(p: Any, C: int, name: str, inp: Input, update: bool, host_ok: bool = False):
+    """A running-stat array of shape (C,); returns (original, host float64 copy).
+
+    ``host_ok`` lets host buffers serve device inputs (the layers keep theirs
+    on the host); the public functions require them where x lives."""
     if p is None:
         return None, None
     on_dev = backends.is_cuda_array(p)
     x_dev = backends.is_cuda_array(inp.orig)
-    if update and on_dev != x_dev:
+    if update and on_dev != x_dev and not (host_ok and not on_dev):
         where = "a CUDA device" if x_dev else "the host"
         raise ValueError(f"{name} is updated in place and must live where x lives ({where})")
     if on_dev:

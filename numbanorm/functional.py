@@ -71,6 +71,7 @@ def batch_norm(
     out: Any = None,
     return_stats: bool = False,
     stream: Any = None,
+    _host_running: bool = False,
 ):
     """Batch normalization (``torch.nn.functional.batch_norm`` semantics).
 
@@ -117,8 +118,8 @@ def batch_norm(
     mom = V.check_momentum(momentum)
     w = V.param(weight, (C,), "weight", inp)
     b = V.param(bias, (C,), "bias", inp)
-    rm_o, rm = V.running(running_mean, C, "running_mean", inp, update=bool(training))
-    rv_o, rv = V.running(running_var, C, "running_var", inp, update=bool(training))
+    rm_o, rm = V.running(running_mean, C, "running_mean", inp, bool(training), _host_running)
+    rv_o, rv = V.running(running_var, C, "running_var", inp, bool(training), _host_running)
     if (rm is None) != (rv is None):
         raise ValueError("running_mean and running_var must be given together")
     axes = tuple(a for a in range(inp.ndim) if a != ca)
@@ -162,6 +163,7 @@ def instance_norm(
     out: Any = None,
     return_stats: bool = False,
     stream: Any = None,
+    _host_running: bool = False,
 ):
     """Instance normalization (``torch.nn.functional.instance_norm`` semantics).
 
@@ -189,8 +191,8 @@ def instance_norm(
     mom = V.check_momentum(momentum)
     w = V.param(weight, (C,), "weight", inp)
     b = V.param(bias, (C,), "bias", inp)
-    rm_o, rm = V.running(running_mean, C, "running_mean", inp, update=bool(use_input_stats))
-    rv_o, rv = V.running(running_var, C, "running_var", inp, update=bool(use_input_stats))
+    rm_o, rm = V.running(running_mean, C, "running_mean", inp, bool(use_input_stats), _host_running)
+    rv_o, rv = V.running(running_var, C, "running_var", inp, bool(use_input_stats), _host_running)
     if (rm is None) != (rv is None):
         raise ValueError("running_mean and running_var must be given together")
     if not use_input_stats and rm is None:
