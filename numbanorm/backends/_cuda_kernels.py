@@ -1,0 +1,449 @@
+"""``@cuda.jit`` kernels of the CUDA backend (private; launched by ``cuda.py``).
+
+Every statistic goes through the scalar core in ``numbanorm._stats``
+(``chan_merge``, ``variance``, ``inv_std``): plain ``@njit`` functions that
+numba-cuda compiles as device functions.  Accumulation is float64 whatever the
+input dtype (float16 is loaded as float16 and converted on load).
+
+Compile-time constants (``_MAX_BLOCK``, ``_CH``, ``_NREG``, ``_HAVE_SHFL``) are
+module globals: on a real GPU numba freezes them into the kernel at first
+compile; in the simulator the kernels run as Python and read them live, which is
+how the tests exercise the non-register paths.
+
+Warp shuffles (``_HAVE_SHFL``) are used only on real hardware: the simulator has
+no ``shfl_*_sync``.  Those branches are therefore *not* exercised by the
+simulator tests; they only run on a GPU (``NUMBA_ENABLE_CUDASIM=0 pytest
+tests/test_cuda*.py``).  The simulator also does no type checking, so typing
+errors in any kernel surface only on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+from numba import cuda, float64
+from numba.core import config
+
+from .._stats import chan_merge, inv_std, variance
+
+SIMULATOR = bool(config.ENABLE_CUDASIM)
+
+# Warp shuffles exist only on hardware (not in the simulator); they take
+# i32/i64/f32/f64 only, and everything shuffled here is float64.
+_HAVE_SHFL = not SIMULATOR
+_FULL_MASK = 0xFFFFFFFF
+_WARP = 32
+
+# Upper bound on threads per block of every launch: sizes the static shared
+# scratch (5 float64 arrays x 256 = 10 KiB per block).  256 also keeps
+# register-heavy kernels (row_norm caches _NREG float64 per thread) launchable:
+# 1024 threads x >64 registers would exceed the 64 Ki register file of an SM.
+_MAX_BLOCK = 256
+
+# Rows per thread chunk in the moments kernels: loaded into registers, reduced
+# by an exact two-pass (mean, then sum of squared deviations), then folded
+# into the thread's triple with one Chan merge -- one division per _CH values
+# instead of Welford's one per value, and no E[x^2] - E[x]^2 cancellation.
+_CH = 8
+
+# Row elements per thread kept in registers by row_norm (warp-per-row keeps
+# D <= 32 * 32 = 1024 on chip; block-per-row up to 256 * 32 = 8192).  Longer
+# rows re-read x from global memory (L2) for the second and third pass.
+_NREG = 32
+
+
+@cuda.jit(device=True)
+def _nanmin(a, b):
+    """min that propagates NaN from either argument."""
+    if b != b or b < a:
+        return b
+    return a
+
+
+@cuda.jit(device=True)
+def _nanmax(a, b):
+    """max that propagates NaN from either argument."""
+    if b != b or b > a:
+        return b
+    return a
+
+
+@cuda.jit(device=True)
+def _pow2_ceil(n):
+    """Smallest power of two >= n (n >= 1)."""
+    p = 1
+    while p < n:
+        p *= 2
+    return p
+
+
+@cuda.jit
+def _moments_partial(x, skipnan, minmax, rows_per_split, part):
+    """Partial (count, mean, M2, min, max) over one row split of a (p, k-tile)."""
+    # x: (P, R, K); part: (5, P, S, K) = count, mean, M2, min, max stacked so
+    # that one argument (launch cost grows per argument) and one copy carry them
+    # block (TX, TY): threads along K (coalesced: consecutive tx read
+    # consecutive addresses) and along R; grid (ceil(K/TX), S, <=P).
+    sh_n = cuda.shared.array(_MAX_BLOCK, float64)
+    sh_m = cuda.shared.array(_MAX_BLOCK, float64)
+    sh_q = cuda.shared.array(_MAX_BLOCK, float64)
+    sh_lo = cuda.shared.array(_MAX_BLOCK, float64)
+    sh_hi = cuda.shared.array(_MAX_BLOCK, float64)
+    buf = cuda.local.array(_CH, float64)
+    P, R, K = x.shape
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    TX = cuda.blockDim.x
+    TY = cuda.blockDim.y
+    k = cuda.blockIdx.x * TX + tx
+    s = cuda.blockIdx.y
+    r0 = s * rows_per_split
+    r1 = min(R, r0 + rows_per_split)
+    t = ty * TX + tx
+    # the p loop is block-uniform, so every thread reaches every syncthreads
+    for p in range(cuda.blockIdx.z, P, cuda.gridDim.z):
+        n = 0.0
+        mu = 0.0
+        q = 0.0
+        lo = math.inf
+        hi = -math.inf
+        if k < K:
+            for r in range(r0 + ty, r1, _CH * TY):
+                # pass 1 over the chunk: count, sum (and min/max)
+                c = 0.0
+                tot = 0.0
+                for j in range(_CH):  # constant trip count: unrolled, buf in registers
+                    rr = r + j * TY
+                    if rr < r1:
+                        v = float64(x[p, rr, k])
+                        buf[j] = v
+                        if not (skipnan and v != v):
+                            c += 1.0
+                            tot += v
+                            if minmax:
+                                lo = _nanmin(lo, v)
+                                hi = _nanmax(hi, v)
+                if c > 0.0:
+                    cm = tot / c
+                    # pass 2: exact squared deviations from the chunk mean
+                    cq = 0.0
+                    for j in range(_CH):
+                        if r + j * TY < r1:
+                            v = buf[j]
+                            if not (skipnan and v != v):
+                                d = v - cm
+                                cq += d * d
+                    n, mu, q = chan_merge(n, mu, q, c, cm, cq)
+        # reduce the TY triples of each column tx
+        if _HAVE_SHFL and TX == 1 and TY % _WARP == 0:
+            n, mu, q, lo, hi = _warp_merge(n, mu, q, lo, hi)
+            lane = ty % _WARP
+            w = ty // _WARP
+            if lane == 0:
+                sh_n[w] = n
+                sh_m[w] = mu
+                sh_q[w] = q
+                sh_lo[w] = lo
+                sh_hi[w] = hi
+            cuda.syncthreads()
+            if w == 0:
+                if lane < TY // _WARP:
+                    n = sh_n[lane]
+                    mu = sh_m[lane]
+                    q = sh_q[lane]
+                    lo = sh_lo[lane]
+                    hi = sh_hi[lane]
+                else:
+                    n = 0.0
+                    mu = 0.0
+                    q = 0.0
+                    lo = math.inf
+                    hi = -math.inf
+                n, mu, q, lo, hi = _warp_merge(n, mu, q, lo, hi)
+                if lane == 0:
+                    sh_n[0] = n
+                    sh_m[0] = mu
+                    sh_q[0] = q
+                    sh_lo[0] = lo
+                    sh_hi[0] = hi
+            cuda.syncthreads()
+        else:
+            # shared-memory tree over ty (the path the simulator runs)
+            sh_n[t] = n
+            sh_m[t] = mu
+            sh_q[t] = q
+            sh_lo[t] = lo
+            sh_hi[t] = hi
+            cuda.syncthreads()
+            step = _pow2_ceil(TY) // 2
+            while step > 0:
+                if ty < step and ty + step < TY:
+                    o = t + step * TX
+                    sh_n[t], sh_m[t], sh_q[t] = chan_merge(
+                        sh_n[t], sh_m[t], sh_q[t], sh_n[o], sh_m[o], sh_q[o]
+                    )
+                    sh_lo[t] = _nanmin(sh_lo[t], sh_lo[o])
+                    sh_hi[t] = _nanmax(sh_hi[t], sh_hi[o])
+                cuda.syncthreads()
+                step //= 2
+        if ty == 0 and k < K:
+            part[0, p, s, k] = sh_n[tx]
+            part[1, p, s, k] = sh_m[tx]
+            part[2, p, s, k] = sh_q[tx]
+            part[3, p, s, k] = sh_lo[tx]
+            part[4, p, s, k] = sh_hi[tx]
+        cuda.syncthreads()  # shared scratch is reused by the next p
+
+
+@cuda.jit(device=True)
+def _warp_merge(n, mu, q, lo, hi):
+    """Chan-merge a triple (and min/max) down a warp; lane 0 holds the result (GPU only)."""
+    off = _WARP // 2
+    while off > 0:
+        n2 = cuda.shfl_down_sync(_FULL_MASK, n, off)
+        m2 = cuda.shfl_down_sync(_FULL_MASK, mu, off)
+        q2 = cuda.shfl_down_sync(_FULL_MASK, q, off)
+        lo2 = cuda.shfl_down_sync(_FULL_MASK, lo, off)
+        hi2 = cuda.shfl_down_sync(_FULL_MASK, hi, off)
+        # lanes >= 32 - off receive their own value back; only lane 0 is used
+        n, mu, q = chan_merge(n, mu, q, n2, m2, q2)
+        lo = _nanmin(lo, lo2)
+        hi = _nanmax(hi, hi2)
+        off //= 2
+    return n, mu, q, lo, hi
+
+
+@cuda.jit
+def _moments_merge(part, res):
+    """Chan-merge the S partials of each (p, k), in order (deterministic)."""
+    # part: (5, P, S, K) -> res: (5, P, K); one thread per (p, k)
+    P = part.shape[1]
+    S = part.shape[2]
+    K = part.shape[3]
+    start = cuda.grid(1)
+    for i in range(start, P * K, cuda.gridsize(1)):
+        p = i // K
+        k = i - p * K
+        n = 0.0
+        mu = 0.0
+        q = 0.0
+        lo = math.inf
+        hi = -math.inf
+        for s in range(S):
+            n, mu, q = chan_merge(n, mu, q, part[0, p, s, k], part[1, p, s, k], part[2, p, s, k])
+            lo = _nanmin(lo, part[3, p, s, k])
+            hi = _nanmax(hi, part[4, p, s, k])
+        res[0, p, k] = n
+        res[1, p, k] = mu
+        res[2, p, k] = q
+        res[3, p, k] = lo
+        res[4, p, k] = hi
+
+
+@cuda.jit
+def _pnorm_partial(x, mode, p_exp, rows_per_split, acc):
+    """Partial sum |x|**p (mode 0: p=1, 1: p=2, 3: other p) or max |x| (mode 2)."""
+    # x: (P, R, K); acc: (P, S, K); same tiling as _moments_partial
+    sh = cuda.shared.array(_MAX_BLOCK, float64)
+    P, R, K = x.shape
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    TX = cuda.blockDim.x
+    TY = cuda.blockDim.y
+    k = cuda.blockIdx.x * TX + tx
+    s = cuda.blockIdx.y
+    r0 = s * rows_per_split
+    r1 = min(R, r0 + rows_per_split)
+    t = ty * TX + tx
+    for p in range(cuda.blockIdx.z, P, cuda.gridDim.z):
+        a = 0.0  # sum of non-negative terms, or running max of |x| (>= 0)
+        if k < K:
+            for r in range(r0 + ty, r1, TY):
+                v = abs(float64(x[p, r, k]))
+                if mode == 0:
+                    a += v
+                elif mode == 1:
+                    a += v * v
+                elif mode == 2:
+                    a = _nanmax(a, v)
+                else:
+                    a += v**p_exp
+        sh[t] = a
+        cuda.syncthreads()
+        step = _pow2_ceil(TY) // 2
+        while step > 0:
+            if ty < step and ty + step < TY:
+                if mode == 2:
+                    sh[t] = _nanmax(sh[t], sh[t + step * TX])
+                else:
+                    sh[t] += sh[t + step * TX]
+            cuda.syncthreads()
+            step //= 2
+        if ty == 0 and k < K:
+            acc[p, s, k] = sh[tx]
+        cuda.syncthreads()
+
+
+@cuda.jit
+def _apply(x, out, prm, clip, lo, hi):
+    """out = clip((x - center) * scale + shift, lo, hi), float64 arithmetic, grid-stride."""
+    # x, out: (P, R*K) views of (P, R, K); prm: (3, P, K) = center, scale, shift
+    # grid (gx, <=P): y walks p (params fixed per p), x walks the flat R*K
+    # plane; one modulo per element to find k (none when K == 1).
+    P, RK = x.shape
+    K = prm.shape[2]
+    start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    stride = cuda.gridDim.x * cuda.blockDim.x
+    for p in range(cuda.blockIdx.y, P, cuda.gridDim.y):
+        for j in range(start, RK, stride):
+            k = 0 if K == 1 else j % K
+            y = (float64(x[p, j]) - prm[0, p, k]) * prm[1, p, k] + prm[2, p, k]
+            if clip:
+                # comparisons are False for NaN: NaN passes through unclipped
+                if y < lo:
+                    y = lo
+                elif y > hi:
+                    y = hi
+            out[p, j] = y
+
+
+@cuda.jit(device=True)
+def _group_sum(v, sh, g, G, rb):
+    """Sum of v over the G threads of row-group rb (all block threads must call)."""
+    # sh: (_MAX_BLOCK,) shared scratch; thread (g, rb) of a (G, RB) block
+    if _HAVE_SHFL and G == _WARP:
+        # warp-per-row: butterfly shuffles, every lane gets the total
+        off = _WARP // 2
+        while off > 0:
+            v += cuda.shfl_xor_sync(_FULL_MASK, v, off)
+            off //= 2
+        return v
+    base = rb * G
+    if _HAVE_SHFL and G % _WARP == 0:
+        # block-per-row: shuffles inside each warp, then the G/32 warp sums
+        off = _WARP // 2
+        while off > 0:
+            v += cuda.shfl_xor_sync(_FULL_MASK, v, off)
+            off //= 2
+        if g % _WARP == 0:
+            sh[base + g // _WARP] = v
+        cuda.syncthreads()
+        tot = 0.0
+        for i in range(G // _WARP):
+            tot += sh[base + i]
+        cuda.syncthreads()
+        return tot
+    # shared-memory tree (simulator, or group sizes that are not warp multiples)
+    sh[base + g] = v
+    cuda.syncthreads()
+    step = _pow2_ceil(G) // 2
+    while step > 0:
+        if g < step and g + step < G:
+            sh[base + g] += sh[base + g + step]
+        cuda.syncthreads()
+        step //= 2
+    tot = sh[base]
+    cuda.syncthreads()
+    return tot
+
+
+@cuda.jit
+def _row_norm(x, out, wb, eps, rms, stats):
+    """Fused layer/RMS norm; G threads per row (G=32: warp-per-row; G=block: block-per-row)."""
+    # x, out: (R, D); wb: (2, D) float64 = weight, bias; stats: (2, R) = mean, rstd
+    # block (G, RB): RB rows per block; grid-stride over rows in RB steps.
+    sh = cuda.shared.array(_MAX_BLOCK, float64)
+    buf = cuda.local.array(_NREG, float64)
+    R, D = x.shape
+    g = cuda.threadIdx.x
+    G = cuda.blockDim.x
+    rb = cuda.threadIdx.y
+    RB = cuda.blockDim.y
+    cached = D <= G * _NREG  # the whole row fits in the group's registers
+    dn = float64(D)
+    # the base loop is block-uniform: every thread reaches every syncthreads
+    for base in range(cuda.blockIdx.x * RB, R, cuda.gridDim.x * RB):
+        r = base + rb
+        active = r < R
+        # pass 1: sum (layer norm) or sum of squares (RMS norm), float64
+        s = 0.0
+        if active:
+            if cached:
+                for j in range(_NREG):  # constant trip count: unrolled, registers
+                    d = g + j * G
+                    if d < D:
+                        v = float64(x[r, d])
+                        buf[j] = v
+                        s += v * v if rms else v
+            else:
+                for d in range(g, D, G):
+                    v = float64(x[r, d])
+                    s += v * v if rms else v
+        tot = _group_sum(s, sh, g, G, rb)
+        if rms:
+            mu = 0.0
+            var = tot / dn  # mean square: no subtraction, no cancellation
+        else:
+            mu = tot / dn
+            # pass 2: exact two-pass variance around the row mean (never
+            # E[x^2] - E[x]^2; guarded by test_cuda_primitives accuracy tests)
+            s = 0.0
+            if active:
+                if cached:
+                    for j in range(_NREG):
+                        if g + j * G < D:
+                            dv = buf[j] - mu
+                            s += dv * dv
+                else:
+                    for d in range(g, D, G):
+                        dv = float64(x[r, d]) - mu
+                        s += dv * dv
+            q = _group_sum(s, sh, g, G, rb)
+            var = variance(dn, q, 0.0)
+        if active:
+            # var + eps == 0 (eps=0, constant row) is inf on the GPU; guarded
+            # so the simulator (which runs inv_std on the CPU, where a zero
+            # division raises) agrees.
+            rstd = inv_std(var, eps) if var + eps != 0.0 else math.inf
+            # pass 3: normalize, scale, shift; cast to out's dtype on store
+            if cached:
+                for j in range(_NREG):
+                    d = g + j * G
+                    if d < D:
+                        out[r, d] = (buf[j] - mu) * rstd * wb[0, d] + wb[1, d]
+            else:
+                for d in range(g, D, G):
+                    out[r, d] = (float64(x[r, d]) - mu) * rstd * wb[0, d] + wb[1, d]
+            if g == 0:
+                stats[0, r] = mu
+                stats[1, r] = rstd
+
+
+@cuda.jit
+def _copy1(src, dst):
+    """dst[...] = src[...] for a strided 1-D src into a contiguous dst (grid-stride)."""
+    # src, dst: (A,)
+    for i in range(cuda.grid(1), src.shape[0], cuda.gridsize(1)):
+        dst[i] = src[i]
+
+
+@cuda.jit
+def _copy2(src, dst):
+    """dst[...] = src[...] for a strided 2-D src into a C-contiguous dst (grid-stride)."""
+    # src, dst: (A, B)
+    A, B = src.shape
+    for i in range(cuda.grid(1), A * B, cuda.gridsize(1)):
+        a = i // B
+        dst[a, i - a * B] = src[a, i - a * B]
+
+
+@cuda.jit
+def _copy3(src, dst):
+    """dst[...] = src[...] for a strided 3-D src into a C-contiguous dst (grid-stride)."""
+    # src, dst: (A, B, C)
+    A, B, C = src.shape
+    for i in range(cuda.grid(1), A * B * C, cuda.gridsize(1)):
+        c = i % C
+        ab = i // C
+        b = ab % B
+        dst[ab // B, b, c] = src[ab // B, b, c]
