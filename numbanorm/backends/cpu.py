@@ -36,68 +36,38 @@ _FM = set(FASTMATH)
 # --------------------------------------------------------------------------
 
 
+# Inner loops index a slice from 0: a loop over ``range(lo, hi)`` keeps
+# numba's negative-index wraparound and does not vectorize (measured 4.7 vs
+# 48 GB/s for a float32 sum, benchmarks/NOTES.md).
+
+
 @njit(fastmath=_FM, cache=CACHE)
-def _seg_moments(v, lo, hi, skipnan):
+def _seg_moments(v, lo, hi):
     """(count, mean, M2) of v[lo:hi]: exact two-pass per ROW_CHUNK, Chan-merged."""
     n = 0.0
     mean = 0.0
     m2 = 0.0
     for c0 in range(lo, hi, ROW_CHUNK):
-        c1 = min(c0 + ROW_CHUNK, hi)
+        w = v[c0 : min(c0 + ROW_CHUNK, hi)]
         s = 0.0
-        cnt = 0.0
-        if skipnan:
-            for i in range(c0, c1):
-                a = np.float64(v[i])
-                if a == a:
-                    s += a
-                    cnt += 1.0
-        else:
-            for i in range(c0, c1):
-                s += np.float64(v[i])
-            cnt = float(c1 - c0)
-        if cnt == 0.0:
-            continue
+        for i in range(w.size):
+            s += np.float64(w[i])
+        cnt = float(w.size)
         cm = s / cnt
         q = 0.0
-        if skipnan:
-            for i in range(c0, c1):
-                a = np.float64(v[i])
-                if a == a:
-                    d = a - cm
-                    q += d * d
-        else:
-            for i in range(c0, c1):
-                d = np.float64(v[i]) - cm
-                q += d * d
+        for i in range(w.size):
+            d = np.float64(w[i]) - cm
+            q += d * d
         n, mean, m2 = chan_merge(n, mean, m2, cnt, cm, q)
     return n, mean, m2
 
 
 @njit(fastmath=_FM, cache=CACHE)
-def _seg_minmax(v, lo, hi, skipnan):
-    """(min, max) of v[lo:hi]; NaN if a NaN is seen and not skipped."""
-    mn = np.inf
-    mx = -np.inf
-    nan = False
-    for i in range(lo, hi):
-        a = np.float64(v[i])
-        if a != a:
-            nan = True
-        else:
-            mn = min(mn, a)
-            mx = max(mx, a)
-    if nan and not skipnan:
-        return math.nan, math.nan
-    return mn, mx
-
-
-@njit(fastmath=_FM, cache=CACHE)
-def _seg_sumsq(v, lo, hi):
-    """Sum of squares of v[lo:hi] in float64 (RMS norm; no cancellation)."""
+def _seg_sumsq(w):
+    """Sum of squares of w in float64 (RMS norm; no cancellation)."""
     s = 0.0
-    for i in range(lo, hi):
-        a = np.float64(v[i])
+    for i in range(w.size):
+        a = np.float64(w[i])
         s += a * a
     return s
 
@@ -108,28 +78,15 @@ def _seg_sumsq(v, lo, hi):
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
-def _row_moments(x2, nseg, skipnan, minmax, cnt, mean, m2, mn, mx):
-    """Per-(row, segment) moments of x2 (R, D); outputs are (R, nseg)."""
-    R, D = x2.shape
-    seglen = (D + nseg - 1) // nseg
-    for t in prange(R * nseg):
-        r = t // nseg
-        s = t - r * nseg
-        lo = min(D, s * seglen)
-        hi = min(D, lo + seglen)
-        v = x2[r]
-        cnt[r, s], mean[r, s], m2[r, s] = _seg_moments(v, lo, hi, skipnan)
-        if minmax:
-            mn[r, s], mx[r, s] = _seg_minmax(v, lo, hi, skipnan)
-
-
-@njit(parallel=True, fastmath=_FM, cache=CACHE)
 def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
     """Per-(p, chunk, k) moments of xf (P, R*K) seen as (P, R, K) over R.
 
-    Lane layout: L = m*K (m rows side by side), so the inner loop is L long
-    and vectorizes even for K = 1..3; a block of ``rb`` rows (multiple of m)
-    is cache-resident for the exact second pass.  Outputs are (P, nchunk, K).
+    Lane layout: L = m*K lanes (m rows side by side; K = 1 is a row
+    reduction), so every inner loop is an elementwise update of L lane
+    accumulators: it vectorizes without reassociation, also for the
+    NaN-skipping sums and the NaN-aware min/max.  A block of ``rb`` rows
+    (multiple of m) is cache-resident for the exact second pass.  Outputs are
+    (P, nchunk, K).
     """
     P, N = xf.shape
     R = N // K
@@ -145,31 +102,38 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
         an = np.zeros(K)
         am = np.zeros(K)
         aq = np.zeros(K)
-        amn = np.full(K, np.inf)
-        amx = np.full(K, -np.inf)
         s = np.empty(L)
         ns = np.empty(L)
         q = np.empty(L)
         bm = np.empty(L)
         bn = np.empty(K)
+        lmn = np.full(L, np.inf)
+        lmx = np.full(L, -np.inf)
+        lnan = np.zeros(L)
         for b0 in range(r0, r1, rb):
             b1 = min(r1, b0 + rb)
             f0 = b0 * K
             f1 = b1 * K
             s[:] = 0.0
             ns[:] = 0.0
-            # pass 1: lane sums (and counts when skipping NaN)
+            # pass 1: lane sums (and counts when skipping NaN), lane min/max
             for base in range(f0, f1, L):
-                w = min(L, f1 - base)
+                vb = v[base : min(base + L, f1)]
                 if skipnan:
-                    for j in range(w):
-                        a = np.float64(v[base + j])
-                        if a == a:
-                            s[j] += a
-                            ns[j] += 1.0
+                    for j in range(vb.size):
+                        a = np.float64(vb[j])
+                        ok = a == a
+                        s[j] += a if ok else 0.0
+                        ns[j] += 1.0 if ok else 0.0
                 else:
-                    for j in range(w):
-                        s[j] += np.float64(v[base + j])
+                    for j in range(vb.size):
+                        s[j] += np.float64(vb[j])
+                if minmax:
+                    for j in range(vb.size):
+                        a = np.float64(vb[j])
+                        lmn[j] = a if a < lmn[j] else lmn[j]
+                        lmx[j] = a if a > lmx[j] else lmx[j]
+                        lnan[j] += 1.0 if a != a else 0.0
             # fold lanes -> per-column block mean, replicated back into lanes
             for k in range(K):
                 ss = 0.0
@@ -186,42 +150,38 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
             # pass 2: squared deviations about the block mean (cache-resident)
             q[:] = 0.0
             for base in range(f0, f1, L):
-                w = min(L, f1 - base)
+                vb = v[base : min(base + L, f1)]
                 if skipnan:
-                    for j in range(w):
-                        a = np.float64(v[base + j])
-                        if a == a:
-                            d = a - bm[j]
-                            q[j] += d * d
+                    for j in range(vb.size):
+                        a = np.float64(vb[j])
+                        d = a - bm[j]
+                        q[j] += d * d if a == a else 0.0
                 else:
-                    for j in range(w):
-                        d = np.float64(v[base + j]) - bm[j]
+                    for j in range(vb.size):
+                        d = np.float64(vb[j]) - bm[j]
                         q[j] += d * d
             for k in range(K):
                 qq = 0.0
                 for j in range(k, L, K):
                     qq += q[j]
                 an[k], am[k], aq[k] = chan_merge(an[k], am[k], aq[k], bn[k], bm[k], qq)
-            if minmax:
-                for r in range(b0, b1):
-                    for k in range(K):
-                        a = np.float64(v[r * K + k])
-                        if a != a:
-                            if not skipnan:
-                                amn[k] = math.nan
-                                amx[k] = math.nan
-                        else:
-                            # NaN already recorded stays: comparisons with NaN are False
-                            if a < amn[k]:
-                                amn[k] = a
-                            if a > amx[k]:
-                                amx[k] = a
         for k in range(K):
             cnt[p, c, k] = an[k]
             mean[p, c, k] = am[k]
             m2[p, c, k] = aq[k]
-            mn[p, c, k] = amn[k]
-            mx[p, c, k] = amx[k]
+            if minmax:
+                lo = np.inf
+                hi = -np.inf
+                nan = 0.0
+                for j in range(k, L, K):
+                    lo = min(lo, lmn[j])
+                    hi = max(hi, lmx[j])
+                    nan += lnan[j]
+                if nan > 0.0 and not skipnan:
+                    lo = math.nan
+                    hi = math.nan
+                mn[p, c, k] = lo
+                mx[p, c, k] = hi
 
 
 def _threads() -> int:
@@ -254,53 +214,19 @@ def moments(x3, skipnan, minmax):
     """Per-(p, k) (count, mean, M2[, min, max]) of x3 (P, R, K) over R."""
     x3 = _widen(x3)
     P, R, K = x3.shape
-    if K == 1:
-        nseg = _nsplit(P, R)
-        shape = (P, nseg)
-        x2 = x3.reshape(P, R)
-    else:
-        nseg = _nsplit(P, R * K)
-        nseg = max(1, min(nseg, R))
-        shape = (P, nseg, K)
-    cnt = np.empty(shape)
-    mean = np.empty(shape)
-    m2 = np.empty(shape)
-    mn = np.empty(shape if minmax else (1,) * len(shape))
-    mx = np.empty(shape if minmax else (1,) * len(shape))
-    if K == 1:
-        if P * R:
-            _row_moments(x2, nseg, skipnan, minmax, cnt, mean, m2, mn, mx)
-        else:
-            cnt[:] = 0.0
-            mean[:] = 0.0
-            m2[:] = 0.0
-            mn[:] = np.inf
-            mx[:] = -np.inf
-        shape3 = (P, nseg, 1)
-    else:
-        if not minmax:
-            mn = np.empty(shape)
-            mx = np.empty(shape)
-        L = _lanes(K)
-        m = L // K
-        rb = max(m, (COL_BLOCK_BYTES // (L * x3.itemsize)) * m)
-        if P * R * K:
-            _col_moments(x3.reshape(P, R * K), K, L, nseg, rb, skipnan, minmax, cnt, mean, m2, mn, mx)
-        else:
-            cnt[:] = 0.0
-            mean[:] = 0.0
-            m2[:] = 0.0
-            mn[:] = np.inf
-            mx[:] = -np.inf
-        shape3 = shape
-    c, mu, q, lo, hi = merge_mid(
-        cnt.reshape(shape3),
-        mean.reshape(shape3),
-        m2.reshape(shape3),
-        mn.reshape(shape3) if minmax else cnt.reshape(shape3),
-        mx.reshape(shape3) if minmax else cnt.reshape(shape3),
-        minmax,
-    )
+    nseg = max(1, min(_nsplit(P, R * K), R))
+    shape = (P, nseg, K)
+    cnt = np.zeros(shape)
+    mean = np.zeros(shape)
+    m2 = np.zeros(shape)
+    mn = np.full(shape, np.inf)
+    mx = np.full(shape, -np.inf)
+    L = _lanes(K)
+    m = L // K
+    rb = max(m, (COL_BLOCK_BYTES // (L * x3.itemsize)) * m)
+    if P * R * K:
+        _col_moments(x3.reshape(P, R * K), K, L, nseg, rb, skipnan, minmax, cnt, mean, m2, mn, mx)
+    c, mu, q, lo, hi = merge_mid(cnt, mean, m2, mn, mx, minmax)
     if not minmax:
         return c, mu, q, None, None
     return c, mu, q, lo, hi
@@ -334,18 +260,16 @@ def _apply(xf, of, K, L, nchunk, center, scale, shift, clip, lo, hi):
         sc = scale[p]
         sh = shift[p]
         for base in range(f0, f1, L):
-            w = min(L, f1 - base)
+            vb = v[base : min(base + L, f1)]
+            ob = o[base : min(base + L, f1)]
             if clip:
-                for j in range(w):
-                    y = (np.float64(v[base + j]) - cc[j]) * sc[j] + sh[j]
-                    if y < lo:
-                        y = lo
-                    elif y > hi:
-                        y = hi
-                    o[base + j] = y
+                for j in range(vb.size):
+                    y = (np.float64(vb[j]) - cc[j]) * sc[j] + sh[j]
+                    y = lo if y < lo else y
+                    ob[j] = hi if y > hi else y
             else:
-                for j in range(w):
-                    o[base + j] = (np.float64(v[base + j]) - cc[j]) * sc[j] + sh[j]
+                for j in range(vb.size):
+                    ob[j] = (np.float64(vb[j]) - cc[j]) * sc[j] + sh[j]
 
 
 def apply(x3, out3, center, scale, shift, lo=None, hi=None):
@@ -399,10 +323,10 @@ def _row_norm(x2, o2, w, b, eps, rms, mean_out, rstd_out):
         v = x2[r]
         if rms:
             mu = 0.0
-            ms = _seg_sumsq(v, 0, D) / D
+            ms = _seg_sumsq(v) / D
             rs = 1.0 / math.sqrt(ms + eps)
         else:
-            n, mu, q = _seg_moments(v, 0, D, False)
+            n, mu, q = _seg_moments(v, 0, D)
             rs = 1.0 / math.sqrt(q / D + eps)
         mean_out[r] = mu
         rstd_out[r] = rs
@@ -421,12 +345,14 @@ def _row_norm_seg(x2, o2, w, b, nseg, mean, rstd):
         s = t - r * nseg
         lo = min(D, s * seglen)
         hi = min(D, lo + seglen)
-        v = x2[r]
-        o = o2[r]
+        v = x2[r, lo:hi]
+        o = o2[r, lo:hi]
+        ws = w[lo:hi]
+        bs = b[lo:hi]
         mu = mean[r]
         rs = rstd[r]
-        for d in range(lo, hi):
-            o[d] = (np.float64(v[d]) - mu) * (rs * w[d]) + b[d]
+        for d in range(v.size):
+            o[d] = (np.float64(v[d]) - mu) * (rs * ws[d]) + bs[d]
 
 
 def row_norm(x2, out2, weight, bias, eps, rms):
@@ -485,24 +411,22 @@ def _col_pnorm(xf, K, L, nchunk, p, out):
         acc = np.zeros(L)
         nan = np.zeros(L)
         for base in range(f0, f1, L):
-            w = min(L, f1 - base)
+            vb = v[base : min(base + L, f1)]
             if p == 2.0:
-                for j in range(w):
-                    a = np.float64(v[base + j])
+                for j in range(vb.size):
+                    a = np.float64(vb[j])
                     acc[j] += a * a
             elif p == 1.0:
-                for j in range(w):
-                    acc[j] += abs(np.float64(v[base + j]))
+                for j in range(vb.size):
+                    acc[j] += abs(np.float64(vb[j]))
             elif p == np.inf:
-                for j in range(w):
-                    a = abs(np.float64(v[base + j]))
-                    if a != a:
-                        nan[j] = 1.0
-                    elif a > acc[j]:
-                        acc[j] = a
+                for j in range(vb.size):
+                    a = abs(np.float64(vb[j]))
+                    nan[j] += 1.0 if a != a else 0.0
+                    acc[j] = a if a > acc[j] else acc[j]
             else:
-                for j in range(w):
-                    acc[j] += abs(np.float64(v[base + j])) ** p
+                for j in range(vb.size):
+                    acc[j] += abs(np.float64(vb[j])) ** p
         for k in range(K):
             r = 0.0
             for j in range(k, L, K):
