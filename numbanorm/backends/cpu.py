@@ -78,6 +78,23 @@ def _seg_sumsq(w):
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
+def _row_moments(x2, nseg, cnt, mean, m2):
+    """Per-(row, segment) moments of x2 (R, D); outputs are (R, nseg, 1).
+
+    The plain scalar reduction vectorizes with 'reassoc' and reads at about
+    3x the speed of the lane kernel for contiguous rows (NOTES.md).
+    """
+    R, D = x2.shape
+    seglen = (D + nseg - 1) // nseg
+    for t in prange(R * nseg):
+        r = t // nseg
+        s = t - r * nseg
+        lo = min(D, s * seglen)
+        hi = min(D, lo + seglen)
+        cnt[r, s, 0], mean[r, s, 0], m2[r, s, 0] = _seg_moments(x2[r], lo, hi)
+
+
+@njit(parallel=True, fastmath=_FM, cache=CACHE)
 def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
     """Per-(p, chunk, k) moments of xf (P, R*K) seen as (P, R, K) over R.
 
@@ -116,19 +133,31 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
             f1 = b1 * K
             s[:] = 0.0
             ns[:] = 0.0
-            # pass 1: lane sums (and counts when skipping NaN), lane min/max
+            # pass 1: lane sums.  NaN-skipping needs a select per element; it
+            # runs only for a block whose plain sum shows a NaN (rare), so
+            # clean data pays the plain vectorized loop.
             for base in range(f0, f1, L):
                 vb = v[base : min(base + L, f1)]
-                if skipnan:
+                for j in range(vb.size):
+                    s[j] += np.float64(vb[j])
+            nanblock = False
+            if skipnan:
+                chk = 0.0
+                for j in range(L):
+                    chk += s[j]
+                nanblock = chk != chk
+            if nanblock:
+                s[:] = 0.0
+                for base in range(f0, f1, L):
+                    vb = v[base : min(base + L, f1)]
                     for j in range(vb.size):
                         a = np.float64(vb[j])
                         ok = a == a
                         s[j] += a if ok else 0.0
                         ns[j] += 1.0 if ok else 0.0
-                else:
-                    for j in range(vb.size):
-                        s[j] += np.float64(vb[j])
-                if minmax:
+            if minmax:
+                for base in range(f0, f1, L):
+                    vb = v[base : min(base + L, f1)]
                     for j in range(vb.size):
                         a = np.float64(vb[j])
                         lmn[j] = a if a < lmn[j] else lmn[j]
@@ -141,7 +170,7 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
                 for j in range(k, L, K):
                     ss += s[j]
                     nn += ns[j]
-                if not skipnan:
+                if not nanblock:
                     nn = float(b1 - b0)
                 bn[k] = nn
                 mu = ss / nn if nn > 0.0 else 0.0
@@ -151,7 +180,7 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
             q[:] = 0.0
             for base in range(f0, f1, L):
                 vb = v[base : min(base + L, f1)]
-                if skipnan:
+                if nanblock:
                     for j in range(vb.size):
                         a = np.float64(vb[j])
                         d = a - bm[j]
@@ -224,7 +253,11 @@ def moments(x3, skipnan, minmax):
     L = _lanes(K)
     m = L // K
     rb = max(m, (COL_BLOCK_BYTES // (L * x3.itemsize)) * m)
-    if P * R * K:
+    if P * R * K == 0:
+        pass
+    elif K == 1 and not skipnan and not minmax:
+        _row_moments(x3.reshape(P, R), nseg, cnt, mean, m2)
+    else:
         _col_moments(x3.reshape(P, R * K), K, L, nseg, rb, skipnan, minmax, cnt, mean, m2, mn, mx)
     c, mu, q, lo, hi = merge_mid(cnt, mean, m2, mn, mx, minmax)
     if not minmax:
