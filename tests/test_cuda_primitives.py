@@ -80,7 +80,8 @@ def ref_moments(x, skipnan):
 
 
 def check_moments(got, want, rtol=1e-12):
-    for name, g, w in zip(("count", "mean", "m2", "min", "max"), got, want):
+    names = ("count", "mean", "m2", "min", "max")[: len(got)]
+    for name, g, w in zip(names, got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-12, err_msg=name)
         assert g.dtype == np.float64 and isinstance(g, np.ndarray)
 
@@ -135,7 +136,7 @@ def test_moments_nan_and_inf_stay_in_their_group(skipnan, rng):
     want = ref_moments(x, skipnan)
     clean = np.ones((3, 5), bool)
     clean[0, 1] = clean[1, 4] = clean[2, 2] = False
-    for g, w in zip(got, want):
+    for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g[clean], w[clean], rtol=1e-12, atol=1e-12)
     c, m, q, lo, hi = got
     # an Inf mean becomes NaN once Chan's merge subtracts it (inf - inf): either
@@ -402,3 +403,76 @@ def test_missing_gpu_is_a_clear_runtime_error(monkeypatch):
     monkeypatch.setattr(cb.cuda, "is_available", lambda: False)
     with pytest.raises(RuntimeError, match="no usable CUDA GPU.*NUMBA_ENABLE_CUDASIM"):
         cb._require_gpu()
+
+
+# ------------------------------------------- warp shuffles, emulated (simulator)
+
+
+class _WarpExchange:
+    """Warp shuffles for the simulator: the 32 lanes of a warp meet at a barrier.
+
+    Proves the *logic* of the shuffle reductions (which lanes combine, which
+    lane holds the result, the cross-warp step); only a GPU proves that they
+    compile and that the hardware shuffles behave the same."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.slots = {}
+        self.calls = 0
+
+    def _slot(self, key):
+        with self.lock:
+            if key not in self.slots:
+                self.slots[key] = (threading.Barrier(32, timeout=60), [None] * 32)
+            return self.slots[key]
+
+    def shuffle(self, val, src_of):
+        t = threading.current_thread()  # the simulator's BlockThread
+        self.calls += 1
+        lane = t.thread_id % 32
+        barrier, vals = self._slot((tuple(t.blockIdx), t.thread_id // 32))
+        vals[lane] = val
+        barrier.wait()
+        src = src_of(lane)
+        got = vals[src] if 0 <= src < 32 else val  # out of range: own value, as on hardware
+        barrier.wait()
+        return got
+
+
+@pytest.fixture
+def emulated_shuffles(monkeypatch):
+    from numba.cuda.simulator.kernelapi import FakeCUDAModule
+
+    ex = _WarpExchange()
+    monkeypatch.setattr(
+        FakeCUDAModule, "shfl_down_sync", lambda self, m, v, d: ex.shuffle(v, lambda i: i + d), raising=False
+    )
+    monkeypatch.setattr(
+        FakeCUDAModule, "shfl_xor_sync", lambda self, m, v, d: ex.shuffle(v, lambda i: i ^ d), raising=False
+    )
+    monkeypatch.setattr(K, "_HAVE_SHFL", True)
+    for name, val in dict(THREADS=64, WARP_LAUNCH=32, ROW_GROUP=32, ROW_BLOCK=64, ROW_WARP_MAX_D=32).items():
+        monkeypatch.setattr(cb, name, val)
+    return ex
+
+
+@pytest.mark.skipif(not SIM, reason="on a GPU the real shuffles run in every test")
+def test_shuffle_reductions_emulated(emulated_shuffles, launch, rng):
+    # moments, K == 1: TY = 64 -> two warps: warp merge, then the cross-warp merge
+    x = rng.standard_normal((2, 600, 1)) * 2 + 7
+    x[1, 17, 0] = -50.0  # min/max through the shuffles too
+    assert cb._tiling(2, 600, 1)[0] == (1, 64)
+    check_moments(cb.moments(dev(x), False, True), ref_moments(x, False))
+    assert emulated_shuffles.calls > 0  # the shuffle branch ran, not the shared-memory tree
+    # row_norm: D = 20 warp-per-row (xor butterfly), D = 50 block-per-row (64 threads)
+    for D, R in ((20, 3), (50, 2)):
+        xr = rng.standard_normal((R, D)) + 2
+        w, b = rng.standard_normal(D), rng.standard_normal(D)
+        for rms in (False, True):
+            out = cuda.device_array((R, D), np.float64)
+            m, r = cb.row_norm(dev(xr), out, w, b, 1e-5, rms)
+            y, mw, rw = ref_row_norm(xr, w, b, 1e-5, rms)
+            np.testing.assert_allclose(out.copy_to_host(), y, rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(r, rw, rtol=1e-12)
+            assert emulated_shuffles.calls > 0
+            emulated_shuffles.calls = 0

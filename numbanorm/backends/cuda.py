@@ -51,9 +51,7 @@ try:
     from numba import cuda
     from numba.core import config as _numba_config
 except ImportError as exc:  # pragma: no cover - depends on the installation
-    raise ImportError(
-        "numbanorm's CUDA backend needs numba-cuda: pip install 'numbanorm[cuda]'"
-    ) from exc
+    raise ImportError("numbanorm's CUDA backend needs numba-cuda: pip install 'numbanorm[cuda]'") from exc
 
 SIMULATOR = bool(_numba_config.ENABLE_CUDASIM)
 
@@ -358,9 +356,7 @@ def apply(x3: Any, out3: Any, center, scale, shift, lo=None, hi=None) -> None:
     hi = math.inf if hi is None else float(hi)
     gy = min(P, MAX_GRID_YZ)
     gx = max(1, min(math.ceil(R * K / THREADS), APPLY_MAX_BLOCKS // gy))
-    _k._apply[(gx, gy), THREADS, s](
-        x3.reshape(P, R * K), out3.reshape(P, R * K), prm_d, clip, lo, hi
-    )
+    _k._apply[(gx, gy), THREADS, s](x3.reshape(P, R * K), out3.reshape(P, R * K), prm_d, clip, lo, hi)
 
 
 def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool):
