@@ -379,7 +379,7 @@ def test_stream_context(rng):
         assert cb._stream() is s
         got = cb.moments(dev(x), False, False)
     assert cb._stream() == 0
-    check_moments(got, ref_moments(x, False)[:3])
+    check_moments(got[:3], ref_moments(x, False)[:3])
     with cb.context(None):
         assert cb._stream() == 0
     with pytest.raises(TypeError, match="stream"):
