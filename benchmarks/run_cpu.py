@@ -1,0 +1,46 @@
+#!/usr/bin/env python
+"""Run numbanorm's full CPU benchmark suite and keep the results.
+
+Writes ``benchmarks/results/cpu-<machine>.json`` and ``.png`` (``<machine>``
+is the CPU model and core count, e.g. ``amd-epyc-2c``), where ``--out-dir``
+and ``--name`` change the directory and the name.  Every other option is
+passed to ``numbanorm bench`` (see ``benchmarks/README.md``), e.g.::
+
+    python benchmarks/run_cpu.py                   # all ops, sizes, dtypes
+    python benchmarks/run_cpu.py --threads 1,2     # and thread scaling
+    python benchmarks/run_cpu.py --quick --out-dir /tmp/bench
+
+Run it on a quiet machine: parallel kernels wait for their slowest thread,
+so any other load distorts the numbers (the JSON records the load average).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"), help="where to write")
+    p.add_argument("--name", help="file stem (default: cpu-<cpu model>-<cores>c)")
+    args, rest = p.parse_known_args(argv)
+    if any(
+        a in ("--json", "--plot", "--device") or a.startswith(("--json=", "--plot=", "--device="))
+        for a in rest
+    ):
+        p.error("--json, --plot and --device are set by this script (use numbanorm bench directly)")
+    sys.path.insert(0, str(ROOT))  # a source checkout need not be installed
+    from numbanorm import _bench
+
+    stem = args.name or "cpu-" + _bench.host_slug(_bench.machine_info(None))
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return _bench.main([*rest, "--json", str(out / f"{stem}.json"), "--plot", str(out / f"{stem}.png")])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

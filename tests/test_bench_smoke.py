@@ -1,0 +1,97 @@
+"""Smoke test of the benchmark suite (``numbanorm bench``).
+
+The suite is a benchmark, not a timed test: CI only checks that a tiny run
+works end to end and writes the documented JSON.  Real numbers come from
+``python benchmarks/run_cpu.py`` on a quiet machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from numbanorm import _bench as bench
+
+
+def _run_tiny(path: Path, *extra: str) -> int:
+    return bench.main(
+        [
+            "--ops",
+            "layer_norm,batch_norm_train_cl",
+            "--sizes",
+            "small",
+            "--dtypes",
+            "float32",
+            "--repeat",
+            "2",
+            "--no-torch",
+            "--no-latency",
+            "--no-startup",
+            "--json",
+            str(path),
+            *extra,
+        ]
+    )
+
+
+def test_bench_smoke_writes_documented_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bench.json"
+    assert _run_tiny(path) == 0
+    out = capsys.readouterr().out
+    assert "layer_norm" in out and "batch_norm_train_cl" in out
+
+    report = json.loads(path.read_text())
+    assert report["schema"] == bench.SCHEMA
+    assert report["device"] == "cpu"
+    for key in ("machine", "settings", "definitions", "results", "latency", "startup"):
+        assert key in report
+    for key in ("cpu", "cores", "numba_threads", "numpy", "numba", "torch", "numbanorm"):
+        assert key in report["machine"]
+    assert [(r["op"], r["size"], r["dtype"]) for r in report["results"]] == [
+        ("layer_norm", "small", "float32"),
+        ("batch_norm_train_cl", "small", "float32"),
+    ]
+    for r in report["results"]:
+        assert r["errors"] == {}
+        assert r["bytes"] == 2 * 2048 * 4
+        for key in ("numbanorm", "numbanorm_out", "copyto", "prange_copy", "floor", "numpy"):
+            assert r["times_s"][key] > 0
+        assert r["times_s"]["floor"] == min(r["times_s"]["copyto"], r["times_s"]["prange_copy"])
+        assert r["gbps"]["numbanorm"] == pytest.approx(r["bytes"] / r["times_s"]["numbanorm"] / 1e9)
+        assert r["ratios"]["time_over_floor"] > 0
+        assert r["ratios"]["numpy_over_numbanorm"] > 0
+        assert r["ratios"]["torch_over_numbanorm"] is None  # --no-torch
+        assert r["targets"]["time_over_floor"] in (1.25, 1.75)
+
+
+def test_bench_plot_or_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "bench.png"
+    assert _run_tiny(tmp_path / "bench.json", "--plot", str(png), "--no-out", "--no-numpy") == 0
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        assert "matplotlib is not installed" in capsys.readouterr().err
+    else:
+        assert png.stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--ops", "nope"], ["--sizes", "huge"], ["--dtypes", "int8"], ["--repeat", "0"], ["--threads", "0"]],
+)
+def test_bench_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(argv) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_bench_cuda_without_gpu_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from numba import cuda
+
+    if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") in ("", "0") and cuda.is_available():
+        pytest.skip("a real GPU is present: benchmarks/run_gpu.sh runs the CUDA suite")
+    assert bench.main(["--device", "cuda", "--ops", "layer_norm"]) == 1
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and "Traceback" not in err
