@@ -52,7 +52,9 @@ class Input:
             if isinstance(x, np.ndarray):
                 arr = x
             elif _is_dask(x):
-                raise TypeError(f"{name} is a dask array: use numbanorm.dask (not the eager function)")
+                raise TypeError(
+                    f"{name} is a dask array: dask arrays are not supported yet (call .compute() first)"
+                )
             else:
                 try:
                     arr = np.asarray(x)

@@ -17,6 +17,8 @@ B. Zhang, R. Sennrich, "Root Mean Square Layer Normalization", NeurIPS 2019.
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any
 
 import numpy as np
@@ -227,12 +229,20 @@ def _rows(inp: V.Input, normalized_shape: Any, name: str = "normalized_shape"):
     k = len(ns)
     if k > inp.ndim or inp.shape[inp.ndim - k :] != ns:
         raise ValueError(f"{name}={ns} must equal the trailing shape of x; x has shape {inp.shape}")
-    D = int(np.prod(ns))
-    R = int(np.prod(inp.shape[: inp.ndim - k]))
-    return ns, R, D
+    return ns, math.prod(inp.shape[: inp.ndim - k]), math.prod(ns)
 
 
-def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream):
+@functools.lru_cache(maxsize=64)
+def _const(D: int, value: float) -> np.ndarray:
+    """Read-only float64 vector of ones/zeros: the identity weight/bias."""
+    a = np.full(D, value)
+    a.flags.writeable = False
+    return a
+
+
+def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_stats):
+    """Layer/RMS norm through the fused row primitive (the small-call hot path:
+    keep it free of avoidable allocations)."""
     ns, R, D = _rows(inp, normalized_shape)
     w = V.param(weight, ns, "weight", inp)
     b = V.param(bias, ns, "bias", inp)
@@ -242,12 +252,14 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream):
     xc = be.ascontiguous(inp.arr)
     direct = _is_c_contiguous(y)
     target = y if direct else be.empty(inp.shape, inp.dtype, like=xc)
-    wf = np.ones(D) if w is None else np.ascontiguousarray(w.reshape(D))
-    bf = np.zeros(D) if b is None else np.ascontiguousarray(b.reshape(D))
+    wf = _const(D, 1.0) if w is None else np.ascontiguousarray(w.reshape(D))
+    bf = _const(D, 0.0) if b is None else np.ascontiguousarray(b.reshape(D))
     with be.context(stream):
         mean, rstd = be.row_norm(xc.reshape(R, D), target.reshape(R, D), wf, bf, eps, rms)
     if not direct:
         y[...] = target
+    if not want_stats:
+        return y, user_out, None, None
     sshape = inp.shape[: inp.ndim - len(ns)] + (1,) * len(ns)
     sd = V.stats_dtype(inp.dtype)
     mean = np.asarray(mean, np.float64).reshape(sshape).astype(sd)
@@ -283,7 +295,9 @@ def layer_norm(
     """
     inp = V.Input(x)
     eps = V.check_eps(eps)
-    y, user_out, mean, rstd = _row_op(inp, normalized_shape, weight, bias, eps, out, False, stream)
+    y, user_out, mean, rstd = _row_op(
+        inp, normalized_shape, weight, bias, eps, out, False, stream, return_stats
+    )
     return _finish(inp, y, user_out, (mean, rstd) if return_stats else None)
 
 
@@ -311,7 +325,7 @@ def rms_norm(
     """
     inp = V.Input(x)
     eps = float(np.finfo(inp.dtype).eps) if eps is None else V.check_eps(eps)
-    y, user_out, _, rstd = _row_op(inp, normalized_shape, weight, None, eps, out, True, stream)
+    y, user_out, _, rstd = _row_op(inp, normalized_shape, weight, None, eps, out, True, stream, return_stats)
     return _finish(inp, y, user_out, (rstd,) if return_stats else None)
 
 

@@ -368,6 +368,11 @@ def _row_norm(x2, o2, w, b, eps, rms, mean_out, rstd_out):
             o[d] = (np.float64(v[d]) - mu) * (rs * w[d]) + b[d]
 
 
+# The same kernel compiled without threads for small inputs: waking the
+# thread pool costs more than the work below ~MIN_TASK_ELEMS elements.
+_row_norm_serial = njit(fastmath=_FM, cache=CACHE)(_row_norm.py_func)
+
+
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
 def _row_norm_seg(x2, o2, w, b, nseg, mean, rstd):
     """Output pass of layer/RMS norm for few long rows, split into segments."""
@@ -401,7 +406,9 @@ def row_norm(x2, out2, weight, bias, eps, rms):
         rstd[:] = np.nan
     else:
         nseg = _nsplit(R, D)
-        if nseg == 1:
+        if R * D <= MIN_TASK_ELEMS:
+            _row_norm_serial(x2, out2, weight, bias, float(eps), rms, mean, rstd)
+        elif nseg == 1:
             _row_norm(x2, out2, weight, bias, float(eps), rms, mean, rstd)
         else:
             cnt, mu, q, _, _ = moments(x2.reshape(R, D, 1), False, False)
