@@ -1,0 +1,571 @@
+"""scikit-learn-compatible scalers on numbanorm's streaming statistics.
+
+:class:`StandardScaler` and :class:`MinMaxScaler` follow scikit-learn's
+estimator conventions (``fit`` = reset + ``partial_fit``, fitted attributes
+ending in ``_``, ``get_params``/``set_params``, ``__sklearn_tags__``) without
+importing scikit-learn: they work in a ``sklearn.pipeline.Pipeline`` and with
+``sklearn.base.clone``, and pass ``sklearn.utils.estimator_checks`` where it
+applies (tests/test_scalers.py::test_check_estimator).  scikit-learn is only
+imported lazily, to build tags and to raise its ``NotFittedError``.
+
+Statistics are accumulated in float64 by :class:`numbanorm.RunningStats`
+(one parallel pass over each ``partial_fit`` batch); ``transform`` is one
+parallel pass computing ``(x - center) * scale + shift`` in float64 and
+storing in the input's float dtype.  Unlike scikit-learn, both scalers take
+``axis=`` (the axes reduced over) for N-D data, e.g. ``axis=(0, 2, 3)`` for
+per-channel statistics of an ``(N, C, H, W)`` image stack.
+
+Differences from scikit-learn, all deliberate:
+
+- fitted statistics are float64 for float32 input too (scikit-learn's
+  ``MinMaxScaler`` keeps float32 attributes);
+- ``transform`` lets ``inf`` through (it becomes ``inf``/``nan`` in its own
+  feature) instead of scanning the input for it; ``fit`` still rejects it
+  (found for free in the statistics);
+- no sparse input (a clear ``TypeError``), no ``feature_names_in_``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from typing import Any
+
+import numpy as np
+
+from ._reduce import apply_affine, kept_shape, normalize_axis
+from .preprocessing import constant_features
+from .streaming import RunningStats
+
+__all__ = ["MinMaxScaler", "NotFittedError", "StandardScaler"]
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a scaler is used before ``fit`` and scikit-learn is absent.
+
+    With scikit-learn installed, its own ``sklearn.exceptions.NotFittedError``
+    (also a ``ValueError`` and ``AttributeError``) is raised instead.
+    """
+
+
+def _not_fitted(est: Any) -> Exception:
+    msg = (
+        f"This {type(est).__name__} instance is not fitted yet. Call 'fit' with "
+        "appropriate arguments before using this estimator."
+    )
+    try:
+        from sklearn.exceptions import NotFittedError as SkNotFittedError
+    except ImportError:  # pragma: no cover - sklearn is installed in CI
+        return NotFittedError(msg)
+    return SkNotFittedError(msg)
+
+
+def _is_sparse(X: Any) -> bool:
+    mod = type(X).__module__ or ""
+    return mod.startswith("scipy.sparse") or (hasattr(X, "tocsr") and hasattr(X, "nnz"))
+
+
+class _BaseScaler:
+    """Parameters, cloning, tags and validation shared by the scalers."""
+
+    # -- scikit-learn estimator API (duck-typed) -----------------------------
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return sorted(p.name for p in sig.parameters.values() if p.name != "self")
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Parameters of this estimator (``deep`` is accepted for scikit-learn)."""
+        return {name: getattr(self, name) for name in self._get_param_names()}
+
+    def set_params(self, **params: Any) -> _BaseScaler:
+        """Set parameters by name; returns self.  Values are checked at fit time."""
+        valid = self._get_param_names()
+        for key, value in params.items():
+            if key not in valid:
+                raise ValueError(
+                    f"Invalid parameter {key!r} for estimator {self}. Valid parameters are: {valid!r}."
+                )
+            setattr(self, key, value)
+        return self
+
+    def __repr__(self) -> str:
+        sig = inspect.signature(type(self).__init__)
+        shown = []
+        for p in sig.parameters.values():
+            if p.name == "self":
+                continue
+            v = getattr(self, p.name)
+            default = p.default
+            try:
+                same = v is default or (type(v) is type(default) and bool(v == default))
+            except Exception:
+                same = False
+            if not same:
+                shown.append(f"{p.name}={v!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    def __sklearn_tags__(self) -> Any:
+        """scikit-learn tags (imports scikit-learn, so only called by it)."""
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+
+        return Tags(
+            estimator_type=None,
+            target_tags=TargetTags(required=False),
+            transformer_tags=TransformerTags(preserves_dtype=["float64", "float32"]),
+            input_tags=InputTags(allow_nan=True, sparse=False),
+        )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "n_samples_seen_")
+
+    def _check_is_fitted(self) -> None:
+        if not self.__sklearn_is_fitted__():
+            raise _not_fitted(self)
+
+    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """``fit(X, **fit_params)`` then ``transform(X)``."""
+        return self.fit(X, y, **fit_params).transform(X)
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Output feature names: the input's (``x0``, ``x1``, ... by default)."""
+        self._check_is_fitted()
+        n = self.n_features_in_
+        if input_features is None:
+            return np.asarray([f"x{i}" for i in range(n)], dtype=object)
+        names = np.asarray(input_features, dtype=object)
+        if len(names) != n:
+            raise ValueError(
+                f"input_features should have length equal to number of features ({n}), got {len(names)}"
+            )
+        return names
+
+    # -- validation --------------------------------------------------------------
+
+    def _validate(self, X: Any, *, reset: bool) -> tuple[np.ndarray, tuple[int, ...]]:
+        """Return (x, axes): ``x`` a float ndarray, ``axes`` normalized.
+
+        ``reset`` records the kept shape (first fit); otherwise the kept shape
+        must match the fitted one.
+        """
+        name = type(self).__name__
+        if _is_sparse(X):
+            raise TypeError(f"{name} does not support sparse input: pass a dense array (e.g. X.toarray()).")
+        x = np.asarray(X)
+        if x.dtype.kind == "O":
+            x = x.astype(np.float64)  # TypeError for non-numbers, as np.asarray(float)
+        if x.dtype.kind == "c":
+            raise ValueError(f"Complex data not supported\n{x}\n")
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"{name}: unsupported dtype {x.dtype}")
+        if x.dtype.kind != "f" or x.dtype.itemsize > 8:
+            x = x.astype(np.float64)
+        if x.ndim < 2:
+            raise ValueError(
+                f"Expected 2D array, got {x.ndim}D array instead:\narray={x}.\n"
+                "Reshape your data either using array.reshape(-1, 1) if your data has a "
+                "single feature or array.reshape(1, -1) if it contains a single sample."
+            )
+        axes = normalize_axis(self.axis, x.ndim)
+        kshape = kept_shape(x.shape, axes)
+        n_samples = math.prod(x.shape[a] for a in axes)
+        if n_samples == 0:
+            raise ValueError(
+                f"Found array with 0 sample(s) (shape={x.shape}) while a minimum of 1 is required by {name}."
+            )
+        if math.prod(kshape) == 0:
+            raise ValueError(
+                f"Found array with 0 feature(s) (shape={x.shape}) while a minimum of 1 is required by {name}."
+            )
+        if reset:
+            self._kshape = kshape
+            self.n_features_in_ = math.prod(kshape)
+        elif kshape != self._kshape:
+            if len(kshape) == 1 and len(self._kshape) == 1:
+                raise ValueError(
+                    f"X has {kshape[0]} features, but {name} is expecting "
+                    f"{self._kshape[0]} features as input."
+                )
+            raise ValueError(
+                f"X has kept shape {kshape} (shape {x.shape} reduced over axis={axes}), "
+                f"but {name} was fitted on kept shape {self._kshape}."
+            )
+        return x, axes
+
+    @staticmethod
+    def _chunk_stats(
+        x: np.ndarray, axes: tuple[int, ...], minmax: bool, sample_weight: Any = None
+    ) -> RunningStats:
+        """Statistics of one batch; ``inf`` is rejected before they are merged."""
+        rs = RunningStats(minmax=minmax).update(x, axes, sample_weight=sample_weight)
+        probe = (rs.min, rs.max) if minmax else (rs.mean,)
+        seen = rs.count > 0
+        for p in probe:
+            if not np.all(np.isfinite(p[seen])):
+                raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
+        return rs
+
+    def _affine(self, X: Any, copy: bool | None, center, scale, shift, lo=None, hi=None) -> np.ndarray:
+        """Validate ``X`` against the fit and return clip((X - center) * scale + shift)."""
+        self._check_is_fitted()
+        x, axes = self._validate(X, reset=False)
+        copy = self.copy if copy is None else copy
+        inplace = not copy and x is X and x.flags.writeable
+        out = x if inplace else np.empty_like(x)
+        return apply_affine(x, axes, center, scale, shift, out=out, lo=lo, hi=hi)
+
+
+class StandardScaler(_BaseScaler):
+    """Standardize features: ``z = (x - mean_) / scale_``, scikit-learn style.
+
+    Statistics are per feature, where a feature is an index of the input's
+    shape without the ``axis`` axes (the columns of a 2-D array by default).
+    NaN is ignored when fitting (per-feature counts) and kept by
+    ``transform``.  Near-constant features (variance within rounding of 0,
+    scikit-learn's test) get ``scale_`` 1.
+
+    Parameters
+    ----------
+    with_mean : bool, default True
+        Center the data before scaling.
+    with_std : bool, default True
+        Scale the data to unit variance (biased, ``ddof=0``, variance).
+    copy : bool, default True
+        False lets ``transform`` work in place when the input is a writable
+        float array (otherwise a new array is returned anyway).
+    axis : int or tuple of int, default 0
+        The axes reduced over.  ``axis=(0, 2, 3)`` gives per-channel
+        statistics of an ``(N, C, H, W)`` stack.
+
+    Attributes
+    ----------
+    mean_ : ndarray of the kept shape, float64, or None
+        Per-feature mean (None when ``with_mean=False`` and ``with_std=False``).
+    var_ : ndarray of the kept shape, float64, or None
+        Per-feature biased variance (None when ``with_std=False``).
+    scale_ : ndarray of the kept shape, float64, or None
+        ``sqrt(var_)``, 1 for near-constant features (None when
+        ``with_std=False``).
+    n_samples_seen_ : numpy scalar or ndarray
+        Per-feature number of non-NaN values (sum of weights with
+        ``sample_weight``), a scalar when every feature has the same count.
+        float64, except int64 when ``with_mean=False`` and ``with_std=False``
+        (scikit-learn 1.9's types).
+    n_features_in_ : int
+        Number of features (product of the kept shape).
+
+    See Also
+    --------
+    MinMaxScaler, numbanorm.standardize, numbanorm.RunningStats
+
+    References
+    ----------
+    .. [1] T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for computing
+       the sample variance: analysis and recommendations", The American
+       Statistician 37(3), 1983.
+    .. [2] D. H. D. West, "Updating mean and variance estimates: an improved
+       method", Communications of the ACM 22(9), 1979.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import numbanorm as nbn
+    >>> X = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    >>> sc = nbn.StandardScaler().fit(X)
+    >>> sc.mean_, sc.var_
+    (array([0.5, 0.5]), array([0.25, 0.25]))
+    >>> sc.transform([[2.0, 2.0]])
+    array([[3., 3.]])
+
+    Per-channel statistics of an image stack:
+
+    >>> imgs = np.random.default_rng(0).normal(size=(8, 3, 4, 4)).astype(np.float32)
+    >>> sc = nbn.StandardScaler(axis=(0, 2, 3)).fit(imgs)
+    >>> sc.mean_.shape, sc.transform(imgs).dtype
+    ((3,), dtype('float32'))
+    """
+
+    def __init__(
+        self, with_mean: bool = True, with_std: bool = True, copy: bool = True, *, axis: Any = 0
+    ) -> None:
+        self.with_mean = with_mean
+        self.with_std = with_std
+        self.copy = copy
+        self.axis = axis
+
+    def _reset(self) -> None:
+        for k in (
+            "n_samples_seen_",
+            "mean_",
+            "var_",
+            "scale_",
+            "n_features_in_",
+            "_rs",
+            "_kshape",
+            "_n_total",
+        ):
+            self.__dict__.pop(k, None)
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> StandardScaler:
+        """Compute the per-feature mean and variance of ``X`` (from scratch).
+
+        Parameters
+        ----------
+        X : array_like
+            Data, at least 2-D; statistics are taken over ``axis``.
+        y : None
+            Ignored (scikit-learn API).
+        sample_weight : array_like of shape (X.shape[0],), optional
+            Weight of each sample (index of axis 0, which must be reduced).
+
+        Returns
+        -------
+        StandardScaler
+            ``self``.
+        """
+        self._reset()
+        return self.partial_fit(X, y, sample_weight)
+
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> StandardScaler:
+        """Fold a batch into the statistics (Chan's parallel formula).
+
+        Equivalent to fitting on the concatenation of every batch seen since
+        the last :meth:`fit`.  Parameters as :meth:`fit`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> X = np.arange(20.0).reshape(10, 2)
+        >>> sc = nbn.StandardScaler()
+        >>> for batch in np.array_split(X, 3):
+        ...     _ = sc.partial_fit(batch)
+        >>> bool(np.allclose(sc.var_, X.var(axis=0)))
+        True
+        """
+        first = not hasattr(self, "n_samples_seen_")
+        x, axes = self._validate(X, reset=first)
+        sw = None
+        if sample_weight is not None:
+            sw = _check_sample_weight(sample_weight, x.shape[0])
+        rs = self._chunk_stats(x, axes, False, sw)
+        n = math.prod(x.shape[a] for a in axes)
+        if first:
+            self._rs = rs
+            self._n_total = n
+        else:
+            self._rs.merge(rs)
+            self._n_total += n
+        self._finalize()
+        return self
+
+    def _finalize(self) -> None:
+        rs = self._rs
+        if not self.with_mean and not self.with_std:
+            # scikit-learn counts non-NaN values (unweighted, int64) in this case
+            counts = self._n_total - rs.nan_count
+        else:
+            counts = rs.count  # float64, sums of weights when weighted (as sklearn)
+        flat = counts.reshape(-1)
+        n = flat[0] if flat.min() == flat.max() else counts
+        self.n_samples_seen_ = n
+        if not self.with_mean and not self.with_std:
+            self.mean_ = None
+            self.var_ = None
+            self.scale_ = None
+            return
+        self.mean_ = rs.mean
+        if not self.with_std:
+            self.var_ = None
+            self.scale_ = None
+            return
+        var = rs.var()
+        self.var_ = var
+        # scikit-learn's _is_constant_feature (as nbn.standardize): such features get scale 1
+        constant = constant_features(var, self.mean_, n)
+        scale = np.sqrt(var)
+        scale[constant] = 1.0
+        self.scale_ = scale
+
+    def transform(self, X: Any, copy: bool | None = None) -> np.ndarray:
+        """Standardize ``X`` with the fitted statistics; NaN stays NaN.
+
+        Parameters
+        ----------
+        X : array_like
+            Same kept shape as the fitted data.
+        copy : bool, optional
+            Overrides ``self.copy`` for this call.
+
+        Returns
+        -------
+        ndarray
+            Same shape as ``X``; same dtype for float input, float64 otherwise.
+        """
+        self._check_is_fitted()
+        center = self.mean_ if self.with_mean else 0.0
+        scale = 1.0 / self.scale_ if self.with_std else 1.0
+        return self._affine(X, copy, center, scale, 0.0)
+
+    def inverse_transform(self, X: Any, copy: bool | None = None) -> np.ndarray:
+        """Undo :meth:`transform`: ``X * scale_ + mean_``."""
+        self._check_is_fitted()
+        scale = self.scale_ if self.with_std else 1.0
+        shift = self.mean_ if self.with_mean else 0.0
+        return self._affine(X, copy, 0.0, scale, shift)
+
+
+class MinMaxScaler(_BaseScaler):
+    """Scale features to ``feature_range`` from their min and max, scikit-learn style.
+
+    ``X_scaled = X * scale_ + min_`` with
+    ``scale_ = (hi - lo) / (data_max_ - data_min_)`` and
+    ``min_ = lo - data_min_ * scale_``.  Features whose range is (within
+    rounding of) 0 get ``scale_ = hi - lo``.  NaN is ignored when fitting and
+    kept by ``transform``.
+
+    Parameters
+    ----------
+    feature_range : tuple (lo, hi), default (0, 1)
+        Desired range of the transformed data; ``lo < hi``.
+    clip : bool, default False
+        Clip transformed values to ``feature_range`` (for data outside the
+        fitted range).
+    copy : bool, default True
+        False lets ``transform`` work in place when the input is a writable
+        float array.
+    axis : int or tuple of int, default 0
+        The axes reduced over.
+
+    Attributes
+    ----------
+    data_min_, data_max_, data_range_ : ndarray of the kept shape, float64
+        Per-feature minimum, maximum and their difference (NaN ignored).
+    scale_, min_ : ndarray of the kept shape, float64
+        The affine map applied by :meth:`transform`.
+    n_samples_seen_ : int
+        Number of samples (values per feature, NaN included) seen.
+    n_features_in_ : int
+        Number of features (product of the kept shape).
+
+    See Also
+    --------
+    StandardScaler, numbanorm.minmax_scale
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import numbanorm as nbn
+    >>> X = np.array([[-1.0, 2.0], [-0.5, 6.0], [0.0, 10.0], [1.0, 18.0]])
+    >>> sc = nbn.MinMaxScaler().fit(X)
+    >>> sc.data_max_
+    array([ 1., 18.])
+    >>> sc.transform(X)
+    array([[0.  , 0.  ],
+           [0.25, 0.25],
+           [0.5 , 0.5 ],
+           [1.  , 1.  ]])
+    >>> sc.transform([[2.0, 2.0]])
+    array([[1.5, 0. ]])
+    """
+
+    def __init__(
+        self, feature_range: Any = (0, 1), clip: bool = False, copy: bool = True, *, axis: Any = 0
+    ) -> None:
+        self.feature_range = feature_range
+        self.clip = clip
+        self.copy = copy
+        self.axis = axis
+
+    def _reset(self) -> None:
+        for k in (
+            "n_samples_seen_", "data_min_", "data_max_", "data_range_", "scale_", "min_",
+            "n_features_in_", "_rs", "_kshape",
+        ):  # fmt: skip
+            self.__dict__.pop(k, None)
+
+    def _range(self) -> tuple[float, float]:
+        fr = self.feature_range
+        try:
+            lo, hi = (float(v) for v in fr)
+        except (TypeError, ValueError):
+            raise ValueError(f"feature_range must be a pair (min, max), got {fr!r}") from None
+        if not lo < hi:
+            raise ValueError(f"Minimum of desired feature range must be smaller than maximum. Got {fr}.")
+        return lo, hi
+
+    def fit(self, X: Any, y: Any = None) -> MinMaxScaler:
+        """Compute the per-feature min and max of ``X`` (from scratch); returns self."""
+        self._reset()
+        return self.partial_fit(X, y)
+
+    def partial_fit(self, X: Any, y: Any = None) -> MinMaxScaler:
+        """Fold a batch into the per-feature min and max; returns self.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> sc = nbn.MinMaxScaler(feature_range=(-1, 1))
+        >>> sc = sc.partial_fit([[0.0], [2.0]]).partial_fit([[4.0]])
+        >>> sc.data_min_, sc.data_max_, sc.n_samples_seen_
+        (array([0.]), array([4.]), 3)
+        """
+        lo, hi = self._range()
+        first = not hasattr(self, "n_samples_seen_")
+        x, axes = self._validate(X, reset=first)
+        rs = self._chunk_stats(x, axes, True)
+        n = math.prod(x.shape[a] for a in axes)
+        if first:
+            self._rs = rs
+            self.n_samples_seen_ = n
+        else:
+            self._rs.merge(rs)
+            self.n_samples_seen_ += n
+        self.data_min_ = self._rs.min
+        self.data_max_ = self._rs.max
+        self.data_range_ = self.data_max_ - self.data_min_
+        # scikit-learn's _handle_zeros_in_scale: a range below 10 eps counts as 0
+        rng = self.data_range_.copy()
+        rng[rng < 10 * np.finfo(np.float64).eps] = 1.0
+        self.scale_ = (hi - lo) / rng
+        self.min_ = lo - self.data_min_ * self.scale_
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Scale ``X`` to ``feature_range`` (clipped when ``clip``); NaN stays NaN.
+
+        Returns
+        -------
+        ndarray
+            Same shape as ``X``; same dtype for float input, float64 otherwise.
+        """
+        self._check_is_fitted()
+        lo, hi = self._range() if self.clip else (None, None)
+        return self._affine(X, None, 0.0, self.scale_, self.min_, lo, hi)
+
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Undo :meth:`transform`: ``(X - min_) / scale_``."""
+        self._check_is_fitted()
+        return self._affine(X, None, self.min_, 1.0 / self.scale_, 0.0)
+
+
+def _check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:
+    """scikit-learn's sample-weight rules: scalar or 1-D of length n_samples,
+    not all zero."""
+    if isinstance(sample_weight, numbers.Number):
+        w = np.full(n_samples, float(sample_weight))
+    else:
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.ndim != 1:
+            raise ValueError(
+                f"Sample weights must be 1D array or scalar, got {w.ndim}D array. Expected "
+                f"either a scalar value or a 1D array of length {n_samples}."
+            )
+        if w.shape != (n_samples,):
+            raise ValueError(f"sample_weight.shape == {w.shape}, expected {(n_samples,)}!")
+    if np.all(w == 0):
+        raise ValueError("Sample weights must contain at least one non-zero number.")
+    return w

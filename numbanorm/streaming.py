@@ -1,0 +1,466 @@
+"""Streaming statistics: per-feature moments folded in chunk by chunk.
+
+:class:`RunningStats` keeps, for every feature (every index of the *kept*
+shape: the input's shape without the reduced axes), the float64 triple
+``(count, mean, M2)`` plus min, max and the number of NaN seen.  Each
+:meth:`RunningStats.update` reduces its chunk with one parallel pass
+(``numbanorm._reduce.reduce_moments``: exact two-pass statistics of
+cache-resident blocks, Chan merges between them) and folds the chunk's
+triples into the state with Chan's pairwise formula (``_stats.chan_merge``).
+Because every combination is a Chan merge of exact partial moments, the result
+does not depend on how the data was split (tests/test_streaming.py::
+test_any_split_equals_whole).
+
+Sample weights take a different kernel: a weighted Welford/West update of each
+element (``_stats.welford_push``) on per-thread partials, merged with
+``chan_merge``.
+
+References
+----------
+B. P. Welford, "Note on a method for calculating corrected sums of squares and
+products", Technometrics 4(3), 1962.
+T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for computing the sample
+variance: analysis and recommendations", The American Statistician 37(3), 1983.
+D. H. D. West, "Updating mean and variance estimates: an improved method",
+Communications of the ACM 22(9), 1979.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import backends
+from ._config import CACHE, FASTMATH
+from ._reduce import kept_shape, normalize_axis, reduce_moments
+from ._stats import chan_merge, variance, welford_push
+from ._validate import result_dtype
+
+__all__ = ["RunningStats"]
+
+_FM = set(FASTMATH)
+
+
+# --------------------------------------------------------------------------
+# kernels
+# --------------------------------------------------------------------------
+
+
+@njit(parallel=True, cache=CACHE)
+def _fold(cnt, mean, m2, mn, mx, nans, c2, mu2, q2, mn2, mx2, nans2, minmax):
+    """Chan-merge chunk moments (``*2``) into the state in place; all (F,)."""
+    for f in prange(cnt.shape[0]):
+        if c2[f] > 0.0:
+            cnt[f], mean[f], m2[f] = chan_merge(cnt[f], mean[f], m2[f], c2[f], mu2[f], q2[f])
+            if minmax:
+                # explicit comparisons: NaN never reaches a partial with count > 0
+                if mn2[f] < mn[f]:
+                    mn[f] = mn2[f]
+                if mx2[f] > mx[f]:
+                    mx[f] = mx2[f]
+        nans[f] += nans2[f]
+
+
+@njit(cache=CACHE)
+def _finalize_var(cnt, m2, ddof, out):
+    """out[f] = M2 / (count - ddof), NaN where count - ddof <= 0; all (F,)."""
+    for f in range(cnt.shape[0]):
+        out[f] = variance(cnt[f], m2[f], ddof)
+
+
+@njit(parallel=True, fastmath=_FM, cache=CACHE)
+def _weighted_moments(x3, w, nsplit):
+    """Weighted (count, mean, M2, min, max, nan) of x3 (N, S, F) over N and S.
+
+    ``w`` (N,) weighs each index of axis 0.  Rows are split into ``nsplit``
+    contiguous pieces, one per task; each task folds its elements with the
+    weighted Welford/West update into its own (F,) partial (no sharing), then
+    the partials are Chan-merged serially.  Latency-bound (a division per
+    element, ~3 GB/s, FIELD-NOTES) but only used for sample weights.
+    """
+    N, S, F = x3.shape
+    cnt = np.zeros((nsplit, F))
+    mean = np.zeros((nsplit, F))
+    m2 = np.zeros((nsplit, F))
+    mn = np.full((nsplit, F), np.inf)
+    mx = np.full((nsplit, F), -np.inf)
+    nans = np.zeros((nsplit, F), dtype=np.int64)
+    step = (N + nsplit - 1) // nsplit
+    for t in prange(nsplit):
+        for n in range(t * step, min(N, (t + 1) * step)):
+            wn = w[n]
+            for s in range(S):
+                for f in range(F):
+                    v = np.float64(x3[n, s, f])
+                    if v != v:
+                        nans[t, f] += 1
+                    elif wn != 0.0:
+                        cnt[t, f], mean[t, f], m2[t, f] = welford_push(cnt[t, f], mean[t, f], m2[t, f], v, wn)
+                        if v < mn[t, f]:
+                            mn[t, f] = v
+                        if v > mx[t, f]:
+                            mx[t, f] = v
+    oc = cnt[0].copy()
+    om = mean[0].copy()
+    oq = m2[0].copy()
+    omn = mn[0].copy()
+    omx = mx[0].copy()
+    onan = nans[0].copy()
+    for t in range(1, nsplit):
+        for f in range(F):
+            oc[f], om[f], oq[f] = chan_merge(oc[f], om[f], oq[f], cnt[t, f], mean[t, f], m2[t, f])
+            if mn[t, f] < omn[f]:
+                omn[f] = mn[t, f]
+            if mx[t, f] > omx[f]:
+                omx[f] = mx[t, f]
+            onan[f] += nans[t, f]
+    return oc, om, oq, omn, omx, onan
+
+
+# --------------------------------------------------------------------------
+# validation helpers (shared with numbanorm.scalers and numbanorm.cli)
+# --------------------------------------------------------------------------
+
+
+def as_float_array(x: Any, name: str = "x") -> Any:
+    """Return ``x`` as an array the kernels take: float16/32/64 unchanged,
+    integer and bool as float64 (a copy); anything else is a ``TypeError``
+    (``_validate.result_dtype``'s rule).  CUDA arrays are passed through
+    (float32/float64 only); everything else goes through ``np.asarray``.
+    """
+    if backends.is_cuda_array(x):
+        dt = np.dtype(x.dtype)
+        if dt not in (np.float32, np.float64):
+            raise TypeError(f"{name}: CUDA arrays must be float32 or float64, got {dt}")
+        return x
+    a = np.asarray(x)
+    dt = result_dtype(a.dtype, name)
+    return a if dt == a.dtype else a.astype(dt)
+
+
+def _nsplit_rows(n: int, elems_per_row: int) -> int:
+    want = 4 * numba.get_num_threads()
+    by_size = max(1, (n * elems_per_row) // (64 * 1024))
+    return int(max(1, min(n, want, by_size)))
+
+
+# --------------------------------------------------------------------------
+# the accumulator
+# --------------------------------------------------------------------------
+
+
+class RunningStats:
+    """Per-feature count, mean, variance, min and max over a stream of chunks.
+
+    Each :meth:`update` folds one chunk in (one parallel pass over the chunk);
+    :meth:`merge` combines two accumulators.  The state is float64 whatever
+    the input dtype.  NaN is ignored: every feature has its own count, and
+    :attr:`nan_count` says how many NaN it skipped.  Chunked updates in any
+    split give the statistics of the concatenated data (to float64 rounding).
+
+    Parameters
+    ----------
+    minmax : bool, default True
+        Also track per-feature min and max (a little extra work per chunk).
+
+    Attributes
+    ----------
+    count, mean, min, max, nan_count : ndarray of the kept shape
+        See the properties.
+    shape : tuple of int or None
+        The kept shape, fixed by the first update (None before).
+
+    See Also
+    --------
+    StandardScaler, MinMaxScaler : estimators built on these statistics.
+
+    Notes
+    -----
+    A feature's state is the triple ``(n, mean, M2)`` with ``M2`` the sum of
+    squared deviations from the mean.  Two triples combine exactly with Chan,
+    Golub & LeVeque's formula ``n = na + nb``,
+    ``mean = ma + (mb - ma) nb / n``,
+    ``M2 = qa + qb + (mb - ma)^2 na nb / n``; the variance is never formed as
+    ``E[x^2] - E[x]^2``, so data whose mean is 1e6 times its spread keeps its
+    digits.
+
+    References
+    ----------
+    .. [1] B. P. Welford, Technometrics 4(3), 1962.
+    .. [2] T. F. Chan, G. H. Golub, R. J. LeVeque, The American Statistician
+       37(3), 1983.
+    .. [3] D. H. D. West, Communications of the ACM 22(9), 1979.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import numbanorm as nbn
+    >>> x = np.arange(12.0).reshape(6, 2)
+    >>> rs = nbn.RunningStats()
+    >>> for chunk in (x[:2], x[2:5], x[5:]):
+    ...     _ = rs.update(chunk, axis=0)
+    >>> rs.count
+    array([6., 6.])
+    >>> rs.mean
+    array([5., 6.])
+    >>> np.allclose(rs.var(), x.var(axis=0))
+    True
+    >>> rs.min, rs.max
+    (array([0., 1.]), array([10., 11.]))
+    """
+
+    def __init__(self, *, minmax: bool = True) -> None:
+        self._minmax = bool(minmax)
+        self._shape: tuple[int, ...] | None = None
+
+    # -- state ---------------------------------------------------------------
+
+    def _init_state(self, shape: tuple[int, ...]) -> None:
+        size = math.prod(shape)
+        self._shape = tuple(shape)
+        self._cnt = np.zeros(size)
+        self._mean = np.zeros(size)
+        self._m2 = np.zeros(size)
+        self._mn = np.full(size, np.inf)
+        self._mx = np.full(size, -np.inf)
+        self._nans = np.zeros(size, dtype=np.int64)
+
+    def _check_shape(self, shape: tuple[int, ...], name: str) -> None:
+        if self._shape is None:
+            self._init_state(shape)
+        elif shape != self._shape:
+            raise ValueError(
+                f"{name}: expected statistics of shape {self._shape} (the kept shape of "
+                f"the first update), got {shape}"
+            )
+
+    def reset(self) -> RunningStats:
+        """Forget everything seen (the kept shape too); returns self."""
+        self._shape = None
+        return self
+
+    def copy(self) -> RunningStats:
+        """An independent copy of this accumulator."""
+        new = RunningStats(minmax=self._minmax)
+        if self._shape is not None:
+            new._init_state(self._shape)
+            for k in ("_cnt", "_mean", "_m2", "_mn", "_mx", "_nans"):
+                getattr(new, k)[...] = getattr(self, k)
+        return new
+
+    # -- folding data in -----------------------------------------------------
+
+    def update(
+        self, chunk: Any, axis: int | tuple[int, ...] = 0, *, sample_weight: Any = None
+    ) -> RunningStats:
+        """Fold ``chunk`` in, reducing over ``axis``; returns self.
+
+        Parameters
+        ----------
+        chunk : array_like
+            float16/32/64, integer or bool data (a NumPy array or a CUDA
+            array).  Its shape without the ``axis`` axes (the kept shape) must
+            be the same for every update.
+        axis : int or tuple of int, default 0
+            The axes reduced over.
+        sample_weight : array_like of shape (chunk.shape[0],), optional
+            Non-negative weight of each index along axis 0, which must then be
+            among the reduced axes.  Counts become sums of weights; NaN is
+            still skipped (and counted, unweighted, in :attr:`nan_count`).
+
+        Returns
+        -------
+        RunningStats
+            ``self``, so updates can be chained.
+
+        Raises
+        ------
+        ValueError
+            The kept shape differs from the first update's, ``axis`` is out of
+            range, or ``sample_weight`` has the wrong shape or bad values.
+        TypeError
+            An unsupported dtype (complex, object, ...).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> rs = nbn.RunningStats().update(np.ones((4, 3, 5)), axis=(0, 2))
+        >>> rs.count
+        array([20., 20., 20.])
+        """
+        x = as_float_array(chunk, "chunk")
+        shape = tuple(x.shape)
+        axes = normalize_axis(axis, len(shape))
+        kshape = kept_shape(shape, axes)
+        if sample_weight is not None:
+            return self._update_weighted(x, axes, kshape, sample_weight)
+        self._check_shape(kshape, "chunk")
+        n_red = math.prod(shape[a] for a in axes)
+        if n_red == 0:
+            return self
+        mom = reduce_moments(x, axes, skipnan=True, minmax=self._minmax)
+        cnt = mom.count.reshape(-1)
+        nans = (n_red - cnt).astype(np.int64)
+        mn = mom.min.reshape(-1) if self._minmax else cnt
+        mx = mom.max.reshape(-1) if self._minmax else cnt
+        _fold(
+            self._cnt, self._mean, self._m2, self._mn, self._mx, self._nans,
+            cnt, mom.mean.reshape(-1), mom.m2.reshape(-1), mn, mx, nans, self._minmax,
+        )  # fmt: skip
+        return self
+
+    def _update_weighted(self, x, axes, kshape, sample_weight) -> RunningStats:
+        if backends.is_cuda_array(x):
+            raise TypeError("sample_weight: weighted updates take NumPy arrays only")
+        if 0 not in axes:
+            raise ValueError(f"sample_weight weighs axis 0, which must be reduced; got axis={axes}")
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.ndim == 0:
+            w = np.full(x.shape[0], float(w))
+        if w.shape != (x.shape[0],):
+            raise ValueError(
+                f"sample_weight: expected shape ({x.shape[0]},) (one weight per index "
+                f"of axis 0), got {w.shape}"
+            )
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError("sample_weight: weights must be finite and non-negative")
+        self._check_shape(kshape, "chunk")
+        if x.size == 0:
+            return self
+        if x.dtype == np.float16:
+            x = x.astype(np.float32)
+        others = [a for a in axes if a != 0]
+        kept = [a for a in range(x.ndim) if a not in axes]
+        S = math.prod(x.shape[a] for a in others)
+        F = math.prod(x.shape[a] for a in kept)
+        # (N, S, F); a view for the usual layouts, a copy otherwise
+        x3 = x.transpose([0, *others, *kept]).reshape(x.shape[0], S, F)
+        nsplit = _nsplit_rows(x.shape[0], S * F)
+        c, mu, q, mn, mx, nans = _weighted_moments(x3, np.ascontiguousarray(w), nsplit)
+        _fold(
+            self._cnt, self._mean, self._m2, self._mn, self._mx, self._nans,
+            c, mu, q, mn, mx, nans, self._minmax,
+        )  # fmt: skip
+        return self
+
+    def merge(self, other: RunningStats) -> RunningStats:
+        """Fold another accumulator's statistics into this one; returns self.
+
+        ``self.merge(b)`` gives the statistics of the data of both, as if
+        every chunk of ``b`` had been passed to ``self.update`` (Chan's
+        parallel formula).  ``other`` is not modified.
+
+        Raises
+        ------
+        ValueError
+            ``other`` has a different kept shape.
+        TypeError
+            ``other`` is not a :class:`RunningStats`.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> x = np.random.default_rng(0).normal(size=(100, 3))
+        >>> a = nbn.RunningStats().update(x[:30])
+        >>> b = nbn.RunningStats().update(x[30:])
+        >>> bool(np.allclose(a.merge(b).var(), x.var(axis=0)))
+        True
+        """
+        if not isinstance(other, RunningStats):
+            raise TypeError(f"other: expected a RunningStats, got {type(other).__name__}")
+        if other._shape is None:
+            return self
+        self._check_shape(other._shape, "other")
+        minmax = self._minmax and other._minmax
+        _fold(
+            self._cnt, self._mean, self._m2, self._mn, self._mx, self._nans,
+            other._cnt, other._mean, other._m2, other._mn, other._mx, other._nans, minmax,
+        )  # fmt: skip
+        self._minmax = minmax
+        return self
+
+    # -- results ---------------------------------------------------------------
+
+    @property
+    def shape(self) -> tuple[int, ...] | None:
+        """The kept shape (None before the first update)."""
+        return self._shape
+
+    def _out(self, name: str, empty_nan: bool = True) -> np.ndarray:
+        if self._shape is None:
+            return np.full((), np.nan) if empty_nan else np.zeros(())
+        a = getattr(self, name).copy()
+        if empty_nan:
+            a[self._cnt == 0] = np.nan
+        return a.reshape(self._shape)
+
+    @property
+    def count(self) -> np.ndarray:
+        """Per-feature number of non-NaN values (sum of weights when weighted), float64."""
+        return self._out("_cnt", empty_nan=False)
+
+    @property
+    def nan_count(self) -> np.ndarray:
+        """Per-feature number of NaN values skipped, int64."""
+        if self._shape is None:
+            return np.zeros((), dtype=np.int64)
+        return self._nans.reshape(self._shape).copy()
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Per-feature mean (NaN where the count is 0)."""
+        return self._out("_mean")
+
+    @property
+    def m2(self) -> np.ndarray:
+        """Per-feature sum of squared deviations from the mean (NaN where the count is 0)."""
+        return self._out("_m2")
+
+    def _extreme(self, name: str) -> np.ndarray | None:
+        if not self._minmax:
+            return None
+        return self._out(name)
+
+    @property
+    def min(self) -> np.ndarray | None:
+        """Per-feature minimum (NaN where the count is 0; None if not tracked)."""
+        return self._extreme("_mn")
+
+    @property
+    def max(self) -> np.ndarray | None:
+        """Per-feature maximum (NaN where the count is 0; None if not tracked)."""
+        return self._extreme("_mx")
+
+    def var(self, ddof: float = 0) -> np.ndarray:
+        """Per-feature variance ``M2 / (count - ddof)``; NaN where ``count <= ddof``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> nbn.RunningStats().update(np.array([[1.0], [3.0]])).var(ddof=1)
+        array([2.])
+        """
+        if self._shape is None:
+            return np.full((), np.nan)
+        out = np.empty_like(self._m2)
+        _finalize_var(self._cnt, self._m2, float(ddof), out)
+        return out.reshape(self._shape)
+
+    def std(self, ddof: float = 0) -> np.ndarray:
+        """Per-feature standard deviation, ``sqrt(var(ddof))``."""
+        return np.sqrt(self.var(ddof))
+
+    def __repr__(self) -> str:
+        if self._shape is None:
+            return "RunningStats(<empty>)"
+        n = self._cnt
+        lo, hi = (n.min(), n.max()) if n.size else (0.0, 0.0)
+        seen = f"{lo:g}" if lo == hi else f"{lo:g}..{hi:g}"
+        return f"RunningStats(shape={self._shape}, count={seen})"
