@@ -918,3 +918,25 @@ def test_wrong_shapes_name_the_argument():
         nbn.layer_norm(x, 5, np.ones(5), np.ones(6))
     with pytest.raises(ValueError, match="normalized_shape"):
         nbn.rms_norm(x, 6)
+
+
+@pytest.mark.parametrize("op", ["layer_norm", "batch_norm", "instance_norm", "group_norm", "standardize"])
+def test_float16_computed_in_float32_or_wider(op):
+    """API.md section 7: float16 in, at least float32 inside.
+
+    Rows of 2048 values near 100: a float16 sum overflows (max 65504) and a
+    float16 mean is off by its spacing (0.0625 at 100); the output must still
+    be the float16 rounding of the exact result.
+    """
+    rng = rng_for(op, "f16-inside")
+    x = (100.0 + rng.standard_normal((4, 8, 256))).astype(F16)
+    kw = {
+        "layer_norm": {"normalized_shape": (8, 256)},
+        "batch_norm": {"training": True},
+        "group_norm": {"num_groups": 2},
+        "standardize": {"axis": (0, 2)},
+    }.get(op, {})
+    got = getattr(nbn, op)(x, **kw)
+    exp = getattr(ref, op)(x, **kw)
+    assert got.dtype == F16
+    assert_close(got, exp, F16, f"{op} float16 near 100")
