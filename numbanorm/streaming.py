@@ -50,10 +50,13 @@ _FM = set(FASTMATH)
 # --------------------------------------------------------------------------
 
 
-@njit(parallel=True, cache=CACHE)
+@njit(cache=CACHE)
 def _fold(cnt, mean, m2, mn, mx, nans, c2, mu2, q2, mn2, mx2, nans2, minmax):
-    """Chan-merge chunk moments (``*2``) into the state in place; all (F,)."""
-    for f in prange(cnt.shape[0]):
+    """Chan-merge chunk moments (``*2``) into the state in place; all (F,).
+
+    Serial: O(features) work, far below a parallel launch's cost per chunk.
+    """
+    for f in range(cnt.shape[0]):
         if c2[f] > 0.0:
             cnt[f], mean[f], m2[f] = chan_merge(cnt[f], mean[f], m2[f], c2[f], mu2[f], q2[f])
             if minmax:
