@@ -113,13 +113,15 @@ def test_moments_without_minmax_returns_none(rng):
     check_moments((c, m, q), ref_moments(x, True)[:3])
 
 
-def test_moments_split_rows_are_merged(rng, monkeypatch):
+def test_moments_split_rows_are_merged(launch, rng, monkeypatch):
     """The split-R path (partials + Chan merge kernel) equals one block per row."""
-    x = rng.standard_normal((2, 300, 1)) + 50
+    R = 300 if launch == "small" else 3000  # long enough to split at either size
+    x = rng.standard_normal((2, R, 1)) + 50
     monkeypatch.setattr(cb, "BLOCKS_TARGET", 1)
+    assert cb._tiling(2, R, 1)[3] == 1
     one = cb.moments(dev(x), False, True)
-    monkeypatch.setattr(cb, "BLOCKS_TARGET", 16)
-    assert cb._tiling(2, 300, 1)[3] > 1  # several blocks per row really happen
+    monkeypatch.setattr(cb, "BLOCKS_TARGET", 8)
+    assert cb._tiling(2, R, 1)[3] > 1  # several blocks per row really happen
     many = cb.moments(dev(x), False, True)
     check_moments(many, one, rtol=1e-13)
 
@@ -317,6 +319,9 @@ def test_pnorm_nan_and_float16(rng):
         want = np.abs(x64).max(1) if np.isinf(p) else np.sqrt((x64**2).sum(1))
         ok = ~np.isnan(want)
         np.testing.assert_allclose(got[ok], want[ok], rtol=1e-12)
+        skipped = cb.pnorm(dev(x), p, skipnan=True)  # NaN left out of the norm
+        want = np.nanmax(np.abs(x64), 1) if np.isinf(p) else np.sqrt(np.nansum(x64**2, 1))
+        np.testing.assert_allclose(skipped, want, rtol=1e-12)
 
 
 # ------------------------------------------------------------------ helpers

@@ -11,10 +11,12 @@ compile; in the simulator the kernels run as Python and read them live, which is
 how the tests exercise the non-register paths.
 
 Warp shuffles (``_HAVE_SHFL``) are used only on real hardware: the simulator has
-no ``shfl_*_sync``.  Those branches are therefore *not* exercised by the
-simulator tests; they only run on a GPU (``NUMBA_ENABLE_CUDASIM=0 pytest
-tests/test_cuda*.py``).  The simulator also does no type checking, so typing
-errors in any kernel surface only on a GPU.
+no ``shfl_*_sync``.  In the simulator their *logic* is checked with emulated
+shuffles (tests/test_cuda_primitives.py::test_shuffle_reductions_emulated);
+that they compile and behave on hardware is proved only on a GPU
+(``NUMBA_ENABLE_CUDASIM=0 python -m pytest tests/test_cuda*.py``).  The
+simulator also does no type checking, so typing errors in any kernel
+(float16 casts included) surface only on a GPU.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ _MAX_BLOCK = 256
 # Rows per thread chunk in the moments kernels: loaded into registers, reduced
 # by an exact two-pass (mean, then sum of squared deviations), then folded
 # into the thread's triple with one Chan merge -- one division per _CH values
-# instead of Welford's one per value, and no E[x^2] - E[x]^2 cancellation.
+# instead of Welford's one per value, and no E[x^2] - E[x]^2 cancellation
+# (guarded by test_cuda_primitives.py::test_accuracy_float32_large_mean).
 _CH = 8
 
 # Row elements per thread kept in registers by row_norm (warp-per-row keeps
@@ -52,6 +55,8 @@ _CH = 8
 _NREG = 32
 
 
+# NaN must reach the min/max of its own group (Python's min/max would drop it;
+# guarded by test_moments_nan_and_inf_stay_in_their_group).
 @cuda.jit(device=True)
 def _nanmin(a, b):
     """min that propagates NaN from either argument."""
@@ -241,7 +246,7 @@ def _moments_merge(part, res):
 
 
 @cuda.jit
-def _pnorm_partial(x, mode, p_exp, rows_per_split, acc):
+def _pnorm_partial(x, mode, p_exp, skipnan, rows_per_split, acc):
     """Partial sum |x|**p (mode 0: p=1, 1: p=2, 3: other p) or max |x| (mode 2)."""
     # x: (P, R, K); acc: (P, S, K); same tiling as _moments_partial
     sh = cuda.shared.array(_MAX_BLOCK, float64)
@@ -260,6 +265,8 @@ def _pnorm_partial(x, mode, p_exp, rows_per_split, acc):
         if k < K:
             for r in range(r0 + ty, r1, TY):
                 v = abs(float64(x[p, r, k]))
+                if skipnan and v != v:
+                    continue
                 if mode == 0:
                     a += v
                 elif mode == 1:

@@ -372,8 +372,8 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool):
         return (np.zeros(R) if rms else nan.copy()), nan
     s = _stream()
     wb = np.empty((2, D))
-    wb[0] = weight
-    wb[1] = bias
+    wb[0] = 1.0 if weight is None else weight
+    wb[1] = 0.0 if bias is None else bias
     wb_d = cuda.to_device(wb, stream=s)
     stats = cuda.device_array((2, R), np.float64, stream=s)
     if D <= ROW_WARP_MAX_D:
@@ -389,8 +389,11 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool):
     return res[0], res[1]
 
 
-def pnorm(x3: Any, p: float) -> np.ndarray:
-    """``(sum_r |x3[p, r, k]|**p) ** (1/p)`` (max |x| for p = inf) as host float64 (P, K)."""
+def pnorm(x3: Any, p: float, skipnan: bool = False) -> np.ndarray:
+    """``(sum_r |x3[p, r, k]|**p) ** (1/p)`` (max |x| for p = inf) as host float64 (P, K).
+
+    ``skipnan`` (an extension of the contract, default off) leaves NaN out of the norm.
+    """
     x3 = as_device(x3)
     P, R, K = x3.shape
     p = float(p)
@@ -400,7 +403,7 @@ def pnorm(x3: Any, p: float) -> np.ndarray:
     s = _stream()
     block, grid, rows, splits = _tiling(P, R, K)
     acc = cuda.device_array((P, splits, K), np.float64, stream=s)
-    _k._pnorm_partial[grid, block, s](x3, mode, p, rows, acc)
+    _k._pnorm_partial[grid, block, s](x3, mode, p, bool(skipnan), rows, acc)
     part = acc.copy_to_host(stream=s)
     _sync(s)
     # the S partials of a row are few: merged here (np.max propagates NaN)
