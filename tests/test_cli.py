@@ -178,19 +178,28 @@ def _env():
     return env
 
 
+_HWM = (
+    "import sys\n"
+    "from numbanorm.cli import main\n"
+    "rc = main(sys.argv[1:])\n"
+    "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+    "print(int(hwm) * 1024, file=sys.stderr)\n"
+    "sys.exit(rc)\n"
+)
+
+
 def _child(argv):
-    """Run ``python -m numbanorm argv``; returns (status, maxrss bytes, stderr)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "numbanorm", *map(str, argv)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env=_env(),
+    """Run the CLI in a child; returns (status, peak RSS bytes, stderr).
+
+    The peak is the child's own VmHWM: getrusage's ru_maxrss of a child also
+    counts the parent's pages it had between fork and exec, so it would
+    measure pytest, not the CLI.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", _HWM, *map(str, argv)], capture_output=True, text=True, env=_env()
     )
-    with proc.stderr:
-        err = proc.stderr.read().decode()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss * 1024, err
+    *msg, peak = proc.stderr.strip().splitlines()
+    return proc.returncode, int(peak), "\n".join(msg)
 
 
 @pytest.mark.slow
