@@ -1371,6 +1371,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+def _mark(v: float | None, ok: bool | None) -> str:
+    return "-" if v is None else f"{v:.2f}" + (" **miss**" if ok is False else "")
+
+
+def markdown_table(report: dict[str, Any], size: str = "large", dtype: str = "float32") -> str:
+    """The headline table of a report (one size and dtype, the highest thread
+    count) as Markdown: GB/s, time/floor against its target, and the peers."""
+    rows = [r for r in report["results"] if r["size"] == size and r["dtype"] == dtype]
+    if not rows:
+        return ""
+    top = max((r["threads"] or 0) for r in rows)
+    rows = [r for r in rows if (r["threads"] or 0) == top]
+    cpu = report["device"] == "cpu"
+    vs = TARGET_VS_TORCH if cpu else GPU_TARGET_VS_TORCH
+    head = f"| op | shape | time | GB/s | floor GB/s | time/floor (target) | torch/numbanorm (>= {vs}) |"
+    head += f" numpy/numbanorm (>= {TARGET_VS_NUMPY}) |" if cpu else ""
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        t = r["times_s"].get(r["primary"])
+        if t is None:
+            lines.append(f"| {r['op']} | failed: {r['errors'].get(r['primary'], '?')} |")
+            continue
+        ratios, meets = r["ratios"], r["meets"]
+
+        cells = [
+            r["op"],
+            "x".join(map(str, r["shape"])),
+            f"{t * 1e3:.2f} ms",
+            f"{r['gbps'][r['primary']]:.1f}",
+            _fmt(r["gbps"].get("floor"), ".1f"),
+            f"{_mark(ratios['time_over_floor'], meets['floor'])} ({r['targets']['time_over_floor']:.2f})",
+            _mark(ratios["torch_over_numbanorm"], meets["torch"]),
+        ]
+        if cpu:
+            cells.append(_mark(ratios["numpy_over_numbanorm"], meets.get("numpy")))
+        lines.append("| " + " | ".join(cells) + " |")
+    where = report["machine"].get("gpu") or report["machine"].get("cpu")
+    thr = f", {top} thread(s)" if top else ""
+    return f"{size} {dtype}, {where}{thr}:\n\n" + "\n".join(lines) + "\n"
+
+
 def _print_summary(report: dict[str, Any]) -> None:
     """The targets of the issues for the largest size and float32 measured."""
     rows = report["results"]

@@ -127,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "error = max |y - float64 reference|"
     )
     head = (
-        f"{'op':<20} {'shape':<20} {'first call':>11} {'time':>10} "
-        f"{'GB/s':>7} {'error':>9} {'torch err':>10}"
+        f"{'op':<20} {'shape':<20} {'first call':>11} {'time':>10} {'GB/s':>7} {'error':>9} {'torch err':>10}"
     )
     print(head)
     print("-" * len(head))

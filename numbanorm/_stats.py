@@ -62,7 +62,10 @@ def variance(n, q, ddof):
 @njit(cache=True)
 def inv_std(var, eps):
     """``1 / sqrt(var + eps)`` (NaN stays NaN, a zero denominator gives inf)."""
-    return 1.0 / math.sqrt(var + eps)
+    d = var + eps
+    if d == 0.0:
+        return math.inf
+    return 1.0 / math.sqrt(d)
 
 
 @njit(cache=True)

@@ -126,8 +126,8 @@ def minmax_scale(
         lo, hi = (float(v) for v in feature_range)
     except (TypeError, ValueError):
         raise TypeError(f"feature_range must be a pair of numbers, got {feature_range!r}") from None
-    if not lo < hi:
-        raise ValueError(f"feature_range must have min < max, got {tuple(feature_range)!r}")
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"feature_range must be finite with min < max, got {tuple(feature_range)!r}")
     inp, axes = _prep(x, axis)
     y, user_out = V.out_array(out, inp)
     be = inp.backend
@@ -162,7 +162,8 @@ def lp_normalize(
     """Divide ``x`` by its p-norm over ``axis``: ``x / max(||x||_p, eps)``.
 
     ``torch.nn.functional.normalize`` semantics; ``p`` may be any positive
-    number or ``inf``.
+    number or ``inf``.  NaN is ignored in the norm (API section 3) and stays
+    NaN in the output, so a NaN does not wipe out the rest of its group.
 
     Examples
     --------

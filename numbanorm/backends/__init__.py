@@ -25,11 +25,16 @@ numpy arrays)::
         row, fused: out2[r, d] = (x2[r, d] - mean[r]) * rstd[r] * weight[d] + bias[d]
         weight/bias are float64 (D,) arrays (ones/zeros when absent).
     pnorm(x3, p) -> (P, K) float64: (sum_r |x3[p, r, k]|**p) ** (1/p);
-        p == inf gives max |x|.
+        p == inf gives max |x|; NaN is left out of the norm.
     ascontiguous(x) -> a C-contiguous array of the backend's kind (may copy)
     empty(shape, dtype, like) -> new uninitialized array of the backend's kind
     to_host(a) -> numpy array ; from_host(a, like) -> backend array
     wrap(a, like) -> ``a`` as the array type of the user's input ``like``
+    as_device(x) -> the backend's own array for a user array (zero-copy)
+    copy_into(dst, host) -> None: write a host array into dst in place
+        (running statistics)
+    context(stream) -> context manager: the stream every launch of this
+        thread uses (CPU: a no-op)
 
 ``backend_for(x)`` picks the backend from the type of ``x``.
 """

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import threading
 
 import numba
 import numpy as np
@@ -213,6 +214,27 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
                 mx[p, c, k] = hi
 
 
+# numba's fallback 'workqueue' threading layer aborts the process when two
+# Python threads launch parallel kernels at once (API: calls may run
+# concurrently).  Launches are serialized until the layer in use is known to
+# be thread-safe (OpenMP, TBB); guarded by tests/test_threads.py.
+_LAUNCH_LOCK = threading.Lock()
+_layer_threadsafe = False
+
+
+def _launch(kernel, *args):
+    global _layer_threadsafe
+    if _layer_threadsafe:
+        return kernel(*args)
+    with _LAUNCH_LOCK:
+        res = kernel(*args)
+        try:
+            _layer_threadsafe = numba.threading_layer() != "workqueue"
+        except ValueError:  # no parallel region has run yet
+            pass
+        return res
+
+
 def _threads() -> int:
     return numba.get_num_threads()
 
@@ -243,6 +265,9 @@ def moments(x3, skipnan, minmax):
     """Per-(p, k) (count, mean, M2[, min, max]) of x3 (P, R, K) over R."""
     x3 = _widen(x3)
     P, R, K = x3.shape
+    if P * R * K == 0:
+        z = np.zeros((P, K))
+        return z, z.copy(), z.copy(), np.full((P, K), np.inf), np.full((P, K), -np.inf)
     nseg = max(1, min(_nsplit(P, R * K), R))
     shape = (P, nseg, K)
     cnt = np.zeros(shape)
@@ -253,12 +278,10 @@ def moments(x3, skipnan, minmax):
     L = _lanes(K)
     m = L // K
     rb = max(m, (COL_BLOCK_BYTES // (L * x3.itemsize)) * m)
-    if P * R * K == 0:
-        pass
-    elif K == 1 and not skipnan and not minmax:
-        _row_moments(x3.reshape(P, R), nseg, cnt, mean, m2)
+    if K == 1 and not skipnan and not minmax:
+        _launch(_row_moments, x3.reshape(P, R), nseg, cnt, mean, m2)
     else:
-        _col_moments(x3.reshape(P, R * K), K, L, nseg, rb, skipnan, minmax, cnt, mean, m2, mn, mx)
+        _launch(_col_moments, x3.reshape(P, R * K), K, L, nseg, rb, skipnan, minmax, cnt, mean, m2, mn, mx)
     c, mu, q, lo, hi = merge_mid(cnt, mean, m2, mn, mx, minmax)
     if not minmax:
         return c, mu, q, None, None
@@ -322,7 +345,8 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
 
     nchunk = max(1, min(_nsplit(P, R * K), R))
     clip = lo is not None or hi is not None
-    _apply(
+    _launch(
+        _apply,
         x3.reshape(P, R * K),
         out3.reshape(P, R * K),
         K,
@@ -409,7 +433,7 @@ def row_norm(x2, out2, weight, bias, eps, rms):
         if R * D <= MIN_TASK_ELEMS:
             _row_norm_serial(x2, out2, weight, bias, float(eps), rms, mean, rstd)
         elif nseg == 1:
-            _row_norm(x2, out2, weight, bias, float(eps), rms, mean, rstd)
+            _launch(_row_norm, x2, out2, weight, bias, float(eps), rms, mean, rstd)
         else:
             cnt, mu, q, _, _ = moments(x2.reshape(R, D, 1), False, False)
             cnt, mu, q = cnt[:, 0], mu[:, 0], q[:, 0]
@@ -420,7 +444,7 @@ def row_norm(x2, out2, weight, bias, eps, rms):
                 else:
                     mean[:] = mu
                     rstd[:] = 1.0 / np.sqrt(q / cnt + eps)
-            _row_norm_seg(x2, out2, weight, bias, nseg, mean, rstd)
+            _launch(_row_norm_seg, x2, out2, weight, bias, nseg, mean, rstd)
     if narrow is not None:
         narrow[...] = out2
     return mean, rstd
@@ -433,7 +457,7 @@ def row_norm(x2, out2, weight, bias, eps, rms):
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
 def _col_pnorm(xf, K, L, nchunk, p, out):
-    """Partial sums of |x|^p (or max |x| for p=inf) of xf (P, R*K) over R.
+    """Partial sums of |x|^p (or max |x| for p=inf) of xf (P, R*K) over R, NaN ignored.
 
     out is (P, nchunk, K); lanes as in _col_moments.
     """
@@ -449,32 +473,30 @@ def _col_pnorm(xf, K, L, nchunk, p, out):
         f1 = min(R, c * rows_per + rows_per) * K
         v = xf[pp]
         acc = np.zeros(L)
-        nan = np.zeros(L)
+        # NaN is ignored (API section 3): a select per lane, still vectorized
         for base in range(f0, f1, L):
             vb = v[base : min(base + L, f1)]
             if p == 2.0:
                 for j in range(vb.size):
                     a = np.float64(vb[j])
-                    acc[j] += a * a
+                    acc[j] += a * a if a == a else 0.0
             elif p == 1.0:
                 for j in range(vb.size):
-                    acc[j] += abs(np.float64(vb[j]))
+                    a = abs(np.float64(vb[j]))
+                    acc[j] += a if a == a else 0.0
             elif p == np.inf:
                 for j in range(vb.size):
                     a = abs(np.float64(vb[j]))
-                    nan[j] += 1.0 if a != a else 0.0
                     acc[j] = a if a > acc[j] else acc[j]
             else:
                 for j in range(vb.size):
-                    acc[j] += abs(np.float64(vb[j])) ** p
+                    a = abs(np.float64(vb[j]))
+                    acc[j] += a**p if a == a else 0.0
         for k in range(K):
             r = 0.0
             for j in range(k, L, K):
                 if p == np.inf:
-                    if nan[j] != 0.0 or r != r:
-                        r = math.nan
-                    elif acc[j] > r:
-                        r = acc[j]
+                    r = max(r, acc[j])
                 else:
                     r += acc[j]
             out[pp, c, k] = r
@@ -490,9 +512,8 @@ def pnorm(x3, p):
     L = _lanes(K)
     nchunk = max(1, min(_nsplit(P, R * K), R))
     part = np.empty((P, nchunk, K))
-    _col_pnorm(x3.reshape(P, R * K), K, L, nchunk, p, part)
+    _launch(_col_pnorm, x3.reshape(P, R * K), K, L, nchunk, p, part)
     if p == np.inf:
-        # NaN must win over max(): np.max propagates NaN
         return part.max(axis=1)
     tot = part.sum(axis=1)
     if p == 1.0:
@@ -525,6 +546,10 @@ def from_host(a, like=None):
 
 def wrap(a, like=None):
     return a
+
+
+def as_device(x):
+    return np.asarray(x)
 
 
 def copy_into(dst, host):

@@ -389,10 +389,11 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool):
     return res[0], res[1]
 
 
-def pnorm(x3: Any, p: float, skipnan: bool = False) -> np.ndarray:
+def pnorm(x3: Any, p: float, skipnan: bool = True) -> np.ndarray:
     """``(sum_r |x3[p, r, k]|**p) ** (1/p)`` (max |x| for p = inf) as host float64 (P, K).
 
-    ``skipnan`` (an extension of the contract, default off) leaves NaN out of the norm.
+    NaN is left out of the norm (the contract, API section 3); ``skipnan=False``
+    propagates it instead.
     """
     x3 = as_device(x3)
     P, R, K = x3.shape
