@@ -21,13 +21,19 @@ from ._stats import merge_mid
 
 
 class Moments(NamedTuple):
-    """float64 statistics of the kept shape; min/max None when not asked."""
+    """float64 statistics of the kept shape; min/max None when not asked.
+
+    ``resid`` is the rounding residual of ``mean``: the exact mean is
+    ``mean + resid`` to about 1e-16 relative to the spread, which lets a
+    streaming merge of many chunks stay exact (``_stats.chan_merge_dd``).
+    """
 
     count: np.ndarray
     mean: np.ndarray
     m2: np.ndarray
     min: np.ndarray | None
     max: np.ndarray | None
+    resid: np.ndarray | None = None
 
 
 # A trailing reduced run shorter than this, behind a kept run, is reduced as
@@ -171,13 +177,17 @@ def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, backend=None) -> Mom
     runs = _runs(shape, red)
     plan = _stats_plan(runs)
     P, R, K = plan.view
-    c, mu, q, lo, hi = be.moments(xc.reshape(P, R, K), skipnan, minmax)
+    got = be.moments(xc.reshape(P, R, K), skipnan, minmax)
+    c, mu, q, lo, hi = got[:5]
+    # a backend may return the means' rounding residuals as a 6th array
+    r = got[5] if len(got) > 5 else np.zeros_like(mu)
     for a, m, b in _merges(plan.part):
-        args = [arr.reshape(a, m, b) for arr in (c, mu, q)]
+        args = [np.asarray(arr).reshape(a, m, b) for arr in (c, mu, r, q)]
         if minmax:
-            c, mu, q, lo, hi = merge_mid(*args, lo.reshape(a, m, b), hi.reshape(a, m, b), True)
+            # a count-0 partial has min/max +-inf here (NaN only once finalized)
+            c, mu, r, q, lo, hi = merge_mid(*args, lo.reshape(a, m, b), hi.reshape(a, m, b), True)
         else:
-            c, mu, q, _, _ = merge_mid(*args, args[0], args[0], False)
+            c, mu, r, q, _, _ = merge_mid(*args, args[0], args[0], False)
     # partial is now in the order of xc's kept axes; map back to x's order
     kept_perm = [a for a in perm if a not in axes]  # x-axes in xc order
     kshape_c = tuple(x.shape[a] for a in kept_perm)
@@ -189,7 +199,11 @@ def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, backend=None) -> Mom
         a = np.asarray(a, dtype=np.float64).reshape(kshape_c)
         return np.ascontiguousarray(a.transpose(order)) if len(order) > 1 else a.reshape(kshape)
 
-    c, mu, q, lo, hi = (fin(a) for a in (c, mu, q, lo, hi))
+    c, mu, r, q, lo, hi = (fin(a) for a in (c, mu, r, q, lo, hi))
+    # round the unevaluated mean + residual to one float, keep what is left
+    m_hi = mu + r
+    r = (mu - m_hi) + r
+    mu = m_hi
     empty = c == 0
     if empty.any():
         mu = np.where(empty, np.nan, mu)
@@ -197,7 +211,7 @@ def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, backend=None) -> Mom
         if minmax:
             lo = np.where(empty, np.nan, lo)
             hi = np.where(empty, np.nan, hi)
-    return Moments(c, mu, q, lo, hi)
+    return Moments(c, mu, q, lo, hi, np.where(empty, 0.0, r) if empty.any() else r)
 
 
 def _apply_view(runs):

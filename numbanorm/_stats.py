@@ -26,7 +26,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def chan_merge(na, ma, qa, nb, mb, qb):
     """Merge two partial (count, mean, M2) triples (Chan et al. 1983, eq. 2.1b)."""
     n = na + nb
@@ -39,7 +39,44 @@ def chan_merge(na, ma, qa, nb, mb, qb):
     return n, ma + d * f, qa + qb + d * d * na * f
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
+def two_sum(a, b):
+    """Exact sum: ``a + b == s + e`` in real arithmetic (Knuth's TwoSum).
+
+    ``fastmath=False`` is explicit on every function of this module: numba
+    compiles a callee with its caller's fast-math flags unless the callee sets
+    its own, and 'reassoc' folds ``e`` to 0 (seen: two_sum(1e6, 1e-11) gave
+    (1e6, 0.0) when first compiled from a fast-math kernel).  Guarded by
+    tests/test_stats_core.py::test_two_sum_exact_inside_fastmath_kernel.
+    """
+    s = a + b
+    bb = s - a
+    e = (a - (s - bb)) + (b - bb)
+    return s, e
+
+
+@njit(cache=True, fastmath=False)
+def chan_merge_dd(na, ma, ra, qa, nb, mb, rb, qb):
+    """Chan's merge with each mean carried as an unevaluated sum ``m + r``.
+
+    A mean of data far from zero (1e6 + randn) rounds to ~1e-10; merging many
+    small partials multiplies that into the variance (``2 d delta na nb / n``
+    per merge).  Carrying the residual keeps ``d`` exact to rounding of ``d``
+    itself, so any split of the data gives the same M2 to ~1e-15 relative
+    (tests/test_streaming.py::test_large_mean_small_spread).
+    """
+    if nb == 0.0:
+        return na, ma, ra, qa
+    if na == 0.0:
+        return nb, mb, rb, qb
+    n = na + nb
+    d = (mb - ma) + (rb - ra)
+    f = nb / n
+    hi, lo = two_sum(ma, d * f)
+    return n, hi, ra + lo, qa + qb + d * d * na * f
+
+
+@njit(cache=True, fastmath=False)
 def welford_push(n, m, q, x, w):
     """Fold one value ``x`` of weight ``w`` into (count, mean, M2) (West 1979)."""
     if w == 0.0:
@@ -50,7 +87,7 @@ def welford_push(n, m, q, x, w):
     return n2, m2, q + w * d * (x - m2)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def variance(n, q, ddof):
     """Variance from a (count, M2) pair; NaN when ``n - ddof <= 0``."""
     dof = n - ddof
@@ -59,7 +96,7 @@ def variance(n, q, ddof):
     return q / dof
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=False)
 def inv_std(var, eps):
     """``1 / sqrt(var + eps)`` (NaN stays NaN, a zero denominator gives inf)."""
     d = var + eps
@@ -68,24 +105,33 @@ def inv_std(var, eps):
     return 1.0 / math.sqrt(d)
 
 
-@njit(cache=True)
-def merge_mid(cnt, mean, m2, mn, mx, minmax):
+@njit(cache=True, fastmath=False)
+def merge_mid(cnt, mean, res, m2, mn, mx, minmax):
     """Merge (A, M, B) partials over the middle axis into (A, B) arrays (serial).
 
-    NaN in a min/max partial propagates (a NaN partial means the group saw a NaN
-    and NaN was not being skipped).
+    Means are carried as ``mean + res`` (see ``chan_merge_dd``).  NaN in a
+    min/max partial propagates (a NaN partial means the group saw a NaN and
+    NaN was not being skipped).
     """
     A, M, B = cnt.shape
     oc = np.zeros((A, B))
     om = np.zeros((A, B))
+    orr = np.zeros((A, B))
     oq = np.zeros((A, B))
     omn = np.full((A, B), np.inf)
     omx = np.full((A, B), -np.inf)
     for a in range(A):
         for j in range(M):
             for b in range(B):
-                oc[a, b], om[a, b], oq[a, b] = chan_merge(
-                    oc[a, b], om[a, b], oq[a, b], cnt[a, j, b], mean[a, j, b], m2[a, j, b]
+                oc[a, b], om[a, b], orr[a, b], oq[a, b] = chan_merge_dd(
+                    oc[a, b],
+                    om[a, b],
+                    orr[a, b],
+                    oq[a, b],
+                    cnt[a, j, b],
+                    mean[a, j, b],
+                    res[a, j, b],
+                    m2[a, j, b],
                 )
                 if minmax:
                     lo = mn[a, j, b]
@@ -98,4 +144,4 @@ def merge_mid(cnt, mean, m2, mn, mx, minmax):
                         omx[a, b] = math.nan
                     elif hi > omx[a, b]:
                         omx[a, b] = hi
-    return oc, om, oq, omn, omx
+    return oc, om, orr, oq, omn, omx

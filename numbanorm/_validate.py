@@ -61,8 +61,9 @@ class Input:
                 except Exception as e:  # ragged lists etc.
                     raise TypeError(f"{name} must be an array, got {type(x).__name__}: {e}") from None
             dt = result_dtype(arr.dtype, name)
-            if dt != arr.dtype:
-                arr = arr.astype(dt)
+            if dt != arr.dtype or not arr.dtype.isnative:
+                # promotion, or a byte-swapped float (numba computes native order only)
+                arr = arr.astype(dt.newbyteorder("="))
         self.arr = arr
         self.dtype = np.dtype(arr.dtype)
         self.shape = tuple(int(n) for n in arr.shape)
@@ -156,6 +157,10 @@ def out_array(out: Any, inp: Input, name: str = "out"):
     """Validate ``out=`` (shape, dtype, kind of array) or allocate a result."""
     be = inp.backend
     if out is None:
+        if isinstance(inp.arr, np.ndarray):
+            # keep x's memory layout (a channels-last x gets a channels-last y),
+            # so the kernels write y through the same view as they read x
+            return np.empty_like(inp.arr), None
         return be.empty(inp.shape, inp.dtype, like=inp.arr), None
     if backends.is_cuda_array(out) != backends.is_cuda_array(inp.orig):
         raise TypeError(

@@ -37,7 +37,7 @@ from numba import njit, prange
 from . import backends
 from ._config import CACHE, FASTMATH
 from ._reduce import kept_shape, normalize_axis, reduce_moments
-from ._stats import chan_merge, variance, welford_push
+from ._stats import chan_merge, chan_merge_dd, variance, welford_push
 from ._validate import result_dtype
 
 __all__ = ["RunningStats"]
@@ -51,14 +51,19 @@ _FM = set(FASTMATH)
 
 
 @njit(cache=CACHE)
-def _fold(cnt, mean, m2, mn, mx, nans, c2, mu2, q2, mn2, mx2, nans2, minmax):
+def _fold(cnt, mean, res, m2, mn, mx, nans, c2, mu2, r2, q2, mn2, mx2, nans2, minmax):
     """Chan-merge chunk moments (``*2``) into the state in place; all (F,).
 
-    Serial: O(features) work, far below a parallel launch's cost per chunk.
+    Means are carried with their rounding residuals (``mean + res``,
+    ``_stats.chan_merge_dd``): any split of the data gives the same M2 to
+    ~1e-15 relative, also when the mean is 1e6 times the spread.  Serial:
+    O(features) work, far below a parallel launch's cost per chunk.
     """
     for f in range(cnt.shape[0]):
         if c2[f] > 0.0:
-            cnt[f], mean[f], m2[f] = chan_merge(cnt[f], mean[f], m2[f], c2[f], mu2[f], q2[f])
+            cnt[f], mean[f], res[f], m2[f] = chan_merge_dd(
+                cnt[f], mean[f], res[f], m2[f], c2[f], mu2[f], r2[f], q2[f]
+            )
             if minmax:
                 # explicit comparisons: NaN never reaches a partial with count > 0
                 if mn2[f] < mn[f]:
@@ -227,6 +232,7 @@ class RunningStats:
         self._shape = tuple(shape)
         self._cnt = np.zeros(size)
         self._mean = np.zeros(size)
+        self._res = np.zeros(size)
         self._m2 = np.zeros(size)
         self._mn = np.full(size, np.inf)
         self._mx = np.full(size, -np.inf)
@@ -251,7 +257,7 @@ class RunningStats:
         new = RunningStats(minmax=self._minmax)
         if self._shape is not None:
             new._init_state(self._shape)
-            for k in ("_cnt", "_mean", "_m2", "_mn", "_mx", "_nans"):
+            for k in ("_cnt", "_mean", "_res", "_m2", "_mn", "_mx", "_nans"):
                 getattr(new, k)[...] = getattr(self, k)
         return new
 
@@ -308,12 +314,13 @@ class RunningStats:
             return self
         mom = reduce_moments(x, axes, skipnan=True, minmax=self._minmax)
         cnt = mom.count.reshape(-1)
+        res = np.zeros_like(cnt) if mom.resid is None else mom.resid.reshape(-1)
         nans = (n_red - cnt).astype(np.int64)
         mn = mom.min.reshape(-1) if self._minmax else cnt
         mx = mom.max.reshape(-1) if self._minmax else cnt
         _fold(
-            self._cnt, self._mean, self._m2, self._mn, self._mx, self._nans,
-            cnt, mom.mean.reshape(-1), mom.m2.reshape(-1), mn, mx, nans, self._minmax,
+            self._cnt, self._mean, self._res, self._m2, self._mn, self._mx, self._nans,
+            cnt, mom.mean.reshape(-1), res, mom.m2.reshape(-1), mn, mx, nans, self._minmax,
         )  # fmt: skip
         return self
 
@@ -346,8 +353,8 @@ class RunningStats:
         nsplit = _nsplit_rows(x.shape[0], S * F)
         c, mu, q, mn, mx, nans = _weighted_moments(x3, np.ascontiguousarray(w), nsplit)
         _fold(
-            self._cnt, self._mean, self._m2, self._mn, self._mx, self._nans,
-            c, mu, q, mn, mx, nans, self._minmax,
+            self._cnt, self._mean, self._res, self._m2, self._mn, self._mx, self._nans,
+            c, mu, np.zeros_like(mu), q, mn, mx, nans, self._minmax,
         )  # fmt: skip
         return self
 
@@ -382,8 +389,8 @@ class RunningStats:
         self._check_shape(other._shape, "other")
         minmax = self._minmax and other._minmax
         _fold(
-            self._cnt, self._mean, self._m2, self._mn, self._mx, self._nans,
-            other._cnt, other._mean, other._m2, other._mn, other._mx, other._nans, minmax,
+            self._cnt, self._mean, self._res, self._m2, self._mn, self._mx, self._nans,
+            other._cnt, other._mean, other._res, other._m2, other._mn, other._mx, other._nans, minmax,
         )  # fmt: skip
         self._minmax = minmax
         return self
@@ -417,8 +424,9 @@ class RunningStats:
 
     @property
     def mean(self) -> np.ndarray:
-        """Per-feature mean (NaN where the count is 0)."""
-        return self._out("_mean")
+        """Per-feature mean (NaN where the count is 0), the carried residual added."""
+        m = self._out("_mean")
+        return m + self._res.reshape(m.shape) if self._shape is not None else m
 
     @property
     def m2(self) -> np.ndarray:

@@ -78,7 +78,7 @@ def check_moments(x, axes, rtol=1e-12):
     mean, var, mn, mx = np_moments(x, axes)
     ks = kept_shape(x.shape, axes)
     n = int(np.prod([x.shape[a] for a in axes])) if axes else 1
-    for name, got in zip(("count", "mean", "m2", "min", "max"), m, strict=True):
+    for name, got in zip(("count", "mean", "m2", "min", "max"), m[:5], strict=True):
         assert np.shape(got) == ks, (name, x.shape, axes, np.shape(got))
     np.testing.assert_array_equal(m.count, np.full(ks, float(n)))
     scale = np.abs(x.astype(np.float64)).max() + 1.0

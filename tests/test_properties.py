@@ -112,7 +112,8 @@ def test_merge_of_any_split_equals_whole(v, data):
     assert_moments_close(acc, exact_moments(v), parts)
     # the package's serial merge of a partial array gives the same
     arr = [np.array(c, dtype=np.float64).reshape(1, len(parts), 1) for c in zip(*parts, strict=True)]
-    c, m, q, _, _ = merge_mid(arr[0], arr[1], arr[2], arr[0], arr[0], False)
+    zero = np.zeros_like(arr[1])  # no mean residuals: plain float64 partials
+    c, m, _, q, _, _ = merge_mid(arr[0], arr[1], zero, arr[2], arr[0], arr[0], False)
     assert_moments_close((c[0, 0], m[0, 0], q[0, 0]), exact_moments(v), parts)
 
 
@@ -178,13 +179,15 @@ def test_chunked_reduction_equals_whole(R, K, chunk, off, nan, seed):
         x[rng.random((R, K)) < 0.2] = np.nan
     whole = reduce_moments(x, (0,), skipnan=True, minmax=True)
     parts = [reduce_moments(x[i : i + chunk], (0,), skipnan=True, minmax=True) for i in range(0, R, chunk)]
-    stack = [np.stack([getattr(p, f) for p in parts])[None] for f in ("count", "mean", "m2", "min", "max")]
+    fields = ("count", "mean", "resid", "m2", "min", "max")
+    stack = [np.stack([getattr(p, f) for p in parts])[None] for f in fields]
     # reduce_moments reports a count-0 group's min/max as NaN, which merge_mid reads
     # as "saw a NaN": give such partials the identities of min/max before merging
     empty = stack[0] == 0
-    stack[3] = np.where(empty, np.inf, stack[3])
-    stack[4] = np.where(empty, -np.inf, stack[4])
-    c, m, q, lo, hi = merge_mid(*stack, True)
+    stack[4] = np.where(empty, np.inf, stack[4])
+    stack[5] = np.where(empty, -np.inf, stack[5])
+    stack[1] = np.where(empty, 0.0, stack[1])  # a count-0 partial's mean is NaN
+    c, m, _, q, lo, hi = merge_mid(*stack, True)
     np.testing.assert_array_equal(c[0], whole.count)
     ok = whole.count > 0
     np.testing.assert_allclose(m[0][ok], whole.mean[ok], rtol=1e-12, atol=1e-12)

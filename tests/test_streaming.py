@@ -65,12 +65,12 @@ def test_large_mean_small_spread(rng, chunk):
     whole = RunningStats().update(x)
     np.testing.assert_allclose(whole.var(), exact, rtol=1e-12)
     np.testing.assert_allclose(rs.mean, whole.mean, rtol=1e-15)
-    # Each chunk's float64 mean carries the rounding of ulp(1e6) ~ 1e-10 (and
-    # reduce_moments' sum/n adds ~2 ulp), which Chan's d^2 term turns into a
-    # ~1e-11 relative difference of the variance for 11..37-row chunks.  1e-12
-    # would need the chunk means' residuals from the kernel (see the report).
-    np.testing.assert_allclose(rs.var(), exact, rtol=1e-10)
-    np.testing.assert_allclose(rs.var(), whole.var(), rtol=1e-10)
+    # A float64 mean of 1e6 + randn is rounded to ~1e-10; Chan's d^2 term would
+    # turn that into ~1e-11 relative variance error for 11..37-row chunks.  The
+    # kernels return each mean's rounding residual and the merges carry it
+    # (_stats.chan_merge_dd), which is what this bound (the issue's) checks.
+    np.testing.assert_allclose(rs.var(), exact, rtol=1e-12)
+    np.testing.assert_allclose(rs.var(), whole.var(), rtol=1e-12)
 
 
 def test_nd_axes_and_kept_shape(rng):

@@ -27,7 +27,7 @@ import numpy as np
 from numba import njit, prange
 
 from .._config import CACHE, COL_BLOCK_BYTES, FASTMATH, LANES, MIN_TASK_ELEMS, ROW_CHUNK
-from .._stats import chan_merge, merge_mid
+from .._stats import chan_merge_dd, merge_mid
 
 _FM = set(FASTMATH)
 
@@ -44,9 +44,16 @@ _FM = set(FASTMATH)
 
 @njit(fastmath=_FM, cache=CACHE)
 def _seg_moments(v, lo, hi):
-    """(count, mean, M2) of v[lo:hi]: exact two-pass per ROW_CHUNK, Chan-merged."""
+    """(count, mean, mean residual, M2) of v[lo:hi].
+
+    Corrected two-pass per ROW_CHUNK (Chan, Golub & LeVeque 1983, eq. 1.7):
+    the second pass also sums the deviations ``c = sum(x - cm)``, which gives
+    the chunk mean as ``cm + c/n`` (kept unevaluated) and ``M2 = q - c^2/n``.
+    Chunks are combined with ``chan_merge_dd``.
+    """
     n = 0.0
     mean = 0.0
+    res = 0.0
     m2 = 0.0
     for c0 in range(lo, hi, ROW_CHUNK):
         w = v[c0 : min(c0 + ROW_CHUNK, hi)]
@@ -56,11 +63,14 @@ def _seg_moments(v, lo, hi):
         cnt = float(w.size)
         cm = s / cnt
         q = 0.0
+        cc = 0.0
         for i in range(w.size):
             d = np.float64(w[i]) - cm
             q += d * d
-        n, mean, m2 = chan_merge(n, mean, m2, cnt, cm, q)
-    return n, mean, m2
+            cc += d
+        # q >= cc^2/n exactly (Cauchy-Schwarz); rounding may not cross 0
+        n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, cnt, cm, cc / cnt, max(q - cc * cc / cnt, 0.0))
+    return n, mean, res, m2
 
 
 @njit(fastmath=_FM, cache=CACHE)
@@ -79,7 +89,7 @@ def _seg_sumsq(w):
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
-def _row_moments(x2, nseg, cnt, mean, m2):
+def _row_moments(x2, nseg, cnt, mean, res, m2):
     """Per-(row, segment) moments of x2 (R, D); outputs are (R, nseg, 1).
 
     The plain scalar reduction vectorizes with 'reassoc' and reads at about
@@ -92,11 +102,11 @@ def _row_moments(x2, nseg, cnt, mean, m2):
         s = t - r * nseg
         lo = min(D, s * seglen)
         hi = min(D, lo + seglen)
-        cnt[r, s, 0], mean[r, s, 0], m2[r, s, 0] = _seg_moments(x2[r], lo, hi)
+        cnt[r, s, 0], mean[r, s, 0], res[r, s, 0], m2[r, s, 0] = _seg_moments(x2[r], lo, hi)
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
-def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
+def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, res, m2, mn, mx):
     """Per-(p, chunk, k) moments of xf (P, R*K) seen as (P, R, K) over R.
 
     Lane layout: L = m*K lanes (m rows side by side; K = 1 is a row
@@ -119,10 +129,12 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
         v = xf[p]
         an = np.zeros(K)
         am = np.zeros(K)
+        ar = np.zeros(K)
         aq = np.zeros(K)
         s = np.empty(L)
         ns = np.empty(L)
         q = np.empty(L)
+        dc = np.empty(L)
         bm = np.empty(L)
         bn = np.empty(K)
         lmn = np.full(L, np.inf)
@@ -177,27 +189,39 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, m2, mn, mx):
                 mu = ss / nn if nn > 0.0 else 0.0
                 for j in range(k, L, K):
                     bm[j] = mu
-            # pass 2: squared deviations about the block mean (cache-resident)
+            # pass 2 (cache-resident): squared deviations about the block mean
+            # and their plain sum, the correction term of the corrected
+            # two-pass algorithm (see _seg_moments)
             q[:] = 0.0
+            dc[:] = 0.0
             for base in range(f0, f1, L):
                 vb = v[base : min(base + L, f1)]
                 if nanblock:
                     for j in range(vb.size):
                         a = np.float64(vb[j])
-                        d = a - bm[j]
-                        q[j] += d * d if a == a else 0.0
+                        d = a - bm[j] if a == a else 0.0
+                        q[j] += d * d
+                        dc[j] += d
                 else:
                     for j in range(vb.size):
                         d = np.float64(vb[j]) - bm[j]
                         q[j] += d * d
+                        dc[j] += d
             for k in range(K):
                 qq = 0.0
+                cc = 0.0
                 for j in range(k, L, K):
                     qq += q[j]
-                an[k], am[k], aq[k] = chan_merge(an[k], am[k], aq[k], bn[k], bm[k], qq)
+                    cc += dc[j]
+                nn = bn[k]
+                if nn > 0.0:
+                    an[k], am[k], ar[k], aq[k] = chan_merge_dd(
+                        an[k], am[k], ar[k], aq[k], nn, bm[k], cc / nn, max(qq - cc * cc / nn, 0.0)
+                    )
         for k in range(K):
             cnt[p, c, k] = an[k]
             mean[p, c, k] = am[k]
+            res[p, c, k] = ar[k]
             m2[p, c, k] = aq[k]
             if minmax:
                 lo = np.inf
@@ -267,11 +291,12 @@ def moments(x3, skipnan, minmax):
     P, R, K = x3.shape
     if P * R * K == 0:
         z = np.zeros((P, K))
-        return z, z.copy(), z.copy(), np.full((P, K), np.inf), np.full((P, K), -np.inf)
+        return z, z.copy(), z.copy(), np.full((P, K), np.inf), np.full((P, K), -np.inf), z.copy()
     nseg = max(1, min(_nsplit(P, R * K), R))
     shape = (P, nseg, K)
     cnt = np.zeros(shape)
     mean = np.zeros(shape)
+    res = np.zeros(shape)
     m2 = np.zeros(shape)
     mn = np.full(shape, np.inf)
     mx = np.full(shape, -np.inf)
@@ -279,13 +304,15 @@ def moments(x3, skipnan, minmax):
     m = L // K
     rb = max(m, (COL_BLOCK_BYTES // (L * x3.itemsize)) * m)
     if K == 1 and not skipnan and not minmax:
-        _launch(_row_moments, x3.reshape(P, R), nseg, cnt, mean, m2)
+        _launch(_row_moments, x3.reshape(P, R), nseg, cnt, mean, res, m2)
     else:
-        _launch(_col_moments, x3.reshape(P, R * K), K, L, nseg, rb, skipnan, minmax, cnt, mean, m2, mn, mx)
-    c, mu, q, lo, hi = merge_mid(cnt, mean, m2, mn, mx, minmax)
+        _launch(
+            _col_moments, x3.reshape(P, R * K), K, L, nseg, rb, skipnan, minmax, cnt, mean, res, m2, mn, mx
+        )
+    c, mu, r, q, lo, hi = merge_mid(cnt, mean, res, m2, mn, mx, minmax)
     if not minmax:
-        return c, mu, q, None, None
-    return c, mu, q, lo, hi
+        lo = hi = None
+    return c, mu, q, lo, hi, r
 
 
 # --------------------------------------------------------------------------
@@ -383,7 +410,7 @@ def _row_norm(x2, o2, w, b, eps, rms, mean_out, rstd_out):
             ms = _seg_sumsq(v) / D
             rs = 1.0 / math.sqrt(ms + eps)
         else:
-            n, mu, q = _seg_moments(v, 0, D)
+            n, mu, _, q = _seg_moments(v, 0, D)
             rs = 1.0 / math.sqrt(q / D + eps)
         mean_out[r] = mu
         rstd_out[r] = rs
@@ -435,7 +462,7 @@ def row_norm(x2, out2, weight, bias, eps, rms):
         elif nseg == 1:
             _launch(_row_norm, x2, out2, weight, bias, float(eps), rms, mean, rstd)
         else:
-            cnt, mu, q, _, _ = moments(x2.reshape(R, D, 1), False, False)
+            cnt, mu, q, _, _, _ = moments(x2.reshape(R, D, 1), False, False)
             cnt, mu, q = cnt[:, 0], mu[:, 0], q[:, 0]
             with np.errstate(invalid="ignore", divide="ignore"):
                 if rms:
@@ -520,7 +547,8 @@ def pnorm(x3, p):
         return tot
     if p == 2.0:
         return np.sqrt(tot)
-    return tot ** (1.0 / p)
+    with np.errstate(over="ignore"):  # tiny p: the norm overflows to inf, as in torch
+        return tot ** (1.0 / p)
 
 
 # --------------------------------------------------------------------------
