@@ -207,6 +207,14 @@ def instance_norm(
             f"Expected more than 1 spatial element when training, got input of shape {inp.shape}"
         )
     y, user_out = V.out_array(out, inp)
+    if use_input_stats and rm is None and _fusable(inp, ca, y):
+        # (N*C, spatial) rows, one weight per row: one read of x (row in cache)
+        W = (w if w is not None else np.ones(C)).reshape(C, 1)
+        B = (b if b is not None else np.zeros(C)).reshape(C, 1)
+        mean, rstd = _fused_rows(inp, y, N * C, W, B, eps, stream)
+        sd = V.stats_dtype(inp.dtype)
+        stats = (mean.reshape(N, C).astype(sd), rstd.reshape(N, C).astype(sd))
+        return _finish(inp, y, user_out, stats if return_stats else None)
     with inp.backend.context(stream):
         if use_input_stats:
             cnt, mean, var, m2 = _channel_stats(inp, axes)  # (N, C)
@@ -222,6 +230,23 @@ def instance_norm(
         apply_affine(inp.arr, axes, mean, scale, shift, out=y, backend=inp.backend)
     sd = V.stats_dtype(inp.dtype)
     return _finish(inp, y, user_out, (mean.astype(sd), rstd.astype(sd)) if return_stats else None)
+
+
+def _fusable(inp: V.Input, ca: int, y) -> bool:
+    """Channels-first, C-contiguous x and y on a backend with the grouped
+    fused row kernel: each (sample, channel/group) is one contiguous row."""
+    return (
+        ca == 1
+        and getattr(inp.backend, "ROW_NORM_GROUPED", False)
+        and _is_c_contiguous(inp.arr)
+        and _is_c_contiguous(y)
+    )
+
+
+def _fused_rows(inp: V.Input, y, R: int, W, B, eps: float, stream):
+    D = math.prod(inp.shape) // R
+    with inp.backend.context(stream):
+        return inp.backend.row_norm(inp.arr.reshape(R, D), y.reshape(R, D), W, B, eps, False)
 
 
 def _rows(inp: V.Input, normalized_shape: Any, name: str = "normalized_shape"):
@@ -375,6 +400,14 @@ def group_norm(
     inp.require_nonempty()
     y, user_out = V.out_array(out, inp)
     be = inp.backend
+    if _fusable(inp, ca, y):
+        # (N*G, C/G*spatial) rows, weights per channel = per row segment
+        W = (w if w is not None else np.ones(C)).reshape(G, C // G)
+        B = (b if b is not None else np.zeros(C)).reshape(G, C // G)
+        mean, rstd = _fused_rows(inp, y, N * G, W, B, eps, stream)
+        sd = V.stats_dtype(inp.dtype)
+        stats = (mean.reshape(N, G).astype(sd), rstd.reshape(N, G).astype(sd))
+        return _finish(inp, y, user_out, stats if return_stats else None)
     # split the channel axis into (G, C/G): a view for any layout with the
     # channel axis contiguous in memory order (NCHW and NHWC alike)
     xc = inp.arr

@@ -395,28 +395,52 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
 # --------------------------------------------------------------------------
 
 
+# row_norm takes the affine parameters as (RW, S) arrays: row r uses
+# W[r % RW], and its D elements fall into S equal segments with one weight
+# each.  Layer/RMS norm: W (1, D) (segment length 1); instance norm (NCHW):
+# W (C, 1); group norm (NCHW): W (G, C/G) over H*W-long segments.  One fused
+# kernel therefore serves the four norms whose groups are contiguous rows.
+ROW_NORM_GROUPED = True
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _affine_row(v, o, mu, rs, wr, br):
+    """o = (v - mu) * rs * w + b for one row; w, b per segment of the row."""
+    S = wr.size
+    seg = v.size // S
+    if seg == 1:
+        for d in range(v.size):
+            o[d] = (np.float64(v[d]) - mu) * (rs * wr[d]) + br[d]
+    else:
+        for s in range(S):
+            a = rs * wr[s]
+            b = br[s]
+            vs = v[s * seg : (s + 1) * seg]
+            os = o[s * seg : (s + 1) * seg]
+            for d in range(vs.size):
+                os[d] = (np.float64(vs[d]) - mu) * a + b
+
+
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
-def _row_norm(x2, o2, w, b, eps, rms, mean_out, rstd_out):
-    """Layer/RMS norm of each row of x2 (R, D), stats and output fused per row.
+def _row_norm(x2, o2, W, B, eps, rms, mean_out, rstd_out):
+    """Layer/RMS/instance/group norm of each row of x2 (R, D), fused per row.
 
     The row (<= a few hundred KiB) stays in L1/L2 between the statistics and
     the output loop, so x is read from DRAM once and y written once.
     """
     R, D = x2.shape
+    RW = W.shape[0]
     for r in prange(R):
         v = x2[r]
         if rms:
             mu = 0.0
-            ms = _seg_sumsq(v) / D
-            rs = 1.0 / math.sqrt(ms + eps)
+            rs = 1.0 / math.sqrt(_seg_sumsq(v) / D + eps)
         else:
             n, mu, _, q = _seg_moments(v, 0, D)
             rs = 1.0 / math.sqrt(q / D + eps)
         mean_out[r] = mu
         rstd_out[r] = rs
-        o = o2[r]
-        for d in range(D):
-            o[d] = (np.float64(v[d]) - mu) * (rs * w[d]) + b[d]
+        _affine_row(v, o2[r], mu, rs, W[r % RW], B[r % RW])
 
 
 # The same kernel compiled without threads for small inputs: waking the
@@ -425,28 +449,39 @@ _row_norm_serial = njit(fastmath=_FM, cache=CACHE)(_row_norm.py_func)
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
-def _row_norm_seg(x2, o2, w, b, nseg, mean, rstd):
-    """Output pass of layer/RMS norm for few long rows, split into segments."""
+def _row_norm_seg(x2, o2, W, B, nseg, mean, rstd):
+    """Output pass for few long rows: each row split into ``nseg`` tasks
+    aligned to its weight segments."""
     R, D = x2.shape
-    seglen = (D + nseg - 1) // nseg
+    RW, S = W.shape
+    # task boundaries in whole weight segments; a row with one weight (S == 1)
+    # splits anywhere
+    units = D if S == 1 else S
+    seg = 1 if S == 1 else D // S
+    per = (units + nseg - 1) // nseg
     for t in prange(R * nseg):
         r = t // nseg
-        s = t - r * nseg
-        lo = min(D, s * seglen)
-        hi = min(D, lo + seglen)
-        v = x2[r, lo:hi]
-        o = o2[r, lo:hi]
-        ws = w[lo:hi]
-        bs = b[lo:hi]
-        mu = mean[r]
-        rs = rstd[r]
-        for d in range(v.size):
-            o[d] = (np.float64(v[d]) - mu) * (rs * ws[d]) + bs[d]
+        k = t - r * nseg
+        u0 = min(units, k * per)
+        u1 = min(units, u0 + per)
+        _affine_row(
+            x2[r, u0 * seg : u1 * seg],
+            o2[r, u0 * seg : u1 * seg],
+            mean[r],
+            rstd[r],
+            W[r % RW, 0:1] if S == 1 else W[r % RW, u0:u1],
+            B[r % RW, 0:1] if S == 1 else B[r % RW, u0:u1],
+        )
 
 
 def row_norm(x2, out2, weight, bias, eps, rms):
-    """Layer norm (rms=False) or RMS norm of each row of x2 (R, D)."""
+    """Fused row normalization of x2 (R, D); weight/bias (D,) or (RW, S)."""
     R, D = x2.shape
+    W = np.ascontiguousarray(weight, dtype=np.float64)
+    B = np.ascontiguousarray(bias, dtype=np.float64)
+    if W.ndim == 1:
+        W = W.reshape(1, -1)
+        B = B.reshape(1, -1)
     narrow = None
     if x2.dtype == np.float16:
         x2 = x2.astype(np.float32)
@@ -456,11 +491,11 @@ def row_norm(x2, out2, weight, bias, eps, rms):
     if R * D == 0:
         rstd[:] = np.nan
     else:
-        nseg = _nsplit(R, D)
+        nseg = _nsplit(R, D) if W.shape[1] == 1 else min(_nsplit(R, D), W.shape[1])
         if R * D <= MIN_TASK_ELEMS:
-            _row_norm_serial(x2, out2, weight, bias, float(eps), rms, mean, rstd)
+            _row_norm_serial(x2, out2, W, B, float(eps), rms, mean, rstd)
         elif nseg == 1:
-            _launch(_row_norm, x2, out2, weight, bias, float(eps), rms, mean, rstd)
+            _launch(_row_norm, x2, out2, W, B, float(eps), rms, mean, rstd)
         else:
             cnt, mu, q, _, _, _ = moments(x2.reshape(R, D, 1), False, False)
             cnt, mu, q = cnt[:, 0], mu[:, 0], q[:, 0]
@@ -471,7 +506,7 @@ def row_norm(x2, out2, weight, bias, eps, rms):
                 else:
                     mean[:] = mu
                     rstd[:] = 1.0 / np.sqrt(q / cnt + eps)
-            _launch(_row_norm_seg, x2, out2, weight, bias, nseg, mean, rstd)
+            _launch(_row_norm_seg, x2, out2, W, B, nseg, mean, rstd)
     if narrow is not None:
         narrow[...] = out2
     return mean, rstd
