@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Run numbanorm's full CPU benchmark suite and keep the results.
 
-Writes ``benchmarks/results/cpu-<machine>.json`` and ``.png`` (``<machine>``
+Writes ``benchmarks/results/cpu-<machine>.json``, ``.png`` and ``.md`` (the
+headline table: large float32) (``<machine>``
 is the CPU model and core count, e.g. ``amd-epyc-2c``), where ``--out-dir``
 and ``--name`` change the directory and the name.  Every other option is
 passed to ``numbanorm bench`` (see ``benchmarks/README.md``), e.g.::
@@ -17,6 +18,7 @@ so any other load distorts the numbers (the JSON records the load average).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -39,7 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     stem = args.name or "cpu-" + _bench.host_slug(_bench.machine_info(None))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return _bench.main([*rest, "--json", str(out / f"{stem}.json"), "--plot", str(out / f"{stem}.png")])
+    status = _bench.main([*rest, "--json", str(out / f"{stem}.json"), "--plot", str(out / f"{stem}.png")])
+    report = json.loads((out / f"{stem}.json").read_text())
+    table = _bench.markdown_table(report)
+    if table:
+        (out / f"{stem}.md").write_text(table)
+        print(f"wrote {out / f'{stem}.md'}")
+    return status
 
 
 if __name__ == "__main__":

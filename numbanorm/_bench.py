@@ -490,7 +490,16 @@ def _git_commit() -> str | None:
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    if out.returncode != 0 or not out.stdout.strip():
+        return None
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "."],
+        cwd=Path(__file__).resolve().parent,
+        capture_output=True,
+        text=True,
+        timeout=5,
+    ).stdout.strip()
+    return out.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def _version(dist: str) -> str | None:
@@ -612,6 +621,9 @@ def _cpu_case(
         fns["numbanorm_out"] = _bind_out(nbn, case, x, out, None)
     fns["copyto"] = lambda: np.copyto(dst, x)
     fns["prange_copy"] = lambda: _prange_copy(df, xf)
+    # Not part of the floor: an allocating copy shows what a fresh output
+    # costs (page faults on first touch) next to the preallocated floor.
+    fns["copy_alloc"] = x.copy
     if npo is not None:
         fns["numpy"] = _bind(npo, case, x)
     if torch is not None:
@@ -840,6 +852,7 @@ def _definitions(device: str) -> dict[str, Any]:
             {
                 "numbanorm": "ordinary allocating call (wall clock): the headline time",
                 "numbanorm_out": "the same call with a preallocated out= (no allocation)",
+                "copy_alloc": "x.copy(): an allocating copy, for scale (not part of the floor)",
             }
             if device == "cpu"
             else {
@@ -1183,12 +1196,19 @@ def plot(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
     fig, axes = plt.subplots(
         len(sizes), len(dtypes), figsize=(7.5 * len(dtypes), 3.8 * len(sizes)), squeeze=False
     )
+    second = (
+        ("numbanorm_out", "numbanorm, out= (no allocation)")
+        if report["device"] == "cpu"
+        else ("numbanorm_alloc", "numbanorm, allocating")
+    )
+    first = "numbanorm" if report["device"] == "cpu" else "numbanorm, out= (kernel)"
     series = [
-        ("numbanorm", "numbanorm", "tab:blue"),
+        ("numbanorm", first, "tab:blue"),
+        (*second, "lightsteelblue"),
         ("torch", "PyTorch", "tab:orange"),
         ("numpy", "NumPy", "tab:gray"),
     ]
-    width = 0.27
+    width = 0.2
     for i, size in enumerate(sizes):
         for j, dtype in enumerate(dtypes):
             ax = axes[i][j]
@@ -1201,17 +1221,17 @@ def plot(report: dict[str, Any], path: str | os.PathLike[str]) -> None:
                     floor = r["times_s"].get("floor") if r else None
                     vals.append(floor / t if t and floor else 0.0)
                 if any(vals):
-                    xs = [p + (k - 1) * width for p in range(len(ops))]
+                    xs = [p + (k - 1.5) * width for p in range(len(ops))]
                     ax.bar(xs, vals, width, label=label, color=color)
                     if key == "numbanorm":
                         for xpos, v in zip(xs, vals, strict=True):
                             if v:
-                                ax.annotate(f"{v:.2f}", (xpos, v), ha="center", va="bottom", fontsize=6)
+                                ax.annotate(f"{v:.2f}", (xpos, v), ha="center", va="bottom", fontsize=5.5)
             for p, op in enumerate(ops):
                 r = byop.get(op)
                 if r:
                     y = 1 / r["targets"]["time_over_floor"]
-                    ax.plot([p - 1.5 * width, p - 0.5 * width], [y, y], color="tab:red", lw=1.5)
+                    ax.plot([p - 2 * width, p - width], [y, y], color="tab:red", lw=1.5)
             ax.axhline(1.0, color="black", lw=0.8, ls="--")
             ax.set_xticks(range(len(ops)))
             ax.set_xticklabels(ops, rotation=35, ha="right", fontsize=8)
