@@ -421,31 +421,43 @@ def _affine_row(v, o, mu, rs, wr, br):
                 os[d] = (np.float64(vs[d]) - mu) * a + b
 
 
-@njit(parallel=True, fastmath=_FM, cache=CACHE)
-def _row_norm(x2, o2, W, B, eps, rms, mean_out, rstd_out):
-    """Layer/RMS/instance/group norm of each row of x2 (R, D), fused per row.
+@njit(fastmath=_FM, cache=CACHE)
+def _row_norm_one(x2, o2, W, B, eps, rms, mean_out, rstd_out, r):
+    """Statistics and output of row r of x2 (R, D), fused.
 
     The row (<= a few hundred KiB) stays in L1/L2 between the statistics and
     the output loop, so x is read from DRAM once and y written once.
     """
-    R, D = x2.shape
+    v = x2[r]
+    D = v.size
+    if rms:
+        mu = 0.0
+        rs = 1.0 / math.sqrt(_seg_sumsq(v) / D + eps)
+    else:
+        n, mu, _, q = _seg_moments(v, 0, D)
+        rs = 1.0 / math.sqrt(q / D + eps)
+    mean_out[r] = mu
+    rstd_out[r] = rs
     RW = W.shape[0]
-    for r in prange(R):
-        v = x2[r]
-        if rms:
-            mu = 0.0
-            rs = 1.0 / math.sqrt(_seg_sumsq(v) / D + eps)
-        else:
-            n, mu, _, q = _seg_moments(v, 0, D)
-            rs = 1.0 / math.sqrt(q / D + eps)
-        mean_out[r] = mu
-        rstd_out[r] = rs
-        _affine_row(v, o2[r], mu, rs, W[r % RW], B[r % RW])
+    _affine_row(v, o2[r], mu, rs, W[r % RW], B[r % RW])
 
 
-# The same kernel compiled without threads for small inputs: waking the
-# thread pool costs more than the work below ~MIN_TASK_ELEMS elements.
-_row_norm_serial = njit(fastmath=_FM, cache=CACHE)(_row_norm.py_func)
+@njit(parallel=True, fastmath=_FM, cache=CACHE)
+def _row_norm(x2, o2, W, B, eps, rms, mean_out, rstd_out):
+    """Layer/RMS/instance/group norm of the rows of x2 (R, D), rows in parallel."""
+    for r in prange(x2.shape[0]):
+        _row_norm_one(x2, o2, W, B, eps, rms, mean_out, rstd_out, r)
+
+
+# Small inputs run without threads: waking the pool costs more than the work.
+# A separate function, not njit(_row_norm.py_func): two dispatchers of one
+# py_func share one on-disk cache entry, and the serial build was then loaded
+# for large inputs too (found by the benchmark suite; tests/test_kernels.py).
+@njit(fastmath=_FM, cache=CACHE)
+def _row_norm_serial(x2, o2, W, B, eps, rms, mean_out, rstd_out):
+    """Serial twin of _row_norm for inputs below MIN_TASK_ELEMS."""
+    for r in range(x2.shape[0]):
+        _row_norm_one(x2, o2, W, B, eps, rms, mean_out, rstd_out, r)
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
