@@ -19,4 +19,5 @@ def test_parallel_and_serial_row_kernels_are_distinct_compilations():
     assert cpu._row_norm.targetoptions.get("parallel")
     assert not cpu._row_norm_serial.targetoptions.get("parallel")
     # distinct on-disk cache entries (the index file is named after the function)
-    assert cpu._row_norm._cache._index_name != cpu._row_norm_serial._cache._index_name
+    idx = [k._cache._cache_file._index_name for k in (cpu._row_norm, cpu._row_norm_serial)]
+    assert idx[0] != idx[1]
