@@ -26,10 +26,19 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .._config import CACHE, COL_BLOCK_BYTES, FASTMATH, LANES, MIN_TASK_ELEMS, ROW_CHUNK
+from .._config import (
+    CACHE,
+    COL_BLOCK_BYTES,
+    FASTMATH,
+    FASTMATH_ELEMENTWISE,
+    LANES,
+    MIN_TASK_ELEMS,
+    ROW_CHUNK,
+)
 from .._stats import chan_merge_dd, merge_mid
 
 _FM = set(FASTMATH)
+_FME = set(FASTMATH_ELEMENTWISE)
 
 
 # --------------------------------------------------------------------------
@@ -105,6 +114,54 @@ def _row_moments(x2, nseg, cnt, mean, res, m2):
         cnt[r, s, 0], mean[r, s, 0], res[r, s, 0], m2[r, s, 0] = _seg_moments(x2[r], lo, hi)
 
 
+@njit(fastmath=_FM, cache=CACHE)
+def _lane_sums(v, f0, f1, L, s):
+    """s[j] += sum of v[f0 + i*L + j] over the lane-rows of [f0, f1).
+
+    Four lane-rows per step: the L accumulators (too many for registers) are
+    loaded and stored once per four rows instead of every row.
+    """
+    base = f0
+    while base + 4 * L <= f1:
+        v0 = v[base : base + L]
+        v1 = v[base + L : base + 2 * L]
+        v2 = v[base + 2 * L : base + 3 * L]
+        v3 = v[base + 3 * L : base + 4 * L]
+        for j in range(L):
+            s[j] += (np.float64(v0[j]) + np.float64(v1[j])) + (np.float64(v2[j]) + np.float64(v3[j]))
+        base += 4 * L
+    for b in range(base, f1, L):
+        vb = v[b : min(b + L, f1)]
+        for j in range(vb.size):
+            s[j] += np.float64(vb[j])
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _lane_devs(v, f0, f1, L, bm, q, dc):
+    """q[j] += sum (x - bm[j])^2 and dc[j] += sum (x - bm[j]) over lane-rows."""
+    base = f0
+    while base + 4 * L <= f1:
+        v0 = v[base : base + L]
+        v1 = v[base + L : base + 2 * L]
+        v2 = v[base + 2 * L : base + 3 * L]
+        v3 = v[base + 3 * L : base + 4 * L]
+        for j in range(L):
+            m = bm[j]
+            d0 = np.float64(v0[j]) - m
+            d1 = np.float64(v1[j]) - m
+            d2 = np.float64(v2[j]) - m
+            d3 = np.float64(v3[j]) - m
+            q[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+            dc[j] += (d0 + d1) + (d2 + d3)
+        base += 4 * L
+    for b in range(base, f1, L):
+        vb = v[b : min(b + L, f1)]
+        for j in range(vb.size):
+            d = np.float64(vb[j]) - bm[j]
+            q[j] += d * d
+            dc[j] += d
+
+
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
 def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, res, m2, mn, mx):
     """Per-(p, chunk, k) moments of xf (P, R*K) seen as (P, R, K) over R.
@@ -149,10 +206,7 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, res, m2, mn, 
             # pass 1: lane sums.  NaN-skipping needs a select per element; it
             # runs only for a block whose plain sum shows a NaN (rare), so
             # clean data pays the plain vectorized loop.
-            for base in range(f0, f1, L):
-                vb = v[base : min(base + L, f1)]
-                for j in range(vb.size):
-                    s[j] += np.float64(vb[j])
+            _lane_sums(v, f0, f1, L, s)
             nanblock = False
             if skipnan:
                 chk = 0.0
@@ -194,19 +248,16 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, res, m2, mn, 
             # two-pass algorithm (see _seg_moments)
             q[:] = 0.0
             dc[:] = 0.0
-            for base in range(f0, f1, L):
-                vb = v[base : min(base + L, f1)]
-                if nanblock:
+            if nanblock:
+                for base in range(f0, f1, L):
+                    vb = v[base : min(base + L, f1)]
                     for j in range(vb.size):
                         a = np.float64(vb[j])
                         d = a - bm[j] if a == a else 0.0
                         q[j] += d * d
                         dc[j] += d
-                else:
-                    for j in range(vb.size):
-                        d = np.float64(vb[j]) - bm[j]
-                        q[j] += d * d
-                        dc[j] += d
+            else:
+                _lane_devs(v, f0, f1, L, bm, q, dc)
             for k in range(K):
                 qq = 0.0
                 cc = 0.0
@@ -320,12 +371,14 @@ def moments(x3, skipnan, minmax):
 # --------------------------------------------------------------------------
 
 
-@njit(parallel=True, fastmath=_FM, cache=CACHE)
-def _apply(xf, of, K, L, nchunk, center, scale, shift, clip, lo, hi):
-    """of = clip((x - center) * scale + shift) over xf (P, R*K) seen as (P, R, K).
+@njit(parallel=True, fastmath=_FME, cache=CACHE)
+def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi):
+    """of = clip((x - ch) * scale + shift) over xf (P, R*K) as (P, R, K).
 
-    center/scale/shift are lane-replicated (P, L): lane j holds column j % K,
-    so the inner loop is L long and vectorizes for any K.
+    Parameters are lane-replicated (P, L) arrays of x's dtype: lane j holds
+    column j % K, so the inner loop is L long and vectorizes for any K.  ``ch``
+    is the center rounded to x's dtype (``x - ch`` is exact near the center);
+    the rest of the center is folded into ``shift`` on the host.
     """
     P, N = xf.shape
     R = N // K
@@ -339,20 +392,36 @@ def _apply(xf, of, K, L, nchunk, center, scale, shift, clip, lo, hi):
         f1 = min(R, c * rows_per + rows_per) * K
         v = xf[p]
         o = of[p]
-        cc = center[p]
+        hh = ch[p]
         sc = scale[p]
         sh = shift[p]
+        if K == 1:
+            # one parameter set per (p): scalar parameters, no lane arrays
+            vb = v[f0:f1]
+            ob = o[f0:f1]
+            h0 = hh[0]
+            s0 = sc[0]
+            t0 = sh[0]
+            if clip:
+                for j in range(vb.size):
+                    y = (vb[j] - h0) * s0 + t0
+                    y = lo if y < lo else y
+                    ob[j] = hi if y > hi else y
+            else:
+                for j in range(vb.size):
+                    ob[j] = (vb[j] - h0) * s0 + t0
+            continue
         for base in range(f0, f1, L):
             vb = v[base : min(base + L, f1)]
             ob = o[base : min(base + L, f1)]
             if clip:
                 for j in range(vb.size):
-                    y = (np.float64(vb[j]) - cc[j]) * sc[j] + sh[j]
+                    y = (vb[j] - hh[j]) * sc[j] + sh[j]
                     y = lo if y < lo else y
                     ob[j] = hi if y > hi else y
             else:
                 for j in range(vb.size):
-                    ob[j] = (np.float64(vb[j]) - cc[j]) * sc[j] + sh[j]
+                    ob[j] = (vb[j] - hh[j]) * sc[j] + sh[j]
 
 
 def apply(x3, out3, center, scale, shift, lo=None, hi=None):
@@ -364,12 +433,20 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
     if x3.dtype == np.float16:
         x3 = x3.astype(np.float32)
         narrow, out3 = out3, np.empty(x3.shape, np.float32)
-    L = _lanes(K)
+    dt = x3.dtype
+    L = _lanes(K) if K > 1 else 1  # K == 1 takes the kernel's scalar path
     rep = L // K
 
     def lanes(a):
-        return np.ascontiguousarray(np.tile(np.asarray(a, np.float64).reshape(P, K), (1, rep)))
+        return np.ascontiguousarray(np.tile(np.asarray(a).reshape(P, K), (1, rep)))
 
+    c64 = np.asarray(center, np.float64).reshape(P, K)
+    s64 = np.asarray(scale, np.float64).reshape(P, K)
+    ch = c64.astype(dt)
+    # (x - c) * s + t == (x - ch) * s + (t - (c - ch) * s): the part of the
+    # center that x's dtype cannot hold moves into the shift, in float64
+    with np.errstate(invalid="ignore", over="ignore"):
+        t64 = np.asarray(shift, np.float64).reshape(P, K) - (c64 - ch) * s64
     nchunk = max(1, min(_nsplit(P, R * K), R))
     clip = lo is not None or hi is not None
     _launch(
@@ -379,12 +456,12 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
         K,
         L,
         nchunk,
-        lanes(center),
-        lanes(scale),
-        lanes(shift),
+        lanes(ch),
+        lanes(s64.astype(dt)),
+        lanes(t64.astype(dt)),
         clip,
-        -np.inf if lo is None else float(lo),
-        np.inf if hi is None else float(hi),
+        dt.type(-np.inf if lo is None else lo),
+        dt.type(np.inf if hi is None else hi),
     )
     if narrow is not None:
         narrow[...] = out3
@@ -403,22 +480,32 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
 ROW_NORM_GROUPED = True
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FME, cache=CACHE)
 def _affine_row(v, o, mu, rs, wr, br):
-    """o = (v - mu) * rs * w + b for one row; w, b per segment of the row."""
+    """o = (v - mu) * rs * w + b for one row; w, b (x's dtype) per segment.
+
+    Arithmetic in x's dtype (float32 data: twice the SIMD width of float64),
+    exact for data far from zero: mu is split into hi + lo parts of that
+    dtype and ``(v - hi) - lo`` is formed first (``v - hi`` is exact by
+    Sterbenz's lemma when v is near mu).  No 'reassoc' here (_config).
+    """
+    T = v.dtype.type
+    mh = T(mu)
+    ml = T(mu - mh)
+    r = T(rs)
     S = wr.size
     seg = v.size // S
     if seg == 1:
         for d in range(v.size):
-            o[d] = (np.float64(v[d]) - mu) * (rs * wr[d]) + br[d]
+            o[d] = ((v[d] - mh) - ml) * (r * wr[d]) + br[d]
     else:
         for s in range(S):
-            a = rs * wr[s]
+            a = r * wr[s]
             b = br[s]
             vs = v[s * seg : (s + 1) * seg]
             os = o[s * seg : (s + 1) * seg]
             for d in range(vs.size):
-                os[d] = (np.float64(vs[d]) - mu) * a + b
+                os[d] = ((vs[d] - mh) - ml) * a + b
 
 
 @njit(fastmath=_FM, cache=CACHE)
@@ -489,15 +576,16 @@ def _row_norm_seg(x2, o2, W, B, nseg, mean, rstd):
 def row_norm(x2, out2, weight, bias, eps, rms):
     """Fused row normalization of x2 (R, D); weight/bias (D,) or (RW, S)."""
     R, D = x2.shape
-    W = np.ascontiguousarray(weight, dtype=np.float64)
-    B = np.ascontiguousarray(bias, dtype=np.float64)
-    if W.ndim == 1:
-        W = W.reshape(1, -1)
-        B = B.reshape(1, -1)
     narrow = None
     if x2.dtype == np.float16:
         x2 = x2.astype(np.float32)
         narrow, out2 = out2, np.empty(x2.shape, np.float32)
+    # the output arithmetic runs in x's dtype (see _affine_row)
+    W = np.ascontiguousarray(weight, dtype=x2.dtype)
+    B = np.ascontiguousarray(bias, dtype=x2.dtype)
+    if W.ndim == 1:
+        W = W.reshape(1, -1)
+        B = B.reshape(1, -1)
     mean = np.zeros(R)
     rstd = np.empty(R)
     if R * D == 0:
