@@ -163,10 +163,12 @@ def kept_shape(shape, axes) -> tuple[int, ...]:
     return tuple(n for i, n in enumerate(shape) if i not in axes)
 
 
-def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, backend=None) -> Moments:
+def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, moments: bool = True, backend=None) -> Moments:
     """Moments of ``x`` over ``axis`` (tuple of non-negative ints), kept shape.
 
     One parallel pass over x.  Groups with count 0 get mean NaN and m2 NaN.
+    ``moments=False`` asks only for counts and min/max (mean/m2 are then not
+    meaningful); backends that cannot skip the moments compute them anyway.
     """
     be = backend or backends.backend_for(x)
     axes = tuple(axis)
@@ -177,7 +179,13 @@ def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, backend=None) -> Mom
     runs = _runs(shape, red)
     plan = _stats_plan(runs)
     P, R, K = plan.view
-    got = be.moments(xc.reshape(P, R, K), skipnan, minmax)
+    if moments or not minmax:
+        got = be.moments(xc.reshape(P, R, K), skipnan, minmax)
+    else:
+        try:
+            got = be.moments(xc.reshape(P, R, K), skipnan, minmax, want_moments=False)
+        except TypeError:  # a backend without the min/max-only pass
+            got = be.moments(xc.reshape(P, R, K), skipnan, minmax)
     c, mu, q, lo, hi = got[:5]
     # a backend may return the means' rounding residuals as a 6th array
     r = got[5] if len(got) > 5 else np.zeros_like(mu)

@@ -132,7 +132,7 @@ def minmax_scale(
     y, user_out = V.out_array(out, inp)
     be = inp.backend
     with be.context(stream):
-        m = reduce_moments(inp.arr, axes, skipnan=True, minmax=True, backend=be)
+        m = reduce_moments(inp.arr, axes, skipnan=True, minmax=True, moments=False, backend=be)
         rng = m.max - m.min
         rng = np.where(rng == 0.0, 1.0, rng)
         scale = (hi - lo) / rng

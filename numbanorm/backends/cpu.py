@@ -162,8 +162,47 @@ def _lane_devs(v, f0, f1, L, bm, q, dc):
             dc[j] += d
 
 
+@njit(fastmath=_FM, cache=CACHE)
+def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan):
+    """Lane-wise min/max (NaN not taken: comparisons with NaN are False) and
+    NaN counts over the lane-rows of [f0, f1); four lane-rows per step."""
+    base = f0
+    while base + 4 * L <= f1:
+        v0 = v[base : base + L]
+        v1 = v[base + L : base + 2 * L]
+        v2 = v[base + 2 * L : base + 3 * L]
+        v3 = v[base + 3 * L : base + 4 * L]
+        for j in range(L):
+            a0 = np.float64(v0[j])
+            a1 = np.float64(v1[j])
+            a2 = np.float64(v2[j])
+            a3 = np.float64(v3[j])
+            lo = lmn[j]
+            hi = lmx[j]
+            lo = a0 if a0 < lo else lo
+            hi = a0 if a0 > hi else hi
+            lo = a1 if a1 < lo else lo
+            hi = a1 if a1 > hi else hi
+            lo = a2 if a2 < lo else lo
+            hi = a2 if a2 > hi else hi
+            lo = a3 if a3 < lo else lo
+            hi = a3 if a3 > hi else hi
+            lmn[j] = lo
+            lmx[j] = hi
+            nn = (1.0 if a0 != a0 else 0.0) + (1.0 if a1 != a1 else 0.0)
+            lnan[j] += nn + (1.0 if a2 != a2 else 0.0) + (1.0 if a3 != a3 else 0.0)
+        base += 4 * L
+    for b in range(base, f1, L):
+        vb = v[b : min(b + L, f1)]
+        for j in range(vb.size):
+            a = np.float64(vb[j])
+            lmn[j] = a if a < lmn[j] else lmn[j]
+            lmx[j] = a if a > lmx[j] else lmx[j]
+            lnan[j] += 1.0 if a != a else 0.0
+
+
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
-def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, res, m2, mn, mx):
+def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean, res, m2, mn, mx):
     """Per-(p, chunk, k) moments of xf (P, R*K) seen as (P, R, K) over R.
 
     Lane layout: L = m*K lanes (m rows side by side; K = 1 is a row
@@ -201,6 +240,10 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, res, m2, mn, 
             b1 = min(r1, b0 + rb)
             f0 = b0 * K
             f1 = b1 * K
+            if minmax:
+                _lane_minmax(v, f0, f1, L, lmn, lmx, lnan)
+            if not want_moments:
+                continue
             s[:] = 0.0
             ns[:] = 0.0
             # pass 1: lane sums.  NaN-skipping needs a select per element; it
@@ -222,14 +265,6 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, res, m2, mn, 
                         ok = a == a
                         s[j] += a if ok else 0.0
                         ns[j] += 1.0 if ok else 0.0
-            if minmax:
-                for base in range(f0, f1, L):
-                    vb = v[base : min(base + L, f1)]
-                    for j in range(vb.size):
-                        a = np.float64(vb[j])
-                        lmn[j] = a if a < lmn[j] else lmn[j]
-                        lmx[j] = a if a > lmx[j] else lmx[j]
-                        lnan[j] += 1.0 if a != a else 0.0
             # fold lanes -> per-column block mean, replicated back into lanes
             for k in range(K):
                 ss = 0.0
@@ -269,6 +304,13 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, cnt, mean, res, m2, mn, 
                     an[k], am[k], ar[k], aq[k] = chan_merge_dd(
                         an[k], am[k], ar[k], aq[k], nn, bm[k], cc / nn, max(qq - cc * cc / nn, 0.0)
                     )
+        if not want_moments:
+            # min/max only: the count is what the NaN tally leaves
+            for k in range(K):
+                nk = 0.0
+                for j in range(k, L, K):
+                    nk += lnan[j]
+                an[k] = float(r1 - r0) - nk if skipnan else float(r1 - r0)
         for k in range(K):
             cnt[p, c, k] = an[k]
             mean[p, c, k] = am[k]
@@ -336,8 +378,12 @@ def _widen(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def moments(x3, skipnan, minmax):
-    """Per-(p, k) (count, mean, M2[, min, max]) of x3 (P, R, K) over R."""
+def moments(x3, skipnan, minmax, want_moments=True):
+    """Per-(p, k) (count, mean, M2[, min, max], mean residual) of x3 (P, R, K) over R.
+
+    ``want_moments=False`` (with ``minmax``) computes only counts and min/max:
+    one pass, for min-max scaling.
+    """
     x3 = _widen(x3)
     P, R, K = x3.shape
     if P * R * K == 0:
@@ -354,11 +400,25 @@ def moments(x3, skipnan, minmax):
     L = _lanes(K)
     m = L // K
     rb = max(m, (COL_BLOCK_BYTES // (L * x3.itemsize)) * m)
-    if K == 1 and not skipnan and not minmax:
+    if K == 1 and not skipnan and not minmax and want_moments:
         _launch(_row_moments, x3.reshape(P, R), nseg, cnt, mean, res, m2)
     else:
         _launch(
-            _col_moments, x3.reshape(P, R * K), K, L, nseg, rb, skipnan, minmax, cnt, mean, res, m2, mn, mx
+            _col_moments,
+            x3.reshape(P, R * K),
+            K,
+            L,
+            nseg,
+            rb,
+            skipnan,
+            minmax,
+            want_moments,
+            cnt,
+            mean,
+            res,
+            m2,
+            mn,
+            mx,
         )
     c, mu, r, q, lo, hi = merge_mid(cnt, mean, res, m2, mn, mx, minmax)
     if not minmax:
