@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate as V
-from ._reduce import apply_affine, normalize_axis, reduce_moments, reduce_pnorm
+from ._reduce import _is_c_contiguous, apply_affine, normalize_axis, reduce_moments, reduce_pnorm
 
 __all__ = ["standardize", "minmax_scale", "lp_normalize", "constant_features"]
 
@@ -180,6 +180,19 @@ def lp_normalize(
     inp, axes = _prep(x, axis)
     y, user_out = V.out_array(out, inp)
     be = inp.backend
+    if (
+        axes == (inp.ndim - 1,)
+        and getattr(be, "ROW_NORM_GROUPED", False)
+        and _is_c_contiguous(inp.arr)
+        and _is_c_contiguous(y)
+    ):
+        # rows along the last axis: norm and output fused per cache-resident row
+        D = inp.shape[-1]
+        R = inp.arr.size // D
+        one, zero = np.ones((1, 1)), np.zeros((1, 1))
+        with be.context(stream):
+            be.row_norm(inp.arr.reshape(R, D), y.reshape(R, D), one, zero, eps, False, p=p)
+        return user_out if user_out is not None else be.wrap(y, like=inp.orig)
     with be.context(stream):
         nrm = reduce_pnorm(inp.arr, axes, p, backend=be)
         scale = 1.0 / np.maximum(nrm, eps) if eps > 0 else 1.0 / nrm

@@ -569,6 +569,42 @@ def _affine_row(v, o, mu, rs, wr, br):
 
 
 @njit(fastmath=_FM, cache=CACHE)
+def _row_pnorm(v, p):
+    """p-norm of one row with NaN left out (API section 3).
+
+    The plain sum vectorizes; only a row whose sum shows a NaN is summed
+    again with the NaN test (a select in a reduction does not vectorize).
+    """
+    s = 0.0
+    if p == np.inf:
+        for i in range(v.size):
+            a = abs(np.float64(v[i]))
+            s = a if a > s else s  # NaN compares False: left out
+        return s
+    if p == 2.0:
+        for i in range(v.size):
+            a = np.float64(v[i])
+            s += a * a
+    elif p == 1.0:
+        for i in range(v.size):
+            s += abs(np.float64(v[i]))
+    else:
+        for i in range(v.size):
+            s += abs(np.float64(v[i])) ** p
+    if s != s:
+        s = 0.0
+        for i in range(v.size):
+            a = abs(np.float64(v[i]))
+            if a == a:
+                s += a * a if p == 2.0 else (a if p == 1.0 else a**p)
+    if p == 1.0:
+        return s
+    if p == 2.0:
+        return math.sqrt(s)
+    return s ** (1.0 / p)
+
+
+@njit(fastmath=_FM, cache=CACHE)
 def _row_norm_one(x2, o2, W, B, eps, rms, mean_out, rstd_out, r):
     """Statistics and output of row r of x2 (R, D), fused.
 
@@ -577,7 +613,11 @@ def _row_norm_one(x2, o2, W, B, eps, rms, mean_out, rstd_out, r):
     """
     v = x2[r]
     D = v.size
-    if rms:
+    if rms < 0.0:
+        # lp_normalize: rms holds -p
+        mu = 0.0
+        rs = 1.0 / max(_row_pnorm(v, -rms), eps)
+    elif rms > 0.0:
         mu = 0.0
         rs = 1.0 / math.sqrt(_seg_sumsq(v) / D + eps)
     else:
@@ -633,8 +673,12 @@ def _row_norm_seg(x2, o2, W, B, nseg, mean, rstd):
         )
 
 
-def row_norm(x2, out2, weight, bias, eps, rms):
-    """Fused row normalization of x2 (R, D); weight/bias (D,) or (RW, S)."""
+def row_norm(x2, out2, weight, bias, eps, rms, p=None):
+    """Fused row normalization of x2 (R, D); weight/bias (D,) or (RW, S).
+
+    ``rms``: RMS norm instead of layer norm; ``p``: lp_normalize with this p
+    (``x / max(||x||_p, eps)``, NaN left out of the norm) instead of either.
+    """
     R, D = x2.shape
     narrow = None
     if x2.dtype == np.float16:
@@ -648,14 +692,20 @@ def row_norm(x2, out2, weight, bias, eps, rms):
         B = B.reshape(1, -1)
     mean = np.zeros(R)
     rstd = np.empty(R)
+    # one float selects the statistic: 0 layer norm, 1 RMS, -p the p-norm
+    mode = -float(p) if p is not None else (1.0 if rms else 0.0)
     if R * D == 0:
         rstd[:] = np.nan
     else:
         nseg = _nsplit(R, D) if W.shape[1] == 1 else min(_nsplit(R, D), W.shape[1])
-        if R * D <= MIN_TASK_ELEMS:
-            _row_norm_serial(x2, out2, W, B, float(eps), rms, mean, rstd)
+        if p is not None and nseg > 1:
+            # few long rows: the norm through pnorm, then the segmented output pass
+            rstd[:] = 1.0 / np.maximum(pnorm(x2.reshape(R, D, 1), p)[:, 0], eps)
+            _launch(_row_norm_seg, x2, out2, W, B, nseg, mean, rstd)
+        elif R * D <= MIN_TASK_ELEMS:
+            _row_norm_serial(x2, out2, W, B, float(eps), mode, mean, rstd)
         elif nseg == 1:
-            _launch(_row_norm, x2, out2, W, B, float(eps), rms, mean, rstd)
+            _launch(_row_norm, x2, out2, W, B, float(eps), mode, mean, rstd)
         else:
             cnt, mu, q, _, _, _ = moments(x2.reshape(R, D, 1), False, False)
             cnt, mu, q = cnt[:, 0], mu[:, 0], q[:, 0]
