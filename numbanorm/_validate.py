@@ -41,6 +41,14 @@ class Input:
 
     def __init__(self, x: Any, name: str = "x"):
         self.orig = x
+        if type(x) is np.ndarray and x.dtype.isnative and x.dtype.type in _FLOATS:
+            # the common case first, with nothing to convert (small-call path)
+            self.backend = backends.cpu_backend()
+            self.arr = x
+            self.dtype = x.dtype
+            self.shape = x.shape
+            self.ndim = x.ndim
+            return
         if backends.is_cuda_array(x):
             self.backend = backends.backend_for(x)
             arr = self.backend.as_device(x)
@@ -104,10 +112,13 @@ def channel_axis(ca: Any, ndim: int, name: str = "channel_axis") -> int:
     return int(ca) % ndim
 
 
-def param(p: Any, shape: tuple[int, ...], name: str, inp: Input) -> np.ndarray | None:
-    """A weight/bias-like parameter as a host float64 array of ``shape``."""
+def param(p: Any, shape: tuple[int, ...], name: str, inp: Input, dtype: Any = np.float64):
+    """A weight/bias-like parameter as a host array of ``shape`` (float64, or
+    ``dtype`` where the caller computes in x's dtype)."""
     if p is None:
         return None
+    if type(p) is np.ndarray and p.shape == shape and p.dtype == dtype:
+        return p
     if backends.is_cuda_array(p):
         a = np.asarray(backends.backend_for(p).to_host(backends.backend_for(p).as_device(p)))
     else:
@@ -116,7 +127,7 @@ def param(p: Any, shape: tuple[int, ...], name: str, inp: Input) -> np.ndarray |
         raise TypeError(f"{name} must be a real array, got dtype {a.dtype}")
     if tuple(a.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
-    return a.astype(np.float64)
+    return a.astype(dtype)
 
 
 def running(p: Any, C: int, name: str, inp: Input, update: bool, host_ok: bool = False):

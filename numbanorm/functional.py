@@ -258,9 +258,9 @@ def _rows(inp: V.Input, normalized_shape: Any, name: str = "normalized_shape"):
 
 
 @functools.lru_cache(maxsize=64)
-def _const(D: int, value: float) -> np.ndarray:
-    """Read-only float64 vector of ones/zeros: the identity weight/bias."""
-    a = np.full(D, value)
+def _const(D: int, value: float, dtype: Any) -> np.ndarray:
+    """Read-only (1, D) row of ones/zeros: the identity weight/bias."""
+    a = np.full((1, D), value, dtype=dtype)
     a.flags.writeable = False
     return a
 
@@ -269,16 +269,18 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_sta
     """Layer/RMS norm through the fused row primitive (the small-call hot path:
     keep it free of avoidable allocations)."""
     ns, R, D = _rows(inp, normalized_shape)
-    w = V.param(weight, ns, "weight", inp)
-    b = V.param(bias, ns, "bias", inp)
+    # the row kernel computes the output in x's dtype: take parameters in it
+    pdt = inp.dtype if inp.dtype != np.float16 else np.float32
+    w = V.param(weight, ns, "weight", inp, pdt)
+    b = V.param(bias, ns, "bias", inp, pdt)
     inp.require_nonempty()
     be = inp.backend
     y, user_out = V.out_array(out, inp)
     xc = be.ascontiguous(inp.arr)
     direct = _is_c_contiguous(y)
     target = y if direct else be.empty(inp.shape, inp.dtype, like=xc)
-    wf = _const(D, 1.0) if w is None else np.ascontiguousarray(w.reshape(D))
-    bf = _const(D, 0.0) if b is None else np.ascontiguousarray(b.reshape(D))
+    wf = _const(D, 1.0, pdt) if w is None else np.ascontiguousarray(w).reshape(1, D)
+    bf = _const(D, 0.0, pdt) if b is None else np.ascontiguousarray(b).reshape(1, D)
     with be.context(stream):
         mean, rstd = be.row_norm(xc.reshape(R, D), target.reshape(R, D), wf, bf, eps, rms)
     if not direct:

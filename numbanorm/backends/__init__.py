@@ -56,6 +56,13 @@ def is_cuda_array(x: Any) -> bool:
     return False
 
 
+def cpu_backend():
+    """The NumPy backend (imported on first use)."""
+    from . import cpu as _cpu
+
+    return _cpu
+
+
 def backend_for(x: Any):
     """Return the backend module that runs operations on ``x``."""
     if is_cuda_array(x):

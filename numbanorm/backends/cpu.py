@@ -605,14 +605,64 @@ def _row_pnorm(v, p):
 
 
 @njit(fastmath=_FM, cache=CACHE)
+def _row_stats_direct(x2, r, rms, eps):
+    """(mean, rstd) of row r of x2 with 2-D indexing: no array views.
+
+    For rows of one ROW_CHUNK: a view per row costs reference-count updates
+    that dominated short rows (~135 ns per 64-element row, NOTES.md).
+    """
+    D = x2.shape[1]
+    s = 0.0
+    if rms > 0.0:
+        for d in range(D):
+            a = np.float64(x2[r, d])
+            s += a * a
+        return 0.0, 1.0 / math.sqrt(s / D + eps)
+    for d in range(D):
+        s += np.float64(x2[r, d])
+    cm = s / D
+    q = 0.0
+    for d in range(D):
+        e = np.float64(x2[r, d]) - cm
+        q += e * e
+    return cm, 1.0 / math.sqrt(q / D + eps)
+
+
+@njit(fastmath=_FME, cache=CACHE)
+def _affine_direct(x2, o2, r, mu, rs, W, B, rw):
+    """_affine_row for row r with 2-D indexing (weights per element, or one
+    per row); no 'reassoc' (see _affine_row)."""
+    T = x2.dtype.type
+    mh = T(mu)
+    ml = T(mu - mh)
+    rr = T(rs)
+    D = x2.shape[1]
+    if W.shape[1] == 1:
+        a = rr * W[rw, 0]
+        b = B[rw, 0]
+        for d in range(D):
+            o2[r, d] = ((x2[r, d] - mh) - ml) * a + b
+    else:
+        for d in range(D):
+            o2[r, d] = ((x2[r, d] - mh) - ml) * (rr * W[rw, d]) + B[rw, d]
+
+
+@njit(fastmath=_FM, cache=CACHE)
 def _row_norm_one(x2, o2, W, B, eps, rms, mean_out, rstd_out, r):
     """Statistics and output of row r of x2 (R, D), fused.
 
     The row (<= a few hundred KiB) stays in L1/L2 between the statistics and
     the output loop, so x is read from DRAM once and y written once.
     """
+    D = x2.shape[1]
+    S = W.shape[1]
+    if D <= ROW_CHUNK and rms >= 0.0 and (S == 1 or S == D):
+        mu, rs = _row_stats_direct(x2, r, rms, eps)
+        mean_out[r] = mu
+        rstd_out[r] = rs
+        _affine_direct(x2, o2, r, mu, rs, W, B, r % W.shape[0])
+        return
     v = x2[r]
-    D = v.size
     if rms < 0.0:
         # lp_normalize: rms holds -p
         mu = 0.0
@@ -685,24 +735,27 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
         x2 = x2.astype(np.float32)
         narrow, out2 = out2, np.empty(x2.shape, np.float32)
     # the output arithmetic runs in x's dtype (see _affine_row)
-    W = np.ascontiguousarray(weight, dtype=x2.dtype)
-    B = np.ascontiguousarray(bias, dtype=x2.dtype)
+    W = weight if weight.dtype == x2.dtype else weight.astype(x2.dtype)
+    B = bias if bias.dtype == x2.dtype else bias.astype(x2.dtype)
     if W.ndim == 1:
         W = W.reshape(1, -1)
         B = B.reshape(1, -1)
-    mean = np.zeros(R)
+    mean = np.zeros(R)  # stays 0 for RMS norm and p-norms
     rstd = np.empty(R)
     # one float selects the statistic: 0 layer norm, 1 RMS, -p the p-norm
     mode = -float(p) if p is not None else (1.0 if rms else 0.0)
     if R * D == 0:
         rstd[:] = np.nan
     else:
-        nseg = _nsplit(R, D) if W.shape[1] == 1 else min(_nsplit(R, D), W.shape[1])
+        small = R * D <= MIN_TASK_ELEMS  # decided first: _nsplit asks numba for threads (~2 us)
+        nseg = 1 if small else _nsplit(R, D)
+        if W.shape[1] > 1:
+            nseg = min(nseg, W.shape[1])
         if p is not None and nseg > 1:
             # few long rows: the norm through pnorm, then the segmented output pass
             rstd[:] = 1.0 / np.maximum(pnorm(x2.reshape(R, D, 1), p)[:, 0], eps)
             _launch(_row_norm_seg, x2, out2, W, B, nseg, mean, rstd)
-        elif R * D <= MIN_TASK_ELEMS:
+        elif small:
             _row_norm_serial(x2, out2, W, B, float(eps), mode, mean, rstd)
         elif nseg == 1:
             _launch(_row_norm, x2, out2, W, B, float(eps), mode, mean, rstd)
