@@ -238,33 +238,41 @@ def _apply_view(runs):
     return (_prod(runs[:-2]), runs[-2][1], last), (n - 2, 1, 1)
 
 
-def _params(a, x_shape, axes, perm, runs, groups, view):
-    """Materialize a kept-shape param as the (P, K) float64 array of a view."""
+def _params(params, x_shape, axes, perm, runs, groups, view):
+    """Materialize kept-shape params as (n, P, K) float64 arrays of a view.
+
+    ``params`` is a sequence of arrays broadcastable to the kept shape; they
+    are stacked and moved to the view's layout together (one pass of small
+    reshapes/transposes instead of one per parameter: small calls).
+    """
     P, R, K = view
     kshape = kept_shape(x_shape, axes)
-    arr = np.broadcast_to(np.asarray(a, dtype=np.float64), kshape)
+    n = len(params)
+    arr = np.empty((n, *kshape))
+    for i, a in enumerate(params):
+        arr[i] = a
     # x order with reduced axes as size 1 -> xc order -> squeeze size-1 axes of xc
-    arr = arr.reshape([1 if i in axes else n for i, n in enumerate(x_shape)]).transpose(perm)
+    arr = arr.reshape([n] + [1 if i in axes else m for i, m in enumerate(x_shape)])
+    arr = arr.transpose([0] + [a + 1 for a in perm])
     shape_c = [x_shape[i] for i in perm]
-    arr = arr.reshape([d for d, n in zip(arr.shape, shape_c, strict=True) if n > 1])
+    arr = arr.reshape([n] + [d for d, m in zip(arr.shape[1:], shape_c, strict=True) if m > 1])
     # merge the axes of each run (reduced runs are size 1 in arr)
     full, i = [], 0
-    sizes_c = [n for n in shape_c if n > 1]
+    sizes_c = [m for m in shape_c if m > 1]
     run_arr_shape = []
-    for red, n in runs:
+    for red, m in runs:
         k = 1
         cnt = 0
-        while k < n:
+        while k < m:
             k *= sizes_c[i + cnt]
             cnt += 1
-        run_arr_shape.append(1 if red else n)
-        full.append(n)
+        run_arr_shape.append(1 if red else m)
+        full.append(m)
         i += cnt
-    arr = arr.reshape(run_arr_shape)
     gp, gr, gk = groups
-    sel = arr.reshape(run_arr_shape[:gp] + run_arr_shape[gp + gr :])
-    tgt = full[:gp] + full[gp + gr :]
-    return np.ascontiguousarray(np.broadcast_to(sel, tgt)).reshape(P, K)
+    sel = arr.reshape([n] + run_arr_shape[:gp] + run_arr_shape[gp + gr :])
+    tgt = [n] + full[:gp] + full[gp + gr :]
+    return np.ascontiguousarray(np.broadcast_to(sel, tgt)).reshape(n, P, K)
 
 
 def apply_affine(x, axis, center, scale, shift, *, out, lo=None, hi=None, backend=None):
@@ -285,8 +293,8 @@ def apply_affine(x, axis, center, scale, shift, *, out, lo=None, hi=None, backen
     red = {perm.index(a) for a in axes}
     runs = _runs(shape_c, red)
     view, groups = _apply_view(runs)
-    ps = [_params(a, tuple(x.shape), axes, perm, runs, groups, view) for a in (center, scale, shift)]
-    be.apply(xc.reshape(view), target.reshape(view), *ps, lo, hi)
+    ps = _params((center, scale, shift), tuple(x.shape), axes, perm, runs, groups, view)
+    be.apply(xc.reshape(view), target.reshape(view), ps[0], ps[1], ps[2], lo, hi)
     if not direct:
         oc[...] = target
     return out

@@ -498,7 +498,7 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
     rep = L // K
 
     def lanes(a):
-        return np.ascontiguousarray(np.tile(np.asarray(a).reshape(P, K), (1, rep)))
+        return a if rep == 1 else np.ascontiguousarray(np.tile(a, (1, rep)))
 
     c64 = np.asarray(center, np.float64).reshape(P, K)
     s64 = np.asarray(scale, np.float64).reshape(P, K)
