@@ -605,15 +605,17 @@ def _row_pnorm(v, p):
 
 
 @njit(fastmath=_FM, cache=CACHE)
-def _row_stats_direct(x2, r, rms, eps):
+def _row_stats_direct(x2, r, mode, eps):
     """(mean, rstd) of row r of x2 with 2-D indexing: no array views.
+
+    ``mode``: 0 layer norm (mean, 1/std), > 0 RMS norm (0, 1/rms).
 
     For rows of one ROW_CHUNK: a view per row costs reference-count updates
     that dominated short rows (~135 ns per 64-element row, NOTES.md).
     """
     D = x2.shape[1]
     s = 0.0
-    if rms > 0.0:
+    if mode > 0.0:
         for d in range(D):
             a = np.float64(x2[r, d])
             s += a * a
@@ -648,26 +650,28 @@ def _affine_direct(x2, o2, r, mu, rs, W, B, rw):
 
 
 @njit(fastmath=_FM, cache=CACHE)
-def _row_norm_one(x2, o2, W, B, eps, rms, mean_out, rstd_out, r):
+def _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r):
     """Statistics and output of row r of x2 (R, D), fused.
+
+    ``mode``: 0 layer norm, > 0 RMS norm, -p lp_normalize with that p.
 
     The row (<= a few hundred KiB) stays in L1/L2 between the statistics and
     the output loop, so x is read from DRAM once and y written once.
     """
     D = x2.shape[1]
     S = W.shape[1]
-    if D <= ROW_CHUNK and rms >= 0.0 and (S == 1 or S == D):
-        mu, rs = _row_stats_direct(x2, r, rms, eps)
+    if D <= ROW_CHUNK and mode >= 0.0 and (S == 1 or S == D):
+        mu, rs = _row_stats_direct(x2, r, mode, eps)
         mean_out[r] = mu
         rstd_out[r] = rs
         _affine_direct(x2, o2, r, mu, rs, W, B, r % W.shape[0])
         return
     v = x2[r]
-    if rms < 0.0:
-        # lp_normalize: rms holds -p
+    if mode < 0.0:
+        # lp_normalize: mode holds -p
         mu = 0.0
-        rs = 1.0 / max(_row_pnorm(v, -rms), eps)
-    elif rms > 0.0:
+        rs = 1.0 / max(_row_pnorm(v, -mode), eps)
+    elif mode > 0.0:
         mu = 0.0
         rs = 1.0 / math.sqrt(_seg_sumsq(v) / D + eps)
     else:
@@ -680,10 +684,10 @@ def _row_norm_one(x2, o2, W, B, eps, rms, mean_out, rstd_out, r):
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
-def _row_norm(x2, o2, W, B, eps, rms, mean_out, rstd_out):
+def _row_norm(x2, o2, W, B, eps, mode, mean_out, rstd_out):
     """Layer/RMS/instance/group norm of the rows of x2 (R, D), rows in parallel."""
     for r in prange(x2.shape[0]):
-        _row_norm_one(x2, o2, W, B, eps, rms, mean_out, rstd_out, r)
+        _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r)
 
 
 # Small inputs run without threads: waking the pool costs more than the work.
@@ -691,10 +695,10 @@ def _row_norm(x2, o2, W, B, eps, rms, mean_out, rstd_out):
 # py_func share one on-disk cache entry, and the serial build was then loaded
 # for large inputs too (found by the benchmark suite; tests/test_kernels.py).
 @njit(fastmath=_FM, cache=CACHE)
-def _row_norm_serial(x2, o2, W, B, eps, rms, mean_out, rstd_out):
+def _row_norm_serial(x2, o2, W, B, eps, mode, mean_out, rstd_out):
     """Serial twin of _row_norm for inputs below MIN_TASK_ELEMS."""
     for r in range(x2.shape[0]):
-        _row_norm_one(x2, o2, W, B, eps, rms, mean_out, rstd_out, r)
+        _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r)
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
