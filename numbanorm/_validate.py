@@ -112,7 +112,7 @@ def channel_axis(ca: Any, ndim: int, name: str = "channel_axis") -> int:
     return int(ca) % ndim
 
 
-def param(p: Any, shape: tuple[int, ...], name: str, inp: Input, dtype: Any = np.float64):
+def param(p: Any, shape: tuple[int, ...], name: str, dtype: Any = np.float64):
     """A weight/bias-like parameter as a host array of ``shape`` (float64, or
     ``dtype`` where the caller computes in x's dtype)."""
     if p is None:

@@ -118,8 +118,8 @@ def batch_norm(
     C = inp.shape[ca]
     eps = V.check_eps(eps)
     mom = V.check_momentum(momentum)
-    w = V.param(weight, (C,), "weight", inp)
-    b = V.param(bias, (C,), "bias", inp)
+    w = V.param(weight, (C,), "weight")
+    b = V.param(bias, (C,), "bias")
     rm_o, rm = V.running(running_mean, C, "running_mean", inp, bool(training), _host_running)
     rv_o, rv = V.running(running_var, C, "running_var", inp, bool(training), _host_running)
     if (rm is None) != (rv is None):
@@ -191,8 +191,8 @@ def instance_norm(
     N, C = inp.shape[0], inp.shape[ca]
     eps = V.check_eps(eps)
     mom = V.check_momentum(momentum)
-    w = V.param(weight, (C,), "weight", inp)
-    b = V.param(bias, (C,), "bias", inp)
+    w = V.param(weight, (C,), "weight")
+    b = V.param(bias, (C,), "bias")
     rm_o, rm = V.running(running_mean, C, "running_mean", inp, bool(use_input_stats), _host_running)
     rv_o, rv = V.running(running_var, C, "running_var", inp, bool(use_input_stats), _host_running)
     if (rm is None) != (rv is None):
@@ -232,15 +232,16 @@ def instance_norm(
     return _finish(inp, y, user_out, (mean.astype(sd), rstd.astype(sd)) if return_stats else None)
 
 
-def _fusable(inp: V.Input, ca: int, y) -> bool:
-    """Channels-first, C-contiguous x and y on a backend with the grouped
-    fused row kernel: each (sample, channel/group) is one contiguous row."""
+def rows_fusable(inp: V.Input, y) -> bool:
+    """C-contiguous x and y on a backend with the grouped fused row kernel."""
     return (
-        ca == 1
-        and getattr(inp.backend, "ROW_NORM_GROUPED", False)
-        and _is_c_contiguous(inp.arr)
-        and _is_c_contiguous(y)
+        getattr(inp.backend, "ROW_NORM_GROUPED", False) and _is_c_contiguous(inp.arr) and _is_c_contiguous(y)
     )
+
+
+def _fusable(inp: V.Input, ca: int, y) -> bool:
+    """Channels-first: each (sample, channel/group) is one contiguous row."""
+    return ca == 1 and rows_fusable(inp, y)
 
 
 def _fused_rows(inp: V.Input, y, R: int, W, B, eps: float, stream):
@@ -271,8 +272,8 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_sta
     ns, R, D = _rows(inp, normalized_shape)
     # the row kernel computes the output in x's dtype: take parameters in it
     pdt = inp.dtype if inp.dtype != np.float16 else np.float32
-    w = V.param(weight, ns, "weight", inp, pdt)
-    b = V.param(bias, ns, "bias", inp, pdt)
+    w = V.param(weight, ns, "weight", pdt)
+    b = V.param(bias, ns, "bias", pdt)
     inp.require_nonempty()
     be = inp.backend
     y, user_out = V.out_array(out, inp)
@@ -397,8 +398,8 @@ def group_norm(
     if G <= 0 or C % G:
         raise ValueError(f"num_groups={num_groups} must be positive and divide the number of channels C={C}")
     eps = V.check_eps(eps)
-    w = V.param(weight, (C,), "weight", inp)
-    b = V.param(bias, (C,), "bias", inp)
+    w = V.param(weight, (C,), "weight")
+    b = V.param(bias, (C,), "bias")
     inp.require_nonempty()
     y, user_out = V.out_array(out, inp)
     be = inp.backend

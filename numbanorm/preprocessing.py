@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from . import _validate as V
-from ._reduce import _is_c_contiguous, apply_affine, normalize_axis, reduce_moments, reduce_pnorm
+from ._reduce import apply_affine, normalize_axis, reduce_moments, reduce_pnorm
+from .functional import rows_fusable
 
 __all__ = ["standardize", "minmax_scale", "lp_normalize", "constant_features"]
 
@@ -180,12 +181,7 @@ def lp_normalize(
     inp, axes = _prep(x, axis)
     y, user_out = V.out_array(out, inp)
     be = inp.backend
-    if (
-        axes == (inp.ndim - 1,)
-        and getattr(be, "ROW_NORM_GROUPED", False)
-        and _is_c_contiguous(inp.arr)
-        and _is_c_contiguous(y)
-    ):
+    if axes == (inp.ndim - 1,) and rows_fusable(inp, y):
         # rows along the last axis: norm and output fused per cache-resident row
         D = inp.shape[-1]
         R = inp.arr.size // D

@@ -115,6 +115,17 @@ def _row_moments(x2, nseg, cnt, mean, res, m2):
 
 
 @njit(fastmath=_FM, cache=CACHE)
+def _rows4(v, base, L):
+    """The four consecutive lane-rows of v starting at base (views)."""
+    return (
+        v[base : base + L],
+        v[base + L : base + 2 * L],
+        v[base + 2 * L : base + 3 * L],
+        v[base + 3 * L : base + 4 * L],
+    )
+
+
+@njit(fastmath=_FM, cache=CACHE)
 def _lane_sums(v, f0, f1, L, s):
     """s[j] += sum of v[f0 + i*L + j] over the lane-rows of [f0, f1).
 
@@ -123,10 +134,7 @@ def _lane_sums(v, f0, f1, L, s):
     """
     base = f0
     while base + 4 * L <= f1:
-        v0 = v[base : base + L]
-        v1 = v[base + L : base + 2 * L]
-        v2 = v[base + 2 * L : base + 3 * L]
-        v3 = v[base + 3 * L : base + 4 * L]
+        v0, v1, v2, v3 = _rows4(v, base, L)
         for j in range(L):
             s[j] += (np.float64(v0[j]) + np.float64(v1[j])) + (np.float64(v2[j]) + np.float64(v3[j]))
         base += 4 * L
@@ -141,10 +149,7 @@ def _lane_devs(v, f0, f1, L, bm, q, dc):
     """q[j] += sum (x - bm[j])^2 and dc[j] += sum (x - bm[j]) over lane-rows."""
     base = f0
     while base + 4 * L <= f1:
-        v0 = v[base : base + L]
-        v1 = v[base + L : base + 2 * L]
-        v2 = v[base + 2 * L : base + 3 * L]
-        v3 = v[base + 3 * L : base + 4 * L]
+        v0, v1, v2, v3 = _rows4(v, base, L)
         for j in range(L):
             m = bm[j]
             d0 = np.float64(v0[j]) - m
@@ -168,10 +173,7 @@ def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan):
     NaN counts over the lane-rows of [f0, f1); four lane-rows per step."""
     base = f0
     while base + 4 * L <= f1:
-        v0 = v[base : base + L]
-        v1 = v[base + L : base + 2 * L]
-        v2 = v[base + 2 * L : base + 3 * L]
-        v3 = v[base + 3 * L : base + 4 * L]
+        v0, v1, v2, v3 = _rows4(v, base, L)
         for j in range(L):
             a0 = np.float64(v0[j])
             a1 = np.float64(v1[j])
