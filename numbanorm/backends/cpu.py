@@ -703,6 +703,56 @@ def _row_norm_serial(x2, o2, W, B, eps, mode, mean_out, rstd_out):
         _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r)
 
 
+@njit(fastmath=_FM, cache=CACHE)
+def _row_norm_small(x2, o2, W, B, eps, rms, store, mean_out, rstd_out):
+    """Layer/RMS/instance/group norm of a small x2 (R, D), serial, in one loop nest.
+
+    For inputs below MIN_TASK_ELEMS, where _row_norm_serial's per-row helper
+    calls cost ~100 ns a row (NOTES.md section 10).  Statistics are a plain
+    two-pass in float64 (rows this short are cache-resident); the output is
+    formed in float64 as ``(x - mean) * (rstd * w) + b`` and rounded once, so
+    there is no hi/lo mean split for 'reassoc' to fold: the whole kernel can
+    take FASTMATH and LLVM keeps it in one vectorized nest.
+
+    W, B: (RW, S), S dividing D (one weight per D/S-long segment).  ``store``:
+    write mean/rstd (else mean_out/rstd_out are never touched).
+    """
+    R, D = x2.shape
+    RW, S = W.shape
+    seg = D // S
+    for r in range(R):
+        rw = r % RW
+        s = 0.0
+        if rms:
+            for d in range(D):
+                a = np.float64(x2[r, d])
+                s += a * a
+            cm = 0.0
+            rs = 1.0 / math.sqrt(s / D + eps)
+        else:
+            for d in range(D):
+                s += np.float64(x2[r, d])
+            cm = s / D
+            q = 0.0
+            for d in range(D):
+                e = np.float64(x2[r, d]) - cm
+                q += e * e
+            rs = 1.0 / math.sqrt(q / D + eps)
+        if store:
+            mean_out[r] = cm
+            rstd_out[r] = rs
+        if seg == 1:
+            for d in range(D):
+                o2[r, d] = (np.float64(x2[r, d]) - cm) * (rs * np.float64(W[rw, d])) + np.float64(B[rw, d])
+        else:
+            for k in range(S):
+                a = rs * np.float64(W[rw, k])
+                b = np.float64(B[rw, k])
+                base = k * seg
+                for j in range(seg):
+                    o2[r, base + j] = (np.float64(x2[r, base + j]) - cm) * a + b
+
+
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
 def _row_norm_seg(x2, o2, W, B, nseg, mean, rstd):
     """Output pass for few long rows: each row split into ``nseg`` tasks
@@ -727,6 +777,16 @@ def _row_norm_seg(x2, o2, W, B, nseg, mean, rstd):
             W[r % RW, 0:1] if S == 1 else W[r % RW, u0:u1],
             B[r % RW, 0:1] if S == 1 else B[r % RW, u0:u1],
         )
+
+
+_NO_STATS = np.empty(0)
+
+
+def row_norm_small(x2, out2, weight, bias, eps, rms):
+    """row_norm for float32/64 x2 (R, D) with R * D <= MIN_TASK_ELEMS and
+    weight/bias (1, D) of x's dtype, statistics not returned: the small-call
+    fast path of layer_norm/rms_norm (the caller has checked all of this)."""
+    _row_norm_small(x2, out2, weight, bias, eps, rms, False, _NO_STATS, _NO_STATS)
 
 
 def row_norm(x2, out2, weight, bias, eps, rms, p=None):
@@ -761,6 +821,8 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
             # few long rows: the norm through pnorm, then the segmented output pass
             rstd[:] = 1.0 / np.maximum(pnorm(x2.reshape(R, D, 1), p)[:, 0], eps)
             _launch(_row_norm_seg, x2, out2, W, B, nseg, mean, rstd)
+        elif small and mode >= 0.0:
+            _row_norm_small(x2, out2, W, B, float(eps), mode > 0.0, True, mean, rstd)
         elif small:
             _row_norm_serial(x2, out2, W, B, float(eps), mode, mean, rstd)
         elif nseg == 1:
