@@ -286,23 +286,27 @@ def _small_row_op(x, normalized_shape, weight, bias, eps, rms):
     general one (which then validates everything and raises the errors).
 
     Only a native float32/64 C-contiguous ndarray of at most MIN_TASK_ELEMS
-    elements, an int normalized_shape equal to its last dimension, weight/bias
+    elements, an int (or 1-tuple of int) normalized_shape equal to its last dimension, weight/bias
     None or (D,) arrays of x's dtype, and a finite float eps >= 0: then no
     argument needs converting and the whole call is one serial kernel.
     """
-    if type(x) is not np.ndarray or type(normalized_shape) is not int or type(eps) is not float:
+    if type(x) is not np.ndarray or type(eps) is not float:
         return None
+    ns = normalized_shape
+    if type(ns) is tuple and len(ns) == 1:
+        ns = ns[0]  # (D,): the form torch code writes
     dt = x.dtype
     if (
-        x.ndim == 0
+        type(ns) is not int
+        or x.ndim == 0
         or dt not in _FAST_DTYPES
         or not x.flags.c_contiguous
         or not 0 < x.size <= MIN_TASK_ELEMS
-        or x.shape[-1] != normalized_shape
+        or x.shape[-1] != ns
         or not 0.0 <= eps < math.inf
     ):
         return None
-    D = normalized_shape
+    D = ns
     w = _fast_param(weight, D, dt)
     b = _const(D, 0.0, dt) if bias is None else _fast_param(bias, D, dt)
     if w is None or b is None:

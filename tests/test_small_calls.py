@@ -32,6 +32,7 @@ def test_fast_path_matches_general_path_and_oracle(rng, dtype, shape, affine, of
     b = rng.standard_normal(D).astype(dtype) if affine else None
     x0 = x.copy()
     assert F._small_row_op(x, D, w, b, 1e-5, False) is not None  # it is the fast path
+    assert F._small_row_op(x, (D,), w, b, 1e-5, False) is not None
     y = nbn.layer_norm(x, D, w, b, 1e-5)
     tol = dict(rtol=1e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     assert y.dtype == dtype and y.shape == shape and y.flags.c_contiguous
@@ -60,7 +61,7 @@ def test_fast_path_keeps_nan_and_inf_in_their_row(rng):
         "float16",
         "int",
         "bigendian",
-        "tuple_shape",
+        "tuple2_shape",
         "np_int_shape",
         "int_eps",
         "w_float64",
@@ -80,8 +81,9 @@ def test_inputs_that_need_converting_take_the_general_path(rng, case):
         x = (x * 10).astype(np.int32)
     elif case == "bigendian":
         x = x.astype(">f4")
-    elif case == "tuple_shape":
-        ns = (16,)
+    elif case == "tuple2_shape":
+        x = x.reshape(8, 4, 4)
+        ns = (4, 4)
     elif case == "np_int_shape":
         ns = np.int64(16)
     elif case == "int_eps":
@@ -98,7 +100,13 @@ def test_inputs_that_need_converting_take_the_general_path(rng, case):
     # ...and the general path computes it
     y = nbn.layer_norm(x, ns, w, eps=eps)
     xf = np.asarray(x, np.float64)
-    ref = ref_layer(xf, (16,), None if w is None else np.asarray(w, np.float64), None, float(eps))
+    ref = ref_layer(
+        xf,
+        (16,) if x.ndim == 2 else (4, 4),
+        None if w is None else np.asarray(w, np.float64),
+        None,
+        float(eps),
+    )
     np.testing.assert_allclose(np.asarray(y, np.float64), ref, rtol=2e-3, atol=2e-3)
 
 
