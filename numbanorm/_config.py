@@ -32,3 +32,10 @@ LANES = 256
 # Below this many elements a call runs single-threaded-sized work: tasks are
 # split so that every thread gets at least this much.
 MIN_TASK_ELEMS = 32 * 1024
+
+# Largest condition number K = sum((x-s)^2) / M2 = 1 + (mean - s)^2 / var that
+# the one-pass shifted moments accept (_stats.shifted_moments): their relative
+# error is ~ n u K, so at most log2(16) = 4 bits above the two-pass algorithm.
+# A chunk that exceeds it (a shift far from the chunk's mean: drifting or
+# sorted data, outliers) is redone with the exact two-pass.
+SHIFT_MAX_GAIN = 16.0

@@ -6,7 +6,10 @@ formula.  The functions here are plain ``@njit`` functions without explicit
 signatures, so the same source is inlined into the ``@njit(parallel=True)`` CPU
 kernels *and* callable from ``@cuda.jit`` kernels (numba compiles a device
 version on demand).  No code in the package computes a variance as
-``E[x^2] - E[x]^2``.
+``E[x^2] - E[x]^2``.  The one sum-of-squares form, ``shifted_moments``, works
+on deviations from a shift near the mean, and only on sums whose condition
+number the caller has checked against ``SHIFT_MAX_GAIN`` (otherwise the caller
+runs the exact two-pass).
 
 References
 ----------
@@ -56,6 +59,21 @@ def two_sum(a, b):
 
 
 @njit(cache=True, fastmath=False)
+def two_prod(a, b):
+    """Exact product ``a * b == p + e`` (Dekker's TwoProduct with Veltkamp
+    splitting; no FMA needed).  Finite inputs well inside the float64 range."""
+    p = a * b
+    c = 134217729.0 * a  # 2**27 + 1
+    ah = c - (c - a)
+    al = a - ah
+    c = 134217729.0 * b
+    bh = c - (c - b)
+    bl = b - bh
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, e
+
+
+@njit(cache=True, fastmath=False)
 def chan_merge_dd(na, ma, ra, qa, nb, mb, rb, qb):
     """Chan's merge with each mean carried as an unevaluated sum ``m + r``.
 
@@ -74,6 +92,29 @@ def chan_merge_dd(na, ma, ra, qa, nb, mb, rb, qb):
     f = nb / n
     hi, lo = two_sum(ma, d * f)
     return n, hi, ra + lo, qa + qb + d * d * na * f
+
+
+@njit(cache=True, fastmath=False)
+def shifted_moments(n, shift, s1, s2):
+    """(mean, mean residual, M2) of n values from their shifted sums
+    ``s1 = sum(x - shift)`` and ``s2 = sum((x - shift)**2)``.
+
+    ``M2 = s2 - s1**2 / n``, whose relative error is bounded by about
+    ``n u K`` with the condition number ``K = s2 / M2 = 1 + (mean - shift)**2
+    / var`` (Chan, Golub & LeVeque 1983, section 3: the textbook algorithm on
+    shifted data; u = 2**-53).  Callers use it only on sums whose K they have
+    checked against SHIFT_MAX_GAIN (``backends.cpu._shift_ok``), so it is as exact as the
+    two-pass algorithm to a few bits.  The mean is ``shift + s1/n`` kept as an
+    unevaluated sum (see chan_merge_dd).
+    """
+    q = s1 / n
+    hi, lo = two_sum(shift, q)
+    # the rounding of q itself, exactly: s1 - q*n (q*n as an exact product;
+    # s1 - p is exact by Sterbenz), so a mean of data on a common grid (the
+    # usual case: s1 is then an exact sum) is exact to the residual's rounding
+    p, e = two_prod(q, n)
+    lo += ((s1 - p) - e) / n
+    return hi, lo, max(s2 - s1 * s1 / n, 0.0)
 
 
 @njit(cache=True, fastmath=False)

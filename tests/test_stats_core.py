@@ -8,13 +8,18 @@ from numba import njit
 
 from numbanorm._config import FASTMATH
 from numbanorm._reduce import reduce_moments
-from numbanorm._stats import chan_merge, chan_merge_dd, two_sum
+from numbanorm._stats import chan_merge, chan_merge_dd, shifted_moments, two_prod, two_sum
 
 
 @njit(fastmath=set(FASTMATH))
 def _fast_caller(a, b):
     # a fast-math caller: numba would hand its flags to callees without their own
     return two_sum(a, b)
+
+
+@njit(fastmath=set(FASTMATH))
+def _fast_prod(a, b):
+    return two_prod(a, b)
 
 
 def test_two_sum_exact_inside_fastmath_kernel():
@@ -55,3 +60,24 @@ def test_compensated_merge_of_many_small_chunks(rng):
     assert err_comp < 1e-14
     assert abs(float(Fraction(comp[1]) + Fraction(comp[2]) - em)) < 1e-15
     assert err_plain > 10 * err_comp  # the test can tell the two apart
+
+
+def test_two_prod_exact_inside_fastmath_kernel():
+    for a, b in [(0.1, 3.0), (1e6 / 3, 37.0), (-(2.0**30) + 1, 1.0 / 3), (123456.789, 1e-7)]:
+        p, e = _fast_prod(a, b)
+        assert Fraction(p) + Fraction(e) == Fraction(a) * Fraction(b)
+        assert two_prod(a, b) == (p, e)
+
+
+def test_shifted_moments_mean_and_m2_exact(rng):
+    # data on one grid (1e6 + randn in float64): the shifted sums are exact,
+    # so the mean (with its residual) is exact to the residual's rounding
+    x = 1e6 + rng.standard_normal(101)
+    shift = float(x[0])
+    d = [Fraction(float(a)) - Fraction(shift) for a in x]
+    s1 = float(sum(d))
+    s2 = float(sum(t * t for t in d))
+    hi, lo, m2 = shifted_moments(101.0, shift, s1, s2)
+    em, eq = _exact(x)
+    assert abs(float(Fraction(hi) + Fraction(lo) - em)) < 1e-20
+    assert abs(float(Fraction(m2) - eq)) <= 1e-15 * float(eq)

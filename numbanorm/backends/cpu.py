@@ -34,8 +34,9 @@ from .._config import (
     LANES,
     MIN_TASK_ELEMS,
     ROW_CHUNK,
+    SHIFT_MAX_GAIN,
 )
-from .._stats import chan_merge_dd, merge_mid
+from .._stats import chan_merge_dd, merge_mid, shifted_moments
 
 _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)
@@ -52,24 +53,66 @@ _FME = set(FASTMATH_ELEMENTWISE)
 
 
 @njit(fastmath=_FM, cache=CACHE)
+def _shift_ok(n, s1, s2):
+    """May n values with shifted sums s1, s2 take ``_stats.shifted_moments``?
+
+    Yes when the sums are finite and the condition number ``s2 / M2`` is at
+    most SHIFT_MAX_GAIN, i.e. the shift lies within sqrt(GAIN - 1) standard
+    deviations of these values' mean.  Sums over several blocks that each
+    pass, about one shift, pass too: the pooled condition number is at most
+    the largest block's (the pooled variance is at least the mean
+    within-block variance), so accepted blocks are accumulated as plain sums.
+    """
+    return s2 < math.inf and (s2 - s1 * s1 / n) * SHIFT_MAX_GAIN >= s2
+
+
+@njit(fastmath=_FM, cache=CACHE)
 def _seg_moments(v, lo, hi):
     """(count, mean, mean residual, M2) of v[lo:hi].
 
-    Corrected two-pass per ROW_CHUNK (Chan, Golub & LeVeque 1983, eq. 1.7):
-    the second pass also sums the deviations ``c = sum(x - cm)``, which gives
-    the chunk mean as ``cm + c/n`` (kept unevaluated) and ``M2 = q - c^2/n``.
-    Chunks are combined with ``chan_merge_dd``.
+    One pass per ROW_CHUNK chunk: shifted sums about a shift near the mean
+    (v[lo], then the running mean rounded to v's dtype, so float32
+    differences are exact), accumulated over the chunks that ``_shift_ok``
+    accepts and turned into moments once (``_stats.shifted_moments``).  A
+    chunk it refuses (shift too far from the chunk's mean: drift, sorted data,
+    an outlier as v[lo]; or NaN/Inf) takes the corrected two-pass (Chan,
+    Golub & LeVeque 1983, eq. 1.7) while it is cache-resident, and the shift
+    moves to the running mean.  The second pass also sums the deviations
+    ``c = sum(x - cm)``: the chunk mean is ``cm + c/n`` (kept unevaluated)
+    and ``M2 = q - c^2/n``.  Parts are combined with ``chan_merge_dd``.
     """
+    T = v.dtype.type
     n = 0.0
     mean = 0.0
     res = 0.0
     m2 = 0.0
+    sh = np.float64(v[lo])
+    tn = 0.0
+    t1 = 0.0
+    t2 = 0.0
     for c0 in range(lo, hi, ROW_CHUNK):
         w = v[c0 : min(c0 + ROW_CHUNK, hi)]
+        cnt = float(w.size)
+        s1 = 0.0
+        s2 = 0.0
+        for i in range(w.size):
+            d = np.float64(w[i]) - sh
+            s1 += d
+            s2 += d * d
+        if _shift_ok(cnt, s1, s2):
+            tn += cnt
+            t1 += s1
+            t2 += s2
+            continue
+        if tn > 0.0:
+            cm, cr, q = shifted_moments(tn, sh, t1, t2)
+            n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, tn, cm, cr, q)
+            tn = 0.0
+            t1 = 0.0
+            t2 = 0.0
         s = 0.0
         for i in range(w.size):
             s += np.float64(w[i])
-        cnt = float(w.size)
         cm = s / cnt
         q = 0.0
         cc = 0.0
@@ -79,6 +122,10 @@ def _seg_moments(v, lo, hi):
             cc += d
         # q >= cc^2/n exactly (Cauchy-Schwarz); rounding may not cross 0
         n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, cnt, cm, cc / cnt, max(q - cc * cc / cnt, 0.0))
+        sh = np.float64(T(mean))
+    if tn > 0.0:
+        cm, cr, q = shifted_moments(tn, sh, t1, t2)
+        n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, tn, cm, cr, q)
     return n, mean, res, m2
 
 
@@ -168,17 +215,47 @@ def _lane_devs(v, f0, f1, L, bm, q, dc):
 
 
 @njit(fastmath=_FM, cache=CACHE)
-def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan):
-    """Lane-wise min/max (NaN not taken: comparisons with NaN are False) and
-    NaN counts over the lane-rows of [f0, f1); four lane-rows per step."""
+def _lane_shifted(v, f0, f1, L, sh, s1, s2):
+    """s1[j] += sum (x - sh[j]) and s2[j] += sum (x - sh[j])^2 over lane-rows:
+    the one-pass shifted sums (_stats.shifted_moments)."""
     base = f0
     while base + 4 * L <= f1:
         v0, v1, v2, v3 = _rows4(v, base, L)
         for j in range(L):
-            a0 = np.float64(v0[j])
-            a1 = np.float64(v1[j])
-            a2 = np.float64(v2[j])
-            a3 = np.float64(v3[j])
+            m = sh[j]
+            d0 = np.float64(v0[j]) - m
+            d1 = np.float64(v1[j]) - m
+            d2 = np.float64(v2[j]) - m
+            d3 = np.float64(v3[j]) - m
+            s2[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
+            s1[j] += (d0 + d1) + (d2 + d3)
+        base += 4 * L
+    for b in range(base, f1, L):
+        vb = v[b : min(b + L, f1)]
+        for j in range(vb.size):
+            d = np.float64(vb[j]) - sh[j]
+            s2[j] += d * d
+            s1[j] += d
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan, lflag):
+    """Lane-wise min/max over the lane-rows of [f0, f1), in v's dtype
+    (comparisons are exact: float32 keeps twice the SIMD width), NaN not
+    taken (comparisons with NaN are False); four lane-rows per step.
+
+    NaN counting is deferred: ``lflag[j] += x - x`` is 0 for finite x and
+    NaN for NaN/Inf ('reassoc' and 'nsz' may not fold it; 'nnan' is never
+    set).  Only a block whose flags show a NaN is counted into ``lnan``.
+    """
+    base = f0
+    while base + 4 * L <= f1:
+        v0, v1, v2, v3 = _rows4(v, base, L)
+        for j in range(L):
+            a0 = v0[j]
+            a1 = v1[j]
+            a2 = v2[j]
+            a3 = v3[j]
             lo = lmn[j]
             hi = lmx[j]
             lo = a0 if a0 < lo else lo
@@ -191,16 +268,25 @@ def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan):
             hi = a3 if a3 > hi else hi
             lmn[j] = lo
             lmx[j] = hi
-            nn = (1.0 if a0 != a0 else 0.0) + (1.0 if a1 != a1 else 0.0)
-            lnan[j] += nn + (1.0 if a2 != a2 else 0.0) + (1.0 if a3 != a3 else 0.0)
+            lflag[j] += ((a0 - a0) + (a1 - a1)) + ((a2 - a2) + (a3 - a3))
         base += 4 * L
     for b in range(base, f1, L):
         vb = v[b : min(b + L, f1)]
         for j in range(vb.size):
-            a = np.float64(vb[j])
+            a = vb[j]
             lmn[j] = a if a < lmn[j] else lmn[j]
             lmx[j] = a if a > lmx[j] else lmx[j]
-            lnan[j] += 1.0 if a != a else 0.0
+            lflag[j] += a - a
+    chk = 0.0
+    for j in range(L):
+        chk += lflag[j]
+    if chk != chk:
+        for b in range(f0, f1, L):
+            vb = v[b : min(b + L, f1)]
+            for j in range(vb.size):
+                a = vb[j]
+                lnan[j] += 1.0 if a != a else 0.0
+        lflag[:] = 0.0
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
@@ -210,10 +296,14 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
     Lane layout: L = m*K lanes (m rows side by side; K = 1 is a row
     reduction), so every inner loop is an elementwise update of L lane
     accumulators: it vectorizes without reassociation, also for the
-    NaN-skipping sums and the NaN-aware min/max.  A block of ``rb`` rows
-    (multiple of m) is cache-resident for the exact second pass.  Outputs are
+    NaN-skipping sums and the NaN-aware min/max.  Moments are one pass of
+    shifted sums per block of ``rb`` rows (multiple of m), accumulated while
+    every column's block passes ``_shift_ok`` (see _seg_moments); a refused
+    block (NaN, Inf, drift) is redone with the exact two-pass while it is
+    cache-resident, and the shifts move to the running means.  Outputs are
     (P, nchunk, K).
     """
+    T = xf.dtype.type
     P, N = xf.shape
     R = N // K
     m = L // K
@@ -235,47 +325,100 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
         dc = np.empty(L)
         bm = np.empty(L)
         bn = np.empty(K)
-        lmn = np.full(L, np.inf)
-        lmx = np.full(L, -np.inf)
+        okc = np.zeros(K, dtype=np.bool_)
+        colnan = np.zeros(K, dtype=np.bool_)
+        ssel = np.empty(L)
+        qsel = np.empty(L)
+        dcsel = np.empty(L)
+        # shifts (replicated into lanes) and the accepted shifted sums
+        bsh = np.empty(L)
+        for k in range(K):
+            sk = np.float64(v[r0 * K + k]) if r1 > r0 else 0.0
+            for j in range(k, L, K):
+                bsh[j] = sk
+        tn = np.zeros(K)
+        t1 = np.zeros(K)
+        t2 = np.zeros(K)
+        lmn = np.full(L, np.inf, dtype=xf.dtype)
+        lmx = np.full(L, -np.inf, dtype=xf.dtype)
         lnan = np.zeros(L)
+        lflag = np.zeros(L, dtype=xf.dtype)
         for b0 in range(r0, r1, rb):
             b1 = min(r1, b0 + rb)
             f0 = b0 * K
             f1 = b1 * K
             if minmax:
-                _lane_minmax(v, f0, f1, L, lmn, lmx, lnan)
+                _lane_minmax(v, f0, f1, L, lmn, lmx, lnan, lflag)
             if not want_moments:
                 continue
+            # one pass of shifted sums about each column's shift, accumulated
+            # while every column's block passes _shift_ok
             s[:] = 0.0
-            ns[:] = 0.0
-            # pass 1: lane sums.  NaN-skipping needs a select per element; it
-            # runs only for a block whose plain sum shows a NaN (rare), so
-            # clean data pays the plain vectorized loop.
+            q[:] = 0.0
+            _lane_shifted(v, f0, f1, L, bsh, s, q)
+            nb = float(b1 - b0)
+            refused = False
+            for k in range(K):
+                ss = 0.0
+                qq = 0.0
+                for j in range(k, L, K):
+                    ss += s[j]
+                    qq += q[j]
+                okc[k] = _shift_ok(nb, ss, qq)
+                if okc[k]:
+                    tn[k] += nb
+                    t1[k] += ss
+                    t2[k] += qq
+                else:
+                    refused = True
+            if not refused:
+                continue
+            # a refused column: flush its accepted sums, then take its block
+            # exactly (per column, so one column's NaN or drift never changes
+            # the arithmetic of another: results stay bitwise independent)
+            for k in range(K):
+                if tn[k] > 0.0 and not okc[k]:
+                    cm, cr, cq = shifted_moments(tn[k], bsh[k], t1[k], t2[k])
+                    an[k], am[k], ar[k], aq[k] = chan_merge_dd(an[k], am[k], ar[k], aq[k], tn[k], cm, cr, cq)
+                    tn[k] = 0.0
+                    t1[k] = 0.0
+                    t2[k] = 0.0
+            # refused (NaN/Inf, or a block far from the running mean): the
+            # exact two-pass on the cache-resident block.  Pass 1: lane sums.
+            # NaN-skipping needs a select per element; it runs only for a
+            # block where some column's plain sum shows a NaN (rare), and only
+            # that column takes its result.
+            s[:] = 0.0
             _lane_sums(v, f0, f1, L, s)
             nanblock = False
-            if skipnan:
-                chk = 0.0
-                for j in range(L):
-                    chk += s[j]
-                nanblock = chk != chk
+            for k in range(K):
+                ss = 0.0
+                for j in range(k, L, K):
+                    ss += s[j]
+                colnan[k] = skipnan and ss != ss
+                nanblock = nanblock or colnan[k]
             if nanblock:
-                s[:] = 0.0
+                ssel[:] = 0.0
+                ns[:] = 0.0
                 for base in range(f0, f1, L):
                     vb = v[base : min(base + L, f1)]
                     for j in range(vb.size):
                         a = np.float64(vb[j])
                         ok = a == a
-                        s[j] += a if ok else 0.0
+                        ssel[j] += a if ok else 0.0
                         ns[j] += 1.0 if ok else 0.0
             # fold lanes -> per-column block mean, replicated back into lanes
             for k in range(K):
                 ss = 0.0
                 nn = 0.0
-                for j in range(k, L, K):
-                    ss += s[j]
-                    nn += ns[j]
-                if not nanblock:
-                    nn = float(b1 - b0)
+                if colnan[k]:
+                    for j in range(k, L, K):
+                        ss += ssel[j]
+                        nn += ns[j]
+                else:
+                    for j in range(k, L, K):
+                        ss += s[j]
+                    nn = nb
                 bn[k] = nn
                 mu = ss / nn if nn > 0.0 else 0.0
                 for j in range(k, L, K):
@@ -285,27 +428,43 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
             # two-pass algorithm (see _seg_moments)
             q[:] = 0.0
             dc[:] = 0.0
+            _lane_devs(v, f0, f1, L, bm, q, dc)
             if nanblock:
+                qsel[:] = 0.0
+                dcsel[:] = 0.0
                 for base in range(f0, f1, L):
                     vb = v[base : min(base + L, f1)]
                     for j in range(vb.size):
                         a = np.float64(vb[j])
                         d = a - bm[j] if a == a else 0.0
-                        q[j] += d * d
-                        dc[j] += d
-            else:
-                _lane_devs(v, f0, f1, L, bm, q, dc)
+                        qsel[j] += d * d
+                        dcsel[j] += d
             for k in range(K):
+                if okc[k]:
+                    continue
                 qq = 0.0
                 cc = 0.0
-                for j in range(k, L, K):
-                    qq += q[j]
-                    cc += dc[j]
+                if colnan[k]:
+                    for j in range(k, L, K):
+                        qq += qsel[j]
+                        cc += dcsel[j]
+                else:
+                    for j in range(k, L, K):
+                        qq += q[j]
+                        cc += dc[j]
                 nn = bn[k]
                 if nn > 0.0:
                     an[k], am[k], ar[k], aq[k] = chan_merge_dd(
                         an[k], am[k], ar[k], aq[k], nn, bm[k], cc / nn, max(qq - cc * cc / nn, 0.0)
                     )
+                # its next blocks shift about its running mean (x's dtype)
+                sk = np.float64(T(am[k]))
+                for j in range(k, L, K):
+                    bsh[j] = sk
+        for k in range(K):
+            if tn[k] > 0.0:
+                cm, cr, cq = shifted_moments(tn[k], bsh[k], t1[k], t2[k])
+                an[k], am[k], ar[k], aq[k] = chan_merge_dd(an[k], am[k], ar[k], aq[k], tn[k], cm, cr, cq)
         if not want_moments:
             # min/max only: the count is what the NaN tally leaves
             for k in range(K):
@@ -622,6 +781,17 @@ def _row_stats_direct(x2, r, mode, eps):
             a = np.float64(x2[r, d])
             s += a * a
         return 0.0, 1.0 / math.sqrt(s / D + eps)
+    # one pass of sums shifted by the row's first value (_seg_moments); the
+    # exact two-pass when _shift_ok refuses (first value an outlier, NaN/Inf)
+    sh = np.float64(x2[r, 0])
+    s2 = 0.0
+    for d in range(D):
+        e = np.float64(x2[r, d]) - sh
+        s += e
+        s2 += e * e
+    if _shift_ok(float(D), s, s2):
+        return sh + s / D, 1.0 / math.sqrt(max(s2 - s * s / D, 0.0) / D + eps)
+    s = 0.0
     for d in range(D):
         s += np.float64(x2[r, d])
     cm = s / D

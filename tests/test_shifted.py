@@ -1,0 +1,103 @@
+"""One-pass shifted moments (backends/cpu.py _seg_moments, _col_moments):
+accepted blocks and refused blocks (drift, sorted data, an outlier as the
+shift, NaN/Inf) must all give the exact moments to a few ulps."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import numbanorm as nbn
+from numbanorm.backends import cpu
+
+
+def _exact(v):
+    fs = [Fraction(float(a)) for a in v]
+    m = sum(fs) / len(fs)
+    return m, sum((a - m) ** 2 for a in fs)
+
+
+def _data(kind, shape, rng, dtype):
+    R = shape[1]
+    x = 1e4 + rng.standard_normal(shape)
+    if kind == "sorted":  # every block's mean far from the running mean
+        x = np.sort(x, axis=1)
+    elif kind == "outlier_first":  # the first value, the first shift, 1e9 off
+        x[:, 0] = 1e9
+    elif kind == "near_limit":  # first value 3.5 sd off: K ~ 13 < 16, accepted
+        x[:, 0] = 1e4 + 3.5
+    elif kind == "steps":  # piecewise constant levels, jumps of 1e3 sd
+        x = x + 1e3 * (np.arange(R) * 7 // R)[None, :, None]
+    elif kind == "drift":
+        x = x + np.linspace(0, 50, R)[None, :, None]
+    elif kind == "constant":
+        x = np.full(shape, 3.25)
+    return x.astype(dtype)
+
+
+KINDS = ["iid", "sorted", "outlier_first", "near_limit", "steps", "drift", "constant"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("K", [1, 3, 64, 256])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_moments_exact_whatever_the_path(rng, kind, K, dtype):
+    # K = 1 rows take _seg_moments (chunks of ROW_CHUNK), K > 1 the lane
+    # kernel (blocks of COL_BLOCK_BYTES): both span several chunks/blocks
+    R = {1: 30000, 3: 30000, 64: 5000, 256: 1500}[K]
+    x = _data(kind, (1, R, K), rng, dtype)
+    for skipnan in (False, True):
+        cnt, mean, m2, _, _, res = cpu.moments(x, skipnan, False)
+        for k in sorted({0, K // 2, K - 1}):
+            col = x[0, :, k].astype(np.float64)
+            em, eq = _exact(col)
+            assert cnt[0, k] == R
+            got_mean = Fraction(float(mean[0, k])) + Fraction(float(res[0, k]))
+            assert abs(float(got_mean - em)) <= 1e-15 * max(1.0, float(eq / R) ** 0.5)
+            tol = 1e-14 * float(eq) if eq else 0.0
+            assert abs(float(Fraction(float(m2[0, k])) - eq)) <= tol, (kind, k)
+
+
+@pytest.mark.parametrize("K", [1, 64])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", [0, 1, -1])
+def test_non_finite_values_in_any_block(rng, K, bad, where):
+    R = 30000 if K == 1 else 5000
+    x = 5.0 + rng.standard_normal((1, R, K))
+    pos = {0: 0, 1: R // 2, -1: R - 1}[where]
+    x[0, pos, 0] = bad
+    cnt, mean, m2, _, _, _ = cpu.moments(x, False, False)
+    # the column's statistics are not finite (Inf's mean may be Inf or NaN:
+    # inf - inf in the deviations), and nothing else is touched
+    assert not np.isfinite(m2[0, 0]) and not np.isfinite(mean[0, 0])
+    if np.isnan(bad):
+        assert np.isnan(mean[0, 0])
+    # the other columns are untouched by column 0's value
+    if K > 1:
+        em, eq = _exact(x[0, :, 1])
+        assert abs(float(Fraction(float(m2[0, 1])) - eq)) <= 1e-14 * float(eq)
+    if np.isnan(bad):
+        # NaN skipped: the moments of the other values, exactly
+        cnt, mean, m2, _, _, res = cpu.moments(x, True, False)
+        col = np.delete(x[0, :, 0], pos)
+        em, eq = _exact(col)
+        assert cnt[0, 0] == R - 1
+        assert abs(float(Fraction(float(m2[0, 0])) - eq)) <= 1e-14 * float(eq)
+        assert abs(float(Fraction(float(mean[0, 0])) + Fraction(float(res[0, 0])) - em)) <= 1e-15
+
+
+@pytest.mark.parametrize("K", [3, 64])
+def test_a_column_never_changes_another_columns_arithmetic(rng, K):
+    # column 0 drifts (its blocks are refused and redone two-pass); a NaN in
+    # column 1 (skipped) must not change column 0's or column 2's bits
+    R = 20000 if K == 3 else 5000
+    x = rng.standard_normal((R, K))
+    x[:, 0] += np.linspace(0, 1e3, R)
+    y0 = nbn.standardize(x)
+    xb = x.copy()
+    xb[R * 3 // 4, 1] = np.nan
+    y1 = nbn.standardize(xb)
+    np.testing.assert_array_equal(y0[:, 0], y1[:, 0])
+    np.testing.assert_array_equal(y0[:, 2:], y1[:, 2:])
