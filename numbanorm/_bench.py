@@ -621,12 +621,11 @@ def _cpu_case(
     # buffer landed in host memory (benchmarks/NOTES.md section 11), so the
     # floor and the out= call must share both x and the destination.
     out = np.empty_like(x)
-    dst = out
-    xf, df = x.reshape(-1), dst.reshape(-1)
+    xf, df = x.reshape(-1), out.reshape(-1)
     fns: dict[str, Fn] = {"numbanorm": _bind(nbn, case, x)}
     if opts.out:
         fns["numbanorm_out"] = _bind_out(nbn, case, x, out, None)
-    fns["copyto"] = lambda: np.copyto(dst, x)
+    fns["copyto"] = lambda: np.copyto(out, x)
     fns["prange_copy"] = lambda: _prange_copy(df, xf)
     # Not part of the floor: an allocating copy shows what a fresh output
     # costs (page faults on first touch) next to the preallocated floor.

@@ -272,10 +272,11 @@ _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _FINFO_EPS = {dt: float(np.finfo(dt).eps) for dt in _FAST_DTYPES}
 
 
-def _fast_param(p, D: int, dt):
-    """p as a (1, D) row when it is exactly what the small-call path takes."""
+def _fast_param(p, D: int, dt, default: float):
+    """p as a (1, D) row when it is exactly what the small-call path takes
+    (None: the identity row of ``default``), else None."""
     if p is None:
-        return _const(D, 1.0, dt)
+        return _const(D, default, dt)
     if type(p) is np.ndarray and p.dtype == dt and p.shape == (D,) and p.flags.c_contiguous:
         return p.reshape(1, D)
     return None
@@ -307,8 +308,8 @@ def _small_row_op(x, normalized_shape, weight, bias, eps, rms):
     ):
         return None
     D = ns
-    w = _fast_param(weight, D, dt)
-    b = _const(D, 0.0, dt) if bias is None else _fast_param(bias, D, dt)
+    w = _fast_param(weight, D, dt, 1.0)
+    b = _fast_param(bias, D, dt, 0.0)
     if w is None or b is None:
         return None
     y = np.empty_like(x)

@@ -67,6 +67,29 @@ def _shift_ok(n, s1, s2):
 
 
 @njit(fastmath=_FM, cache=CACHE)
+def _absorb_shifted(n, mean, res, m2, tn, sh, t1, t2):
+    """(count, mean, residual, M2) merged with tn values' accepted shifted sums."""
+    cm, cr, q = shifted_moments(tn, sh, t1, t2)
+    return chan_merge_dd(n, mean, res, m2, tn, cm, cr, q)
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _fold(a, k, L, K):
+    """Sum of the lanes of column k: a[k], a[k + K], ... (lane layout, L = m*K)."""
+    t = 0.0
+    for j in range(k, L, K):
+        t += a[j]
+    return t
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _spread(a, k, L, K, val):
+    """Set the lanes of column k to val."""
+    for j in range(k, L, K):
+        a[j] = val
+
+
+@njit(fastmath=_FM, cache=CACHE)
 def _seg_moments(v, lo, hi):
     """(count, mean, mean residual, M2) of v[lo:hi].
 
@@ -105,8 +128,7 @@ def _seg_moments(v, lo, hi):
             t2 += s2
             continue
         if tn > 0.0:
-            cm, cr, q = shifted_moments(tn, sh, t1, t2)
-            n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, tn, cm, cr, q)
+            n, mean, res, m2 = _absorb_shifted(n, mean, res, m2, tn, sh, t1, t2)
             tn = 0.0
             t1 = 0.0
             t2 = 0.0
@@ -124,8 +146,7 @@ def _seg_moments(v, lo, hi):
         n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, cnt, cm, cc / cnt, max(q - cc * cc / cnt, 0.0))
         sh = np.float64(T(mean))
     if tn > 0.0:
-        cm, cr, q = shifted_moments(tn, sh, t1, t2)
-        n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, tn, cm, cr, q)
+        n, mean, res, m2 = _absorb_shifted(n, mean, res, m2, tn, sh, t1, t2)
     return n, mean, res, m2
 
 
@@ -206,12 +227,7 @@ def _lane_devs(v, f0, f1, L, bm, q, dc):
             q[j] += (d0 * d0 + d1 * d1) + (d2 * d2 + d3 * d3)
             dc[j] += (d0 + d1) + (d2 + d3)
         base += 4 * L
-    for b in range(base, f1, L):
-        vb = v[b : min(b + L, f1)]
-        for j in range(vb.size):
-            d = np.float64(vb[j]) - bm[j]
-            q[j] += d * d
-            dc[j] += d
+    _lane_shifted(v, base, f1, L, bm, dc, q)
 
 
 @njit(fastmath=_FM, cache=CACHE)
@@ -308,9 +324,7 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
         # shifts (replicated into lanes) and the accepted shifted sums
         bsh = np.empty(L)
         for k in range(K):
-            sk = np.float64(v[r0 * K + k]) if r1 > r0 else 0.0
-            for j in range(k, L, K):
-                bsh[j] = sk
+            _spread(bsh, k, L, K, np.float64(v[r0 * K + k]) if r1 > r0 else 0.0)
         tn = np.zeros(K)
         t1 = np.zeros(K)
         t2 = np.zeros(K)
@@ -333,11 +347,8 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
             nb = float(b1 - b0)
             refused = False
             for k in range(K):
-                ss = 0.0
-                qq = 0.0
-                for j in range(k, L, K):
-                    ss += s[j]
-                    qq += q[j]
+                ss = _fold(s, k, L, K)
+                qq = _fold(q, k, L, K)
                 okc[k] = _shift_ok(nb, ss, qq)
                 if okc[k]:
                     tn[k] += nb
@@ -352,8 +363,9 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
             # the arithmetic of another: results stay bitwise independent)
             for k in range(K):
                 if tn[k] > 0.0 and not okc[k]:
-                    cm, cr, cq = shifted_moments(tn[k], bsh[k], t1[k], t2[k])
-                    an[k], am[k], ar[k], aq[k] = chan_merge_dd(an[k], am[k], ar[k], aq[k], tn[k], cm, cr, cq)
+                    an[k], am[k], ar[k], aq[k] = _absorb_shifted(
+                        an[k], am[k], ar[k], aq[k], tn[k], bsh[k], t1[k], t2[k]
+                    )
                     tn[k] = 0.0
                     t1[k] = 0.0
                     t2[k] = 0.0
@@ -366,9 +378,7 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
             _lane_sums(v, f0, f1, L, s)
             nanblock = False
             for k in range(K):
-                ss = 0.0
-                for j in range(k, L, K):
-                    ss += s[j]
+                ss = _fold(s, k, L, K)
                 colnan[k] = skipnan and ss != ss
                 nanblock = nanblock or colnan[k]
             if nanblock:
@@ -383,20 +393,14 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
                         ns[j] += 1.0 if ok else 0.0
             # fold lanes -> per-column block mean, replicated back into lanes
             for k in range(K):
-                ss = 0.0
-                nn = 0.0
                 if colnan[k]:
-                    for j in range(k, L, K):
-                        ss += ssel[j]
-                        nn += ns[j]
+                    ss = _fold(ssel, k, L, K)
+                    nn = _fold(ns, k, L, K)
                 else:
-                    for j in range(k, L, K):
-                        ss += s[j]
+                    ss = _fold(s, k, L, K)
                     nn = nb
                 bn[k] = nn
-                mu = ss / nn if nn > 0.0 else 0.0
-                for j in range(k, L, K):
-                    bm[j] = mu
+                _spread(bm, k, L, K, ss / nn if nn > 0.0 else 0.0)
             # pass 2 (cache-resident): squared deviations about the block mean
             # and their plain sum, the correction term of the corrected
             # two-pass algorithm (see _seg_moments)
@@ -416,29 +420,24 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
             for k in range(K):
                 if okc[k]:
                     continue
-                qq = 0.0
-                cc = 0.0
                 if colnan[k]:
-                    for j in range(k, L, K):
-                        qq += qsel[j]
-                        cc += dcsel[j]
+                    qq = _fold(qsel, k, L, K)
+                    cc = _fold(dcsel, k, L, K)
                 else:
-                    for j in range(k, L, K):
-                        qq += q[j]
-                        cc += dc[j]
+                    qq = _fold(q, k, L, K)
+                    cc = _fold(dc, k, L, K)
                 nn = bn[k]
                 if nn > 0.0:
                     an[k], am[k], ar[k], aq[k] = chan_merge_dd(
                         an[k], am[k], ar[k], aq[k], nn, bm[k], cc / nn, max(qq - cc * cc / nn, 0.0)
                     )
                 # its next blocks shift about its running mean (x's dtype)
-                sk = np.float64(T(am[k]))
-                for j in range(k, L, K):
-                    bsh[j] = sk
+                _spread(bsh, k, L, K, np.float64(T(am[k])))
         for k in range(K):
             if tn[k] > 0.0:
-                cm, cr, cq = shifted_moments(tn[k], bsh[k], t1[k], t2[k])
-                an[k], am[k], ar[k], aq[k] = chan_merge_dd(an[k], am[k], ar[k], aq[k], tn[k], cm, cr, cq)
+                an[k], am[k], ar[k], aq[k] = _absorb_shifted(
+                    an[k], am[k], ar[k], aq[k], tn[k], bsh[k], t1[k], t2[k]
+                )
         if not want_moments:
             # min/max only: the count is what the NaN tally leaves
             for k in range(K):
