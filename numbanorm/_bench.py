@@ -2,7 +2,8 @@
 
 Every op is timed against the physical limit of the machine, the *copy
 floor*: one read and one write of the bytes of ``x``, measured in the same
-run as the faster of ``np.copyto`` and a ``prange`` copy kernel (on a GPU: a
+run as the fastest of ``np.copyto`` and two ``prange`` copy kernels, one
+with ordinary and one with streaming (non-temporal) stores (on a GPU: a
 device-to-device copy).  Throughput is reported in GB/s with
 ``bytes = x.nbytes (read) + y.nbytes (written)``, whatever the op reads in
 between, so ``time / floor`` says how far an op is from the bandwidth limit.
@@ -43,6 +44,8 @@ from typing import Any
 import numba
 import numpy as np
 from numba import njit, prange
+
+from .backends import cpu as _cpu
 
 Fn = Callable[[], object]
 
@@ -149,9 +152,37 @@ class BenchError(Exception):
 
 @njit(parallel=True, cache=True)
 def _prange_copy(dst, src):  # (n,) <- (n,)
-    """Parallel copy: the multi-threaded half of the CPU floor."""
+    """Parallel copy with ordinary stores: one candidate of the CPU floor."""
     for i in prange(src.shape[0]):
         dst[i] = src[i]
+
+
+_STREAM_BLOCK = 1 << 16  # elements of one task of the streaming copy
+
+
+@njit(parallel=True, cache=True)
+def _prange_stream_copy(dst, src):  # (n,) <- (n,)
+    """Parallel copy with streaming stores (no read-for-ownership of the
+    destination: one read and one write of the bytes, the true limit); the
+    same store the apply kernel uses for large outputs (backends/cpu.py)."""
+    n = src.shape[0]
+    isz = dst.itemsize
+    for t in prange((n + _STREAM_BLOCK - 1) // _STREAM_BLOCK):
+        lo = t * _STREAM_BLOCK
+        d = dst[lo : min(n, lo + _STREAM_BLOCK)]
+        s = src[lo : min(n, lo + _STREAM_BLOCK)]
+        a, b = _cpu._stream_span(d.ctypes.data, 0, d.size, isz, True)
+        for i in range(a):
+            d[i] = s[i]
+        if a < d.size:
+            ds = d[a:b]
+            ss = s[a:b]
+            for i in range(ds.size):
+                _cpu._stream_store(ds, i, ss[i])
+            dt = d[b:]
+            st = s[b:]
+            for i in range(dt.size):
+                dt[i] = st[i]
 
 
 # --------------------------------------------------------------------------
@@ -627,6 +658,7 @@ def _cpu_case(
         fns["numbanorm_out"] = _bind_out(nbn, case, x, out, None)
     fns["copyto"] = lambda: np.copyto(out, x)
     fns["prange_copy"] = lambda: _prange_copy(df, xf)
+    fns["stream_copy"] = lambda: _prange_stream_copy(df, xf)
     # Not part of the floor: an allocating copy shows what a fresh output
     # costs (page faults on first touch) next to the preallocated floor.
     fns["copy_alloc"] = x.copy
@@ -641,7 +673,7 @@ def _cpu_case(
         threads,
         times,
         errors,
-        ("copyto", "prange_copy"),
+        ("copyto", "prange_copy", "stream_copy"),
         CPU_TARGET_FLOOR[case.op],
         TARGET_VS_TORCH,
         info,
@@ -847,8 +879,8 @@ def _definitions(device: str) -> dict[str, Any]:
         "bytes": "x.nbytes (read once) + y.nbytes (written once)",
         "gbps": "bytes / median time / 1e9",
         "floor": (
-            "min(np.copyto(out, x), numba prange copy) over the same bytes, same run, into the "
-            "buffer the out= call writes"
+            "min(np.copyto(out, x), numba prange copy, numba prange copy with streaming stores) "
+            "over the same bytes, same run, into the buffer the out= call writes"
             if device == "cpu"
             else "min(device-to-device memcpy, copy kernel) over the same bytes, same run"
         ),

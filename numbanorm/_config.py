@@ -39,3 +39,18 @@ MIN_TASK_ELEMS = 32 * 1024
 # A chunk that exceeds it (a shift far from the chunk's mean: drifting or
 # sorted data, outliers) is redone with the exact two-pass.
 SHIFT_MAX_GAIN = 16.0
+
+# Outputs of at least this many bytes are written by the elementwise output
+# pass (batch norm, standardize, minmax_scale, the statistics-given norms)
+# with streaming (non-temporal) stores: an output that large cannot stay in
+# the last-level cache for its reader anyway, and streaming skips the
+# read-for-ownership of every destination line (-12 to -15 % into a reused
+# out= buffer, neutral for a fresh one; benchmarks/NOTES.md section 12).
+# The fused row kernels keep ordinary stores (measured no gain there, and
+# 13-17 % slower into fresh buffers).  Smaller outputs stay cached.
+STREAM_MIN_BYTES = 16 << 20
+
+# Bytes of one cache line: streamed spans cover whole, aligned lines only (a
+# line written partly by streaming and partly by ordinary stores costs a
+# read-modify-write at the memory controller).
+LINE_BYTES = 64

@@ -24,7 +24,10 @@ import threading
 
 import numba
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .._config import (
     CACHE,
@@ -32,14 +35,79 @@ from .._config import (
     FASTMATH,
     FASTMATH_ELEMENTWISE,
     LANES,
+    LINE_BYTES,
     MIN_TASK_ELEMS,
     ROW_CHUNK,
     SHIFT_MAX_GAIN,
+    STREAM_MIN_BYTES,
 )
 from .._stats import chan_merge_dd, merge_mid, shifted_moments
 
 _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)
+
+
+# --------------------------------------------------------------------------
+# streaming (non-temporal) stores
+# --------------------------------------------------------------------------
+
+
+@intrinsic
+def _stream_store(typingctx, arr, idx, val):
+    """``arr[idx] = val`` as a non-temporal store (LLVM ``!nontemporal``).
+
+    ``idx``: an integer (1-D ``arr``) or a tuple of ``arr.ndim`` integers,
+    never negative (no wraparound).  Only for the span ``_stream_span``
+    returns: its first element is LINE_BYTES-aligned and its length is whole
+    lines, so the vector stores LLVM makes of the loop (at multiples of their
+    own width from the span's start) are aligned as claimed; x86's vector
+    non-temporal stores fault on a misaligned address.
+    """
+    if not isinstance(arr, types.Array) or not isinstance(val, (types.Float, types.Integer)):
+        return None
+    if isinstance(idx, types.BaseTuple):
+        if len(idx) != arr.ndim or not all(isinstance(t, types.Integer) for t in idx.types):
+            return None
+    elif not (isinstance(idx, types.Integer) and arr.ndim == 1):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arrty, idxty, valty = sig.args
+        ary = context.make_array(arrty)(context, builder, args[0])
+        if isinstance(idxty, types.BaseTuple):
+            raw = zip(cgutils.unpack_tuple(builder, args[1]), idxty.types)
+        else:
+            raw = [(args[1], idxty)]
+        inds = [context.cast(builder, v, t, types.intp) for v, t in raw]
+        ptr = cgutils.get_item_pointer(
+            context, builder, arrty, ary, inds, wraparound=False, boundscheck=False
+        )
+        store = builder.store(context.cast(builder, args[2], valty, arrty.dtype), ptr, align=LINE_BYTES)
+        store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
+        return context.get_dummy_value()
+
+    return types.void(arr, idx, val), codegen
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _stream_span(addr, off, n, isz, stream):
+    """(p, m): of n elements of isz bytes at address addr + off, ``[p, m)``
+    is the span of whole LINE_BYTES-aligned lines to stream; ``[0, p)`` and
+    ``[m, n)`` take ordinary stores.  (n, n): no streaming, when not
+    ``stream``, for an unaligned array (address not a multiple of isz) and
+    for fewer than 16 lines (three loops instead of one cost more than
+    streaming saves)."""
+    a = np.int64(addr) + off
+    if not stream or a % isz != 0 or n * isz < 16 * LINE_BYTES:
+        return n, n
+    per = LINE_BYTES // isz
+    p = ((LINE_BYTES - a % LINE_BYTES) % LINE_BYTES) // isz
+    return p, p + (n - p) // per * per
+
+
+def _streams(out) -> bool:
+    """Write ``out`` with streaming stores (see _config.STREAM_MIN_BYTES)."""
+    return out.nbytes >= STREAM_MIN_BYTES and out.flags.aligned
 
 
 # --------------------------------------------------------------------------
@@ -565,18 +633,79 @@ def moments(x3, skipnan, minmax, want_moments=True):
 # --------------------------------------------------------------------------
 
 
+@njit(fastmath=_FME, cache=CACHE)
+def _map1(vb, ob, h0, s0, t0, clip, lo, hi, nt):
+    """ob = clip((vb - h0) * s0 + t0); streaming stores when ``nt``."""
+    if nt:
+        if clip:
+            for j in range(vb.size):
+                y = (vb[j] - h0) * s0 + t0
+                y = lo if y < lo else y
+                _stream_store(ob, j, hi if y > hi else y)
+        else:
+            for j in range(vb.size):
+                _stream_store(ob, j, (vb[j] - h0) * s0 + t0)
+    elif clip:
+        for j in range(vb.size):
+            y = (vb[j] - h0) * s0 + t0
+            y = lo if y < lo else y
+            ob[j] = hi if y > hi else y
+    else:
+        for j in range(vb.size):
+            ob[j] = (vb[j] - h0) * s0 + t0
+
+
+@njit(fastmath=_FME, cache=CACHE)
+def _mapL(vb, ob, hh, sc, sh, clip, lo, hi, nt):
+    """ob = clip((vb - hh) * sc + sh) lane by lane (vb.size <= hh.size)."""
+    if nt:
+        if clip:
+            for j in range(vb.size):
+                y = (vb[j] - hh[j]) * sc[j] + sh[j]
+                y = lo if y < lo else y
+                _stream_store(ob, j, hi if y > hi else y)
+        else:
+            for j in range(vb.size):
+                _stream_store(ob, j, (vb[j] - hh[j]) * sc[j] + sh[j])
+    elif clip:
+        for j in range(vb.size):
+            y = (vb[j] - hh[j]) * sc[j] + sh[j]
+            y = lo if y < lo else y
+            ob[j] = hi if y > hi else y
+    else:
+        for j in range(vb.size):
+            ob[j] = (vb[j] - hh[j]) * sc[j] + sh[j]
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _rotated(a, q):
+    """a rolled left by q: lane j of the result is lane (j + q) % L of a."""
+    L = a.size
+    r = np.empty_like(a)
+    for j in range(L):
+        k = j + q
+        r[j] = a[k - L if k >= L else k]
+    return r
+
+
 @njit(parallel=True, fastmath=_FME, cache=CACHE)
-def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi):
+def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi, stream):
     """of = clip((x - ch) * scale + shift) over xf (P, R*K) as (P, R, K).
 
     Parameters are lane-replicated (P, L) arrays of x's dtype: lane j holds
     column j % K, so the inner loop is L long and vectorizes for any K.  ``ch``
     is the center rounded to x's dtype (``x - ch`` is exact near the center);
     the rest of the center is folded into ``shift`` on the host.
+
+    ``stream``: write whole aligned lines of ``of`` with streaming stores
+    (_stream_span).  The lane path then starts its L-chunks at the first
+    aligned element, with the lane parameters rotated to match, so that every
+    full chunk is whole lines (when L * itemsize is a multiple of a line).
     """
     P, N = xf.shape
     R = N // K
     m = L // K
+    isz = of.itemsize
     rows_per = (R + nchunk - 1) // nchunk
     rows_per = ((rows_per + m - 1) // m) * m
     for t in prange(P * nchunk):
@@ -593,29 +722,29 @@ def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi):
             # one parameter set per (p): scalar parameters, no lane arrays
             vb = v[f0:f1]
             ob = o[f0:f1]
-            h0 = hh[0]
-            s0 = sc[0]
-            t0 = sh[0]
-            if clip:
-                for j in range(vb.size):
-                    y = (vb[j] - h0) * s0 + t0
-                    y = lo if y < lo else y
-                    ob[j] = hi if y > hi else y
-            else:
-                for j in range(vb.size):
-                    ob[j] = (vb[j] - h0) * s0 + t0
+            a, b = _stream_span(ob.ctypes.data, 0, ob.size, isz, stream)
+            _map1(vb[:a], ob[:a], hh[0], sc[0], sh[0], clip, lo, hi, False)
+            if a < ob.size:
+                _map1(vb[a:b], ob[a:b], hh[0], sc[0], sh[0], clip, lo, hi, True)
+                _map1(vb[b:], ob[b:], hh[0], sc[0], sh[0], clip, lo, hi, False)
             continue
-        for base in range(f0, f1, L):
+        q = 0
+        lines = stream and (L * isz) % LINE_BYTES == 0 and f1 - f0 >= 2 * L
+        if lines:
+            q, _ = _stream_span(o.ctypes.data, f0 * isz, L, isz, True)
+            if q >= L:  # no aligned element: ordinary stores
+                lines = False
+                q = 0
+            elif q > 0:
+                _mapL(v[f0 : f0 + q], o[f0 : f0 + q], hh, sc, sh, clip, lo, hi, False)
+                hh = _rotated(hh, q)
+                sc = _rotated(sc, q)
+                sh = _rotated(sh, q)
+        for base in range(f0 + q, f1, L):
             vb = v[base : min(base + L, f1)]
             ob = o[base : min(base + L, f1)]
-            if clip:
-                for j in range(vb.size):
-                    y = (vb[j] - hh[j]) * sc[j] + sh[j]
-                    y = lo if y < lo else y
-                    ob[j] = hi if y > hi else y
-            else:
-                for j in range(vb.size):
-                    ob[j] = (vb[j] - hh[j]) * sc[j] + sh[j]
+            # a full chunk is whole lines; the last, partial one ordinary
+            _mapL(vb, ob, hh, sc, sh, clip, lo, hi, lines and vb.size == L)
 
 
 def apply(x3, out3, center, scale, shift, lo=None, hi=None):
@@ -656,6 +785,7 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
         clip,
         dt.type(-np.inf if lo is None else lo),
         dt.type(np.inf if hi is None else hi),
+        narrow is None and _streams(out3),
     )
     if narrow is not None:
         narrow[...] = out3
