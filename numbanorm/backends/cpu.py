@@ -56,31 +56,27 @@ _FME = set(FASTMATH_ELEMENTWISE)
 def _stream_store(typingctx, arr, idx, val):
     """``arr[idx] = val`` as a non-temporal store (LLVM ``!nontemporal``).
 
-    ``idx``: an integer (1-D ``arr``) or a tuple of ``arr.ndim`` integers,
-    never negative (no wraparound).  Only for the span ``_stream_span``
-    returns: its first element is LINE_BYTES-aligned and its length is whole
-    lines, so the vector stores LLVM makes of the loop (at multiples of their
-    own width from the span's start) are aligned as claimed; x86's vector
-    non-temporal stores fault on a misaligned address.
+    ``arr`` 1-D, ``idx`` an integer, never negative (no wraparound).  Only
+    for the span ``_stream_span`` returns: its first element is
+    LINE_BYTES-aligned and its length is whole lines, so the vector stores
+    LLVM makes of the loop (at multiples of their own width from the span's
+    start) are aligned as claimed; x86's vector non-temporal stores fault on
+    a misaligned address.
     """
-    if not isinstance(arr, types.Array) or not isinstance(val, (types.Float, types.Integer)):
-        return None
-    if isinstance(idx, types.BaseTuple):
-        if len(idx) != arr.ndim or not all(isinstance(t, types.Integer) for t in idx.types):
-            return None
-    elif not (isinstance(idx, types.Integer) and arr.ndim == 1):
+    if not (
+        isinstance(arr, types.Array)
+        and arr.ndim == 1
+        and isinstance(idx, types.Integer)
+        and isinstance(val, (types.Float, types.Integer))
+    ):
         return None
 
     def codegen(context, builder, sig, args):
         arrty, idxty, valty = sig.args
         ary = context.make_array(arrty)(context, builder, args[0])
-        if isinstance(idxty, types.BaseTuple):
-            raw = zip(cgutils.unpack_tuple(builder, args[1]), idxty.types)
-        else:
-            raw = [(args[1], idxty)]
-        inds = [context.cast(builder, v, t, types.intp) for v, t in raw]
+        ind = context.cast(builder, args[1], idxty, types.intp)
         ptr = cgutils.get_item_pointer(
-            context, builder, arrty, ary, inds, wraparound=False, boundscheck=False
+            context, builder, arrty, ary, [ind], wraparound=False, boundscheck=False
         )
         store = builder.store(context.cast(builder, args[2], valty, arrty.dtype), ptr, align=LINE_BYTES)
         store.set_metadata("nontemporal", builder.module.add_metadata([ir.IntType(32)(1)]))
