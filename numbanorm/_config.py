@@ -50,6 +50,14 @@ SHIFT_MAX_GAIN = 16.0
 # 13-17 % slower into fresh buffers).  Smaller outputs stay cached.
 STREAM_MIN_BYTES = 16 << 20
 
+# Rows of at most this many bytes take the software-pipelined row kernel
+# (cpu._row_norm_pipe): it keeps two rows cache-resident per thread (the one
+# it writes, the one it sums), so both must fit in L2.  Longer rows take the
+# row-by-row kernel.  The pipelined kernel streams its output only into an
+# out= buffer whose pages are already resident (a fresh page is zeroed into
+# the cache by the page fault, and streaming stores then cost a second write).
+PIPE_MAX_ROW_BYTES = 256 * 1024
+
 # Bytes of one cache line: streamed spans cover whole, aligned lines only (a
 # line written partly by streaming and partly by ordinary stores costs a
 # read-modify-write at the memory controller).

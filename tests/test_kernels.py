@@ -14,8 +14,8 @@ def test_parallel_and_serial_row_kernels_are_distinct_compilations():
     x = np.random.default_rng(0).standard_normal((4, 8))
     w = np.ones((1, 8))
     b = np.zeros((1, 8))
-    for k in (cpu._row_norm, cpu._row_norm_serial):
-        k(x, np.empty_like(x), w, b, 1e-5, False, np.empty(4), np.empty(4))
+    cpu._row_norm(x, np.empty_like(x), w, b, 1e-5, 0.0, np.empty(4), np.empty(4), False)
+    cpu._row_norm_serial(x, np.empty_like(x), w, b, 1e-5, 0.0, np.empty(4), np.empty(4))
     assert cpu._row_norm.targetoptions.get("parallel")
     assert not cpu._row_norm_serial.targetoptions.get("parallel")
     # distinct on-disk cache entries (the index file is named after the function)

@@ -19,7 +19,9 @@ is widened to float32 on entry (a copy) and narrowed on exit.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import math
+import mmap
 import threading
 
 import numba
@@ -37,6 +39,7 @@ from .._config import (
     LANES,
     LINE_BYTES,
     MIN_TASK_ELEMS,
+    PIPE_MAX_ROW_BYTES,
     ROW_CHUNK,
     SHIFT_MAX_GAIN,
     STREAM_MIN_BYTES,
@@ -104,6 +107,37 @@ def _stream_span(addr, off, n, isz, stream):
 def _streams(out) -> bool:
     """Write ``out`` with streaming stores (see _config.STREAM_MIN_BYTES)."""
     return out.nbytes >= STREAM_MIN_BYTES and out.flags.aligned
+
+
+def _load_mincore():
+    try:
+        f = ctypes.CDLL(None, use_errno=True).mincore
+    except (OSError, AttributeError):  # no mincore (Windows)
+        return None
+    f.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    f.restype = ctypes.c_int
+    return f
+
+
+_MINCORE = _load_mincore()
+
+
+def _resident(a) -> bool:
+    """Are the middle and last pages of ``a``'s memory resident?
+
+    False for a fresh allocation that nothing has written yet (its pages are
+    faulted in, zeroed, by the first store), and where mincore is missing.
+    Not the first page: the allocator writes its header just before the data.
+    """
+    if _MINCORE is None or a.nbytes == 0:
+        return False
+    vec = ctypes.c_ubyte(0)
+    ps = mmap.PAGESIZE
+    for addr in (a.ctypes.data + a.nbytes // 2, a.ctypes.data + a.nbytes - 1):
+        vec.value = 0
+        if _MINCORE(addr - addr % ps, ps, ctypes.byref(vec)) != 0 or not vec.value & 1:
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------
@@ -828,6 +862,18 @@ def _affine_row(v, o, mu, rs, wr, br):
                 os[d] = ((vs[d] - mh) - ml) * a + b
 
 
+@njit(fastmath=_FME, cache=CACHE)
+def _affine_vec(v, o, mh, ml, r, w, b, nt):
+    """o = ((v - mh) - ml) * (r * w) + b element by element; streaming
+    stores when ``nt`` (o then starts on a line and is whole lines)."""
+    if nt:
+        for d in range(v.size):
+            _stream_store(o, d, ((v[d] - mh) - ml) * (r * w[d]) + b[d])
+    else:
+        for d in range(v.size):
+            o[d] = ((v[d] - mh) - ml) * (r * w[d]) + b[d]
+
+
 @njit(fastmath=_FM, cache=CACHE)
 def _row_pnorm(v, p):
     """p-norm of one row with NaN left out (API section 3).
@@ -921,16 +967,44 @@ def _affine_direct(x2, o2, r, mu, rs, W, B, rw):
 
 
 @njit(fastmath=_FM, cache=CACHE)
-def _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r):
+def _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r, stream):
     """Statistics and output of row r of x2 (R, D), fused.
 
     ``mode``: 0 layer norm, > 0 RMS norm, -p lp_normalize with that p.
+    ``stream``: streaming stores for the whole aligned lines of a row with
+    one weight per element (_affine_vec).
 
     The row (<= a few hundred KiB) stays in L1/L2 between the statistics and
     the output loop, so x is read from DRAM once and y written once.
     """
     D = x2.shape[1]
     S = W.shape[1]
+    if stream and S == D and S > 1:
+        v = x2[r]
+        if mode > 0.0:
+            mu = 0.0
+            rs = 1.0 / math.sqrt(_seg_sumsq(v) / D + eps)
+        elif mode == 0.0:
+            _, mu, _, q = _seg_moments(v, 0, D)
+            rs = 1.0 / math.sqrt(q / D + eps)
+        else:
+            mu = 0.0
+            rs = 1.0 / max(_row_pnorm(v, -mode), eps)
+        mean_out[r] = mu
+        rstd_out[r] = rs
+        RW = W.shape[0]
+        o = o2[r]
+        w = W[r % RW]
+        b = B[r % RW]
+        T = v.dtype.type
+        mh = T(mu)
+        ml = T(mu - mh)
+        rr = T(rs)
+        p, m = _stream_span(o.ctypes.data, 0, D, o.itemsize, True)
+        _affine_vec(v[:p], o[:p], mh, ml, rr, w[:p], b[:p], False)
+        _affine_vec(v[p:m], o[p:m], mh, ml, rr, w[p:m], b[p:m], True)
+        _affine_vec(v[m:], o[m:], mh, ml, rr, w[m:], b[m:], False)
+        return
     if D <= ROW_CHUNK and mode >= 0.0 and (S == 1 or S == D):
         mu, rs = _row_stats_direct(x2, r, mode, eps)
         mean_out[r] = mu
@@ -955,10 +1029,10 @@ def _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r):
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
-def _row_norm(x2, o2, W, B, eps, mode, mean_out, rstd_out):
+def _row_norm(x2, o2, W, B, eps, mode, mean_out, rstd_out, stream):
     """Layer/RMS/instance/group norm of the rows of x2 (R, D), rows in parallel."""
     for r in prange(x2.shape[0]):
-        _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r)
+        _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r, stream)
 
 
 # Small inputs run without threads: waking the pool costs more than the work.
@@ -969,7 +1043,7 @@ def _row_norm(x2, o2, W, B, eps, mode, mean_out, rstd_out):
 def _row_norm_serial(x2, o2, W, B, eps, mode, mean_out, rstd_out):
     """Serial twin of _row_norm for inputs below MIN_TASK_ELEMS."""
     for r in range(x2.shape[0]):
-        _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r)
+        _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r, False)
 
 
 @njit(fastmath=_FM, cache=CACHE)
@@ -1048,6 +1122,181 @@ def _row_norm_seg(x2, o2, W, B, nseg, mean, rstd):
         )
 
 
+# --------------------------------------------------------------------------
+# software-pipelined row kernel: statistics of row r+1 in the loop that
+# writes row r (benchmarks/NOTES.md section 13)
+# --------------------------------------------------------------------------
+
+
+@njit(fastmath=_FME, cache=CACHE)
+def _hilo(v, mh, ml, a, b):
+    """((v - mh) - ml) * a + b without 'reassoc', which could fold the mean's
+    hi/lo split into one rounded subtraction (see _affine_row).  Called per
+    element from 'reassoc' loops: LLVM inlines it and keeps its flags."""
+    return ((v - mh) - ml) * a + b
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _pipe_vec(u, v, o, sh, mh, ml, r, w, b, nt):
+    """Shifted sums (s1, s2) of u about sh, while o = ((v - mu) * r) * w + b
+    element by element (per-element weights); streaming stores when ``nt``."""
+    s1 = 0.0
+    s2 = 0.0
+    if nt:
+        for d in range(u.size):
+            e = np.float64(u[d]) - sh
+            s1 += e
+            s2 += e * e
+            _stream_store(o, d, _hilo(v[d], mh, ml, r * w[d], b[d]))
+    else:
+        for d in range(u.size):
+            e = np.float64(u[d]) - sh
+            s1 += e
+            s2 += e * e
+            o[d] = _hilo(v[d], mh, ml, r * w[d], b[d])
+    return s1, s2
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _pipe_scl(u, v, o, sh, mh, ml, a, b, nt):
+    """_pipe_vec with one weight a = r * w and bias b for the whole span."""
+    s1 = 0.0
+    s2 = 0.0
+    if nt:
+        for d in range(u.size):
+            e = np.float64(u[d]) - sh
+            s1 += e
+            s2 += e * e
+            _stream_store(o, d, _hilo(v[d], mh, ml, a, b))
+    else:
+        for d in range(u.size):
+            e = np.float64(u[d]) - sh
+            s1 += e
+            s2 += e * e
+            o[d] = _hilo(v[d], mh, ml, a, b)
+    return s1, s2
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream):
+    """Shifted sums of row u while row v is normalized into o.
+
+    wr, br: the row's (S,) weights, one per D/S-long segment (S == D: one per
+    element).  Whole aligned lines of o take streaming stores when
+    ``stream`` (_stream_span), the rest ordinary ones.
+    """
+    T = v.dtype.type
+    mh = T(mu)
+    ml = T(mu - mh)
+    rr = T(rs)
+    n = v.size
+    p, m = _stream_span(o.ctypes.data, 0, n, o.itemsize, stream)
+    S = wr.size
+    if S == n:
+        s1, s2 = _pipe_vec(u[:p], v[:p], o[:p], sh, mh, ml, rr, wr[:p], br[:p], False)
+        t1, t2 = _pipe_vec(u[p:m], v[p:m], o[p:m], sh, mh, ml, rr, wr[p:m], br[p:m], True)
+        s1 += t1
+        s2 += t2
+        t1, t2 = _pipe_vec(u[m:], v[m:], o[m:], sh, mh, ml, rr, wr[m:], br[m:], False)
+        return s1 + t1, s2 + t2
+    seg = n // S
+    per = LINE_BYTES // o.itemsize
+    s1 = 0.0
+    s2 = 0.0
+    for k in range(S):
+        lo = k * seg
+        a = rr * wr[k]
+        b = br[k]
+        uk = u[lo : lo + seg]
+        vk = v[lo : lo + seg]
+        ok = o[lo : lo + seg]
+        # the streamed part of the segment: its whole lines inside [p, m)
+        pk = min(max(p + -(-max(lo - p, 0) // per) * per, lo), lo + seg) - lo
+        mk = max(min(p + (min(lo + seg, m) - p) // per * per, lo + seg), lo + pk) - lo
+        t1, t2 = _pipe_scl(uk[:pk], vk[:pk], ok[:pk], sh, mh, ml, a, b, False)
+        s1 += t1
+        s2 += t2
+        t1, t2 = _pipe_scl(uk[pk:mk], vk[pk:mk], ok[pk:mk], sh, mh, ml, a, b, True)
+        s1 += t1
+        s2 += t2
+        t1, t2 = _pipe_scl(uk[mk:], vk[mk:], ok[mk:], sh, mh, ml, a, b, False)
+        s1 += t1
+        s2 += t2
+    return s1, s2
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _shifted_sums(u, sh):
+    """(sum(u - sh), sum((u - sh)**2)) in float64."""
+    s1 = 0.0
+    s2 = 0.0
+    for d in range(u.size):
+        e = np.float64(u[d]) - sh
+        s1 += e
+        s2 += e * e
+    return s1, s2
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _pipe_shift(u, mode):
+    """The shift of row u's sums: its first value (layer norm), 0 (sums of
+    squares: RMS norm, the 2-norm)."""
+    return np.float64(u[0]) if mode == 0.0 else 0.0
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _pipe_stats(u, mode, eps, sh, s1, s2):
+    """(mean, rstd) of row u from its sums about sh (_pipe_row).
+
+    ``mode``: 0 layer norm, 1 RMS norm, -2 the 2-norm (lp_normalize).  Layer
+    norm takes the one-pass shifted moments when ``_shift_ok`` accepts them,
+    else the exact ``_seg_moments`` of the row (still in L2); a 2-norm with NaN
+    is summed again without the NaN (_row_pnorm).
+    """
+    D = float(u.size)
+    if mode > 0.0:
+        return 0.0, 1.0 / math.sqrt(s2 / D + eps)
+    if mode < 0.0:
+        if s2 != s2:
+            return 0.0, 1.0 / max(_row_pnorm(u, 2.0), eps)
+        return 0.0, 1.0 / max(math.sqrt(s2), eps)
+    if _shift_ok(D, s1, s2):
+        return sh + s1 / D, 1.0 / math.sqrt(max(s2 - s1 * s1 / D, 0.0) / D + eps)
+    _, mu, _, q = _seg_moments(u, 0, u.size)
+    return mu, 1.0 / math.sqrt(q / D + eps)
+
+
+@njit(parallel=True, fastmath=_FM, cache=CACHE)
+def _row_norm_pipe(x2, o2, W, B, eps, mode, mean_out, rstd_out, ntask, stream):
+    """Layer/RMS/instance/group norm and the 2-norm of the rows of x2 (R, D),
+    software-pipelined: each task walks a block of rows and, in one loop per
+    row, sums row r+1 (from memory) while writing row r (from L1/L2).  Reads
+    of x and writes of y interleave finely, as in a copy; a row-by-row kernel
+    has a read-only phase and a write-only phase per row instead (NOTES.md
+    section 13).  ``stream``: streaming stores for whole aligned lines.
+    """
+    R = x2.shape[0]
+    RW = W.shape[0]
+    per = (R + ntask - 1) // ntask
+    for t in prange(ntask):
+        r0 = t * per
+        r1 = min(R, r0 + per)
+        if r0 >= r1:
+            continue
+        u = x2[r0]
+        sh = _pipe_shift(u, mode)
+        s1, s2 = _shifted_sums(u, sh)
+        mu, rs = _pipe_stats(u, mode, eps, sh, s1, s2)
+        for r in range(r0, r1):
+            mean_out[r] = mu
+            rstd_out[r] = rs
+            # the block's last row sums itself (from L1), and the sums are unused
+            u = x2[min(r + 1, r1 - 1)]
+            sh = _pipe_shift(u, mode)
+            s1, s2 = _pipe_row(u, x2[r], o2[r], sh, mu, rs, W[r % RW], B[r % RW], stream)
+            mu, rs = _pipe_stats(u, mode, eps, sh, s1, s2)
+
+
 _NO_STATS = np.empty(0)
 
 
@@ -1095,7 +1344,16 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
         elif small:
             _row_norm_serial(x2, out2, W, B, float(eps), mode, mean, rstd)
         elif nseg == 1:
-            _launch(_row_norm, x2, out2, W, B, float(eps), mode, mean, rstd)
+            # streaming stores only into an out= buffer written before
+            # (_config.PIPE_MAX_ROW_BYTES); then the pipelined kernel for
+            # rows with fewer weights than elements (NOTES.md section 13)
+            stream = _streams(out2) and _resident(out2)
+            S = W.shape[1]
+            if stream and S < D and (mode >= 0.0 or mode == -2.0) and D * x2.itemsize <= PIPE_MAX_ROW_BYTES:
+                # nseg == 1: R >= 4 threads, so every block has >= 4 rows
+                _launch(_row_norm_pipe, x2, out2, W, B, float(eps), mode, mean, rstd, _threads(), True)
+            else:
+                _launch(_row_norm, x2, out2, W, B, float(eps), mode, mean, rstd, stream)
         else:
             cnt, mu, q, _, _, _ = moments(x2.reshape(R, D, 1), False, False)
             cnt, mu, q = cnt[:, 0], mu[:, 0], q[:, 0]

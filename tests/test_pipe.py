@@ -1,0 +1,205 @@
+"""Streaming row kernels (backends/cpu.py, benchmarks/NOTES.md section 13).
+
+An out= buffer whose pages are resident is written with streaming stores by
+the row kernels: the software-pipelined ``_row_norm_pipe`` (rows with fewer
+weights than elements: instance/group norm, lp_normalize p=2, layer/RMS norm
+of other geometries) and the row-by-row ``_row_norm`` (one weight per
+element: layer/RMS norm).  Every test forces the path on small arrays
+(``STREAM_MIN_BYTES = 0``), checks that it was taken, places ``out`` at
+element offsets inside a guarded buffer, and compares with the ordinary path
+and with the float64 reference.
+"""
+
+from __future__ import annotations
+
+import mmap
+
+import numpy as np
+import pytest
+
+import numbanorm as nbn
+from numbanorm._config import LINE_BYTES
+from numbanorm.backends import cpu
+
+import reference as ref
+
+GUARD = 2 * LINE_BYTES
+
+
+@pytest.fixture
+def streaming(monkeypatch):
+    """Streaming and the threaded kernels for small inputs, two tasks."""
+    monkeypatch.setattr(cpu, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(cpu, "MIN_TASK_ELEMS", 0)
+    monkeypatch.setattr(cpu, "_threads", lambda: 2)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Counts launches of the two row kernels."""
+    calls = {"pipe": 0, "rows": 0, "stream": []}
+
+    def wrap(name, kernel):
+        def launched(*args):
+            calls[name] += 1
+            calls["stream"].append(bool(args[-1]))
+            return kernel(*args)
+
+        return launched
+
+    monkeypatch.setattr(cpu, "_row_norm_pipe", wrap("pipe", cpu._row_norm_pipe))
+    monkeypatch.setattr(cpu, "_row_norm", wrap("rows", cpu._row_norm))
+    return calls
+
+
+def _placed(shape, dtype, offset_elems):
+    dt = np.dtype(dtype)
+    n = int(np.prod(shape))
+    raw = np.empty(n * dt.itemsize + 2 * GUARD + 2 * LINE_BYTES, np.uint8)
+    start = (-raw.ctypes.data) % LINE_BYTES + GUARD + offset_elems * dt.itemsize
+    raw[:] = 0xA5
+    return raw, start, raw[start : start + n * dt.itemsize].view(dt).reshape(shape)
+
+
+def _guards_intact(raw, start, nbytes):
+    return bool((raw[:start] == 0xA5).all() and (raw[start + nbytes :] == 0xA5).all())
+
+
+def _tol(dtype):
+    return {"rtol": 2e-6, "atol": 2e-6} if np.dtype(dtype) == np.float32 else {"rtol": 1e-12, "atol": 1e-12}
+
+
+def _ops(rng, dtype, shape):
+    """(name, call(x, out), reference(x), kernel) for the row ops on ``shape``."""
+    n, c = shape[0], shape[1]
+    d = shape[-1]
+    wl = rng.uniform(0.5, 1.5, d).astype(dtype)
+    bl = rng.uniform(-0.5, 0.5, d).astype(dtype)
+    wc = rng.uniform(0.5, 1.5, c).astype(dtype)
+    bc = rng.uniform(-0.5, 0.5, c).astype(dtype)
+    return [
+        ("layer", lambda x, o: nbn.layer_norm(x, (d,), wl, bl, out=o), lambda x: ref.layer_norm(x, (d,), wl, bl), "rows"),
+        ("layer_noaffine", lambda x, o: nbn.layer_norm(x, (d,), out=o), lambda x: ref.layer_norm(x, (d,)), None),
+        ("rms", lambda x, o: nbn.rms_norm(x, (d,), wl, out=o), lambda x: ref.rms_norm(x, (d,), wl), "rows"),
+        ("lp2", lambda x, o: nbn.lp_normalize(x, out=o), lambda x: ref.lp_normalize(x), "pipe"),
+        ("instance", lambda x, o: nbn.instance_norm(x, weight=wc, bias=bc, out=o), lambda x: ref.instance_norm(x, weight=wc, bias=bc), "pipe"),
+        ("group", lambda x, o: nbn.group_norm(x, 2, wc, bc, out=o), lambda x: ref.group_norm(x, 2, wc, bc), "pipe"),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (16, 4, 256),  # rows of whole lines
+        (16, 4, 257),  # rows not whole lines: every row starts at another offset
+        (13, 2, 600),  # group norm segments of 600 elements (not whole lines)
+    ],
+)
+def test_streamed_rows_match_ordinary_and_reference(streaming, spy, monkeypatch, dtype, shape):
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.standard_normal(shape) * 2 + 100).astype(dtype)
+    for name, call, refcall, kernel in _ops(rng, dtype, shape):
+        expect = np.asarray(refcall(x), np.float64)
+        for off in (0, 1, 3) if np.dtype(dtype) == np.float32 else (0, 1):
+            raw, start, out = _placed(shape, dtype, off)
+            spy["pipe"] = spy["rows"] = 0
+            spy["stream"].clear()
+            call(x, out)
+            if kernel is not None:
+                assert spy[kernel] == 1, (name, spy)
+                assert spy["stream"] == [True], (name, spy)
+            assert _guards_intact(raw, start, out.nbytes), (name, off)
+            plain = call(x, None)  # a fresh output: not resident -> ordinary stores
+            np.testing.assert_allclose(out, plain, **_tol(dtype), err_msg=f"{name} offset {off}")
+            np.testing.assert_allclose(out, expect, **_tol(dtype), err_msg=f"{name} offset {off}")
+
+
+@pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
+def test_fresh_output_is_not_streamed(streaming, spy):
+    # 64 MiB: an allocation this large is a fresh mapping (glibc's mmap
+    # threshold is at most 32 MiB), its pages not yet resident
+    x = np.ones((64, 4, 1 << 16), np.float32)
+    y = nbn.instance_norm(x)
+    assert spy["pipe"] == 0 and spy["stream"] == [False]
+    assert np.abs(y).max() == 0
+
+
+@pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
+def test_resident():
+    big = np.empty(64 << 20, np.uint8)  # an untouched anonymous mapping
+    assert not cpu._resident(big), "fresh"
+    big[:: mmap.PAGESIZE] = 1
+    big[-1] = 1
+    assert cpu._resident(big), "written"
+    assert not cpu._resident(np.empty(0))
+    small = np.ones(1000)
+    assert cpu._resident(small)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("ntask", [1, 2, 3, 5, 13])
+@pytest.mark.parametrize("mode", [0.0, 1.0, -2.0])
+def test_pipe_kernel_blocks(dtype, ntask, mode):
+    """Every block size (the last block shorter, one-row blocks) gives the
+    row-by-row kernel's statistics and output."""
+    rng = np.random.default_rng(ntask)
+    R, D = 13, 320
+    x = (rng.standard_normal((R, D)) * 3 + 50).astype(dtype)
+    W = rng.uniform(0.5, 1.5, (3, 4)).astype(dtype)  # per segment of 80, three weight rows
+    B = rng.uniform(-0.5, 0.5, (3, 4)).astype(dtype)
+    m1, r1 = np.zeros(R), np.empty(R)
+    m2, r2 = np.zeros(R), np.empty(R)
+    raw, start, o1 = _placed((R, D), dtype, 0)
+    o2 = np.empty((R, D), dtype)
+    cpu._row_norm_pipe(x, o1, W, B, 1e-5, mode, m1, r1, ntask, True)
+    cpu._row_norm_serial(x, o2, W, B, 1e-5, mode, m2, r2)
+    assert _guards_intact(raw, start, o1.nbytes)
+    np.testing.assert_allclose(m1, m2, rtol=1e-14, atol=1e-12)
+    np.testing.assert_allclose(r1, r2, rtol=1e-13)
+    np.testing.assert_allclose(o1, o2, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pipe_refused_shift_nan_inf(streaming, spy, dtype):
+    """Rows whose first value is an outlier (the one-pass shift refused: exact
+    two-pass instead), rows with NaN and Inf, a zero row for the 2-norm."""
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((12, 8, 64)) + 1e3).astype(dtype)
+    x[1, 0, 0] = 1e7  # instance row 8: outlier first value
+    x[2, 3, 5] = np.nan
+    x[3, 2, 9] = np.inf
+    out = np.ones_like(x)
+    nbn.instance_norm(x, out=out)
+    assert spy["pipe"] == 1
+    with np.errstate(invalid="ignore"):
+        expect = np.asarray(ref.instance_norm(x), np.float64)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(expect))
+    ok = ~np.isnan(expect)
+    np.testing.assert_allclose(out[ok], expect[ok], **_tol(dtype))
+    # lp_normalize p=2: NaN is left out of the norm; a zero row stays zero
+    y = x.reshape(96, 64).copy()
+    y[5] = 0
+    o2 = np.ones_like(y)
+    nbn.lp_normalize(y, out=o2)
+    assert spy["pipe"] == 2
+    with np.errstate(invalid="ignore"):
+        e2 = np.asarray(ref.lp_normalize(y), np.float64)
+    np.testing.assert_array_equal(np.isnan(o2), np.isnan(e2))
+    ok = ~np.isnan(e2)
+    np.testing.assert_allclose(o2[ok], e2[ok], **_tol(dtype))
+    assert (o2[5] == 0).all()
+
+
+def test_pipe_far_from_zero_float32(streaming):
+    """float32 data at 1e4 with unit spread: the mean's hi/lo split keeps the
+    digits (no 'reassoc' folding in the pipelined output)."""
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((16, 4, 512)) + 1e4).astype(np.float32)
+    out = np.empty_like(x)
+    out[...] = 0  # resident
+    nbn.instance_norm(x, out=out)
+    expect = np.asarray(ref.instance_norm(x), np.float64)
+    # a single float32 rounding of the output (|y| < 6): ~4e-7; a folded
+    # mean (rounded to float32 at 1e4) would be off by up to ~5e-4
+    assert np.abs(out - expect).max() < 2e-6
