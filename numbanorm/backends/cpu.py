@@ -181,6 +181,28 @@ def _fold(a, k, L, K):
 
 
 @njit(fastmath=_FM, cache=CACHE)
+def _fold_into(a, out, m, K):
+    """out[k] = a[k] + a[k + K] + ... + a[k + (m-1)K], added in that order
+    (as _fold), for all K columns at once."""
+    for k in range(K):
+        out[k] = a[k]
+    for i in range(1, m):
+        ai = a[i * K : (i + 1) * K]
+        for k in range(K):
+            out[k] += ai[k]
+
+
+@njit(fastmath=_FM, cache=CACHE)
+def _fold_cols(a, out, m, L, K):
+    """out[k] = _fold(a, k, L, K) for every column k."""
+    if m <= 16:
+        _fold_into(a, out, m, K)
+    else:
+        for k in range(K):
+            out[k] = _fold(a, k, L, K)
+
+
+@njit(fastmath=_FM, cache=CACHE)
 def _spread(a, k, L, K, val):
     """Set the lanes of column k to val."""
     for j in range(k, L, K):
@@ -343,39 +365,37 @@ def _lane_shifted(v, f0, f1, L, sh, s1, s2):
 
 
 @njit(fastmath=_FM, cache=CACHE)
-def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan):
-    """Lane-wise min/max (NaN not taken: comparisons with NaN are False) and
-    NaN counts over the lane-rows of [f0, f1); four lane-rows per step."""
-    base = f0
-    while base + 4 * L <= f1:
-        v0, v1, v2, v3 = _rows4(v, base, L)
-        for j in range(L):
-            a0 = np.float64(v0[j])
-            a1 = np.float64(v1[j])
-            a2 = np.float64(v2[j])
-            a3 = np.float64(v3[j])
-            lo = lmn[j]
-            hi = lmx[j]
-            lo = a0 if a0 < lo else lo
-            hi = a0 if a0 > hi else hi
-            lo = a1 if a1 < lo else lo
-            hi = a1 if a1 > hi else hi
-            lo = a2 if a2 < lo else lo
-            hi = a2 if a2 > hi else hi
-            lo = a3 if a3 < lo else lo
-            hi = a3 if a3 > hi else hi
-            lmn[j] = lo
-            lmx[j] = hi
-            nn = (1.0 if a0 != a0 else 0.0) + (1.0 if a1 != a1 else 0.0)
-            lnan[j] += nn + (1.0 if a2 != a2 else 0.0) + (1.0 if a3 != a3 else 0.0)
-        base += 4 * L
-    for b in range(base, f1, L):
+def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan, lz):
+    """Lane-wise min/max (NaN not taken) and NaN counts over the lane-rows
+    of [f0, f1).
+
+    lmn, lmx, lz have x's dtype: min and max are exact in it, and float32
+    lanes are twice as many per instruction as float64 ones.  One lane-row
+    per step, so x is read as one sequential stream, and ``np.fmin``/
+    ``np.fmax`` (LLVM minnum/maxnum: NaN not taken) rather than a select:
+    ``a if a < lo else lo`` became a masked store of lo (measured 3.3 vs
+    2.7 ms for 128 MiB float32, NOTES.md section 13).  The NaN count is a
+    second pass over the cache-resident block, taken only when the block
+    holds a NaN or an Inf: ``lz[j] += x - x`` stays 0 otherwise (no
+    'nnan'/'ninf' in the flags, so LLVM may not fold ``x - x`` to 0).
+    """
+    lz[:] = 0
+    for b in range(f0, f1, L):
         vb = v[b : min(b + L, f1)]
         for j in range(vb.size):
-            a = np.float64(vb[j])
-            lmn[j] = a if a < lmn[j] else lmn[j]
-            lmx[j] = a if a > lmx[j] else lmx[j]
-            lnan[j] += 1.0 if a != a else 0.0
+            a = vb[j]
+            lmn[j] = np.fmin(a, lmn[j])
+            lmx[j] = np.fmax(a, lmx[j])
+            lz[j] += a - a
+    z = 0.0
+    for j in range(L):
+        z += np.float64(lz[j])
+    if z == 0.0:
+        return
+    for b in range(f0, f1, L):
+        vb = v[b : min(b + L, f1)]
+        for j in range(vb.size):
+            lnan[j] += 1.0 if vb[j] != vb[j] else 0.0
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE)
@@ -415,6 +435,8 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
         bm = np.empty(L)
         bn = np.empty(K)
         okc = np.zeros(K, dtype=np.bool_)
+        cs = np.empty(K)
+        cq = np.empty(K)
         colnan = np.zeros(K, dtype=np.bool_)
         ssel = np.empty(L)
         qsel = np.empty(L)
@@ -426,15 +448,18 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
         tn = np.zeros(K)
         t1 = np.zeros(K)
         t2 = np.zeros(K)
-        lmn = np.full(L, np.inf)
-        lmx = np.full(L, -np.inf)
+        lmn = np.empty(L, xf.dtype)
+        lmx = np.empty(L, xf.dtype)
+        lz = np.empty(L, xf.dtype)
+        lmn[:] = np.inf
+        lmx[:] = -np.inf
         lnan = np.zeros(L)
         for b0 in range(r0, r1, rb):
             b1 = min(r1, b0 + rb)
             f0 = b0 * K
             f1 = b1 * K
             if minmax:
-                _lane_minmax(v, f0, f1, L, lmn, lmx, lnan)
+                _lane_minmax(v, f0, f1, L, lmn, lmx, lnan, lz)
             if not want_moments:
                 continue
             # one pass of shifted sums about each column's shift, accumulated
@@ -443,17 +468,26 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
             q[:] = 0.0
             _lane_shifted(v, f0, f1, L, bsh, s, q)
             nb = float(b1 - b0)
-            refused = False
+            # fold the m lane groups into columns.  Few groups (K >= 16):
+            # contiguous loops over the columns, in the order of a sequential
+            # _fold (a strided _fold per column cost ~3.5 us per block at
+            # K = 256, NOTES.md section 13).  Many groups (small K): _fold per
+            # column, which LLVM vectorizes into several partial sums.
+            _fold_cols(s, cs, m, L, K)
+            _fold_cols(q, cq, m, L, K)
+            # branch-free (selects), so the column loop vectorizes; a column
+            # that is not accepted adds 0 (NaN or Inf sums are never added)
+            nbad = 0
             for k in range(K):
-                ss = _fold(s, k, L, K)
-                qq = _fold(q, k, L, K)
-                okc[k] = _shift_ok(nb, ss, qq)
-                if okc[k]:
-                    tn[k] += nb
-                    t1[k] += ss
-                    t2[k] += qq
-                else:
-                    refused = True
+                ss = cs[k]
+                qq = cq[k]
+                ok = (qq < math.inf) & ((qq - ss * ss / nb) * SHIFT_MAX_GAIN >= qq)
+                okc[k] = ok
+                tn[k] += nb if ok else 0.0
+                t1[k] += ss if ok else 0.0
+                t2[k] += qq if ok else 0.0
+                nbad += 0 if ok else 1
+            refused = nbad > 0
             if not refused:
                 continue
             # a refused column: flush its accepted sums, then take its block
@@ -553,8 +587,8 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
                 hi = -np.inf
                 nan = 0.0
                 for j in range(k, L, K):
-                    lo = min(lo, lmn[j])
-                    hi = max(hi, lmx[j])
+                    lo = min(lo, np.float64(lmn[j]))
+                    hi = max(hi, np.float64(lmx[j]))
                     nan += lnan[j]
                 if nan > 0.0 and not skipnan:
                     lo = math.nan
