@@ -38,3 +38,42 @@ def test_few_long_rows_take_the_segmented_path_correctly():
         )
         ref = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)
         np.testing.assert_allclose(nbn.layer_norm(x, 70000, eps=0.0), ref, rtol=1e-9, atol=1e-12)
+
+
+import pytest
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("K", [1, 3, 64, 256])
+def test_lane_minmax_nan_inf_blocks(dtype, K):
+    # min/max lanes in x's dtype; the NaN count runs only for blocks whose
+    # x - x sum shows a NaN or an Inf: an Inf-only block, a NaN in one late
+    # block, an all-NaN column, and -0.0/0.0 all keep numpy's nanmin/nanmax
+    rng = np.random.default_rng(K)
+    R = 3000
+    x = rng.standard_normal((1, R, K)).astype(dtype)
+    x[0, 5, 0] = np.inf
+    x[0, 7, K - 1] = -np.inf
+    x[0, R - 3, K // 2] = np.nan
+    if K > 2:
+        x[0, :, 1] = np.nan
+    for skipnan in (True, False):
+        cnt, _, _, mn, mx, _ = cpu.moments(x, skipnan, True, want_moments=False)
+        with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
+            __import__("warnings").simplefilter("ignore", RuntimeWarning)
+            emn = np.nanmin(x[0].astype(np.float64), axis=0)
+            emx = np.nanmax(x[0].astype(np.float64), axis=0)
+        nans = np.isnan(x[0]).sum(axis=0)
+        if skipnan:
+            np.testing.assert_array_equal(cnt[0], R - nans)
+            # an all-NaN column: count 0 and the empty min/max (inf, -inf);
+            # the caller turns it into NaN
+            empty = nans == R
+            emn[empty], emx[empty] = np.inf, -np.inf
+            np.testing.assert_array_equal(mn[0], emn)
+            np.testing.assert_array_equal(mx[0], emx)
+        else:
+            has = nans > 0
+            assert np.isnan(mn[0][has]).all() and np.isnan(mx[0][has]).all()
+            np.testing.assert_array_equal(mn[0][~has], emn[~has])
+            np.testing.assert_array_equal(mx[0][~has], emx[~has])

@@ -364,7 +364,7 @@ def _lane_shifted(v, f0, f1, L, sh, s1, s2):
             s1[j] += d
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FME, cache=CACHE)
 def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan, lz):
     """Lane-wise min/max (NaN not taken) and NaN counts over the lane-rows
     of [f0, f1).
@@ -376,8 +376,10 @@ def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan, lz):
     ``a if a < lo else lo`` became a masked store of lo (measured 3.3 vs
     2.7 ms for 128 MiB float32, NOTES.md section 13).  The NaN count is a
     second pass over the cache-resident block, taken only when the block
-    holds a NaN or an Inf: ``lz[j] += x - x`` stays 0 otherwise (no
-    'nnan'/'ninf' in the flags, so LLVM may not fold ``x - x`` to 0).
+    holds a NaN or an Inf: ``lz[j] += x - x`` stays 0 otherwise.  No
+    'reassoc' here: with it LLVM cancels ``x - x`` to 0 (caught by
+    tests/test_kernels.py); every loop is elementwise over lanes and
+    vectorizes without it.
     """
     lz[:] = 0
     for b in range(f0, f1, L):
