@@ -61,6 +61,102 @@ def _channel_stats(inp, axes):
     return m.count, m.mean, var, m.m2
 
 
+_EMPTY = np.empty(0)
+
+
+def _fast_chan(p, C: int, writable: bool = False):
+    """p when the small-call paths take it as is: a (C,) C-contiguous
+    float32/64 ndarray (writable when updated in place); the empty array for
+    None; else False (the general path then validates and converts)."""
+    if p is None:
+        return _EMPTY
+    if (
+        type(p) is np.ndarray
+        and p.dtype in _FAST_DTYPES
+        and p.shape == (C,)
+        and p.flags.c_contiguous
+        and (p.flags.writeable or not writable)
+    ):
+        return p
+    return False
+
+
+def _small_bn(x, running_mean, running_var, weight, bias, training, momentum, eps, channel_axis):
+    """The small-call fast path of batch_norm, or None to take the general
+    one (which then validates everything and raises the errors).
+
+    Only a native float32/64 C-contiguous ndarray of at most MIN_TASK_ELEMS
+    elements with channels on axis 1 or last, float momentum/eps in range,
+    and parameters that _fast_chan takes: then the whole call (statistics,
+    running update, output) is one serial kernel, without the thread pool.
+    """
+    if (
+        type(x) is not np.ndarray
+        or type(eps) is not float
+        or type(momentum) is not float
+        or type(training) is not bool
+        or type(channel_axis) is not int
+    ):
+        return None
+    nd = x.ndim
+    if (
+        x.dtype not in _FAST_DTYPES
+        or nd < 2
+        or not x.flags.c_contiguous
+        or not 0 < x.size <= MIN_TASK_ELEMS
+        or not 0.0 <= eps < math.inf
+        or not 0.0 <= momentum <= 1.0
+        or not -nd <= channel_axis < nd
+    ):
+        return None
+    ca = channel_axis % nd
+    if ca != 1 and ca != nd - 1:
+        return None
+    C = x.shape[ca]
+    A = math.prod(x.shape[:ca])
+    S = x.size // (A * C)
+    if training and A * S <= 1:
+        return None
+    if (running_mean is None) != (running_var is None) or (running_mean is None and not training):
+        return None
+    rm = _fast_chan(running_mean, C, training)
+    rv = _fast_chan(running_var, C, training)
+    w = _fast_chan(weight, C)
+    b = _fast_chan(bias, C)
+    if rm is False or rv is False or w is False or b is False:
+        return None
+    if training and running_mean is not None and np.shares_memory(running_mean, running_var):
+        return None  # the general path's update order is the reference
+    y = np.empty_like(x)
+    update = training and running_mean is not None
+    v = (A, C, S)
+    _cpu._bn_small(
+        x.reshape(v), y.reshape(v), rm, rv, w, b, training, update, momentum, eps, np.empty(C), np.empty(C)
+    )
+    return y
+
+
+def _small_bn_view(inp, y, ca):
+    """(A, C, S) when the general path may run batch_norm through the small
+    kernel (so that a small call gives the same bits with or without out=):
+    a host float32/64 x of at most MIN_TASK_ELEMS elements, x and y
+    C-contiguous, channels on axis 1 or last.  Else None."""
+    x = inp.arr
+    nd = x.ndim
+    if (
+        type(x) is not np.ndarray
+        or type(y) is not np.ndarray
+        or x.dtype not in _FAST_DTYPES
+        or x.size > MIN_TASK_ELEMS
+        or not (x.flags.c_contiguous and y.flags.c_contiguous)
+        or (ca != 1 and ca != nd - 1)
+    ):
+        return None
+    A = math.prod(x.shape[:ca])
+    C = x.shape[ca]
+    return A, C, x.size // (A * C)
+
+
 def batch_norm(
     x: Any,
     running_mean: Any = None,
@@ -113,6 +209,10 @@ def batch_norm(
     >>> bool(abs(y.mean()) < 1e-6)
     True
     """
+    if out is None and not return_stats and stream is None and not _host_running:
+        y = _small_bn(x, running_mean, running_var, weight, bias, training, momentum, eps, channel_axis)
+        if y is not None:
+            return y
     inp = V.Input(x)
     if inp.ndim < 2:
         raise ValueError(f"x must have at least 2 dimensions (N, C, ...), got shape {inp.shape}")
@@ -136,6 +236,22 @@ def batch_norm(
             f"Expected more than 1 value per channel when training, got input of shape {inp.shape}"
         )
     y, user_out = V.out_array(out, inp)
+    v = _small_bn_view(inp, y, ca)
+    if v is not None:
+        # the small-call kernel, on host float64 copies of the parameters
+        mean, rstd = np.empty(C), np.empty(C)
+        update = training and rm is not None
+        _cpu._bn_small(
+            inp.arr.reshape(v), y.reshape(v),
+            _EMPTY if rm is None else rm, _EMPTY if rv is None else rv,
+            _EMPTY if w is None else np.ascontiguousarray(w), _EMPTY if b is None else np.ascontiguousarray(b),
+            bool(training), update, mom, eps, mean, rstd,
+        )  # fmt: skip
+        if update:  # rm, rv: float64 host copies, updated by the kernel
+            rm_o[...] = rm
+            rv_o[...] = rv
+        sd = V.stats_dtype(inp.dtype)
+        return _finish(inp, y, user_out, (mean.astype(sd), rstd.astype(sd)) if return_stats else None)
     with inp.backend.context(stream):
         if training:
             cnt, mean, var, m2 = _channel_stats(inp, axes)

@@ -6,13 +6,16 @@ scikit-learn) and stays NaN in the output.
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any
 
 import numpy as np
 
 from . import _validate as V
-from ._reduce import apply_affine, normalize_axis, reduce_moments, reduce_pnorm
+from ._config import MIN_TASK_ELEMS
+from ._reduce import apply_affine, kept_shape, normalize_axis, reduce_moments, reduce_pnorm
+from .backends import cpu as _cpu
 from .functional import rows_fusable
 
 __all__ = ["standardize", "minmax_scale", "lp_normalize", "constant_features"]
@@ -29,6 +32,60 @@ def constant_features(var: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.nd
     with np.errstate(invalid="ignore", over="ignore"):
         bound = n * eps * var + (n * mean * eps) ** 2
         return var <= bound
+
+
+_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _small_view(x: Any, axis: Any):
+    """(A, C, S) when ``x`` is a small native float32/64 C-contiguous ndarray
+    and ``axis`` an int or None whose kept axes are contiguous: x as
+    (reduced prefix, kept, reduced suffix), statistics per kept position.
+    None otherwise: the general path then validates and raises the errors."""
+    if not _small_array(x):
+        return None
+    nd = x.ndim
+    if type(axis) is int:
+        if not -nd <= axis < nd:
+            return None
+        axes = (axis % nd,)
+    elif axis is None:
+        axes = tuple(range(nd))
+    else:
+        return None
+    return _chan_view(x.shape, axes)
+
+
+def _small_array(x: Any) -> bool:
+    return (
+        type(x) is np.ndarray
+        and x.dtype in _FAST_DTYPES
+        and x.flags.c_contiguous
+        and x.ndim > 0
+        and 0 < x.size <= MIN_TASK_ELEMS
+    )
+
+
+def _chan_view(shape, axes):
+    """(A, C, S) of ``shape`` reduced over ``axes`` when the kept axes are
+    contiguous (else None)."""
+    kept = [i for i in range(len(shape)) if i not in axes]
+    if kept and kept[-1] - kept[0] + 1 != len(kept):
+        return None
+    k0, k1 = (kept[0], kept[-1] + 1) if kept else (0, 0)
+    A = math.prod(shape[:k0])
+    C = math.prod(shape[k0:k1])
+    n = math.prod(shape)
+    return A, C, n // (A * C)
+
+
+def _general_small_view(inp, axes, y):
+    """_chan_view for the general path of a small host call, when x and y
+    are C-contiguous (the same kernel as the fast path: the same bits with or
+    without out=)."""
+    if not _small_array(inp.arr) or type(y) is not np.ndarray or not y.flags.c_contiguous:
+        return None
+    return _chan_view(inp.arr.shape, axes)
 
 
 def _prep(x: Any, axis: Any):
@@ -78,11 +135,36 @@ def standardize(
     >>> y.tolist()
     [[-1.0, 0.0], [1.0, 0.0]]
     """
+    if out is None and not return_stats and stream is None and type(ddof) is int and ddof >= 0:
+        v = _small_view(x, axis)
+        if v is not None and type(with_mean) is bool and type(with_std) is bool:
+            y = np.empty_like(x)
+            _cpu._standardize_small(
+                x.reshape(v), y.reshape(v), float(ddof), with_mean, with_std, np.empty(v[1]), np.empty(v[1])
+            )
+            return y
     inp, axes = _prep(x, axis)
     if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
         raise ValueError(f"ddof must be a non-negative int, got {ddof!r}")
     y, user_out = V.out_array(out, inp)
     be = inp.backend
+    v = _general_small_view(inp, axes, y)
+    if v is not None:
+        mean, std = np.empty(v[1]), np.empty(v[1])
+        _cpu._standardize_small(inp.arr.reshape(v), y.reshape(v), float(ddof), bool(with_mean), bool(with_std), mean, std)
+        mean = mean.reshape(kept_shape(inp.shape, axes))
+        std = std.reshape(mean.shape)
+    else:
+        mean, std = _standardize_general(inp, axes, y, ddof, with_mean, with_std, be, stream)
+    res = user_out if user_out is not None else be.wrap(y, like=inp.orig)
+    if not return_stats:
+        return res
+    sh = inp.shape
+    return res, _keep(mean, sh, axes), _keep(std, sh, axes)
+
+
+def _standardize_general(inp, axes, y, ddof, with_mean, with_std, be, stream):
+    """standardize through the backend primitives; returns the mean and std used."""
     with be.context(stream):
         m = reduce_moments(inp.arr, axes, skipnan=True, minmax=False, backend=be)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -95,11 +177,7 @@ def standardize(
         with np.errstate(divide="ignore"):
             scale = 1.0 / std
         apply_affine(inp.arr, axes, mean, scale, np.zeros_like(mean), out=y, backend=be)
-    res = user_out if user_out is not None else be.wrap(y, like=inp.orig)
-    if not return_stats:
-        return res
-    sh = inp.shape
-    return res, _keep(mean, sh, axes), _keep(std, sh, axes)
+    return mean, std
 
 
 def minmax_scale(
@@ -129,9 +207,19 @@ def minmax_scale(
         raise TypeError(f"feature_range must be a pair of numbers, got {feature_range!r}") from None
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"feature_range must be finite with min < max, got {tuple(feature_range)!r}")
+    if out is None and stream is None and type(clip) is bool:
+        v = _small_view(x, axis)
+        if v is not None:
+            y = np.empty_like(x)
+            _cpu._minmax_small(x.reshape(v), y.reshape(v), lo, hi, clip)
+            return y
     inp, axes = _prep(x, axis)
     y, user_out = V.out_array(out, inp)
     be = inp.backend
+    v = _general_small_view(inp, axes, y)
+    if v is not None:
+        _cpu._minmax_small(inp.arr.reshape(v), y.reshape(v), lo, hi, bool(clip))
+        return user_out if user_out is not None else y
     with be.context(stream):
         m = reduce_moments(inp.arr, axes, skipnan=True, minmax=True, moments=False, backend=be)
         rng = m.max - m.min

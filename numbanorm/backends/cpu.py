@@ -835,7 +835,8 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
     # (x - c) * s + t == (x - ch) * s + (t - (c - ch) * s): the part of the
     # center that x's dtype cannot hold moves into the shift, in float64
     with np.errstate(invalid="ignore", over="ignore"):
-        t64 = np.asarray(shift, np.float64).reshape(P, K) - (c64 - ch) * s64
+        # (an exactly representable center moves nothing: 0 * inf is no NaN)
+        t64 = np.asarray(shift, np.float64).reshape(P, K) - np.where(c64 == ch, 0.0, (c64 - ch) * s64)
     nchunk = max(1, min(_nsplit(P, R * K), R))
     clip = lo is not None or hi is not None
     _launch(
@@ -1331,6 +1332,210 @@ def _row_norm_pipe(x2, o2, W, B, eps, mode, mean_out, rstd_out, ntask, stream):
             sh = _pipe_shift(u, mode)
             s1, s2 = _pipe_row(u, x2[r], o2[r], sh, mu, rs, W[r % RW], B[r % RW], stream)
             mu, rs = _pipe_stats(u, mode, eps, sh, s1, s2)
+
+
+# --------------------------------------------------------------------------
+# small per-channel calls: one serial kernel each (NOTES.md section 13)
+# --------------------------------------------------------------------------
+
+# error_model="numpy": 1/0 is inf and 0/0 NaN, as in the host arithmetic of
+# the general path (numba's default raises ZeroDivisionError).
+
+
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
+def _chan_moments_small(x3, skipnan, cnt, mean, m2):
+    """Per-channel (count, mean, M2) of x3 (A, C, S) over A and S: the
+    corrected two-pass in float64 (Chan, Golub & LeVeque 1983, eq. 1.7),
+    NaN left out when ``skipnan``.  A channel with no values gets NaN."""
+    A, C, S = x3.shape
+    cnt[:] = 0.0
+    mean[:] = 0.0
+    m2[:] = 0.0
+    dc = np.zeros(C)
+    if S == 1:
+        # channels last: the inner loops run along the channels (vectorize)
+        x2 = x3.reshape(A, C)
+        for a in range(A):
+            for c in range(C):
+                v = np.float64(x2[a, c])
+                ok = v == v or not skipnan
+                mean[c] += v if ok else 0.0
+                cnt[c] += 1.0 if ok else 0.0
+        for c in range(C):
+            mean[c] = mean[c] / cnt[c] if cnt[c] > 0.0 else math.nan
+        for a in range(A):
+            for c in range(C):
+                v = np.float64(x2[a, c])
+                d = v - mean[c] if (v == v or not skipnan) else 0.0
+                m2[c] += d * d
+                dc[c] += d
+    else:
+        for a in range(A):
+            for c in range(C):
+                s = 0.0
+                k = 0.0
+                for j in range(S):
+                    v = np.float64(x3[a, c, j])
+                    ok = v == v or not skipnan
+                    s += v if ok else 0.0
+                    k += 1.0 if ok else 0.0
+                mean[c] += s
+                cnt[c] += k
+        for c in range(C):
+            mean[c] = mean[c] / cnt[c] if cnt[c] > 0.0 else math.nan
+        for a in range(A):
+            for c in range(C):
+                mu = mean[c]
+                q = 0.0
+                d1 = 0.0
+                for j in range(S):
+                    v = np.float64(x3[a, c, j])
+                    d = v - mu if (v == v or not skipnan) else 0.0
+                    q += d * d
+                    d1 += d
+                m2[c] += q
+                dc[c] += d1
+    for c in range(C):
+        if cnt[c] > 0.0:
+            corr = dc[c] / cnt[c]
+            # q >= dc^2/n exactly (Cauchy-Schwarz); rounding may not cross 0.
+            # A select, not max(): max(NaN, 0) may give 0 (Inf data -> NaN)
+            q = m2[c] - dc[c] * corr
+            m2[c] = 0.0 if q < 0.0 else q
+            mean[c] += corr
+        else:
+            m2[c] = math.nan
+
+
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
+def _chan_apply_small(x3, y3, center, scale, shift, clip, lo, hi):
+    """y3 = clip((x3 - center) * scale + shift) per channel of x3 (A, C, S),
+    formed in float64 and rounded once (parameters (C,) float64)."""
+    A, C, S = x3.shape
+    if S == 1:
+        x2 = x3.reshape(A, C)
+        y2 = y3.reshape(A, C)
+        for a in range(A):
+            for c in range(C):
+                y = (np.float64(x2[a, c]) - center[c]) * scale[c] + shift[c]
+                if clip:
+                    y = lo if y < lo else y
+                    y = hi if y > hi else y
+                y2[a, c] = y
+        return
+    for a in range(A):
+        for c in range(C):
+            m = center[c]
+            f = scale[c]
+            t = shift[c]
+            for j in range(S):
+                y = (np.float64(x3[a, c, j]) - m) * f + t
+                if clip:
+                    y = lo if y < lo else y
+                    y = hi if y > hi else y
+                y3[a, c, j] = y
+
+
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
+def _bn_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
+    """Batch norm of a small x3 (A, C, S) with channels on axis 1, one serial
+    kernel: batch statistics (training) or the running ones, the running
+    update in place (``update``: rm/rv given), and the output.  w, b: (C,) or
+    empty (identity).  Same formulas as functional.batch_norm; the mean and
+    rstd used are written to ``mean``, ``rstd`` (C,)."""
+    A, C, S = x3.shape
+    n = float(A * S)
+    scale = np.empty(C)
+    shift = np.empty(C)
+    if training:
+        cnt = np.empty(C)
+        m2 = np.empty(C)
+        _chan_moments_small(x3, False, cnt, mean, m2)
+        for c in range(C):
+            scale[c] = 1.0 / math.sqrt(m2[c] / n + eps)
+            if update:
+                rm[c] = (1.0 - momentum) * np.float64(rm[c]) + momentum * mean[c]
+                rv[c] = (1.0 - momentum) * np.float64(rv[c]) + momentum * (m2[c] / (n - 1.0))
+    else:
+        for c in range(C):
+            mean[c] = np.float64(rm[c])
+            scale[c] = 1.0 / math.sqrt(np.float64(rv[c]) + eps)
+    for c in range(C):
+        rstd[c] = scale[c]
+        if w.size:
+            scale[c] *= np.float64(w[c])
+        shift[c] = np.float64(b[c]) if b.size else 0.0
+    _chan_apply_small(x3, y3, mean, scale, shift, False, 0.0, 0.0)
+
+
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
+def _standardize_small(x3, y3, ddof, with_mean, with_std, center, sd):
+    """preprocessing.standardize of a small x3 (A, C, S) over A and S, one
+    serial kernel (NaN left out of the statistics; constant features, by
+    scikit-learn's bound as in preprocessing.constant_features, get std 1).
+    The mean and std used are written to ``center``, ``sd`` (C,)."""
+    C = x3.shape[1]
+    cnt = np.empty(C)
+    mean = np.empty(C)
+    m2 = np.empty(C)
+    _chan_moments_small(x3, True, cnt, mean, m2)
+    center[:] = 0.0
+    sd[:] = 1.0
+    scale = np.ones(C)
+    eps = np.finfo(np.float64).eps
+    for c in range(C):
+        n = cnt[c]
+        d = n - ddof
+        var = m2[c] / d if d > 0.0 else math.nan
+        std = math.sqrt(var)
+        if var <= n * eps * var + (n * mean[c] * eps) ** 2:
+            std = 1.0
+        if with_mean:
+            center[c] = mean[c]
+        if with_std:
+            sd[c] = std
+            scale[c] = 1.0 / std
+    _chan_apply_small(x3, y3, center, scale, np.zeros(C), False, 0.0, 0.0)
+
+
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
+def _minmax_small(x3, y3, lo, hi, clip):
+    """preprocessing.minmax_scale of a small x3 (A, C, S) over A and S, one
+    serial kernel (NaN left out of min/max; a zero range counts as 1)."""
+    A, C, S = x3.shape
+    mn = np.full(C, np.inf)
+    mx = np.full(C, -np.inf)
+    cnt = np.zeros(C)
+    if S == 1:
+        x2 = x3.reshape(A, C)
+        for a in range(A):
+            for c in range(C):
+                v = np.float64(x2[a, c])
+                mn[c] = np.fmin(v, mn[c])
+                mx[c] = np.fmax(v, mx[c])
+                cnt[c] += 1.0 if v == v else 0.0
+    else:
+        for a in range(A):
+            for c in range(C):
+                lo_c = mn[c]
+                hi_c = mx[c]
+                k = 0.0
+                for j in range(S):
+                    v = np.float64(x3[a, c, j])
+                    lo_c = v if v < lo_c else lo_c
+                    hi_c = v if v > hi_c else hi_c
+                    k += 1.0 if v == v else 0.0
+                mn[c] = lo_c
+                mx[c] = hi_c
+                cnt[c] += k
+    scale = np.empty(C)
+    for c in range(C):
+        if cnt[c] == 0.0:
+            mn[c] = math.nan
+            mx[c] = math.nan
+        r = mx[c] - mn[c]
+        scale[c] = (hi - lo) / (1.0 if r == 0.0 else r)
+    _chan_apply_small(x3, y3, mn, scale, np.full(C, lo), clip, lo, hi)
 
 
 _NO_STATS = np.empty(0)
