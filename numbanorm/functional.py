@@ -300,6 +300,24 @@ def instance_norm(
     >>> mean.shape
     (2, 3)
     """
+    if (
+        out is None
+        and not return_stats
+        and stream is None
+        and running_mean is None
+        and running_var is None
+        and use_input_stats is True
+        and type(channel_axis) is int
+        and channel_axis == 1
+        and type(momentum) is float
+        and 0.0 <= momentum <= 1.0
+        and type(x) is np.ndarray
+        and x.ndim >= 3
+        and x.size > 2 * x.shape[0] * x.shape[1]  # spatial > 1 (else the general error)
+    ):
+        y = _small_groups(x, x.shape[1], weight, bias, eps)
+        if y is not None:
+            return y
     inp = V.Input(x)
     if inp.ndim < 3:
         raise ValueError(f"x must have at least 3 dimensions (N, C, *spatial), got shape {inp.shape}")
@@ -386,6 +404,50 @@ def _const(D: int, value: float, dtype: Any) -> np.ndarray:
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _FINFO_EPS = {dt: float(np.finfo(dt).eps) for dt in _FAST_DTYPES}
+
+
+@functools.lru_cache(maxsize=64)
+def _const2(G: int, S: int, value: float, dtype: Any) -> np.ndarray:
+    """Read-only (G, S) array of ones/zeros: identity group weights/biases."""
+    a = np.full((G, S), value, dtype=dtype)
+    a.flags.writeable = False
+    return a
+
+
+def _small_groups(x: np.ndarray, G: int, weight, bias, eps):
+    """The small-call fast path of instance_norm (G = C) and group_norm: the
+    (N*G, C/G*spatial) rows of a channels-first x through the serial row
+    kernel that the general path also takes for small inputs (the same bits
+    with or without out=).  None when anything needs converting: the general
+    path then validates and raises the errors."""
+    dt = x.dtype
+    if (
+        dt not in _FAST_DTYPES
+        or not x.flags.c_contiguous
+        or not 0 < x.size <= MIN_TASK_ELEMS
+        or type(eps) is not float
+        or not 0.0 <= eps < math.inf
+    ):
+        return None
+    N, C = x.shape[0], x.shape[1]
+    S = C // G
+    if weight is None:
+        W = _const2(G, S, 1.0, dt)
+    elif type(weight) is np.ndarray and weight.dtype == dt and weight.shape == (C,) and weight.flags.c_contiguous:
+        W = weight.reshape(G, S)
+    else:
+        return None
+    if bias is None:
+        B = _const2(G, S, 0.0, dt)
+    elif type(bias) is np.ndarray and bias.dtype == dt and bias.shape == (C,) and bias.flags.c_contiguous:
+        B = bias.reshape(G, S)
+    else:
+        return None
+    R = N * G
+    D = x.size // R
+    y = np.empty_like(x)
+    _cpu.row_norm_small(x.reshape(R, D), y.reshape(R, D), W, B, eps, False)
+    return y
 
 
 def _fast_param(p, D: int, dt, default: float):
@@ -561,6 +623,21 @@ def group_norm(
     >>> mean.shape
     (2, 3)
     """
+    if (
+        out is None
+        and not return_stats
+        and stream is None
+        and type(channel_axis) is int
+        and channel_axis == 1
+        and type(num_groups) is int
+        and type(x) is np.ndarray
+        and x.ndim >= 2
+        and num_groups > 0
+        and x.shape[1] % num_groups == 0
+    ):
+        y = _small_groups(x, num_groups, weight, bias, eps)
+        if y is not None:
+            return y
     inp = V.Input(x)
     if inp.ndim < 2:
         raise ValueError(f"x must have at least 2 dimensions (N, C, ...), got shape {inp.shape}")

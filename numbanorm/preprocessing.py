@@ -35,6 +35,8 @@ def constant_features(var: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.nd
 
 
 _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# lp_normalize's unit weight and zero bias in each dtype (row_norm's (RW, S))
+_UNIT = {dt: (np.ones((1, 1), dt), np.zeros((1, 1), dt)) for dt in _FAST_DTYPES}
 
 
 def _small_view(x: Any, axis: Any):
@@ -260,6 +262,24 @@ def lp_normalize(
     >>> nbn.lp_normalize(np.array([[3.0, 4.0]])).tolist()
     [[0.6, 0.8]]
     """
+    if (
+        out is None
+        and stream is None
+        and type(p) in (float, int)
+        and p > 0
+        and type(eps) is float
+        and 0.0 <= eps < math.inf
+        and type(axis) is int
+        and _small_array(x)
+        and axis in (-1, x.ndim - 1)
+    ):
+        # small rows: the general path's row kernel call, without its
+        # validation and dispatch (the same bits)
+        D = x.shape[-1]
+        y = np.empty_like(x)
+        one, zero = _UNIT[x.dtype]
+        _cpu.row_norm(x.reshape(-1, D), y.reshape(-1, D), one, zero, eps, False, p=float(p))
+        return y
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
         raise TypeError(f"p must be a positive number or inf, got {p!r}")
     p = float(p)

@@ -237,3 +237,61 @@ def test_small_calls_give_the_same_bits_with_and_without_out(rng, dtype):
     z = x.copy()
     nbn.minmax_scale(z, out=z)
     assert np.array_equal(z, nbn.minmax_scale(x))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(2, 4, 5), (3, 6, 4, 4), (1, 8, 3, 2, 2)])
+@pytest.mark.parametrize("affine", [False, True])
+def test_instance_and_group_fast_paths(rng, dtype, shape, affine):
+    x = (rng.standard_normal(shape) * 2 + 1e3).astype(dtype)
+    C = shape[1]
+    w = rng.uniform(0.5, 1.5, C).astype(dtype) if affine else None
+    b = rng.uniform(-1, 1, C).astype(dtype) if affine else None
+    assert F._small_groups(x, C, w, b, 1e-5) is not None
+    y = nbn.instance_norm(x, weight=w, bias=b)
+    assert np.array_equal(y, nbn.instance_norm(x, weight=w, bias=b, out=np.empty_like(x)))
+    np.testing.assert_allclose(y, np.asarray(ref.instance_norm(x, weight=w, bias=b), np.float64), **_tol(dtype))
+    for G in (1, 2, C):
+        y = nbn.group_norm(x, G, w, b)
+        assert np.array_equal(y, nbn.group_norm(x, G, w, b, out=np.empty_like(x)))
+        np.testing.assert_allclose(y, np.asarray(ref.group_norm(x, G, w, b), np.float64), **_tol(dtype))
+
+
+def test_instance_and_group_fast_path_errors(rng):
+    x = rng.standard_normal((2, 4, 5)).astype(np.float32)
+    with pytest.raises(TypeError, match="channel_axis"):
+        nbn.instance_norm(x, channel_axis=True)
+    with pytest.raises(TypeError, match="channel_axis"):
+        nbn.group_norm(x, 2, channel_axis=True)
+    with pytest.raises(ValueError, match="momentum"):
+        nbn.instance_norm(x, momentum=2.0)
+    with pytest.raises(ValueError, match="eps"):
+        nbn.instance_norm(x, eps=-1.0)
+    with pytest.raises(ValueError, match="num_groups"):
+        nbn.group_norm(x, 3)
+    with pytest.raises(ValueError, match="weight"):
+        nbn.group_norm(x, 2, np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="spatial"):
+        nbn.instance_norm(x[:, :, :1])
+    assert F._small_groups(x.astype(np.float16), 4, None, None, 1e-5) is None
+    assert F._small_groups(x, 4, np.ones(4), None, 1e-5) is None  # float64 weight: converted by the general path
+    np.testing.assert_allclose(nbn.group_norm(x, 2, np.ones(4)), nbn.group_norm(x, 2), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [2, 1.0, 3.5, np.inf])
+def test_lp_fast_path(rng, dtype, p):
+    x = (rng.standard_normal((7, 33)) * 3).astype(dtype)
+    x[2, 4] = np.nan
+    x[3] = 0.0
+    y = nbn.lp_normalize(x, p)
+    assert np.array_equal(y, nbn.lp_normalize(x, p, out=np.empty_like(x)), equal_nan=True)
+    with np.errstate(invalid="ignore"):
+        e = np.asarray(ref.lp_normalize(x, p), np.float64)
+    _same_nan(y, e, **_tol(dtype))
+    with pytest.raises(ValueError, match="p must"):
+        nbn.lp_normalize(x, -1)
+    with pytest.raises(TypeError, match="p must"):
+        nbn.lp_normalize(x, True)
+    with pytest.raises(ValueError, match="eps"):
+        nbn.lp_normalize(x, p, eps=-1.0)

@@ -1543,8 +1543,9 @@ _NO_STATS = np.empty(0)
 
 def row_norm_small(x2, out2, weight, bias, eps, rms):
     """row_norm for float32/64 x2 (R, D) with R * D <= MIN_TASK_ELEMS and
-    weight/bias (1, D) of x's dtype, statistics not returned: the small-call
-    fast path of layer_norm/rms_norm (the caller has checked all of this)."""
+    weight/bias (RW, S) of x's dtype (as row_norm), statistics not returned:
+    the small-call fast path of layer/RMS/instance/group norm (the caller has
+    checked all of this)."""
     _row_norm_small(x2, out2, weight, bias, eps, rms, False, _NO_STATS, _NO_STATS)
 
 
