@@ -406,14 +406,6 @@ _FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _FINFO_EPS = {dt: float(np.finfo(dt).eps) for dt in _FAST_DTYPES}
 
 
-@functools.lru_cache(maxsize=64)
-def _const2(G: int, S: int, value: float, dtype: Any) -> np.ndarray:
-    """Read-only (G, S) array of ones/zeros: identity group weights/biases."""
-    a = np.full((G, S), value, dtype=dtype)
-    a.flags.writeable = False
-    return a
-
-
 def _small_groups(x: np.ndarray, G: int, weight, bias, eps):
     """The small-call fast path of instance_norm (G = C) and group_norm: the
     (N*G, C/G*spatial) rows of a channels-first x through the serial row
@@ -430,19 +422,12 @@ def _small_groups(x: np.ndarray, G: int, weight, bias, eps):
     ):
         return None
     N, C = x.shape[0], x.shape[1]
-    S = C // G
-    if weight is None:
-        W = _const2(G, S, 1.0, dt)
-    elif type(weight) is np.ndarray and weight.dtype == dt and weight.shape == (C,) and weight.flags.c_contiguous:
-        W = weight.reshape(G, S)
-    else:
+    W = _fast_param(weight, C, dt, 1.0)
+    B = _fast_param(bias, C, dt, 0.0)
+    if W is None or B is None:
         return None
-    if bias is None:
-        B = _const2(G, S, 0.0, dt)
-    elif type(bias) is np.ndarray and bias.dtype == dt and bias.shape == (C,) and bias.flags.c_contiguous:
-        B = bias.reshape(G, S)
-    else:
-        return None
+    W = W.reshape(G, C // G)  # group g's weights, one per channel = row segment
+    B = B.reshape(G, C // G)
     R = N * G
     D = x.size // R
     y = np.empty_like(x)
