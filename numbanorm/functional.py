@@ -241,11 +241,12 @@ def batch_norm(
         # the small-call kernel, on host float64 copies of the parameters
         mean, rstd = np.empty(C), np.empty(C)
         update = training and rm is not None
+        wk = _EMPTY if w is None else np.ascontiguousarray(w)
+        bk = _EMPTY if b is None else np.ascontiguousarray(b)
         _cpu._bn_small(
             inp.arr.reshape(v), y.reshape(v),
             _EMPTY if rm is None else rm, _EMPTY if rv is None else rv,
-            _EMPTY if w is None else np.ascontiguousarray(w), _EMPTY if b is None else np.ascontiguousarray(b),
-            bool(training), update, mom, eps, mean, rstd,
+            wk, bk, bool(training), update, mom, eps, mean, rstd,
         )  # fmt: skip
         if update:  # rm, rv: float64 host copies, updated by the kernel
             rm_o[...] = rm

@@ -153,7 +153,9 @@ def standardize(
     v = _general_small_view(inp, axes, y)
     if v is not None:
         mean, std = np.empty(v[1]), np.empty(v[1])
-        _cpu._standardize_small(inp.arr.reshape(v), y.reshape(v), float(ddof), bool(with_mean), bool(with_std), mean, std)
+        _cpu._standardize_small(
+            inp.arr.reshape(v), y.reshape(v), float(ddof), bool(with_mean), bool(with_std), mean, std
+        )
         mean = mean.reshape(kept_shape(inp.shape, axes))
         std = std.reshape(mean.shape)
     else:

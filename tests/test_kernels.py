@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from numbanorm.backends import cpu
 
@@ -38,9 +39,6 @@ def test_few_long_rows_take_the_segmented_path_correctly():
         )
         ref = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)
         np.testing.assert_allclose(nbn.layer_norm(x, 70000, eps=0.0), ref, rtol=1e-9, atol=1e-12)
-
-
-import pytest
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

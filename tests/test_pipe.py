@@ -16,12 +16,11 @@ import mmap
 
 import numpy as np
 import pytest
+import reference as ref
 
 import numbanorm as nbn
 from numbanorm._config import LINE_BYTES
 from numbanorm.backends import cpu
-
-import reference as ref
 
 GUARD = 2 * LINE_BYTES
 
@@ -71,19 +70,39 @@ def _tol(dtype):
 
 def _ops(rng, dtype, shape):
     """(name, call(x, out), reference(x), kernel) for the row ops on ``shape``."""
-    n, c = shape[0], shape[1]
+    c = shape[1]
     d = shape[-1]
     wl = rng.uniform(0.5, 1.5, d).astype(dtype)
     bl = rng.uniform(-0.5, 0.5, d).astype(dtype)
     wc = rng.uniform(0.5, 1.5, c).astype(dtype)
     bc = rng.uniform(-0.5, 0.5, c).astype(dtype)
     return [
-        ("layer", lambda x, o: nbn.layer_norm(x, (d,), wl, bl, out=o), lambda x: ref.layer_norm(x, (d,), wl, bl), "rows"),
-        ("layer_noaffine", lambda x, o: nbn.layer_norm(x, (d,), out=o), lambda x: ref.layer_norm(x, (d,)), None),
+        (
+            "layer",
+            lambda x, o: nbn.layer_norm(x, (d,), wl, bl, out=o),
+            lambda x: ref.layer_norm(x, (d,), wl, bl),
+            "rows",
+        ),
+        (
+            "layer_noaffine",
+            lambda x, o: nbn.layer_norm(x, (d,), out=o),
+            lambda x: ref.layer_norm(x, (d,)),
+            None,
+        ),
         ("rms", lambda x, o: nbn.rms_norm(x, (d,), wl, out=o), lambda x: ref.rms_norm(x, (d,), wl), "rows"),
         ("lp2", lambda x, o: nbn.lp_normalize(x, out=o), lambda x: ref.lp_normalize(x), "pipe"),
-        ("instance", lambda x, o: nbn.instance_norm(x, weight=wc, bias=bc, out=o), lambda x: ref.instance_norm(x, weight=wc, bias=bc), "pipe"),
-        ("group", lambda x, o: nbn.group_norm(x, 2, wc, bc, out=o), lambda x: ref.group_norm(x, 2, wc, bc), "pipe"),
+        (
+            "instance",
+            lambda x, o: nbn.instance_norm(x, weight=wc, bias=bc, out=o),
+            lambda x: ref.instance_norm(x, weight=wc, bias=bc),
+            "pipe",
+        ),
+        (
+            "group",
+            lambda x, o: nbn.group_norm(x, 2, wc, bc, out=o),
+            lambda x: ref.group_norm(x, 2, wc, bc),
+            "pipe",
+        ),
     ]
 
 

@@ -52,16 +52,40 @@ def test_batch_norm_fast_path_matches_general(rng, dtype, shape, ca, training, a
         rm1 = rng.standard_normal(C).astype(rdtype)
         rv1 = rng.uniform(0.5, 2, C).astype(rdtype)
         rm2, rv2 = rm1.copy(), rv1.copy()
-    assert F._small_bn(x.copy(), None if rm1 is None else rm1.copy(), None if rv1 is None else rv1.copy(),
-                       w, b, training, 0.1, 1e-5, ca) is not None
+    assert (
+        F._small_bn(
+            x.copy(),
+            None if rm1 is None else rm1.copy(),
+            None if rv1 is None else rv1.copy(),
+            w,
+            b,
+            training,
+            0.1,
+            1e-5,
+            ca,
+        )
+        is not None
+    )
     x0 = x.copy()
     y = nbn.batch_norm(x, rm1, rv1, w, b, training, 0.1, 1e-5, channel_axis=ca)
     g = nbn.batch_norm(x, rm2, rv2, w, b, training, 0.1, 1e-5, channel_axis=ca, out=np.empty_like(x))
     assert np.array_equal(x, x0)
     assert y.dtype == dtype and y.shape == shape
     np.testing.assert_allclose(y, g, **_tol(dtype))
-    e = ref.batch_norm(x, None if rm1 is None else rm2.copy(), None if rv1 is None else rv2.copy(),
-                       w, b, training=False, eps=1e-5, channel_axis=ca) if not training else None
+    e = (
+        ref.batch_norm(
+            x,
+            None if rm1 is None else rm2.copy(),
+            None if rv1 is None else rv2.copy(),
+            w,
+            b,
+            training=False,
+            eps=1e-5,
+            channel_axis=ca,
+        )
+        if not training
+        else None
+    )
     if e is not None:
         np.testing.assert_allclose(y, np.asarray(e, np.float64), **_tol(dtype))
     if rm1 is not None:
@@ -108,7 +132,11 @@ def test_batch_norm_fast_path_nan_inf_and_zero_variance(rng):
         dict(x=lambda r: r.standard_normal((4, 3, 5, 2)), channel_axis=2),
         dict(x=lambda r: r.standard_normal((MIN_TASK_ELEMS + 1, 1))),
         dict(x=lambda r: r.standard_normal((4, 3, 5)), weight=[1.0, 2.0, 3.0]),
-        dict(x=lambda r: r.standard_normal((4, 3, 5)), running_mean=np.zeros(3), running_var=np.ones(3, np.float16)),
+        dict(
+            x=lambda r: r.standard_normal((4, 3, 5)),
+            running_mean=np.zeros(3),
+            running_var=np.ones(3, np.float16),
+        ),
         dict(x=lambda r: r.standard_normal((4, 3, 5)), momentum=1),
         dict(x=lambda r: r.standard_normal((1, 3)), training=True),
     ],
@@ -117,8 +145,17 @@ def test_batch_norm_inputs_that_need_converting_take_the_general_path(rng, case)
     kw = dict(case)
     x = kw.pop("x")(rng)
     kw.setdefault("training", True)
-    args = (x, kw.pop("running_mean", None), kw.pop("running_var", None), kw.pop("weight", None), None,
-            kw.pop("training"), kw.pop("momentum", 0.1), 1e-5, kw.pop("channel_axis", 1))
+    args = (
+        x,
+        kw.pop("running_mean", None),
+        kw.pop("running_var", None),
+        kw.pop("weight", None),
+        None,
+        kw.pop("training"),
+        kw.pop("momentum", 0.1),
+        1e-5,
+        kw.pop("channel_axis", 1),
+    )
     assert F._small_bn(*args) is None
 
 
@@ -131,7 +168,11 @@ def test_batch_norm_inputs_that_need_converting_take_the_general_path(rng, case)
         (dict(momentum=2.0), ValueError, "momentum"),
         (dict(channel_axis=5), ValueError, "channel_axis"),
         (dict(weight=np.ones(4)), ValueError, "weight"),
-        (dict(running_mean=np.zeros(3), running_var=np.ones(3, np.float32)[::-1].copy()[None]), ValueError, "running_var"),
+        (
+            dict(running_mean=np.zeros(3), running_var=np.ones(3, np.float32)[::-1].copy()[None]),
+            ValueError,
+            "running_var",
+        ),
         (dict(running_mean=np.zeros(3, np.int64), running_var=np.ones(3)), TypeError, "running_mean"),
     ],
 )
@@ -151,7 +192,15 @@ def test_batch_norm_read_only_running_stats_refused():
         nbn.batch_norm(x, rm, rv, training=True)
 
 
-STD_CASES = [((32, 64), 0), ((32, 64), -1), ((32, 64), 1), ((4, 5, 6), 0), ((4, 5, 6), 2), ((4, 5, 6), None), ((7,), 0)]
+STD_CASES = [
+    ((32, 64), 0),
+    ((32, 64), -1),
+    ((32, 64), 1),
+    ((4, 5, 6), 0),
+    ((4, 5, 6), 2),
+    ((4, 5, 6), None),
+    ((7,), 0),
+]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -250,7 +299,9 @@ def test_instance_and_group_fast_paths(rng, dtype, shape, affine):
     assert F._small_groups(x, C, w, b, 1e-5) is not None
     y = nbn.instance_norm(x, weight=w, bias=b)
     assert np.array_equal(y, nbn.instance_norm(x, weight=w, bias=b, out=np.empty_like(x)))
-    np.testing.assert_allclose(y, np.asarray(ref.instance_norm(x, weight=w, bias=b), np.float64), **_tol(dtype))
+    np.testing.assert_allclose(
+        y, np.asarray(ref.instance_norm(x, weight=w, bias=b), np.float64), **_tol(dtype)
+    )
     for G in (1, 2, C):
         y = nbn.group_norm(x, G, w, b)
         assert np.array_equal(y, nbn.group_norm(x, G, w, b, out=np.empty_like(x)))
@@ -274,7 +325,9 @@ def test_instance_and_group_fast_path_errors(rng):
     with pytest.raises(ValueError, match="spatial"):
         nbn.instance_norm(x[:, :, :1])
     assert F._small_groups(x.astype(np.float16), 4, None, None, 1e-5) is None
-    assert F._small_groups(x, 4, np.ones(4), None, 1e-5) is None  # float64 weight: converted by the general path
+    assert (
+        F._small_groups(x, 4, np.ones(4), None, 1e-5) is None
+    )  # float64 weight: converted by the general path
     np.testing.assert_allclose(nbn.group_norm(x, 2, np.ones(4)), nbn.group_norm(x, 2), rtol=1e-6)
 
 
