@@ -495,8 +495,13 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_sta
     xc = be.ascontiguous(inp.arr)
     direct = _is_c_contiguous(y)
     target = y if direct else be.empty(inp.shape, inp.dtype, like=xc)
-    wf = _const(D, 1.0, pdt) if w is None else np.ascontiguousarray(w).reshape(1, D)
-    bf = _const(D, 0.0, pdt) if b is None else np.ascontiguousarray(b).reshape(1, D)
+    if w is None and b is None and getattr(be, "ROW_NORM_GROUPED", False):
+        # no affine: one weight for the whole row, so large rows take the
+        # pipelined kernel (the arithmetic, * 1 + 0, is the same either way)
+        wf, bf = _const(1, 1.0, pdt), _const(1, 0.0, pdt)
+    else:
+        wf = _const(D, 1.0, pdt) if w is None else np.ascontiguousarray(w).reshape(1, D)
+        bf = _const(D, 0.0, pdt) if b is None else np.ascontiguousarray(b).reshape(1, D)
     with be.context(stream):
         mean, rstd = be.row_norm(xc.reshape(R, D), target.reshape(R, D), wf, bf, eps, rms)
     if not direct:

@@ -222,3 +222,19 @@ def test_pipe_far_from_zero_float32(streaming):
     # a single float32 rounding of the output (|y| < 6): ~4e-7; a folded
     # mean (rounded to float32 at 1e4) would be off by up to ~5e-4
     assert np.abs(out - expect).max() < 2e-6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_layer_and_rms_without_weights_take_the_pipeline(streaming, spy, dtype):
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((40, 300)) * 2 + 1e3).astype(dtype)
+    for call, refcall in [
+        (lambda o: nbn.layer_norm(x, 300, out=o), lambda: ref.layer_norm(x, (300,))),
+        (lambda o: nbn.rms_norm(x, 300, out=o), lambda: ref.rms_norm(x, (300,))),
+    ]:
+        spy["pipe"] = 0
+        out = np.zeros_like(x)
+        call(out)
+        assert spy["pipe"] == 1
+        np.testing.assert_allclose(out, np.asarray(refcall(), np.float64), **_tol(dtype))
+        np.testing.assert_allclose(out, call(None), **_tol(dtype))
