@@ -75,3 +75,29 @@ def test_lane_minmax_nan_inf_blocks(dtype, K):
             assert np.isnan(mn[0][has]).all() and np.isnan(mx[0][has]).all()
             np.testing.assert_array_equal(mn[0][~has], emn[~has])
             np.testing.assert_array_equal(mx[0][~has], emx[~has])
+
+
+@pytest.mark.parametrize("shape", [(4, 8), (64, 2048)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_eps_zero_on_constant_rows_gives_nan_not_an_exception(shape, dtype):
+    # 0 * (1 / sqrt(0)) = NaN, as in NumPy and PyTorch: the kernels compile
+    # with error_model="numpy" (numba's default raised ZeroDivisionError in
+    # the small-call kernels)
+    import numbanorm as nbn
+
+    x = np.full(shape, 3.0, dtype)  # constant rows: zero variance
+    z = np.zeros(shape, dtype)  # zero rows: zero RMS and 2-norm
+    D = shape[-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        for y in (
+            nbn.layer_norm(x, D, eps=0.0),
+            nbn.rms_norm(z, D, eps=0.0),
+            nbn.lp_normalize(z, eps=0.0),
+            nbn.instance_norm(x.reshape(2, -1, 8), eps=0.0),
+            nbn.group_norm(x.reshape(2, -1, 8), 1, eps=0.0),
+            nbn.batch_norm(x, training=True, eps=0.0),
+        ):
+            assert np.isnan(y).all()
+    # constant non-zero rows: RMS norm and the 2-norm have no centering
+    np.testing.assert_allclose(nbn.rms_norm(x, D, eps=0.0), 1.0, rtol=1e-6)
+    np.testing.assert_allclose(nbn.lp_normalize(x, eps=0.0), 1.0 / np.sqrt(D), rtol=1e-6)

@@ -49,6 +49,10 @@ from .._stats import chan_merge_dd, merge_mid, shifted_moments
 _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)
 
+# Every kernel compiles with error_model="numpy": 1/0 is inf and 0/0 NaN, as
+# in NumPy and PyTorch (eps=0 on a constant row gives NaN, not an exception);
+# numba's default raises ZeroDivisionError from inside the kernel.
+
 
 # --------------------------------------------------------------------------
 # streaming (non-temporal) stores
@@ -88,7 +92,7 @@ def _stream_store(typingctx, arr, idx, val):
     return types.void(arr, idx, val), codegen
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _stream_span(addr, off, n, isz, stream):
     """(p, m): of n elements of isz bytes at address addr + off, ``[p, m)``
     is the span of whole LINE_BYTES-aligned lines to stream; ``[0, p)`` and
@@ -150,7 +154,7 @@ def _resident(a) -> bool:
 # 48 GB/s for a float32 sum, benchmarks/NOTES.md).
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _shift_ok(n, s1, s2):
     """May n values with shifted sums s1, s2 take ``_stats.shifted_moments``?
 
@@ -164,14 +168,14 @@ def _shift_ok(n, s1, s2):
     return s2 < math.inf and (s2 - s1 * s1 / n) * SHIFT_MAX_GAIN >= s2
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _absorb_shifted(n, mean, res, m2, tn, sh, t1, t2):
     """(count, mean, residual, M2) merged with tn values' accepted shifted sums."""
     cm, cr, q = shifted_moments(tn, sh, t1, t2)
     return chan_merge_dd(n, mean, res, m2, tn, cm, cr, q)
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _fold(a, k, L, K):
     """Sum of the lanes of column k: a[k], a[k + K], ... (lane layout, L = m*K)."""
     t = 0.0
@@ -180,7 +184,7 @@ def _fold(a, k, L, K):
     return t
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _fold_into(a, out, m, K):
     """out[k] = a[k] + a[k + K] + ... + a[k + (m-1)K], added in that order
     (as _fold), for all K columns at once."""
@@ -192,7 +196,7 @@ def _fold_into(a, out, m, K):
             out[k] += ai[k]
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _fold_cols(a, out, m, L, K):
     """out[k] = _fold(a, k, L, K) for every column k."""
     if m <= 16:
@@ -202,14 +206,14 @@ def _fold_cols(a, out, m, L, K):
             out[k] = _fold(a, k, L, K)
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _spread(a, k, L, K, val):
     """Set the lanes of column k to val."""
     for j in range(k, L, K):
         a[j] = val
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _seg_moments(v, lo, hi):
     """(count, mean, mean residual, M2) of v[lo:hi].
 
@@ -270,7 +274,7 @@ def _seg_moments(v, lo, hi):
     return n, mean, res, m2
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _seg_sumsq(w):
     """Sum of squares of w in float64 (RMS norm; no cancellation)."""
     s = 0.0
@@ -285,7 +289,7 @@ def _seg_sumsq(w):
 # --------------------------------------------------------------------------
 
 
-@njit(parallel=True, fastmath=_FM, cache=CACHE)
+@njit(parallel=True, fastmath=_FM, cache=CACHE, error_model="numpy")
 def _row_moments(x2, nseg, cnt, mean, res, m2):
     """Per-(row, segment) moments of x2 (R, D); outputs are (R, nseg, 1).
 
@@ -302,7 +306,7 @@ def _row_moments(x2, nseg, cnt, mean, res, m2):
         cnt[r, s, 0], mean[r, s, 0], res[r, s, 0], m2[r, s, 0] = _seg_moments(x2[r], lo, hi)
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _rows4(v, base, L):
     """The four consecutive lane-rows of v starting at base (views)."""
     return (
@@ -313,7 +317,7 @@ def _rows4(v, base, L):
     )
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _lane_sums(v, f0, f1, L, s):
     """s[j] += sum of v[f0 + i*L + j] over the lane-rows of [f0, f1).
 
@@ -332,7 +336,7 @@ def _lane_sums(v, f0, f1, L, s):
             s[j] += np.float64(vb[j])
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _lane_devs(v, f0, f1, L, bm, q, dc):
     """q[j] += sum (x - bm[j])^2 and dc[j] += sum (x - bm[j]) over lane-rows."""
     base = f0
@@ -350,7 +354,7 @@ def _lane_devs(v, f0, f1, L, bm, q, dc):
     _lane_shifted(v, base, f1, L, bm, dc, q)
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _lane_shifted(v, f0, f1, L, sh, s1, s2):
     """s1[j] += sum (x - sh[j]) and s2[j] += sum (x - sh[j])^2 over lane-rows:
     the one-pass shifted sums (_stats.shifted_moments).  One lane-row per
@@ -364,7 +368,7 @@ def _lane_shifted(v, f0, f1, L, sh, s1, s2):
             s1[j] += d
 
 
-@njit(fastmath=_FME, cache=CACHE)
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
 def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan, lz):
     """Lane-wise min/max (NaN not taken) and NaN counts over the lane-rows
     of [f0, f1).
@@ -400,7 +404,7 @@ def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan, lz):
             lnan[j] += 1.0 if vb[j] != vb[j] else 0.0
 
 
-@njit(parallel=True, fastmath=_FM, cache=CACHE)
+@njit(parallel=True, fastmath=_FM, cache=CACHE, error_model="numpy")
 def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean, res, m2, mn, mx):
     """Per-(p, chunk, k) moments of xf (P, R*K) seen as (P, R, K) over R.
 
@@ -699,7 +703,7 @@ def moments(x3, skipnan, minmax, want_moments=True):
 # --------------------------------------------------------------------------
 
 
-@njit(fastmath=_FME, cache=CACHE)
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
 def _map1(vb, ob, h0, s0, t0, clip, lo, hi, nt):
     """ob = clip((vb - h0) * s0 + t0); streaming stores when ``nt``."""
     if nt:
@@ -721,7 +725,7 @@ def _map1(vb, ob, h0, s0, t0, clip, lo, hi, nt):
             ob[j] = (vb[j] - h0) * s0 + t0
 
 
-@njit(fastmath=_FME, cache=CACHE)
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
 def _mapL(vb, ob, hh, sc, sh, clip, lo, hi, nt):
     """ob = clip((vb - hh) * sc + sh) lane by lane (vb.size <= hh.size)."""
     if nt:
@@ -743,7 +747,7 @@ def _mapL(vb, ob, hh, sc, sh, clip, lo, hi, nt):
             ob[j] = (vb[j] - hh[j]) * sc[j] + sh[j]
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _rotated(a, q):
     """a rolled left by q: lane j of the result is lane (j + q) % L of a."""
     L = a.size
@@ -754,7 +758,7 @@ def _rotated(a, q):
     return r
 
 
-@njit(parallel=True, fastmath=_FME, cache=CACHE)
+@njit(parallel=True, fastmath=_FME, cache=CACHE, error_model="numpy")
 def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi, stream):
     """of = clip((x - ch) * scale + shift) over xf (P, R*K) as (P, R, K).
 
@@ -871,7 +875,7 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
 ROW_NORM_GROUPED = True
 
 
-@njit(fastmath=_FME, cache=CACHE)
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
 def _affine_row(v, o, mu, rs, wr, br):
     """o = (v - mu) * rs * w + b for one row; w, b (x's dtype) per segment.
 
@@ -899,7 +903,7 @@ def _affine_row(v, o, mu, rs, wr, br):
                 os[d] = ((vs[d] - mh) - ml) * a + b
 
 
-@njit(fastmath=_FME, cache=CACHE)
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
 def _affine_vec(v, o, mh, ml, r, w, b, nt):
     """o = ((v - mh) - ml) * (r * w) + b element by element; streaming
     stores when ``nt`` (o then starts on a line and is whole lines)."""
@@ -911,7 +915,7 @@ def _affine_vec(v, o, mh, ml, r, w, b, nt):
             o[d] = ((v[d] - mh) - ml) * (r * w[d]) + b[d]
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _row_pnorm(v, p):
     """p-norm of one row with NaN left out (API section 3).
 
@@ -947,7 +951,7 @@ def _row_pnorm(v, p):
     return s ** (1.0 / p)
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _row_stats_direct(x2, r, mode, eps):
     """(mean, rstd) of row r of x2 with 2-D indexing: no array views.
 
@@ -984,7 +988,7 @@ def _row_stats_direct(x2, r, mode, eps):
     return cm, 1.0 / math.sqrt(q / D + eps)
 
 
-@njit(fastmath=_FME, cache=CACHE)
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
 def _affine_direct(x2, o2, r, mu, rs, W, B, rw):
     """_affine_row for row r with 2-D indexing (weights per element, or one
     per row); no 'reassoc' (see _affine_row)."""
@@ -1003,7 +1007,7 @@ def _affine_direct(x2, o2, r, mu, rs, W, B, rw):
             o2[r, d] = ((x2[r, d] - mh) - ml) * (rr * W[rw, d]) + B[rw, d]
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r, stream):
     """Statistics and output of row r of x2 (R, D), fused.
 
@@ -1065,7 +1069,7 @@ def _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r, stream):
     _affine_row(v, o2[r], mu, rs, W[r % RW], B[r % RW])
 
 
-@njit(parallel=True, fastmath=_FM, cache=CACHE)
+@njit(parallel=True, fastmath=_FM, cache=CACHE, error_model="numpy")
 def _row_norm(x2, o2, W, B, eps, mode, mean_out, rstd_out, stream):
     """Layer/RMS/instance/group norm of the rows of x2 (R, D), rows in parallel."""
     for r in prange(x2.shape[0]):
@@ -1076,15 +1080,15 @@ def _row_norm(x2, o2, W, B, eps, mode, mean_out, rstd_out, stream):
 # A separate function, not njit(_row_norm.py_func): two dispatchers of one
 # py_func share one on-disk cache entry, and the serial build was then loaded
 # for large inputs too (found by the benchmark suite; tests/test_kernels.py).
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _row_norm_serial(x2, o2, W, B, eps, mode, mean_out, rstd_out):
     """Serial twin of _row_norm for inputs below MIN_TASK_ELEMS."""
     for r in range(x2.shape[0]):
         _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r, False)
 
 
-@njit(fastmath=_FM, cache=CACHE)
-def _row_norm_small(x2, o2, W, B, eps, rms, store, mean_out, rstd_out):
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
+def _row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
     """Layer/RMS/instance/group norm of a small x2 (R, D), serial, in one loop nest.
 
     For inputs below MIN_TASK_ELEMS, where _row_norm_serial's per-row helper
@@ -1093,6 +1097,9 @@ def _row_norm_small(x2, o2, W, B, eps, rms, store, mean_out, rstd_out):
     formed in float64 as ``(x - mean) * (rstd * w) + b`` and rounded once, so
     there is no hi/lo mean split for 'reassoc' to fold: the whole kernel can
     take FASTMATH and LLVM keeps it in one vectorized nest.
+
+    ``mode``: 0 layer norm, 1 RMS norm, -2 the 2-norm (lp_normalize p=2, NaN
+    left out of the norm).
 
     W, B: (RW, S), S dividing D (one weight per D/S-long segment).  ``store``:
     write mean/rstd (else mean_out/rstd_out are never touched).
@@ -1103,12 +1110,20 @@ def _row_norm_small(x2, o2, W, B, eps, rms, store, mean_out, rstd_out):
     for r in range(R):
         rw = r % RW
         s = 0.0
-        if rms:
+        if mode != 0.0:
             for d in range(D):
                 a = np.float64(x2[r, d])
                 s += a * a
             cm = 0.0
-            rs = 1.0 / math.sqrt(s / D + eps)
+            if mode > 0.0:
+                rs = 1.0 / math.sqrt(s / D + eps)
+            else:
+                if s != s:  # NaN left out of the norm (API section 3)
+                    s = 0.0
+                    for d in range(D):
+                        a = np.float64(x2[r, d])
+                        s += a * a if a == a else 0.0
+                rs = 1.0 / max(math.sqrt(s), eps)
         else:
             for d in range(D):
                 s += np.float64(x2[r, d])
@@ -1133,7 +1148,7 @@ def _row_norm_small(x2, o2, W, B, eps, rms, store, mean_out, rstd_out):
                     o2[r, base + j] = (np.float64(x2[r, base + j]) - cm) * a + b
 
 
-@njit(parallel=True, fastmath=_FM, cache=CACHE)
+@njit(parallel=True, fastmath=_FM, cache=CACHE, error_model="numpy")
 def _row_norm_seg(x2, o2, W, B, nseg, mean, rstd):
     """Output pass for few long rows: each row split into ``nseg`` tasks
     aligned to its weight segments."""
@@ -1165,7 +1180,7 @@ def _row_norm_seg(x2, o2, W, B, nseg, mean, rstd):
 # --------------------------------------------------------------------------
 
 
-@njit(fastmath=_FME, cache=CACHE)
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
 def _hilo(v, mh, ml, a, b):
     """((v - mh) - ml) * a + b without 'reassoc', which could fold the mean's
     hi/lo split into one rounded subtraction (see _affine_row).  Called per
@@ -1173,7 +1188,7 @@ def _hilo(v, mh, ml, a, b):
     return ((v - mh) - ml) * a + b
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _pipe_vec(u, v, o, sh, mh, ml, r, w, b, nt):
     """Shifted sums (s1, s2) of u about sh, while o = ((v - mu) * r) * w + b
     element by element (per-element weights); streaming stores when ``nt``."""
@@ -1194,7 +1209,7 @@ def _pipe_vec(u, v, o, sh, mh, ml, r, w, b, nt):
     return s1, s2
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _pipe_scl(u, v, o, sh, mh, ml, a, b, nt):
     """_pipe_vec with one weight a = r * w and bias b for the whole span."""
     s1 = 0.0
@@ -1214,7 +1229,7 @@ def _pipe_scl(u, v, o, sh, mh, ml, a, b, nt):
     return s1, s2
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream):
     """Shifted sums of row u while row v is normalized into o.
 
@@ -1262,7 +1277,7 @@ def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream):
     return s1, s2
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _shifted_sums(u, sh):
     """(sum(u - sh), sum((u - sh)**2)) in float64."""
     s1 = 0.0
@@ -1274,14 +1289,14 @@ def _shifted_sums(u, sh):
     return s1, s2
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _pipe_shift(u, mode):
     """The shift of row u's sums: its first value (layer norm), 0 (sums of
     squares: RMS norm, the 2-norm)."""
     return np.float64(u[0]) if mode == 0.0 else 0.0
 
 
-@njit(fastmath=_FM, cache=CACHE)
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _pipe_stats(u, mode, eps, sh, s1, s2):
     """(mean, rstd) of row u from its sums about sh (_pipe_row).
 
@@ -1303,7 +1318,7 @@ def _pipe_stats(u, mode, eps, sh, s1, s2):
     return mu, 1.0 / math.sqrt(q / D + eps)
 
 
-@njit(parallel=True, fastmath=_FM, cache=CACHE)
+@njit(parallel=True, fastmath=_FM, cache=CACHE, error_model="numpy")
 def _row_norm_pipe(x2, o2, W, B, eps, mode, mean_out, rstd_out, ntask, stream):
     """Layer/RMS/instance/group norm and the 2-norm of the rows of x2 (R, D),
     software-pipelined: each task walks a block of rows and, in one loop per
@@ -1338,8 +1353,6 @@ def _row_norm_pipe(x2, o2, W, B, eps, mode, mean_out, rstd_out, ntask, stream):
 # small per-channel calls: one serial kernel each (NOTES.md section 13)
 # --------------------------------------------------------------------------
 
-# error_model="numpy": 1/0 is inf and 0/0 NaN, as in the host arithmetic of
-# the general path (numba's default raises ZeroDivisionError).
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -1546,7 +1559,7 @@ def row_norm_small(x2, out2, weight, bias, eps, rms):
     weight/bias (RW, S) of x's dtype (as row_norm), statistics not returned:
     the small-call fast path of layer/RMS/instance/group norm (the caller has
     checked all of this)."""
-    _row_norm_small(x2, out2, weight, bias, eps, rms, False, _NO_STATS, _NO_STATS)
+    _row_norm_small(x2, out2, weight, bias, eps, 1.0 if rms else 0.0, False, _NO_STATS, _NO_STATS)
 
 
 def row_norm(x2, out2, weight, bias, eps, rms, p=None):
@@ -1581,8 +1594,8 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
             # few long rows: the norm through pnorm, then the segmented output pass
             rstd[:] = 1.0 / np.maximum(pnorm(x2.reshape(R, D, 1), p)[:, 0], eps)
             _launch(_row_norm_seg, x2, out2, W, B, nseg, mean, rstd)
-        elif small and mode >= 0.0:
-            _row_norm_small(x2, out2, W, B, float(eps), mode > 0.0, True, mean, rstd)
+        elif small and (mode >= 0.0 or mode == -2.0):
+            _row_norm_small(x2, out2, W, B, float(eps), mode, True, mean, rstd)
         elif small:
             _row_norm_serial(x2, out2, W, B, float(eps), mode, mean, rstd)
         elif nseg == 1:
@@ -1617,7 +1630,7 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
 # --------------------------------------------------------------------------
 
 
-@njit(parallel=True, fastmath=_FM, cache=CACHE)
+@njit(parallel=True, fastmath=_FM, cache=CACHE, error_model="numpy")
 def _col_pnorm(xf, K, L, nchunk, p, out):
     """Partial sums of |x|^p (or max |x| for p=inf) of xf (P, R*K) over R, NaN ignored.
 
