@@ -41,14 +41,13 @@ MIN_TASK_ELEMS = 32 * 1024
 SHIFT_MAX_GAIN = 16.0
 
 # Outputs of at least this many bytes are written with streaming
-# (non-temporal) stores: an output that large cannot stay in the last-level
-# cache for its reader anyway, and streaming skips the read-for-ownership of
-# every destination line.  The elementwise output pass (batch norm,
-# standardize, minmax_scale) always streams them (-12 to -15 % into a reused
-# out= buffer, neutral for a fresh one; benchmarks/NOTES.md section 12); the
-# fused row kernels only into an out= buffer whose pages are resident
-# (section 13: into a fresh one they were 4-17 % slower).  Smaller outputs
-# stay cached.
+# (non-temporal) stores when their pages are already resident (an out=
+# buffer written before; mincore decides): an output that large cannot stay
+# in the last-level cache for its reader anyway, and streaming skips the
+# read-for-ownership of every destination line (-12 to -15 % into a reused
+# out= buffer; benchmarks/NOTES.md section 12).  A fresh output is zeroed
+# into the cache by its page faults first, and streaming then writes it
+# twice: ordinary stores there (section 13).  Smaller outputs stay cached.
 STREAM_MIN_BYTES = 16 << 20
 
 # Rows of at most this many bytes take the software-pipelined row kernel

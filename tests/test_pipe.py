@@ -238,3 +238,23 @@ def test_layer_and_rms_without_weights_take_the_pipeline(streaming, spy, dtype):
         assert spy["pipe"] == 1
         np.testing.assert_allclose(out, np.asarray(refcall(), np.float64), **_tol(dtype))
         np.testing.assert_allclose(out, call(None), **_tol(dtype))
+
+
+@pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
+def test_apply_streams_only_into_resident_outputs(monkeypatch):
+    flags = []
+    real = cpu._apply
+
+    def spy(*args):
+        flags.append(bool(args[-1]))
+        return real(*args)
+
+    monkeypatch.setattr(cpu, "_apply", spy)
+    # 64 MiB (a fresh mapping when allocated), 8 channels of 2 MiB planes
+    x = np.ones((1, 8, 1 << 19, 4), np.float32)
+    rm, rv = np.zeros(8, np.float32), np.ones(8, np.float32)
+    nbn.batch_norm(x, rm, rv)  # allocating: fresh pages, ordinary stores
+    out = np.zeros_like(x)  # written: resident
+    nbn.batch_norm(x, rm, rv, out=out)
+    assert flags == [False, True]
+    assert (out == nbn.batch_norm(x, rm, rv)).all()
