@@ -16,7 +16,7 @@ from . import _validate as V
 from ._config import MIN_TASK_ELEMS
 from ._reduce import apply_affine, kept_shape, normalize_axis, reduce_moments, reduce_pnorm
 from .backends import cpu as _cpu
-from .functional import rows_fusable
+from .functional import _FAST_DTYPES, rows_fusable
 
 __all__ = ["standardize", "minmax_scale", "lp_normalize", "constant_features"]
 
@@ -34,7 +34,6 @@ def constant_features(var: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.nd
         return var <= bound
 
 
-_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # lp_normalize's unit weight and zero bias in each dtype (row_norm's (RW, S))
 _UNIT = {dt: (np.ones((1, 1), dt), np.zeros((1, 1), dt)) for dt in _FAST_DTYPES}
 

@@ -165,7 +165,8 @@ def _shift_ok(n, s1, s2):
     the largest block's (the pooled variance is at least the mean
     within-block variance), so accepted blocks are accumulated as plain sums.
     """
-    return s2 < math.inf and (s2 - s1 * s1 / n) * SHIFT_MAX_GAIN >= s2
+    # '&', not 'and': no branch, so a loop over columns vectorizes
+    return (s2 < math.inf) & ((s2 - s1 * s1 / n) * SHIFT_MAX_GAIN >= s2)
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -487,7 +488,7 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
             for k in range(K):
                 ss = cs[k]
                 qq = cq[k]
-                ok = (qq < math.inf) & ((qq - ss * ss / nb) * SHIFT_MAX_GAIN >= qq)
+                ok = _shift_ok(nb, ss, qq)
                 okc[k] = ok
                 tn[k] += nb if ok else 0.0
                 t1[k] += ss if ok else 0.0
@@ -878,13 +879,15 @@ ROW_NORM_GROUPED = True
 
 
 @njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _affine_row(v, o, mu, rs, wr, br):
+def _affine_row(v, o, mu, rs, wr, br, stream):
     """o = (v - mu) * rs * w + b for one row; w, b (x's dtype) per segment.
 
     Arithmetic in x's dtype (float32 data: twice the SIMD width of float64),
     exact for data far from zero: mu is split into hi + lo parts of that
     dtype and ``(v - hi) - lo`` is formed first (``v - hi`` is exact by
     Sterbenz's lemma when v is near mu).  No 'reassoc' here (_config).
+    ``stream``: streaming stores for the whole aligned lines of a row with
+    one weight per element (_stream_span).
     """
     T = v.dtype.type
     mh = T(mu)
@@ -892,9 +895,13 @@ def _affine_row(v, o, mu, rs, wr, br):
     r = T(rs)
     S = wr.size
     seg = v.size // S
-    if seg == 1:
-        for d in range(v.size):
-            o[d] = ((v[d] - mh) - ml) * (r * wr[d]) + br[d]
+    if seg == 1 and stream:
+        p, m = _stream_span(o.ctypes.data, 0, v.size, o.itemsize, True)
+        _affine_vec(v[:p], o[:p], mh, ml, r, wr[:p], br[:p], False)
+        _affine_vec(v[p:m], o[p:m], mh, ml, r, wr[p:m], br[p:m], True)
+        _affine_vec(v[m:], o[m:], mh, ml, r, wr[m:], br[m:], False)
+    elif seg == 1:
+        _affine_vec(v, o, mh, ml, r, wr, br, False)
     else:
         for s in range(S):
             a = r * wr[s]
@@ -1015,40 +1022,15 @@ def _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r, stream):
 
     ``mode``: 0 layer norm, > 0 RMS norm, -p lp_normalize with that p.
     ``stream``: streaming stores for the whole aligned lines of a row with
-    one weight per element (_affine_vec).
+    one weight per element (_affine_row).
 
     The row (<= a few hundred KiB) stays in L1/L2 between the statistics and
     the output loop, so x is read from DRAM once and y written once.
     """
     D = x2.shape[1]
     S = W.shape[1]
-    if stream and S == D and S > 1:
-        v = x2[r]
-        if mode > 0.0:
-            mu = 0.0
-            rs = 1.0 / math.sqrt(_seg_sumsq(v) / D + eps)
-        elif mode == 0.0:
-            _, mu, _, q = _seg_moments(v, 0, D)
-            rs = 1.0 / math.sqrt(q / D + eps)
-        else:
-            mu = 0.0
-            rs = 1.0 / max(_row_pnorm(v, -mode), eps)
-        mean_out[r] = mu
-        rstd_out[r] = rs
-        RW = W.shape[0]
-        o = o2[r]
-        w = W[r % RW]
-        b = B[r % RW]
-        T = v.dtype.type
-        mh = T(mu)
-        ml = T(mu - mh)
-        rr = T(rs)
-        p, m = _stream_span(o.ctypes.data, 0, D, o.itemsize, True)
-        _affine_vec(v[:p], o[:p], mh, ml, rr, w[:p], b[:p], False)
-        _affine_vec(v[p:m], o[p:m], mh, ml, rr, w[p:m], b[p:m], True)
-        _affine_vec(v[m:], o[m:], mh, ml, rr, w[m:], b[m:], False)
-        return
-    if D <= ROW_CHUNK and mode >= 0.0 and (S == 1 or S == D):
+    stream = stream and S == D and S > 1
+    if not stream and D <= ROW_CHUNK and mode >= 0.0 and (S == 1 or S == D):
         mu, rs = _row_stats_direct(x2, r, mode, eps)
         mean_out[r] = mu
         rstd_out[r] = rs
@@ -1068,7 +1050,7 @@ def _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r, stream):
     mean_out[r] = mu
     rstd_out[r] = rs
     RW = W.shape[0]
-    _affine_row(v, o2[r], mu, rs, W[r % RW], B[r % RW])
+    _affine_row(v, o2[r], mu, rs, W[r % RW], B[r % RW], stream)
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -1173,6 +1155,7 @@ def _row_norm_seg(x2, o2, W, B, nseg, mean, rstd):
             rstd[r],
             W[r % RW, 0:1] if S == 1 else W[r % RW, u0:u1],
             B[r % RW, 0:1] if S == 1 else B[r % RW, u0:u1],
+            False,
         )
 
 
@@ -1191,29 +1174,10 @@ def _hilo(v, mh, ml, a, b):
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
-def _pipe_vec(u, v, o, sh, mh, ml, r, w, b, nt):
-    """Shifted sums (s1, s2) of u about sh, while o = ((v - mu) * r) * w + b
-    element by element (per-element weights); streaming stores when ``nt``."""
-    s1 = 0.0
-    s2 = 0.0
-    if nt:
-        for d in range(u.size):
-            e = np.float64(u[d]) - sh
-            s1 += e
-            s2 += e * e
-            _stream_store(o, d, _hilo(v[d], mh, ml, r * w[d], b[d]))
-    else:
-        for d in range(u.size):
-            e = np.float64(u[d]) - sh
-            s1 += e
-            s2 += e * e
-            o[d] = _hilo(v[d], mh, ml, r * w[d], b[d])
-    return s1, s2
-
-
-@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _pipe_scl(u, v, o, sh, mh, ml, a, b, nt):
-    """_pipe_vec with one weight a = r * w and bias b for the whole span."""
+    """Shifted sums (s1, s2) of u about sh, while o = ((v - mu) * a + b with
+    one weight a = r * w and bias b for the whole span; streaming stores when
+    ``nt``."""
     s1 = 0.0
     s2 = 0.0
     if nt:
@@ -1235,9 +1199,11 @@ def _pipe_scl(u, v, o, sh, mh, ml, a, b, nt):
 def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream):
     """Shifted sums of row u while row v is normalized into o.
 
-    wr, br: the row's (S,) weights, one per D/S-long segment (S == D: one per
-    element).  Whole aligned lines of o take streaming stores when
-    ``stream`` (_stream_span), the rest ordinary ones.
+    wr, br: the row's (S,) weights, one per D/S-long segment (row_norm sends
+    rows with fewer weights than elements here; one weight per element takes
+    the row-by-row kernel, NOTES.md section 13).  Whole aligned lines of o
+    take streaming stores when ``stream`` (_stream_span), the rest ordinary
+    ones.
     """
     T = v.dtype.type
     mh = T(mu)
@@ -1246,13 +1212,6 @@ def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream):
     n = v.size
     p, m = _stream_span(o.ctypes.data, 0, n, o.itemsize, stream)
     S = wr.size
-    if S == n:
-        s1, s2 = _pipe_vec(u[:p], v[:p], o[:p], sh, mh, ml, rr, wr[:p], br[:p], False)
-        t1, t2 = _pipe_vec(u[p:m], v[p:m], o[p:m], sh, mh, ml, rr, wr[p:m], br[p:m], True)
-        s1 += t1
-        s2 += t2
-        t1, t2 = _pipe_vec(u[m:], v[m:], o[m:], sh, mh, ml, rr, wr[m:], br[m:], False)
-        return s1 + t1, s2 + t2
     seg = n // S
     per = LINE_BYTES // o.itemsize
     s1 = 0.0
@@ -1354,7 +1313,6 @@ def _row_norm_pipe(x2, o2, W, B, eps, mode, mean_out, rstd_out, ntask, stream):
 # --------------------------------------------------------------------------
 # small per-channel calls: one serial kernel each (NOTES.md section 13)
 # --------------------------------------------------------------------------
-
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
