@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _validate as V
 from ._config import MIN_TASK_ELEMS
-from ._reduce import _is_c_contiguous, apply_affine, reduce_moments
+from ._reduce import _SHORT_ROW, _is_c_contiguous, apply_affine, reduce_moments
 from .backends import cpu as _cpu
 
 __all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"]
@@ -62,6 +62,8 @@ def _channel_stats(inp, axes):
 
 
 _EMPTY = np.empty(0)
+# the fast paths of batch_norm (tests turn them off to compare with the general path)
+_FUSED = True
 
 
 def _fast_chan(p, C: int, writable: bool = False):
@@ -81,14 +83,49 @@ def _fast_chan(p, C: int, writable: bool = False):
     return False
 
 
-def _small_bn(x, running_mean, running_var, weight, bias, training, momentum, eps, channel_axis):
-    """The small-call fast path of batch_norm, or None to take the general
-    one (which then validates everything and raises the errors).
+def _fast_out(x: np.ndarray, out):
+    """The output of a fast path: a new array like x for None, else ``out``
+    when it is a writable C-contiguous ndarray of x's shape and dtype; None
+    for anything else (the general path then validates it)."""
+    if out is None:
+        return np.empty_like(x)
+    if (
+        type(out) is not np.ndarray
+        or out.shape != x.shape
+        or out.dtype != x.dtype
+        or not out.flags.c_contiguous
+        or not out.flags.writeable
+    ):
+        return None
+    return out
 
-    Only a native float32/64 C-contiguous ndarray of at most MIN_TASK_ELEMS
-    elements with channels on axis 1 or last, float momentum/eps in range,
-    and parameters that _fast_chan takes: then the whole call (statistics,
-    running update, output) is one serial kernel, without the thread pool.
+
+def _chan_fusable(A: int, C: int, S: int) -> bool:
+    """Does the general plan of x viewed (A, C, S), statistics per C, run
+    the views of the fused large kernels (backends/cpu.py: _chan_stats_large)?
+    Rows (A*C, S) need S >= _reduce._SHORT_ROW (shorter rows take another
+    plan there); channels last (S == 1) a batch (A >= 2); and C >= 2 (else
+    the reduced axes merge into one)."""
+    if C < 2:
+        return False
+    return S >= _SHORT_ROW if S > 1 else A >= 2
+
+
+def _fast_bn(
+    x, running_mean, running_var, weight, bias, training, momentum, eps, channel_axis, out, return_stats
+):
+    """The fast paths of batch_norm, or None to take the general one (which
+    then validates everything and raises the errors).
+
+    Only a native float32/64 C-contiguous ndarray with channels on axis 1 or
+    last, float momentum/eps in range, parameters that _fast_chan takes, and
+    ``out`` None or a C-contiguous writable ndarray like x:
+
+    - at most MIN_TASK_ELEMS elements (and no out=/stats): the whole call
+      (statistics, running update, output) is one serial kernel, without
+      the thread pool;
+    - larger: one compiled call runs both passes (cpu.bn_large), for the
+      views whose general plan it repeats (_chan_fusable), same bits.
     """
     if (
         type(x) is not np.ndarray
@@ -103,12 +140,15 @@ def _small_bn(x, running_mean, running_var, weight, bias, training, momentum, ep
         x.dtype not in _FAST_DTYPES
         or nd < 2
         or not x.flags.c_contiguous
-        or not 0 < x.size <= MIN_TASK_ELEMS
+        or x.size == 0
         or not 0.0 <= eps < math.inf
         or not 0.0 <= momentum <= 1.0
         or not -nd <= channel_axis < nd
     ):
         return None
+    small = x.size <= MIN_TASK_ELEMS
+    if small and (out is not None or return_stats):
+        return None  # the general path runs the same kernel (_small_bn_view)
     ca = channel_axis % nd
     if ca != 1 and ca != nd - 1:
         return None
@@ -116,6 +156,9 @@ def _small_bn(x, running_mean, running_var, weight, bias, training, momentum, ep
     A = math.prod(x.shape[:ca])
     S = x.size // (A * C)
     if training and A * S <= 1:
+        return None
+    rows = S > 1
+    if not small and not _chan_fusable(A, C, S):
         return None
     if (running_mean is None) != (running_var is None) or (running_mean is None and not training):
         return None
@@ -127,12 +170,22 @@ def _small_bn(x, running_mean, running_var, weight, bias, training, momentum, ep
         return None
     if training and running_mean is not None and np.shares_memory(running_mean, running_var):
         return None  # the general path's update order is the reference
-    y = np.empty_like(x)
+    y = _fast_out(x, out)
+    if y is None:
+        return None
     update = training and running_mean is not None
-    v = (A, C, S)
-    _cpu._bn_small(
-        x.reshape(v), y.reshape(v), rm, rv, w, b, training, update, momentum, eps, np.empty(C), np.empty(C)
+    mean, rstd = np.empty(C), np.empty(C)
+    if small:
+        v = (A, C, S)
+        _cpu._bn_small(x.reshape(v), y.reshape(v), rm, rv, w, b, training, update, momentum, eps, mean, rstd)
+        return y
+    v = (A * C, S) if rows else (1, A * C)
+    _cpu.bn_large(
+        x.reshape(v), y.reshape(v), C, rows, rm, rv, w, b, training, update, momentum, eps, mean, rstd
     )
+    if return_stats:
+        sd = V.stats_dtype(x.dtype)
+        return y, mean.astype(sd), rstd.astype(sd)
     return y
 
 
@@ -209,8 +262,20 @@ def batch_norm(
     >>> bool(abs(y.mean()) < 1e-6)
     True
     """
-    if out is None and not return_stats and stream is None and not _host_running:
-        y = _small_bn(x, running_mean, running_var, weight, bias, training, momentum, eps, channel_axis)
+    if stream is None and not _host_running and _FUSED:
+        y = _fast_bn(
+            x,
+            running_mean,
+            running_var,
+            weight,
+            bias,
+            training,
+            momentum,
+            eps,
+            channel_axis,
+            out,
+            return_stats,
+        )
         if y is not None:
             return y
     inp = V.Input(x)

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from . import _validate as V
+from . import functional as _functional
 from ._config import MIN_TASK_ELEMS
 from ._reduce import apply_affine, kept_shape, normalize_axis, reduce_moments, reduce_pnorm
 from .backends import cpu as _cpu
-from .functional import _FAST_DTYPES, rows_fusable
+from .functional import _FAST_DTYPES, _chan_fusable, _fast_out, rows_fusable
 
 __all__ = ["standardize", "minmax_scale", "lp_normalize", "constant_features"]
 
@@ -45,16 +46,47 @@ def _small_view(x: Any, axis: Any):
     None otherwise: the general path then validates and raises the errors."""
     if not _small_array(x):
         return None
-    nd = x.ndim
+    axes = _simple_axes(x.ndim, axis)
+    return None if axes is None else _chan_view(x.shape, axes)
+
+
+def _simple_axes(nd: int, axis: Any):
+    """``axis`` as a tuple when it is an int in range or None; else None."""
     if type(axis) is int:
-        if not -nd <= axis < nd:
-            return None
-        axes = (axis % nd,)
-    elif axis is None:
-        axes = tuple(range(nd))
-    else:
+        return (axis % nd,) if -nd <= axis < nd else None
+    return tuple(range(nd)) if axis is None else None
+
+
+def _large_view(x: Any, axis: Any):
+    """((A, C, S), axes) when ``x`` is a large native float32/64 C-contiguous
+    ndarray and ``axis`` an int whose kept axes are contiguous and whose
+    general plan the fused kernels repeat (functional._chan_fusable); None
+    otherwise (the general path)."""
+    if not (
+        _functional._FUSED
+        and type(x) is np.ndarray
+        and x.dtype in _FAST_DTYPES
+        and x.flags.c_contiguous
+        and x.size > MIN_TASK_ELEMS
+    ):
         return None
-    return _chan_view(x.shape, axes)
+    axes = _simple_axes(x.ndim, axis)
+    v = None if axes is None else _chan_view(x.shape, axes)
+    if v is None or not _chan_fusable(*v):  # (axis=None: C == 1, not fusable)
+        return None
+    return v, axes
+
+
+def _fused(x, v, out):
+    """(x2, y, y2, C, rows) for the fused kernels: x and the output (None
+    when ``out`` is not one the fast path takes) as (A*C, S) rows or
+    (1, A*C) with channels last."""
+    y = _fast_out(x, out)
+    if y is None:
+        return None
+    A, C, S = v
+    shape = (A * C, S) if S > 1 else (1, A * C)
+    return x.reshape(shape), y, y.reshape(shape), C, S > 1
 
 
 def _small_array(x: Any) -> bool:
@@ -144,6 +176,24 @@ def standardize(
                 x.reshape(v), y.reshape(v), float(ddof), with_mean, with_std, np.empty(v[1]), np.empty(v[1])
             )
             return y
+    if (
+        stream is None
+        and type(ddof) is int
+        and ddof >= 0
+        and type(with_mean) is bool
+        and type(with_std) is bool
+    ):
+        lv = _large_view(x, axis)
+        f = _fused(x, lv[0], out) if lv is not None else None
+        if f is not None:
+            # one compiled call for both passes (backends/cpu.py: _standardize_large)
+            x2, y, y2, C, rows = f
+            mean, std = np.empty(C), np.empty(C)
+            _cpu.standardize_large(x2, y2, C, rows, ddof, with_mean, with_std, mean, std)
+            if not return_stats:
+                return y
+            kshape = [1 if i in lv[1] else n for i, n in enumerate(x.shape)]
+            return y, mean.reshape(kshape), std.reshape(kshape)
     inp, axes = _prep(x, axis)
     if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
         raise ValueError(f"ddof must be a non-negative int, got {ddof!r}")
@@ -215,6 +265,14 @@ def minmax_scale(
         if v is not None:
             y = np.empty_like(x)
             _cpu._minmax_small(x.reshape(v), y.reshape(v), lo, hi, clip)
+            return y
+    if stream is None and type(clip) is bool:
+        lv = _large_view(x, axis)
+        f = _fused(x, lv[0], out) if lv is not None else None
+        if f is not None:
+            # one compiled call for both passes (backends/cpu.py: _minmax_large)
+            x2, y, y2, C, rows = f
+            _cpu.minmax_large(x2, y2, C, rows, lo, hi, clip)
             return y
     inp, axes = _prep(x, axis)
     y, user_out = V.out_array(out, inp)

@@ -19,6 +19,7 @@ import pytest
 import reference as ref
 
 import numbanorm as nbn
+from numbanorm import functional as F
 from numbanorm._config import LINE_BYTES
 from numbanorm.backends import cpu
 
@@ -244,15 +245,27 @@ def test_layer_and_rms_without_weights_take_the_pipeline(streaming, spy, dtype):
 
 
 @pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
-def test_apply_streams_only_into_resident_outputs(monkeypatch):
+@pytest.mark.parametrize("fused", [False, True])
+def test_apply_streams_only_into_resident_outputs(monkeypatch, fused):
     flags = []
-    real = cpu._apply
+    if fused:  # the fused batch_norm path (cpu._bn_large) decides in _large_plan
+        real_plan = cpu._large_plan
 
-    def spy(*args):
-        flags.append(bool(args[-1]))
-        return real(*args)
+        def spy_plan(*args):
+            plan = real_plan(*args)
+            flags.append(bool(plan[-1]))
+            return plan
 
-    monkeypatch.setattr(cpu, "_apply", spy)
+        monkeypatch.setattr(cpu, "_large_plan", spy_plan)
+    else:
+        monkeypatch.setattr(F, "_FUSED", False)
+        real = cpu._apply
+
+        def spy(*args):
+            flags.append(bool(args[-1]))
+            return real(*args)
+
+        monkeypatch.setattr(cpu, "_apply", spy)
     # 64 MiB (a fresh mapping when allocated), 8 channels of 2 MiB planes
     x = np.ones((1, 8, 1 << 19, 4), np.float32)
     rm, rv = np.zeros(8, np.float32), np.ones(8, np.float32)

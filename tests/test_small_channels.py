@@ -1,6 +1,6 @@
 """Small-call fast paths of batch_norm, standardize and minmax_scale.
 
-functional._small_bn and preprocessing._small_view send small native arrays
+functional._fast_bn and preprocessing._small_view send small native arrays
 to one serial kernel each (backends/cpu.py: _bn_small, _standardize_small,
 _minmax_small).  They must give the general path's results (out= and
 return_stats always take the general path), update running statistics the
@@ -53,7 +53,7 @@ def test_batch_norm_fast_path_matches_general(rng, dtype, shape, ca, training, a
         rv1 = rng.uniform(0.5, 2, C).astype(rdtype)
         rm2, rv2 = rm1.copy(), rv1.copy()
     assert (
-        F._small_bn(
+        F._fast_bn(
             x.copy(),
             None if rm1 is None else rm1.copy(),
             None if rv1 is None else rv1.copy(),
@@ -63,6 +63,8 @@ def test_batch_norm_fast_path_matches_general(rng, dtype, shape, ca, training, a
             0.1,
             1e-5,
             ca,
+            None,
+            False,
         )
         is not None
     )
@@ -155,8 +157,10 @@ def test_batch_norm_inputs_that_need_converting_take_the_general_path(rng, case)
         kw.pop("momentum", 0.1),
         1e-5,
         kw.pop("channel_axis", 1),
+        None,
+        False,
     )
-    assert F._small_bn(*args) is None
+    assert F._fast_bn(*args) is None
 
 
 @pytest.mark.parametrize(

@@ -1441,6 +1441,218 @@ def _bn_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean, rstd)
     _chan_apply_small(x3, y3, mean, scale, shift, False, 0.0, 0.0)
 
 
+# --------------------------------------------------------------------------
+# large per-channel normalizations in one call (no Python between the passes)
+# --------------------------------------------------------------------------
+#
+# batch_norm, standardize and minmax_scale of a large C-contiguous x viewed as
+# (A*C, S) rows (channels in the middle, S >= 256 elements per row) or
+# (1, A*C) (channels last) run as one compiled call: the moments kernel, the
+# merges, the parameters and the apply kernel.  Cold host code between the two
+# passes cost 0.4-0.6 ms per call (benchmarks/NOTES.md section 14).  Every
+# step is the one the general path (reduce_moments, apply_affine, apply)
+# takes for these views, in the same order and arithmetic (these functions
+# compile without fastmath, as NumPy computes): the same bits
+# (tests/test_fused.py).
+
+
+@njit(cache=CACHE, error_model="numpy")
+def _chan_stats_large(x2, C, rows, skipnan, minmax, want_moments, nseg, rb, L, cnt, mean, m2, mn, mx):
+    """Per-channel (C,) count, mean, M2 and min/max as reduce_moments gives
+    them: partials of the moments kernel merged over the segments, then over
+    the batch (rows), the mean's residual rounded in, an empty channel NaN."""
+    P = x2.shape[0]
+    K = 1 if rows else C
+    sh3 = (P, nseg, K)
+    pc = np.zeros(sh3)
+    pm = np.zeros(sh3)
+    pr = np.zeros(sh3)
+    pq = np.zeros(sh3)
+    plo = np.full(sh3, np.inf)
+    phi = np.full(sh3, -np.inf)
+    if K == 1 and not skipnan and not minmax and want_moments:
+        _row_moments(x2, nseg, pc, pm, pr, pq)
+    else:
+        _col_moments(x2, K, L, nseg, rb, skipnan, minmax, want_moments, pc, pm, pr, pq, plo, phi)
+    c1, u1, r1, q1, lo1, hi1 = merge_mid(pc, pm, pr, pq, plo, phi, minmax)
+    if rows and P > C:  # then over the batch: (A*C, 1) -> (1, A, C)
+        A = P // C
+        c3 = c1.reshape(1, A, C)
+        c1, u1, r1, q1, lo1, hi1 = merge_mid(
+            c3, u1.reshape(1, A, C), r1.reshape(1, A, C), q1.reshape(1, A, C),
+            lo1.reshape(1, A, C), hi1.reshape(1, A, C), minmax,
+        )  # fmt: skip
+    n1 = c1.reshape(C)
+    u = u1.reshape(C)
+    r = r1.reshape(C)
+    q = q1.reshape(C)
+    lo = lo1.reshape(C)
+    hi = hi1.reshape(C)
+    for c in range(C):
+        empty = n1[c] == 0.0
+        cnt[c] = n1[c]
+        mean[c] = math.nan if empty else u[c] + r[c]
+        m2[c] = math.nan if empty else q[c]
+        if minmax:
+            mn[c] = math.nan if empty else lo[c]
+            mx[c] = math.nan if empty else hi[c]
+
+
+@njit(cache=CACHE, error_model="numpy")
+def _chan_apply_large(x2, o2, C, rows, center, scale, shift, clip, lo, hi, nchunk, L, stream):
+    """apply() with per-channel float64 parameters (C,): the center rounded
+    to x's dtype, the rest of it moved into the shift, the parameters laid
+    out as the apply kernel reads them (rows: one per (a, c) row; channels
+    last: lane j holds channel j % C)."""
+    P = x2.shape[0]
+    ch = np.empty(C, x2.dtype)
+    sc = np.empty(C, x2.dtype)
+    sh = np.empty(C, x2.dtype)
+    for c in range(C):
+        t64 = shift[c]
+        ch[c] = center[c]
+        sc[c] = scale[c]
+        if np.float64(ch[c]) != center[c]:
+            t64 = t64 - (center[c] - np.float64(ch[c])) * scale[c]
+        sh[c] = t64
+    chP = np.empty((P, L), x2.dtype)
+    scP = np.empty((P, L), x2.dtype)
+    shP = np.empty((P, L), x2.dtype)
+    for r in range(P):
+        for j in range(L):
+            c = r % C if rows else j % C
+            chP[r, j] = ch[c]
+            scP[r, j] = sc[c]
+            shP[r, j] = sh[c]
+    _apply(x2, o2, 1 if rows else C, L, nchunk, chP, scP, shP, clip, lo, hi, stream)
+
+
+@njit(cache=CACHE, error_model="numpy")
+def _bn_large(
+    x2,
+    o2,
+    C,
+    rows,
+    rm,
+    rv,
+    w,
+    b,
+    training,
+    update,
+    momentum,
+    eps,
+    nseg,
+    rb,
+    Lm,
+    La,
+    lo,
+    hi,
+    stream,
+    mean,
+    rstd,
+):
+    """batch_norm (functional.batch_norm's formulas); rm/rv/w/b (C,) or
+    empty, the running stats updated in place (``update``), the mean and
+    rstd used written to ``mean``, ``rstd``."""
+    if training:
+        cnt = np.empty(C)
+        m2 = np.empty(C)
+        _chan_stats_large(x2, C, rows, False, False, True, nseg, rb, Lm, cnt, mean, m2, cnt, cnt)
+        for c in range(C):
+            rstd[c] = 1.0 / np.sqrt(m2[c] / cnt[c] + eps)
+            if update:
+                rm[c] = (1.0 - momentum) * np.float64(rm[c]) + momentum * mean[c]
+                rv[c] = (1.0 - momentum) * np.float64(rv[c]) + momentum * (m2[c] / (cnt[c] - 1.0))
+    else:
+        for c in range(C):
+            mean[c] = np.float64(rm[c])
+            rstd[c] = 1.0 / np.sqrt(np.float64(rv[c]) + eps)
+    scale = np.empty(C)
+    shift = np.zeros(C)
+    for c in range(C):
+        scale[c] = rstd[c] * (np.float64(w[c]) if w.size else 1.0)
+        if b.size:
+            shift[c] = np.float64(b[c])
+    _chan_apply_large(x2, o2, C, rows, mean, scale, shift, False, lo, hi, nseg, La, stream)
+
+
+@njit(cache=CACHE, error_model="numpy")
+def _standardize_large(
+    x2, o2, C, rows, ddof, with_mean, with_std, nseg, rb, Lm, La, lo, hi, stream, center, sd
+):
+    """standardize (preprocessing._standardize_general's formulas); the mean
+    and std used written to ``center``, ``sd``."""
+    cnt = np.empty(C)
+    mean = np.empty(C)
+    m2 = np.empty(C)
+    _chan_stats_large(x2, C, rows, True, False, True, nseg, rb, Lm, cnt, mean, m2, cnt, cnt)
+    eps = np.finfo(np.float64).eps
+    scale = np.empty(C)
+    for c in range(C):
+        n = cnt[c]
+        var = m2[c] / (n - ddof) if n - ddof > 0 else math.nan
+        std = np.sqrt(var)
+        t = n * mean[c] * eps
+        if var <= n * eps * var + t * t:  # preprocessing.constant_features
+            std = 1.0
+        center[c] = mean[c] if with_mean else 0.0
+        sd[c] = std if with_std else 1.0
+        scale[c] = 1.0 / sd[c]
+    _chan_apply_large(x2, o2, C, rows, center, scale, np.zeros(C), False, lo, hi, nseg, La, stream)
+
+
+@njit(cache=CACHE, error_model="numpy")
+def _minmax_large(x2, o2, C, rows, flo, fhi, clip, nseg, rb, Lm, La, lo, hi, stream):
+    """minmax_scale (preprocessing.minmax_scale's formulas) to [flo, fhi],
+    clipped to [lo, hi] when ``clip``."""
+    cnt = np.empty(C)
+    mn = np.empty(C)
+    mx = np.empty(C)
+    _chan_stats_large(x2, C, rows, True, True, False, nseg, rb, Lm, cnt, np.empty(C), np.empty(C), mn, mx)
+    scale = np.empty(C)
+    for c in range(C):
+        r = mx[c] - mn[c]
+        scale[c] = (fhi - flo) / (1.0 if r == 0.0 else r)
+    _chan_apply_large(x2, o2, C, rows, mn, scale, np.full(C, flo), clip, lo, hi, nseg, La, stream)
+
+
+def _large_plan(x2, o2, C, rows, lo=None, hi=None):
+    """The split sizes the general path chooses for this view (moments:
+    nseg, rb, lanes; apply: nchunk == nseg, lanes), the clip bounds in x's
+    dtype and the streaming decision: the trailing arguments of the
+    _*_large kernels."""
+    P, N = x2.shape
+    R, K = (N, 1) if rows else (N // C, C)
+    nseg = max(1, min(_nsplit(P, R * K), R))
+    Lm = _lanes(K)
+    m = Lm // K
+    rb = max(m, (COL_BLOCK_BYTES // (Lm * x2.itemsize)) * m)
+    dt = x2.dtype.type
+    return (
+        nseg, rb, Lm, Lm if K > 1 else 1,
+        dt(-np.inf if lo is None else lo), dt(np.inf if hi is None else hi),
+        _streams(o2) and _resident(o2),
+    )  # fmt: skip
+
+
+def bn_large(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
+    """functional.batch_norm's fused path (see _chan_stats_large)."""
+    plan = _large_plan(x2, o2, C, rows)
+    _launch(_bn_large, x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, *plan, mean, rstd)
+
+
+def standardize_large(x2, o2, C, rows, ddof, with_mean, with_std, center, sd):
+    """preprocessing.standardize's fused path (see _chan_stats_large)."""
+    plan = _large_plan(x2, o2, C, rows)
+    _launch(_standardize_large, x2, o2, C, rows, float(ddof), with_mean, with_std, *plan, center, sd)
+
+
+def minmax_large(x2, o2, C, rows, flo, fhi, clip):
+    """preprocessing.minmax_scale's fused path (see _chan_stats_large)."""
+    plan = _large_plan(x2, o2, C, rows, flo if clip else None, fhi if clip else None)
+    _launch(_minmax_large, x2, o2, C, rows, flo, fhi, clip, *plan)
+
+
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _standardize_small(x3, y3, ddof, with_mean, with_std, center, sd):
     """preprocessing.standardize of a small x3 (A, C, S) over A and S, one

@@ -1,0 +1,278 @@
+"""The fused large paths of batch_norm, standardize and minmax_scale.
+
+A large native C-contiguous array whose general plan is rows (A*C, S) or
+channels last (1, A*C) runs as one compiled call (backends/cpu.py:
+_bn_large, _standardize_large, _minmax_large): the moments kernel, the
+merges, the parameters and the apply kernel, with no Python between the
+passes.  It repeats the general path step by step, so it must give the same
+bits, statistics and running updates included; everything else must still
+take the general path.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pytest
+
+import numbanorm as nbn
+from numbanorm import functional as F
+from numbanorm.backends import cpu
+
+
+def _same(a, b):
+    a = a if isinstance(a, tuple) else (a,)
+    b = b if isinstance(b, tuple) else (b,)
+    assert len(a) == len(b)
+    for u, v in zip(a, b, strict=True):
+        assert type(u) is type(v)
+        assert u.shape == v.shape and u.dtype == v.dtype
+        assert np.array_equal(u, v, equal_nan=True)
+
+
+@pytest.fixture
+def count(monkeypatch):
+    """Counts the calls of the fused kernels' host functions."""
+    n = {"bn_large": 0, "standardize_large": 0, "minmax_large": 0}
+    for name in n:
+        orig = getattr(cpu, name)
+
+        def wrapped(*a, _orig=orig, _name=name):
+            n[_name] += 1
+            return _orig(*a)
+
+        monkeypatch.setattr(cpu, name, wrapped)
+    return n
+
+
+def _both(monkeypatch, f):
+    """f() through the fused path, then through the general one."""
+    got = f()
+    monkeypatch.setattr(F, "_FUSED", False)
+    want = f()
+    monkeypatch.setattr(F, "_FUSED", True)
+    return got, want
+
+
+def _data(rng, shape, dtype, offset=0.0):
+    x = rng.standard_normal(shape) * 3.0 + offset
+    return x.astype(dtype)
+
+
+# (shape, channel_axis): rows with a batch, rows of one sample, few long rows
+# (several segments per row), channels last, a 2-D (N, C)
+BN_CASES = [
+    ((4, 6, 40, 50), 1),
+    ((1, 5, 9000), 1),
+    ((2, 2, 300_000), 1),
+    ((300, 7, 5, 6), -1),
+    ((9000, 5), 1),
+    ((3, 70_000), -1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,ca", BN_CASES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_fused_gives_the_general_paths_bits(
+    monkeypatch, count, rng, dtype, shape, ca, training, affine
+):
+    x = _data(rng, shape, dtype, offset=1e4)  # the center does not round to x's dtype
+    C = shape[ca]
+    w = rng.uniform(0.5, 2.0, C).astype(dtype) if affine else None
+    b = rng.standard_normal(C).astype(dtype) if affine else None
+    rm0 = rng.standard_normal(C).astype(np.float32)
+    rv0 = rng.uniform(0.5, 2.0, C).astype(np.float32)
+    x0 = x.copy()
+
+    def call():
+        rm, rv = rm0.copy(), rv0.copy()
+        y, mean, rstd = nbn.batch_norm(
+            x, rm, rv, w, b, training, 0.1, 1e-5, channel_axis=ca, return_stats=True
+        )
+        return y, mean, rstd, rm, rv
+
+    got, want = _both(monkeypatch, call)
+    _same(got, want)
+    assert count["bn_large"] == 1
+    np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,ca", BN_CASES[:4])
+def test_batch_norm_fused_out_and_in_place(monkeypatch, count, rng, dtype, shape, ca):
+    x = _data(rng, shape, dtype, offset=-50.0)
+    want = nbn.batch_norm(x, training=True, channel_axis=ca)
+    out = np.full_like(x, np.nan)
+    got = nbn.batch_norm(x, training=True, channel_axis=ca, out=out)
+    assert got is out
+    _same(got, want)
+    xi = x.copy()
+    got = nbn.batch_norm(xi, training=True, channel_axis=ca, out=xi)
+    assert got is xi
+    _same(got, want)
+    assert count["bn_large"] == 3
+    monkeypatch.setattr(F, "_FUSED", False)
+    _same(nbn.batch_norm(x, training=True, channel_axis=ca), want)
+
+
+def test_batch_norm_fused_running_stats_float64_and_no_running(monkeypatch, count, rng):
+    x = _data(rng, (3, 4, 50, 60), np.float32, offset=7.0)
+    rm0, rv0 = rng.standard_normal(4), rng.uniform(1, 2, 4)
+
+    def call():
+        rm, rv = rm0.copy(), rv0.copy()
+        return nbn.batch_norm(x, rm, rv, training=True, momentum=0.3, return_stats=True) + (rm, rv)
+
+    got, want = _both(monkeypatch, call)
+    _same(got, want)
+    got, want = _both(monkeypatch, lambda: nbn.batch_norm(x, training=True, eps=0.0))
+    _same(got, want)
+    assert count["bn_large"] == 2
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_batch_norm_fused_nan_inf_and_constant_channels(monkeypatch, rng, dtype):
+    x = _data(rng, (4, 5, 30, 40), dtype)
+    x[1, 0, 3, 4] = np.nan
+    x[2, 1, 0, 0] = np.inf
+    x[:, 2] = 3.5  # constant channel: variance 0
+    x[:, 3, :, :5] = -np.inf
+    with np.errstate(invalid="ignore"):
+        for eps in (1e-5, 0.0):
+            got, want = _both(
+                monkeypatch, lambda eps=eps: nbn.batch_norm(x, training=True, eps=eps, return_stats=True)
+            )
+            _same(got, want)
+    y = got[0]
+    assert np.isnan(y[:, 0]).all() and np.isnan(y[:, 1]).all() and np.isnan(y[:, 3]).all()
+    assert np.isnan(y[:, 2]).all()  # eps=0 on a constant channel: 0 * inf
+    assert np.isfinite(y[:, 4]).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_batch_norm_fused_with_one_thread(monkeypatch, rng, threads):
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("fewer threads than asked")
+    x = _data(rng, (2, 3, 400, 300), np.float32, offset=100.0)
+    prev = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        got, want = _both(monkeypatch, lambda: nbn.batch_norm(x, training=True))
+    finally:
+        numba.set_num_threads(prev)
+    _same(got, want)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda r: r.standard_normal((4, 6, 10, 10)).astype(np.float32),  # rows of 100 < 256
+        lambda r: r.standard_normal((40, 1, 2000)).astype(np.float32),  # one channel
+        lambda r: r.standard_normal((6, 40, 300)).astype(np.float16),
+        lambda r: r.standard_normal((40, 6, 300)).astype(np.float32)[:, :, ::2],  # strided
+        lambda r: np.asfortranarray(r.standard_normal((3000, 20))),
+    ],
+)
+def test_batch_norm_views_the_fused_path_does_not_repeat_take_the_general_path(count, rng, make):
+    x = make(rng)
+    y = nbn.batch_norm(x, training=True)
+    assert count["bn_large"] == 0
+    assert y.shape == x.shape and np.isfinite(y).all()
+
+
+def test_batch_norm_fused_leaves_odd_outputs_and_params_to_the_general_path(count, rng):
+    x = _data(rng, (4, 6, 40, 50), np.float32)
+    with pytest.raises(ValueError, match="out must have dtype"):
+        nbn.batch_norm(x, training=True, out=np.empty(x.shape))
+    with pytest.raises(ValueError, match="out is read-only"):
+        ro = np.empty_like(x)
+        ro.flags.writeable = False
+        nbn.batch_norm(x, training=True, out=ro)
+    with pytest.raises(ValueError, match="weight must have shape"):
+        nbn.batch_norm(x, training=True, weight=np.ones(5, np.float32))
+    # a non-contiguous out= is filled by the general path
+    big = np.empty((4, 6, 40, 100), np.float32)
+    got = nbn.batch_norm(x, training=True, out=big[..., ::2])
+    _same(np.ascontiguousarray(got), nbn.batch_norm(x, training=True))
+    assert count["bn_large"] == 1  # the last, reference call
+
+
+# standardize / minmax_scale: (shape, axis): channels last with a batch (2-D
+# columns, a 3-D leading axis) and rows (the last axis reduced)
+PP_CASES = [((5000, 13), 0), ((3000, 4, 5), 0), ((13, 5000), 1), ((3, 5, 3000), -1), ((40, 6, 300), 2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", PP_CASES)
+@pytest.mark.parametrize(
+    "kw",
+    [{}, {"ddof": 1}, {"with_mean": False}, {"with_std": False}, {"with_mean": False, "with_std": False}],
+)
+def test_standardize_fused_gives_the_general_paths_bits(monkeypatch, count, rng, dtype, shape, axis, kw):
+    x = _data(rng, shape, dtype, offset=1e4)
+    x.reshape(-1)[::97] = np.nan
+    x0 = x.copy()
+    got, want = _both(monkeypatch, lambda: nbn.standardize(x, axis, return_stats=True, **kw))
+    _same(got, want)
+    got, want = _both(monkeypatch, lambda: nbn.standardize(x, axis, **kw))
+    _same(got, want)
+    assert count["standardize_large"] == 2
+    np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_standardize_fused_constant_and_empty_features(monkeypatch, rng, dtype):
+    x = _data(rng, (8000, 6), dtype)
+    x[:, 1] = 1e6  # constant: std 1 (scikit-learn's bound)
+    x[:, 2] = np.nan  # no values: NaN statistics
+    x[:3, 3] = np.nan
+    x[:, 4] = np.inf
+    with np.errstate(invalid="ignore"):
+        got, want = _both(monkeypatch, lambda: nbn.standardize(x, 0, return_stats=True))
+    _same(got, want)
+    y, mean, std = got
+    assert std[0, 1] == 1.0 and (y[:, 1] == 0.0).all()
+    assert np.isnan(mean[0, 2]) and np.isnan(y[:, 2]).all()
+    assert np.isnan(y[:3, 3]).all() and np.isfinite(y[3:, 3]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,axis", PP_CASES)
+@pytest.mark.parametrize(
+    "kw", [{}, {"feature_range": (-1.0, 2.0)}, {"clip": True, "feature_range": (-3.0, 0.5)}]
+)
+def test_minmax_fused_gives_the_general_paths_bits(monkeypatch, count, rng, dtype, shape, axis, kw):
+    x = _data(rng, shape, dtype, offset=-2e3)
+    x.reshape(-1)[::89] = np.nan
+    got, want = _both(monkeypatch, lambda: nbn.minmax_scale(x, axis=axis, **kw))
+    _same(got, want)
+    assert count["minmax_large"] == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_minmax_fused_zero_range_empty_and_out(monkeypatch, count, rng, dtype):
+    x = _data(rng, (8000, 6), dtype)
+    x[:, 1] = 5.0  # zero range: scaled by the range's width, to feature_range[0]
+    x[:, 2] = np.nan
+    with np.errstate(invalid="ignore"):
+        got, want = _both(monkeypatch, lambda: nbn.minmax_scale(x, (2.0, 3.0), axis=0))
+    _same(got, want)
+    assert (got[:, 1] == 2.0).all() and np.isnan(got[:, 2]).all()
+    out = np.empty_like(x)
+    with np.errstate(invalid="ignore"):
+        assert nbn.minmax_scale(x, (2.0, 3.0), axis=0, out=out) is out
+    _same(out, want)
+    assert count["minmax_large"] == 2
+
+
+def test_preprocessing_views_the_fused_path_does_not_repeat_take_the_general_path(count, rng):
+    x = rng.standard_normal((40, 6, 300))
+    nbn.standardize(x, axis=(0, 2))  # tuple axis
+    nbn.standardize(x, axis=None)  # nothing kept
+    nbn.minmax_scale(x, axis=2)  # kept axes (0, 1) ... rows of 300: fused
+    nbn.minmax_scale(x[:, :, ::2], axis=0)  # strided
+    nbn.standardize(x.astype(np.float16), axis=0)
+    nbn.minmax_scale(x, axis=1)  # kept (0, 2) not contiguous
+    assert count == {"bn_large": 0, "standardize_large": 0, "minmax_large": 1}
