@@ -21,6 +21,15 @@ CACHE = True
 # L1/L2-resident so the second pass costs no DRAM traffic.
 ROW_CHUNK = 4096
 
+# Bytes of output the row kernels write between software prefetches of the
+# next row's matching lines into L1 (backends/cpu.py: _affine_row): the next
+# row's statistics then read L1, and its DRAM reads overlap this row's
+# output.  512 measured best (128-4096 tried, benchmarks/NOTES.md section 15).
+PREFETCH_CHUNK_BYTES = 512
+# Only rows of at least this many bytes: rows of 4 KiB measured 6-39 % slower
+# with the prefetches, rows of 16 and 64 KiB 12-27 % faster.
+PREFETCH_MIN_ROW_BYTES = 8 * 1024
+
 # Target bytes of one cache-resident block in column reductions (rows x lanes).
 COL_BLOCK_BYTES = 256 * 1024
 

@@ -142,6 +142,40 @@ def test_streamed_rows_match_ordinary_and_reference(streaming, spy, monkeypatch,
             np.testing.assert_allclose(out, expect, **_tol(dtype), err_msg=f"{name} offset {off}")
 
 
+@pytest.mark.parametrize(
+    "dtype,d",
+    [
+        (np.float32, 2048),  # 8 KiB rows: the smallest that prefetch
+        (np.float32, 2085),  # chunks and lines that do not divide the row
+        (np.float64, 1100),
+        (np.float32, 5000),  # longer than ROW_CHUNK
+    ],
+)
+def test_prefetching_rows_match_reference_streamed_or_not(streaming, spy, dtype, d):
+    # rows of >= PREFETCH_MIN_ROW_BYTES with per-element weights are written
+    # in PREFETCH_CHUNK_BYTES chunks, prefetching the next row (_affine_row)
+    assert d * np.dtype(dtype).itemsize >= cpu.PREFETCH_MIN_ROW_BYTES
+    shape = (32, d)  # above MIN_TASK_ELEMS (no small-call kernel), one task per row
+    rng = np.random.default_rng(d)
+    x = (rng.standard_normal(shape) * 2 + 1e3).astype(dtype)
+    w = rng.uniform(0.5, 1.5, d).astype(dtype)
+    b = rng.uniform(-0.5, 0.5, d).astype(dtype)
+    ops = [
+        (lambda x, o: nbn.layer_norm(x, (d,), w, b, out=o), ref.layer_norm(x, (d,), w, b)),
+        (lambda x, o: nbn.rms_norm(x, (d,), w, out=o), ref.rms_norm(x, (d,), w)),
+    ]
+    for call, expect in ops:
+        plain = call(x, None)  # fresh output: ordinary stores, same chunks
+        np.testing.assert_allclose(plain, expect, **_tol(dtype))
+        for off in (0, 1, 3):
+            raw, start, out = _placed(shape, dtype, off)
+            spy["stream"].clear()
+            call(x, out)
+            assert spy["stream"] == [True]
+            assert _guards_intact(raw, start, out.nbytes), off
+            np.testing.assert_array_equal(out, plain)  # the same arithmetic
+
+
 @pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
 def test_fresh_output_is_not_streamed(streaming, spy):
     # 64 MiB: an allocation this large is a fresh mapping (glibc's mmap

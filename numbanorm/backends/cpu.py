@@ -40,6 +40,8 @@ from .._config import (
     LINE_BYTES,
     MIN_TASK_ELEMS,
     PIPE_MAX_ROW_BYTES,
+    PREFETCH_CHUNK_BYTES,
+    PREFETCH_MIN_ROW_BYTES,
     ROW_CHUNK,
     SHIFT_MAX_GAIN,
     STREAM_MIN_BYTES,
@@ -90,6 +92,32 @@ def _stream_store(typingctx, arr, idx, val):
         return context.get_dummy_value()
 
     return types.void(arr, idx, val), codegen
+
+
+@intrinsic
+def _prefetch(typingctx, arr, idx):
+    """Software prefetch of ``arr[idx]``'s line into L1 for reading (LLVM
+    ``llvm.prefetch``, locality 3).  A hint: it never faults, so any index
+    of a valid array is safe; ``idx`` is never negative (no wraparound)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        arrty, idxty = sig.args
+        ary = context.make_array(arrty)(context, builder, args[0])
+        ind = context.cast(builder, args[1], idxty, types.intp)
+        ptr = cgutils.get_item_pointer(
+            context, builder, arrty, ary, [ind], wraparound=False, boundscheck=False
+        )
+        i8p = ir.PointerType(ir.IntType(8))
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # (address, read, locality 3: keep in all levels, data cache)
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, idx), codegen
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -879,7 +907,7 @@ ROW_NORM_GROUPED = True
 
 
 @njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _affine_row(v, o, mu, rs, wr, br, stream):
+def _affine_row(v, o, mu, rs, wr, br, stream, nxt):
     """o = (v - mu) * rs * w + b for one row; w, b (x's dtype) per segment.
 
     Arithmetic in x's dtype (float32 data: twice the SIMD width of float64),
@@ -887,7 +915,10 @@ def _affine_row(v, o, mu, rs, wr, br, stream):
     dtype and ``(v - hi) - lo`` is formed first (``v - hi`` is exact by
     Sterbenz's lemma when v is near mu).  No 'reassoc' here (_config).
     ``stream``: streaming stores for the whole aligned lines of a row with
-    one weight per element (_stream_span).
+    one weight per element (_stream_span).  ``nxt``: the next row (of v's
+    length, else nothing is prefetched); a row with one weight per element
+    is written in chunks of PREFETCH_CHUNK_BYTES, each after a prefetch of
+    the next row's matching lines (NOTES.md section 15).
     """
     T = v.dtype.type
     mh = T(mu)
@@ -895,13 +926,21 @@ def _affine_row(v, o, mu, rs, wr, br, stream):
     r = T(rs)
     S = wr.size
     seg = v.size // S
-    if seg == 1 and stream:
-        p, m = _stream_span(o.ctypes.data, 0, v.size, o.itemsize, True)
+    if seg == 1:
+        n = v.size
+        p, m = _stream_span(o.ctypes.data, 0, n, o.itemsize, True) if stream else (0, n)
         _affine_vec(v[:p], o[:p], mh, ml, r, wr[:p], br[:p], False)
-        _affine_vec(v[p:m], o[p:m], mh, ml, r, wr[p:m], br[p:m], True)
+        if nxt.size == n and n * v.itemsize >= PREFETCH_MIN_ROW_BYTES:
+            ch = PREFETCH_CHUNK_BYTES // v.itemsize  # whole lines
+            per = LINE_BYTES // v.itemsize
+            for c0 in range(p, m, ch):
+                c1 = min(m, c0 + ch)
+                for j in range(c0, c1, per):
+                    _prefetch(nxt, j)
+                _affine_vec(v[c0:c1], o[c0:c1], mh, ml, r, wr[c0:c1], br[c0:c1], stream)
+        else:
+            _affine_vec(v[p:m], o[p:m], mh, ml, r, wr[p:m], br[p:m], stream)
         _affine_vec(v[m:], o[m:], mh, ml, r, wr[m:], br[m:], False)
-    elif seg == 1:
-        _affine_vec(v, o, mh, ml, r, wr, br, False)
     else:
         for s in range(S):
             a = r * wr[s]
@@ -1030,7 +1069,13 @@ def _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r, stream):
     D = x2.shape[1]
     S = W.shape[1]
     stream = stream and S == D and S > 1
-    if not stream and D <= ROW_CHUNK and mode >= 0.0 and (S == 1 or S == D):
+    if (
+        not stream
+        and D <= ROW_CHUNK
+        and D * x2.itemsize < PREFETCH_MIN_ROW_BYTES
+        and mode >= 0.0
+        and (S == 1 or S == D)
+    ):
         mu, rs = _row_stats_direct(x2, r, mode, eps)
         mean_out[r] = mu
         rstd_out[r] = rs
@@ -1050,7 +1095,10 @@ def _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r, stream):
     mean_out[r] = mu
     rstd_out[r] = rs
     RW = W.shape[0]
-    _affine_row(v, o2[r], mu, rs, W[r % RW], B[r % RW], stream)
+    # the next row's lines are prefetched while this row is written (the last
+    # row prefetches itself: already cached)
+    nxt = x2[min(r + 1, x2.shape[0] - 1)]
+    _affine_row(v, o2[r], mu, rs, W[r % RW], B[r % RW], stream, nxt)
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -1156,6 +1204,7 @@ def _row_norm_seg(x2, o2, W, B, nseg, mean, rstd):
             W[r % RW, 0:1] if S == 1 else W[r % RW, u0:u1],
             B[r % RW, 0:1] if S == 1 else B[r % RW, u0:u1],
             False,
+            x2[r, 0:0],  # no prefetch: the tasks of a row run side by side
         )
 
 
