@@ -152,28 +152,51 @@ def test_streamed_rows_match_ordinary_and_reference(streaming, spy, monkeypatch,
     ],
 )
 def test_prefetching_rows_match_reference_streamed_or_not(streaming, spy, dtype, d):
-    # rows of >= PREFETCH_MIN_ROW_BYTES with per-element weights are written
-    # in PREFETCH_CHUNK_BYTES chunks, prefetching the next row (_affine_row)
+    # rows of >= PREFETCH_MIN_ROW_BYTES are written in PREFETCH_CHUNK_BYTES
+    # chunks, prefetching the next row (_affine_row) or the row after next
+    # (the pipelined kernel, _pipe_row)
     assert d * np.dtype(dtype).itemsize >= cpu.PREFETCH_MIN_ROW_BYTES
     shape = (32, d)  # above MIN_TASK_ELEMS (no small-call kernel), one task per row
     rng = np.random.default_rng(d)
     x = (rng.standard_normal(shape) * 2 + 1e3).astype(dtype)
     w = rng.uniform(0.5, 1.5, d).astype(dtype)
     b = rng.uniform(-0.5, 0.5, d).astype(dtype)
-    ops = [
-        (lambda x, o: nbn.layer_norm(x, (d,), w, b, out=o), ref.layer_norm(x, (d,), w, b)),
-        (lambda x, o: nbn.rms_norm(x, (d,), w, out=o), ref.rms_norm(x, (d,), w)),
+    wc = rng.uniform(0.5, 1.5, 8).astype(dtype)
+    bc = rng.uniform(-0.5, 0.5, 8).astype(dtype)
+    x3 = x.reshape(4, 8, d)
+    ops = [  # (call, reference, kernel): the row-by-row kernel and the pipelined one
+        (lambda x, o: nbn.layer_norm(x, (d,), w, b, out=o), ref.layer_norm(x, (d,), w, b), "rows"),
+        (lambda x, o: nbn.rms_norm(x, (d,), w, out=o), ref.rms_norm(x, (d,), w), "rows"),
+        (lambda x, o: nbn.lp_normalize(x, out=o), ref.lp_normalize(x), "pipe"),
+        (
+            lambda x, o: nbn.instance_norm(
+                x.reshape(x3.shape), weight=wc, bias=bc, out=None if o is None else o.reshape(x3.shape)
+            ).reshape(shape),
+            ref.instance_norm(x3, weight=wc, bias=bc).reshape(shape),
+            "pipe",
+        ),
+        (
+            lambda x, o: nbn.group_norm(
+                x.reshape(x3.shape), 2, wc, bc, out=None if o is None else o.reshape(x3.shape)
+            ).reshape(shape),
+            ref.group_norm(x3, 2, wc, bc).reshape(shape),
+            "pipe",
+        ),
     ]
-    for call, expect in ops:
-        plain = call(x, None)  # fresh output: ordinary stores, same chunks
+    for call, expect, kernel in ops:
+        plain = call(x, None)  # fresh output: ordinary stores (row-by-row kernel)
         np.testing.assert_allclose(plain, expect, **_tol(dtype))
         for off in (0, 1, 3):
             raw, start, out = _placed(shape, dtype, off)
             spy["stream"].clear()
+            spy["pipe"] = spy["rows"] = 0
             call(x, out)
-            assert spy["stream"] == [True]
+            assert spy["stream"] == [True] and spy[kernel] == 1, (kernel, spy)
             assert _guards_intact(raw, start, out.nbytes), off
-            np.testing.assert_array_equal(out, plain)  # the same arithmetic
+            if kernel == "rows":
+                np.testing.assert_array_equal(out, plain)  # the same arithmetic
+            else:  # the pipelined statistics may differ in the last bits
+                np.testing.assert_allclose(out, expect, **_tol(dtype))
 
 
 @pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")

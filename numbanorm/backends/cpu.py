@@ -95,19 +95,28 @@ def _stream_store(typingctx, arr, idx, val):
 
 
 @intrinsic
-def _prefetch(typingctx, arr, idx):
-    """Software prefetch of ``arr[idx]``'s line into L1 for reading (LLVM
-    ``llvm.prefetch``, locality 3).  A hint: it never faults, so any index
-    of a valid array is safe; ``idx`` is never negative (no wraparound)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(idx, types.Integer)):
+def _prefetch(typingctx, arr, i, j):
+    """Software prefetch of ``arr[i, j]``'s line (a 2-D array: no view of a
+    row is made, whose reference counting costs ~50 ns) into L1 for reading
+    (LLVM ``llvm.prefetch``, locality 3).  A hint: it never faults, so any
+    index of a valid array is safe; indices are never negative."""
+    if not (
+        isinstance(arr, types.Array)
+        and arr.ndim == 2
+        and isinstance(i, types.Integer)
+        and isinstance(j, types.Integer)
+    ):
         return None
 
     def codegen(context, builder, sig, args):
-        arrty, idxty = sig.args
+        arrty, ity, jty = sig.args
         ary = context.make_array(arrty)(context, builder, args[0])
-        ind = context.cast(builder, args[1], idxty, types.intp)
+        inds = [
+            context.cast(builder, args[1], ity, types.intp),
+            context.cast(builder, args[2], jty, types.intp),
+        ]
         ptr = cgutils.get_item_pointer(
-            context, builder, arrty, ary, [ind], wraparound=False, boundscheck=False
+            context, builder, arrty, ary, inds, wraparound=False, boundscheck=False
         )
         i8p = ir.PointerType(ir.IntType(8))
         i32 = ir.IntType(32)
@@ -117,7 +126,7 @@ def _prefetch(typingctx, arr, idx):
         builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
-    return types.void(arr, idx), codegen
+    return types.void(arr, i, j), codegen
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -907,7 +916,7 @@ ROW_NORM_GROUPED = True
 
 
 @njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _affine_row(v, o, mu, rs, wr, br, stream, nxt):
+def _affine_row(v, o, mu, rs, wr, br, stream, x2, nr):
     """o = (v - mu) * rs * w + b for one row; w, b (x's dtype) per segment.
 
     Arithmetic in x's dtype (float32 data: twice the SIMD width of float64),
@@ -915,8 +924,8 @@ def _affine_row(v, o, mu, rs, wr, br, stream, nxt):
     dtype and ``(v - hi) - lo`` is formed first (``v - hi`` is exact by
     Sterbenz's lemma when v is near mu).  No 'reassoc' here (_config).
     ``stream``: streaming stores for the whole aligned lines of a row with
-    one weight per element (_stream_span).  ``nxt``: the next row (of v's
-    length, else nothing is prefetched); a row with one weight per element
+    one weight per element (_stream_span).  ``x2[nr]``: the next row (nr <
+    0: none); a row of >= PREFETCH_MIN_ROW_BYTES with one weight per element
     is written in chunks of PREFETCH_CHUNK_BYTES, each after a prefetch of
     the next row's matching lines (NOTES.md section 15).
     """
@@ -930,13 +939,13 @@ def _affine_row(v, o, mu, rs, wr, br, stream, nxt):
         n = v.size
         p, m = _stream_span(o.ctypes.data, 0, n, o.itemsize, True) if stream else (0, n)
         _affine_vec(v[:p], o[:p], mh, ml, r, wr[:p], br[:p], False)
-        if nxt.size == n and n * v.itemsize >= PREFETCH_MIN_ROW_BYTES:
+        if nr >= 0 and n * v.itemsize >= PREFETCH_MIN_ROW_BYTES:
             ch = PREFETCH_CHUNK_BYTES // v.itemsize  # whole lines
             per = LINE_BYTES // v.itemsize
             for c0 in range(p, m, ch):
                 c1 = min(m, c0 + ch)
                 for j in range(c0, c1, per):
-                    _prefetch(nxt, j)
+                    _prefetch(x2, nr, j)
                 _affine_vec(v[c0:c1], o[c0:c1], mh, ml, r, wr[c0:c1], br[c0:c1], stream)
         else:
             _affine_vec(v[p:m], o[p:m], mh, ml, r, wr[p:m], br[p:m], stream)
@@ -1097,8 +1106,8 @@ def _row_norm_one(x2, o2, W, B, eps, mode, mean_out, rstd_out, r, stream):
     RW = W.shape[0]
     # the next row's lines are prefetched while this row is written (the last
     # row prefetches itself: already cached)
-    nxt = x2[min(r + 1, x2.shape[0] - 1)]
-    _affine_row(v, o2[r], mu, rs, W[r % RW], B[r % RW], stream, nxt)
+    nxt = min(r + 1, x2.shape[0] - 1)
+    _affine_row(v, o2[r], mu, rs, W[r % RW], B[r % RW], stream, x2, nxt)
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -1204,7 +1213,8 @@ def _row_norm_seg(x2, o2, W, B, nseg, mean, rstd):
             W[r % RW, 0:1] if S == 1 else W[r % RW, u0:u1],
             B[r % RW, 0:1] if S == 1 else B[r % RW, u0:u1],
             False,
-            x2[r, 0:0],  # no prefetch: the tasks of a row run side by side
+            x2,
+            -1,  # no prefetch: the tasks of a row run side by side
         )
 
 
@@ -1245,14 +1255,16 @@ def _pipe_scl(u, v, o, sh, mh, ml, a, b, nt):
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
-def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream):
+def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream, x2, nn):
     """Shifted sums of row u while row v is normalized into o.
 
     wr, br: the row's (S,) weights, one per D/S-long segment (row_norm sends
     rows with fewer weights than elements here; one weight per element takes
     the row-by-row kernel, NOTES.md section 13).  Whole aligned lines of o
     take streaming stores when ``stream`` (_stream_span), the rest ordinary
-    ones.
+    ones.  ``x2[nn]``: the row after u; rows of >= PREFETCH_MIN_ROW_BYTES
+    stream in PREFETCH_CHUNK_BYTES chunks, each after a prefetch of its
+    matching lines (as _affine_row; NOTES.md section 15).
     """
     T = v.dtype.type
     mh = T(mu)
@@ -1263,6 +1275,7 @@ def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream):
     S = wr.size
     seg = n // S
     per = LINE_BYTES // o.itemsize
+    pf = n * o.itemsize >= PREFETCH_MIN_ROW_BYTES
     s1 = 0.0
     s2 = 0.0
     for k in range(S):
@@ -1278,9 +1291,17 @@ def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream):
         t1, t2 = _pipe_scl(uk[:pk], vk[:pk], ok[:pk], sh, mh, ml, a, b, False)
         s1 += t1
         s2 += t2
-        t1, t2 = _pipe_scl(uk[pk:mk], vk[pk:mk], ok[pk:mk], sh, mh, ml, a, b, True)
-        s1 += t1
-        s2 += t2
+        # the streamed part in chunks, each after prefetching nn's lines (or
+        # in one piece: short rows)
+        ch = PREFETCH_CHUNK_BYTES // o.itemsize if pf else max(mk - pk, 1)
+        for c0 in range(pk, mk, ch):
+            c1 = min(mk, c0 + ch)
+            if pf:
+                for j in range(lo + c0, lo + c1, per):
+                    _prefetch(x2, nn, j)
+            t1, t2 = _pipe_scl(uk[c0:c1], vk[c0:c1], ok[c0:c1], sh, mh, ml, a, b, True)
+            s1 += t1
+            s2 += t2
         t1, t2 = _pipe_scl(uk[mk:], vk[mk:], ok[mk:], sh, mh, ml, a, b, False)
         s1 += t1
         s2 += t2
@@ -1355,7 +1376,10 @@ def _row_norm_pipe(x2, o2, W, B, eps, mode, mean_out, rstd_out, ntask, stream):
             # the block's last row sums itself (from L1), and the sums are unused
             u = x2[min(r + 1, r1 - 1)]
             sh = _pipe_shift(u, mode)
-            s1, s2 = _pipe_row(u, x2[r], o2[r], sh, mu, rs, W[r % RW], B[r % RW], stream)
+            # the row after next is prefetched while this one is written
+            s1, s2 = _pipe_row(
+                u, x2[r], o2[r], sh, mu, rs, W[r % RW], B[r % RW], stream, x2, min(r + 2, r1 - 1)
+            )
             mu, rs = _pipe_stats(u, mode, eps, sh, s1, s2)
 
 
@@ -1502,7 +1526,7 @@ def _bn_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean, rstd)
 # step is the one the general path (reduce_moments, apply_affine, apply)
 # takes for these views, in the same order and arithmetic (these functions
 # compile without fastmath, as NumPy computes): the same bits
-# (tests/test_fused.py).
+# (tests/test_fused.py; one unexplained last-bit exception, NOTES.md 14).
 
 
 @njit(cache=CACHE, error_model="numpy")
