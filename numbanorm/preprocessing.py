@@ -41,7 +41,7 @@ _UNIT = {dt: (np.ones((1, 1), dt), np.zeros((1, 1), dt)) for dt in _FAST_DTYPES}
 
 def _small_view(x: Any, axis: Any):
     """(A, C, S) when ``x`` is a small native float32/64 C-contiguous ndarray
-    and ``axis`` an int or None whose kept axes are contiguous: x as
+    and ``axis`` (_simple_axes) keeps contiguous axes: x as
     (reduced prefix, kept, reduced suffix), statistics per kept position.
     None otherwise: the general path then validates and raises the errors."""
     if not _small_array(x):
@@ -51,17 +51,25 @@ def _small_view(x: Any, axis: Any):
 
 
 def _simple_axes(nd: int, axis: Any):
-    """``axis`` as a tuple when it is an int in range or None; else None."""
+    """``axis`` as a sorted tuple when it is an int in range, None, or a
+    non-empty tuple of distinct ints in range; else None (the general path
+    then validates it)."""
     if type(axis) is int:
         return (axis % nd,) if -nd <= axis < nd else None
-    return tuple(range(nd)) if axis is None else None
+    if axis is None:
+        return tuple(range(nd))
+    if type(axis) is not tuple or not axis or any(type(a) is not int or not -nd <= a < nd for a in axis):
+        return None
+    axes = tuple(sorted(a % nd for a in axis))
+    return axes if len(set(axes)) == len(axes) else None
 
 
 def _large_view(x: Any, axis: Any):
     """((A, C, S), axes) when ``x`` is a large native float32/64 C-contiguous
-    ndarray and ``axis`` an int whose kept axes are contiguous and whose
-    general plan the fused kernels repeat (functional._chan_fusable); None
-    otherwise (the general path)."""
+    ndarray and ``axis`` an int or a tuple of ints (_simple_axes) whose kept
+    axes are contiguous and whose general plan the fused kernels repeat
+    (functional._chan_fusable): e.g. axis=(0, 2, 3), per channel of NCHW
+    images.  None otherwise (the general path)."""
     if not (
         _functional._FUSED
         and type(x) is np.ndarray

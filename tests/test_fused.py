@@ -210,8 +210,19 @@ def test_batch_norm_fused_leaves_odd_outputs_and_params_to_the_general_path(coun
 
 
 # standardize / minmax_scale: (shape, axis): channels last with a batch (2-D
-# columns, a 3-D leading axis) and rows (the last axis reduced)
-PP_CASES = [((5000, 13), 0), ((3000, 4, 5), 0), ((13, 5000), 1), ((3, 5, 3000), -1), ((40, 6, 300), 2)]
+# columns, a 3-D leading axis, two leading axes), rows (the last axis
+# reduced) and rows with a batch (per channel of NCHW: partials merged over
+# the batch)
+PP_CASES = [
+    ((5000, 13), 0),
+    ((3000, 4, 5), 0),
+    ((600, 7, 9), (0, 1)),
+    ((13, 5000), 1),
+    ((3, 5, 3000), -1),
+    ((40, 6, 300), 2),
+    ((6, 5, 40, 40), (0, 2, 3)),
+    ((40, 6, 300), (-1, 0)),
+]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -283,10 +294,17 @@ def test_minmax_fused_zero_range_empty_and_out(monkeypatch, count, rng, dtype):
 
 def test_preprocessing_views_the_fused_path_does_not_repeat_take_the_general_path(count, rng):
     x = rng.standard_normal((40, 6, 300))
-    nbn.standardize(x, axis=(0, 2))  # tuple axis
     nbn.standardize(x, axis=None)  # nothing kept
+    nbn.standardize(x[:, :, :100].copy(), axis=(0, 2))  # rows of 100 < 256
     nbn.minmax_scale(x, axis=2)  # kept axes (0, 1) ... rows of 300: fused
     nbn.minmax_scale(x[:, :, ::2], axis=0)  # strided
     nbn.standardize(x.astype(np.float16), axis=0)
     nbn.minmax_scale(x, axis=1)  # kept (0, 2) not contiguous
+    nbn.minmax_scale(x, axis=[0, 2])  # a list: the general path takes it
     assert count == {"bn_large": 0, "standardize_large": 0, "minmax_large": 1}
+    with pytest.raises(ValueError, match="repeats an axis"):
+        nbn.standardize(x, axis=(0, 0))
+    with pytest.raises(ValueError, match="out of range"):
+        nbn.standardize(x, axis=(0, 3))
+    with pytest.raises(TypeError, match="axis must be"):
+        nbn.standardize(x, axis=(0, 1.0))

@@ -248,7 +248,12 @@ def test_minmax_fast_path_matches_general(rng, dtype, shape, axis, opts):
 
 def test_standardize_fast_path_not_taken_and_errors(rng):
     x = rng.standard_normal((6, 4, 3))
-    assert P._small_view(x, (0, 2)) is None  # a tuple axis: the general path
+    assert P._small_view(x, (0, 2)) == (6, 4, 3)  # a tuple axis keeping axis 1
+    assert P._small_view(x, (0, 1)) == (24, 3, 1)
+    assert P._small_view(x, (1,)) is None  # kept (0, 2): not contiguous
+    assert P._small_view(x, (0, 0)) is None  # repeated: the general path raises
+    assert P._small_view(x, ()) is None
+    assert P._small_view(x, [0, 2]) is None  # not a tuple
     assert P._small_view(x[:, ::2], 0) is None
     assert P._small_view(x.astype(np.float16), 0) is None
     assert P._small_view(np.ones((MIN_TASK_ELEMS + 1,)), 0) is None
@@ -262,9 +267,11 @@ def test_standardize_fast_path_not_taken_and_errors(rng):
         nbn.minmax_scale(x, (1.0, 0.0))
     with pytest.raises(ValueError):
         nbn.standardize(np.ones((0, 3)), 0)
-    np.testing.assert_allclose(
-        nbn.standardize(x, (0, 2)), nbn.standardize(x, (0, 2), out=np.empty_like(x)), rtol=1e-12
+    # the fast path and the general path of a small call run the same kernel
+    np.testing.assert_array_equal(
+        nbn.standardize(x, (0, 2)), nbn.standardize(x, (0, 2), out=np.empty_like(x))
     )
+    np.testing.assert_array_equal(nbn.standardize(x, (0, 2)), nbn.standardize(x, [2, 0]))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
