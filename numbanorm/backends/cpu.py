@@ -688,6 +688,31 @@ def _widen(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _col_split(P: int, R: int, K: int, isz: int):
+    """(nseg, L, rb) of the moments kernel for x3 (P, R, K): segments per
+    (p), lanes, rows per cache block; nseg is also the apply kernel's
+    nchunk for the same view."""
+    nseg = max(1, min(_nsplit(P, R * K), R))
+    L = _lanes(K)
+    m = L // K
+    return nseg, L, max(m, (COL_BLOCK_BYTES // (L * isz)) * m)
+
+
+@njit(cache=CACHE, error_model="numpy")
+def _partials(P, nseg, K):
+    """The moments kernel's (P, nseg, K) outputs: count, mean, residual, M2
+    zero, min +inf, max -inf."""
+    sh3 = (P, nseg, K)
+    return (
+        np.zeros(sh3),
+        np.zeros(sh3),
+        np.zeros(sh3),
+        np.zeros(sh3),
+        np.full(sh3, np.inf),
+        np.full(sh3, -np.inf),
+    )
+
+
 def moments(x3, skipnan, minmax, want_moments=True):
     """Per-(p, k) (count, mean, M2[, min, max], mean residual) of x3 (P, R, K) over R.
 
@@ -699,17 +724,8 @@ def moments(x3, skipnan, minmax, want_moments=True):
     if P * R * K == 0:
         z = np.zeros((P, K))
         return z, z.copy(), z.copy(), np.full((P, K), np.inf), np.full((P, K), -np.inf), z.copy()
-    nseg = max(1, min(_nsplit(P, R * K), R))
-    shape = (P, nseg, K)
-    cnt = np.zeros(shape)
-    mean = np.zeros(shape)
-    res = np.zeros(shape)
-    m2 = np.zeros(shape)
-    mn = np.full(shape, np.inf)
-    mx = np.full(shape, -np.inf)
-    L = _lanes(K)
-    m = L // K
-    rb = max(m, (COL_BLOCK_BYTES // (L * x3.itemsize)) * m)
+    nseg, L, rb = _col_split(P, R, K, x3.itemsize)
+    cnt, mean, res, m2, mn, mx = _partials(P, nseg, K)
     if K == 1 and not skipnan and not minmax and want_moments:
         _launch(_row_moments, x3.reshape(P, R), nseg, cnt, mean, res, m2)
     else:
@@ -1536,13 +1552,7 @@ def _chan_stats_large(x2, C, rows, skipnan, minmax, want_moments, nseg, rb, L, c
     the batch (rows), the mean's residual rounded in, an empty channel NaN."""
     P = x2.shape[0]
     K = 1 if rows else C
-    sh3 = (P, nseg, K)
-    pc = np.zeros(sh3)
-    pm = np.zeros(sh3)
-    pr = np.zeros(sh3)
-    pq = np.zeros(sh3)
-    plo = np.full(sh3, np.inf)
-    phi = np.full(sh3, -np.inf)
+    pc, pm, pr, pq, plo, phi = _partials(P, nseg, K)
     if K == 1 and not skipnan and not minmax and want_moments:
         _row_moments(x2, nseg, pc, pm, pr, pq)
     else:
@@ -1696,10 +1706,7 @@ def _large_plan(x2, o2, C, rows, lo=None, hi=None):
     _*_large kernels."""
     P, N = x2.shape
     R, K = (N, 1) if rows else (N // C, C)
-    nseg = max(1, min(_nsplit(P, R * K), R))
-    Lm = _lanes(K)
-    m = Lm // K
-    rb = max(m, (COL_BLOCK_BYTES // (Lm * x2.itemsize)) * m)
+    nseg, Lm, rb = _col_split(P, R, K, x2.itemsize)
     dt = x2.dtype.type
     return (
         nseg, rb, Lm, Lm if K > 1 else 1,
