@@ -71,3 +71,16 @@ PIPE_MAX_ROW_BYTES = 256 * 1024
 # line written partly by streaming and partly by ordinary stores costs a
 # read-modify-write at the memory controller).
 LINE_BYTES = 64
+
+# batch_norm training over channels-first rows takes the channel-pipelined
+# kernel (cpu._bn_pipe): each thread walks its own channels, and the loop that
+# writes channel c sums channel c+1, so x is read from DRAM once (channel c
+# was read, and stays cached, while channel c-1 was written).  One channel per
+# thread is in flight, so all of them must fit this many bytes (half of this
+# machine's 32 MiB L3: 8 MiB channels measured 0.96x the two-pass, 16 MiB
+# ones 1.06x).  Rows shorter than CHAN_PIPE_MIN_ROW_BYTES keep the two-pass
+# (each row of a channel is a separate stretch of memory; rows of 1 KiB ran
+# 1.8x slower than the two-pass, 2 KiB 0.96x, 4 KiB 0.64-0.8x;
+# benchmarks/NOTES.md section 16).
+CHAN_PIPE_CACHE_BYTES = 16 << 20
+CHAN_PIPE_MIN_ROW_BYTES = 2048

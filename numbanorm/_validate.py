@@ -187,7 +187,21 @@ def out_array(out: Any, inp: Input, name: str = "out"):
         raise ValueError(f"{name} must have dtype {inp.dtype}, got {np.dtype(o.dtype)}")
     if isinstance(o, np.ndarray) and not o.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if isinstance(o, np.ndarray) and isinstance(inp.orig, np.ndarray) and overlaps(o, inp.orig):
+        raise ValueError(f"{name} overlaps x without being x: pass x itself (in place) or a separate array")
     return o, out
+
+
+def overlaps(out: np.ndarray, x: np.ndarray) -> bool:
+    """Does ``out`` share memory with ``x`` without being the same view of it
+    (same address and strides: in place)?  The kernels read x while writing
+    out element by element, so any other overlap would read values already
+    overwritten.  Memory bounds only (np.may_share_memory), so a disjoint
+    interleaved view also counts."""
+    if not np.may_share_memory(out, x):
+        return False
+    ax = x.__array_interface__["data"][0]
+    return not (out.__array_interface__["data"][0] == ax and out.strides == x.strides)
 
 
 def shape_tuple(normalized_shape: Any, name: str = "normalized_shape") -> tuple[int, ...]:

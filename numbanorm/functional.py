@@ -85,8 +85,9 @@ def _fast_chan(p, C: int, writable: bool = False):
 
 def _fast_out(x: np.ndarray, out):
     """The output of a fast path: a new array like x for None, else ``out``
-    when it is a writable C-contiguous ndarray of x's shape and dtype; None
-    for anything else (the general path then validates it)."""
+    when it is a writable C-contiguous ndarray of x's shape and dtype that is
+    x itself or does not overlap it; None for anything else (the general path
+    then validates it)."""
     if out is None:
         return np.empty_like(x)
     if (
@@ -95,6 +96,7 @@ def _fast_out(x: np.ndarray, out):
         or out.dtype != x.dtype
         or not out.flags.c_contiguous
         or not out.flags.writeable
+        or V.overlaps(out, x)
     ):
         return None
     return out

@@ -295,6 +295,32 @@ def test_out_mismatch(op, no_kernel):
     np.testing.assert_array_equal(x, x0)
 
 
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("big", [False, True])
+def test_out_overlapping_x_is_value_error(op, big, no_kernel):
+    # out sharing x's memory without being x (shifted by one row, x reversed
+    # along an axis) would read values already overwritten;
+    # big: past the small-call and fused fast paths' size limits too
+    shape = (8, 6, 2048) if big else SHAPE
+    n = int(np.prod(shape))
+    base = _data((n + shape[-1],), seed=3)
+    x = base[:n].reshape(shape)
+    x0 = x.copy()
+    for out in (base[shape[-1] :].reshape(shape), x[::-1], x[:, ::-1]):
+        with raises(ValueError, "out", "overlaps x"):
+            OPS[op](x, out=out)
+    np.testing.assert_array_equal(x, x0)
+
+
+def test_out_is_x_or_a_disjoint_view_of_the_same_buffer():
+    base = _data((2 * 4 * 6 * 5,))
+    x = base[:120].reshape(SHAPE)
+    want = nbn.layer_norm(x, 5)
+    out = base[120:].reshape(SHAPE)  # same buffer, disjoint
+    np.testing.assert_array_equal(nbn.layer_norm(x, 5, out=out), want)
+    np.testing.assert_array_equal(nbn.layer_norm(x, 5, out=x), want)
+
+
 def test_bad_out_leaves_running_stats_untouched(no_kernel):
     x = _data()
     rm, rv = np.full(C, 0.25), np.full(C, 2.0)

@@ -7,6 +7,10 @@ merges, the parameters and the apply kernel, with no Python between the
 passes.  It repeats the general path step by step, so it must give the same
 bits, statistics and running updates included; everything else must still
 take the general path.
+
+batch_norm training over long channels-first rows normally takes the
+channel-pipelined kernel instead (cpu._bn_pipe, tests/test_chan_pipe.py);
+these tests switch it off, so that they test the two-pass fused path.
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ def _close(a, b):
         np.testing.assert_array_equal(np.isnan(u), np.isnan(v))
         ok = ~np.isnan(u)
         np.testing.assert_allclose(u[ok], v[ok], rtol=4 * np.finfo(u.dtype).eps, atol=0)
+
+
+@pytest.fixture(autouse=True)
+def _two_pass(monkeypatch):
+    monkeypatch.setattr(cpu, "CHAN_PIPE", False)
 
 
 @pytest.fixture

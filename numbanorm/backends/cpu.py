@@ -33,6 +33,8 @@ from numba.extending import intrinsic
 
 from .._config import (
     CACHE,
+    CHAN_PIPE_CACHE_BYTES,
+    CHAN_PIPE_MIN_ROW_BYTES,
     COL_BLOCK_BYTES,
     FASTMATH,
     FASTMATH_ELEMENTWISE,
@@ -266,7 +268,6 @@ def _seg_moments(v, lo, hi):
     ``c = sum(x - cm)``: the chunk mean is ``cm + c/n`` (kept unevaluated)
     and ``M2 = q - c^2/n``.  Parts are combined with ``chan_merge_dd``.
     """
-    T = v.dtype.type
     n = 0.0
     mean = 0.0
     res = 0.0
@@ -277,39 +278,42 @@ def _seg_moments(v, lo, hi):
     t2 = 0.0
     for c0 in range(lo, hi, ROW_CHUNK):
         w = v[c0 : min(c0 + ROW_CHUNK, hi)]
-        cnt = float(w.size)
-        s1 = 0.0
-        s2 = 0.0
-        for i in range(w.size):
-            d = np.float64(w[i]) - sh
-            s1 += d
-            s2 += d * d
-        if _shift_ok(cnt, s1, s2):
-            tn += cnt
-            t1 += s1
-            t2 += s2
-            continue
-        if tn > 0.0:
-            n, mean, res, m2 = _absorb_shifted(n, mean, res, m2, tn, sh, t1, t2)
-            tn = 0.0
-            t1 = 0.0
-            t2 = 0.0
-        s = 0.0
-        for i in range(w.size):
-            s += np.float64(w[i])
-        cm = s / cnt
-        q = 0.0
-        cc = 0.0
-        for i in range(w.size):
-            d = np.float64(w[i]) - cm
-            q += d * d
-            cc += d
-        # q >= cc^2/n exactly (Cauchy-Schwarz); rounding may not cross 0
-        n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, cnt, cm, cc / cnt, max(q - cc * cc / cnt, 0.0))
-        sh = np.float64(T(mean))
+        s1, s2 = _shifted_sums(w, sh)
+        n, mean, res, m2, sh, tn, t1, t2 = _seg_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2)
     if tn > 0.0:
         n, mean, res, m2 = _absorb_shifted(n, mean, res, m2, tn, sh, t1, t2)
     return n, mean, res, m2
+
+
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
+def _seg_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2):
+    """One chunk w of _seg_moments, given its shifted sums s1, s2 about sh.
+
+    State: (n, mean, res, m2) the merged moments so far, sh the shift, (tn,
+    t1, t2) the accepted shifted sums not merged yet; the new state is
+    returned.  A chunk that ``_shift_ok`` refuses flushes the accepted sums,
+    takes the corrected two-pass over w and moves the shift to the running
+    mean (rounded to w's dtype).
+    """
+    T = w.dtype.type
+    cnt = float(w.size)
+    if _shift_ok(cnt, s1, s2):
+        return n, mean, res, m2, sh, tn + cnt, t1 + s1, t2 + s2
+    if tn > 0.0:
+        n, mean, res, m2 = _absorb_shifted(n, mean, res, m2, tn, sh, t1, t2)
+    s = 0.0
+    for i in range(w.size):
+        s += np.float64(w[i])
+    cm = s / cnt
+    q = 0.0
+    cc = 0.0
+    for i in range(w.size):
+        d = np.float64(w[i]) - cm
+        q += d * d
+        cc += d
+    # q >= cc^2/n exactly (Cauchy-Schwarz); rounding may not cross 0
+    n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, cnt, cm, cc / cnt, max(q - cc * cc / cnt, 0.0))
+    return n, mean, res, m2, np.float64(T(mean)), 0.0, 0.0, 0.0
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -757,9 +761,16 @@ def moments(x3, skipnan, minmax, want_moments=True):
 # --------------------------------------------------------------------------
 
 
-@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _map1(vb, ob, h0, s0, t0, clip, lo, hi, nt):
-    """ob = clip((vb - h0) * s0 + t0); streaming stores when ``nt``."""
+@njit(cache=CACHE, error_model="numpy", inline="always")
+def _same(v, o):
+    """Are 1-D arrays v and o the same memory (an in-place call)?"""
+    return v.ctypes.data == o.ctypes.data and v.strides == o.strides
+
+
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy", inline="always")
+def _map1_loops(vb, ob, h0, s0, t0, clip, lo, hi, nt):
+    """_map1's loops (inlined into it, so that in place both
+    arrays are one variable)."""
     if nt:
         if clip:
             for j in range(vb.size):
@@ -780,8 +791,23 @@ def _map1(vb, ob, h0, s0, t0, clip, lo, hi, nt):
 
 
 @njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _mapL(vb, ob, hh, sc, sh, clip, lo, hi, nt):
-    """ob = clip((vb - hh) * sc + sh) lane by lane (vb.size <= hh.size)."""
+def _map1(vb, ob, h0, s0, t0, clip, lo, hi, nt):
+    """ob = clip((vb - h0) * s0 + t0); streaming stores when ``nt``.
+
+    In place (``vb`` is ``ob``) the loops read ob: LLVM then sees one
+    array, where two that may overlap make it fall back to scalar code (a
+    5x slower in-place layer_norm, NOTES.md section 16).
+    """
+    if _same(vb, ob):
+        _map1_loops(ob, ob, h0, s0, t0, clip, lo, hi, nt)
+    else:
+        _map1_loops(vb, ob, h0, s0, t0, clip, lo, hi, nt)
+
+
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy", inline="always")
+def _mapL_loops(vb, ob, hh, sc, sh, clip, lo, hi, nt):
+    """_mapL's loops (inlined into it, so that in place both
+    arrays are one variable)."""
     if nt:
         if clip:
             for j in range(vb.size):
@@ -799,6 +825,20 @@ def _mapL(vb, ob, hh, sc, sh, clip, lo, hi, nt):
     else:
         for j in range(vb.size):
             ob[j] = (vb[j] - hh[j]) * sc[j] + sh[j]
+
+
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
+def _mapL(vb, ob, hh, sc, sh, clip, lo, hi, nt):
+    """ob = clip((vb - hh) * sc + sh) lane by lane (vb.size <= hh.size).
+
+    In place (``vb`` is ``ob``) the loops read ob: LLVM then sees one
+    array, where two that may overlap make it fall back to scalar code (a
+    5x slower in-place layer_norm, NOTES.md section 16).
+    """
+    if _same(vb, ob):
+        _mapL_loops(ob, ob, hh, sc, sh, clip, lo, hi, nt)
+    else:
+        _mapL_loops(vb, ob, hh, sc, sh, clip, lo, hi, nt)
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -976,16 +1016,31 @@ def _affine_row(v, o, mu, rs, wr, br, stream, x2, nr):
                 os[d] = ((vs[d] - mh) - ml) * a + b
 
 
-@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _affine_vec(v, o, mh, ml, r, w, b, nt):
-    """o = ((v - mh) - ml) * (r * w) + b element by element; streaming
-    stores when ``nt`` (o then starts on a line and is whole lines)."""
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy", inline="always")
+def _affine_vec_loops(v, o, mh, ml, r, w, b, nt):
+    """_affine_vec's loops (inlined into it, so that in place both
+    arrays are one variable)."""
     if nt:
         for d in range(v.size):
             _stream_store(o, d, ((v[d] - mh) - ml) * (r * w[d]) + b[d])
     else:
         for d in range(v.size):
             o[d] = ((v[d] - mh) - ml) * (r * w[d]) + b[d]
+
+
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
+def _affine_vec(v, o, mh, ml, r, w, b, nt):
+    """o = ((v - mh) - ml) * (r * w) + b element by element; streaming
+    stores when ``nt`` (o then starts on a line and is whole lines).
+
+    In place (``v`` is ``o``) the loops read o: LLVM then sees one
+    array, where two that may overlap make it fall back to scalar code (a
+    5x slower in-place layer_norm, NOTES.md section 16).
+    """
+    if _same(v, o):
+        _affine_vec_loops(o, o, mh, ml, r, w, b, nt)
+    else:
+        _affine_vec_loops(v, o, mh, ml, r, w, b, nt)
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -1248,11 +1303,10 @@ def _hilo(v, mh, ml, a, b):
     return ((v - mh) - ml) * a + b
 
 
-@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
-def _pipe_scl(u, v, o, sh, mh, ml, a, b, nt):
-    """Shifted sums (s1, s2) of u about sh, while o = ((v - mu) * a + b with
-    one weight a = r * w and bias b for the whole span; streaming stores when
-    ``nt``."""
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy", inline="always")
+def _pipe_scl_loops(u, v, o, sh, mh, ml, a, b, nt):
+    """_pipe_scl's loops (inlined into it, so that in place both
+    arrays are one variable)."""
     s1 = 0.0
     s2 = 0.0
     if nt:
@@ -1268,6 +1322,21 @@ def _pipe_scl(u, v, o, sh, mh, ml, a, b, nt):
             s2 += e * e
             o[d] = _hilo(v[d], mh, ml, a, b)
     return s1, s2
+
+
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
+def _pipe_scl(u, v, o, sh, mh, ml, a, b, nt):
+    """Shifted sums (s1, s2) of u about sh, while o = ((v - mu) * a + b with
+    one weight a = r * w and bias b for the whole span; streaming stores when
+    ``nt``.
+
+    In place (``v`` is ``o``) the loops read o: LLVM then sees one
+    array, where two that may overlap make it fall back to scalar code (a
+    5x slower in-place layer_norm, NOTES.md section 16).
+    """
+    if _same(v, o):
+        return _pipe_scl_loops(u, o, o, sh, mh, ml, a, b, nt)
+    return _pipe_scl_loops(u, v, o, sh, mh, ml, a, b, nt)
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -1582,22 +1651,49 @@ def _chan_stats_large(x2, C, rows, skipnan, minmax, want_moments, nseg, rb, L, c
 
 
 @njit(cache=CACHE, error_model="numpy")
+def _lowered(center, scale, shift, T):
+    """apply()'s parameters in x's dtype T for one channel: the center
+    rounded to T, the part of it T cannot hold moved into the shift, in
+    float64 (``(x - c) * s + t == (x - ch) * s + (t - (c - ch) * s)``)."""
+    ch = T(center)
+    if np.float64(ch) != center:
+        shift = shift - (center - np.float64(ch)) * scale
+    return ch, T(scale), T(shift)
+
+
+@njit(cache=CACHE, error_model="numpy")
+def _bn_chan(c, n, mu, m2, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
+    """batch_norm's parameters for channel c (functional.batch_norm's
+    formulas): from the batch's count n, mean mu and M2 when training (the
+    running stats updated when ``update``), else from the running stats.
+    Writes the mean and rstd used to ``mean[c]``, ``rstd[c]``; returns the
+    affine (scale, shift) in float64."""
+    if training:
+        rs = 1.0 / np.sqrt(m2 / n + eps)
+        if update:
+            rm[c] = (1.0 - momentum) * np.float64(rm[c]) + momentum * mu
+            rv[c] = (1.0 - momentum) * np.float64(rv[c]) + momentum * (m2 / (n - 1.0))
+    else:
+        mu = np.float64(rm[c])
+        rs = 1.0 / np.sqrt(np.float64(rv[c]) + eps)
+    mean[c] = mu
+    rstd[c] = rs
+    return rs * (np.float64(w[c]) if w.size else 1.0), np.float64(b[c]) if b.size else 0.0
+
+
+@njit(cache=CACHE, error_model="numpy")
 def _chan_apply_large(x2, o2, C, rows, center, scale, shift, clip, lo, hi, nchunk, L, stream):
     """apply() with per-channel float64 parameters (C,): the center rounded
     to x's dtype, the rest of it moved into the shift, the parameters laid
     out as the apply kernel reads them (rows: one per (a, c) row; channels
     last: lane j holds channel j % C)."""
     P = x2.shape[0]
+    T = x2.dtype.type
     ch = np.empty(C, x2.dtype)
     sc = np.empty(C, x2.dtype)
     sh = np.empty(C, x2.dtype)
     for c in range(C):
-        t64 = shift[c]
-        ch[c] = center[c]
-        sc[c] = scale[c]
-        if np.float64(ch[c]) != center[c]:
-            t64 = t64 - (center[c] - np.float64(ch[c])) * scale[c]
-        sh[c] = t64
+        ch[c], sc[c], sh[c] = _lowered(center[c], scale[c], shift[c], T)
     chP = np.empty((P, L), x2.dtype)
     scP = np.empty((P, L), x2.dtype)
     shP = np.empty((P, L), x2.dtype)
@@ -1637,26 +1733,128 @@ def _bn_large(
     """batch_norm (functional.batch_norm's formulas); rm/rv/w/b (C,) or
     empty, the running stats updated in place (``update``), the mean and
     rstd used written to ``mean``, ``rstd``."""
+    cnt = np.empty(C)
+    m2 = np.empty(C)
     if training:
-        cnt = np.empty(C)
-        m2 = np.empty(C)
         _chan_stats_large(x2, C, rows, False, False, True, nseg, rb, Lm, cnt, mean, m2, cnt, cnt)
-        for c in range(C):
-            rstd[c] = 1.0 / np.sqrt(m2[c] / cnt[c] + eps)
-            if update:
-                rm[c] = (1.0 - momentum) * np.float64(rm[c]) + momentum * mean[c]
-                rv[c] = (1.0 - momentum) * np.float64(rv[c]) + momentum * (m2[c] / (cnt[c] - 1.0))
-    else:
-        for c in range(C):
-            mean[c] = np.float64(rm[c])
-            rstd[c] = 1.0 / np.sqrt(np.float64(rv[c]) + eps)
     scale = np.empty(C)
-    shift = np.zeros(C)
+    shift = np.empty(C)
     for c in range(C):
-        scale[c] = rstd[c] * (np.float64(w[c]) if w.size else 1.0)
-        if b.size:
-            shift[c] = np.float64(b[c])
+        scale[c], shift[c] = _bn_chan(
+            c, cnt[c], mean[c], m2[c], rm, rv, w, b, training, update, momentum, eps, mean, rstd
+        )
     _chan_apply_large(x2, o2, C, rows, mean, scale, shift, False, lo, hi, nseg, La, stream)
+
+
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
+def _apply_row(v, o, ch, sc, sh, stream):
+    """o = (v - ch) * sc + sh (the apply kernel's formula, x's dtype) for one
+    row; whole aligned lines by streaming stores when ``stream``."""
+    p, m = _stream_span(o.ctypes.data, 0, v.size, o.itemsize, stream)
+    zero = v.dtype.type(0)
+    _map1(v[:p], o[:p], ch, sc, sh, False, zero, zero, False)
+    if p < v.size:
+        _map1(v[p:m], o[p:m], ch, sc, sh, False, zero, zero, True)
+        _map1(v[m:], o[m:], ch, sc, sh, False, zero, zero, False)
+
+
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
+def _apply_row_moments(u, v, o, ch, sc, sh, stream):
+    """_apply_row(v, o, ...) while the moments of row u (as long as v) are
+    summed in the same loops: (count, mean, residual, M2) of u by
+    _seg_moments' algorithm (ROW_CHUNK chunks of shifted sums, _seg_step),
+    with u's reads from memory interleaved with o's writes as in a copy."""
+    T = v.dtype.type
+    S = v.size
+    per = LINE_BYTES // o.itemsize
+    p, m = _stream_span(o.ctypes.data, 0, S, o.itemsize, stream)
+    zero = T(0)
+    n = 0.0
+    mean = 0.0
+    res = 0.0
+    m2 = 0.0
+    shu = np.float64(u[0])
+    tn = 0.0
+    t1 = 0.0
+    t2 = 0.0
+    for c0 in range(0, S, ROW_CHUNK):
+        c1 = min(S, c0 + ROW_CHUNK)
+        # the chunk's streamed part: its whole lines inside [p, m)
+        a = min(max(p + -(-max(c0 - p, 0) // per) * per, c0), c1)
+        b = max(min(p + (min(c1, m) - p) // per * per, c1), a) if m > p else a
+        s1, s2 = _pipe_scl(u[c0:a], v[c0:a], o[c0:a], shu, ch, zero, sc, sh, False)
+        r1, r2 = _pipe_scl(u[a:b], v[a:b], o[a:b], shu, ch, zero, sc, sh, True)
+        s1 += r1
+        s2 += r2
+        r1, r2 = _pipe_scl(u[b:c1], v[b:c1], o[b:c1], shu, ch, zero, sc, sh, False)
+        s1 += r1
+        s2 += r2
+        n, mean, res, m2, shu, tn, t1, t2 = _seg_step(u[c0:c1], s1, s2, n, mean, res, m2, shu, tn, t1, t2)
+    if tn > 0.0:
+        n, mean, res, m2 = _absorb_shifted(n, mean, res, m2, tn, shu, t1, t2)
+    return n, mean, res, m2
+
+
+@njit(parallel=True, cache=CACHE, error_model="numpy")
+def _bn_pipe(x2, o2, C, ntask, rm, rv, w, b, update, momentum, eps, stream, mean, rstd):
+    """batch_norm training over channels-first rows x2 (A*C, S), pipelined
+    over channels (NOTES.md section 16).
+
+    Each of ``ntask`` tasks owns a range of channels.  It sums its first
+    channel alone; then, channel by channel, the loop that writes row (a, c)
+    from the cache (it was read while channel c-1 was written) sums row
+    (a, c+1) from memory.  So x is read from memory once, and its reads
+    interleave with y's writes as in a copy, where the two-pass reads it
+    twice, in a read-only and a write-only pass.  Each row's moments are
+    _seg_moments' (the summation order within a chunk may differ in the last
+    bits), merged over the batch in order as the general path does; the
+    parameters are _bn_chan's and the output formula the apply kernel's.
+    Compiled without fastmath, like _bn_large.
+    """
+    P, S = x2.shape
+    A = P // C
+    T = x2.dtype.type
+    per = (C + ntask - 1) // ntask
+    for t in prange(ntask):
+        c0 = min(C, t * per)
+        c1 = min(C, c0 + per)
+        if c0 >= c1:
+            continue
+        n = 0.0
+        u = 0.0
+        r = 0.0
+        q = 0.0
+        for a in range(A):
+            rn, ru, rr, rq = _seg_moments(x2[a * C + c0], 0, S)
+            n, u, r, q = chan_merge_dd(n, u, r, q, rn, ru, rr, rq)
+        for c in range(c0, c1):
+            scale, shift = _bn_chan(c, n, u + r, q, rm, rv, w, b, True, update, momentum, eps, mean, rstd)
+            ch, sc, sh = _lowered(mean[c], scale, shift, T)
+            n = 0.0
+            u = 0.0
+            r = 0.0
+            q = 0.0
+            for a in range(A):
+                v = x2[a * C + c]
+                o = o2[a * C + c]
+                if c + 1 < c1:
+                    rn, ru, rr, rq = _apply_row_moments(x2[a * C + c + 1], v, o, ch, sc, sh, stream)
+                    n, u, r, q = chan_merge_dd(n, u, r, q, rn, ru, rr, rq)
+                else:
+                    _apply_row(v, o, ch, sc, sh, stream)
+
+
+def bn_pipe_ok(P: int, C: int, S: int, isz: int) -> bool:
+    """Does batch_norm training over rows x2 (P = A*C, S) take _bn_pipe?
+    Every thread needs channels (at least two each), one channel per thread
+    must fit CHAN_PIPE_CACHE_BYTES, and rows must be at least
+    CHAN_PIPE_MIN_ROW_BYTES (_config)."""
+    nt = _threads()
+    return (
+        C >= 2 * nt
+        and S * isz >= CHAN_PIPE_MIN_ROW_BYTES
+        and (P // C) * S * isz * nt <= CHAN_PIPE_CACHE_BYTES
+    )
 
 
 @njit(cache=CACHE, error_model="numpy")
@@ -1699,6 +1897,11 @@ def _minmax_large(x2, o2, C, rows, flo, fhi, clip, nseg, rb, Lm, La, lo, hi, str
     _chan_apply_large(x2, o2, C, rows, mn, scale, np.full(C, flo), clip, lo, hi, nseg, La, stream)
 
 
+# batch_norm training may take the channel-pipelined kernel (tests compare it
+# with the two-pass by setting this False)
+CHAN_PIPE = True
+
+
 def _large_plan(x2, o2, C, rows, lo=None, hi=None):
     """The split sizes the general path chooses for this view (moments:
     nseg, rb, lanes; apply: nchunk == nseg, lanes), the clip bounds in x's
@@ -1716,7 +1919,15 @@ def _large_plan(x2, o2, C, rows, lo=None, hi=None):
 
 
 def bn_large(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
-    """functional.batch_norm's fused path (see _chan_stats_large)."""
+    """functional.batch_norm's fused path (see _chan_stats_large); training
+    over rows that bn_pipe_ok takes runs the channel-pipelined _bn_pipe."""
+    if CHAN_PIPE and training and rows and bn_pipe_ok(x2.shape[0], C, x2.shape[1], x2.itemsize):
+        # streaming stores also into a fresh output: there they measured
+        # 0.86-0.90x the time of ordinary ones (the two-pass's apply kernel
+        # streams only into resident pages; NOTES.md section 16)
+        stream = _streams(o2)
+        _launch(_bn_pipe, x2, o2, C, _threads(), rm, rv, w, b, update, momentum, eps, stream, mean, rstd)
+        return
     plan = _large_plan(x2, o2, C, rows)
     _launch(_bn_large, x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, *plan, mean, rstd)
 
