@@ -767,10 +767,13 @@ def _same(v, o):
     return v.ctypes.data == o.ctypes.data and v.strides == o.strides
 
 
-@njit(fastmath=_FME, cache=CACHE, error_model="numpy", inline="always")
-def _map1_loops(vb, ob, h0, s0, t0, clip, lo, hi, nt):
-    """_map1's loops (inlined into it, so that in place both
-    arrays are one variable)."""
+def _map1_py(vb, ob, h0, s0, t0, clip, lo, hi, nt):
+    """ob = clip((vb - h0) * s0 + t0); streaming stores when ``nt``.
+
+    In place (``vb`` is ``ob``) the loops read ob: LLVM then sees one
+    array, where two that may overlap make it fall back to scalar code (a
+    5x slower in-place layer_norm, NOTES.md section 16).
+    """
     if nt:
         if clip:
             for j in range(vb.size):
@@ -790,24 +793,32 @@ def _map1_loops(vb, ob, h0, s0, t0, clip, lo, hi, nt):
             ob[j] = (vb[j] - h0) * s0 + t0
 
 
+_map1 = njit(fastmath=_FME, cache=CACHE, error_model="numpy")(_map1_py)
+_map1_one = njit(fastmath=_FME, error_model="numpy", inline="always")(_map1_py)
+
+
 @njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _map1(vb, ob, h0, s0, t0, clip, lo, hi, nt):
-    """ob = clip((vb - h0) * s0 + t0); streaming stores when ``nt``.
+def _map1_same(ob, h0, s0, t0, clip, lo, hi, nt):
+    """_map1 in place: ob is read and written by the same variable."""
+    _map1_one(ob, ob, h0, s0, t0, clip, lo, hi, nt)
+
+
+@njit(fastmath=_FME, error_model="numpy", inline="always")
+def _map1_io(same, vb, ob, h0, s0, t0, clip, lo, hi, nt):
+    """_map1, or _map1_same when ``same`` (in place, see _same)."""
+    if same:
+        _map1_same(ob, h0, s0, t0, clip, lo, hi, nt)
+    else:
+        _map1(vb, ob, h0, s0, t0, clip, lo, hi, nt)
+
+
+def _mapL_py(vb, ob, hh, sc, sh, clip, lo, hi, nt):
+    """ob = clip((vb - hh) * sc + sh) lane by lane (vb.size <= hh.size).
 
     In place (``vb`` is ``ob``) the loops read ob: LLVM then sees one
     array, where two that may overlap make it fall back to scalar code (a
     5x slower in-place layer_norm, NOTES.md section 16).
     """
-    if _same(vb, ob):
-        _map1_loops(ob, ob, h0, s0, t0, clip, lo, hi, nt)
-    else:
-        _map1_loops(vb, ob, h0, s0, t0, clip, lo, hi, nt)
-
-
-@njit(fastmath=_FME, cache=CACHE, error_model="numpy", inline="always")
-def _mapL_loops(vb, ob, hh, sc, sh, clip, lo, hi, nt):
-    """_mapL's loops (inlined into it, so that in place both
-    arrays are one variable)."""
     if nt:
         if clip:
             for j in range(vb.size):
@@ -827,18 +838,23 @@ def _mapL_loops(vb, ob, hh, sc, sh, clip, lo, hi, nt):
             ob[j] = (vb[j] - hh[j]) * sc[j] + sh[j]
 
 
-@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _mapL(vb, ob, hh, sc, sh, clip, lo, hi, nt):
-    """ob = clip((vb - hh) * sc + sh) lane by lane (vb.size <= hh.size).
+_mapL = njit(fastmath=_FME, cache=CACHE, error_model="numpy")(_mapL_py)
+_mapL_one = njit(fastmath=_FME, error_model="numpy", inline="always")(_mapL_py)
 
-    In place (``vb`` is ``ob``) the loops read ob: LLVM then sees one
-    array, where two that may overlap make it fall back to scalar code (a
-    5x slower in-place layer_norm, NOTES.md section 16).
-    """
-    if _same(vb, ob):
-        _mapL_loops(ob, ob, hh, sc, sh, clip, lo, hi, nt)
+
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
+def _mapL_same(ob, hh, sc, sh, clip, lo, hi, nt):
+    """_mapL in place: ob is read and written by the same variable."""
+    _mapL_one(ob, ob, hh, sc, sh, clip, lo, hi, nt)
+
+
+@njit(fastmath=_FME, error_model="numpy", inline="always")
+def _mapL_io(same, vb, ob, hh, sc, sh, clip, lo, hi, nt):
+    """_mapL, or _mapL_same when ``same`` (in place, see _same)."""
+    if same:
+        _mapL_same(ob, hh, sc, sh, clip, lo, hi, nt)
     else:
-        _mapL_loops(vb, ob, hh, sc, sh, clip, lo, hi, nt)
+        _mapL(vb, ob, hh, sc, sh, clip, lo, hi, nt)
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -882,15 +898,16 @@ def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi, stream):
         hh = ch[p]
         sc = scale[p]
         sh = shift[p]
+        same = _same(v, o)
         if K == 1:
             # one parameter set per (p): scalar parameters, no lane arrays
             vb = v[f0:f1]
             ob = o[f0:f1]
             a, b = _stream_span(ob.ctypes.data, 0, ob.size, isz, stream)
-            _map1(vb[:a], ob[:a], hh[0], sc[0], sh[0], clip, lo, hi, False)
+            _map1_io(same, vb[:a], ob[:a], hh[0], sc[0], sh[0], clip, lo, hi, False)
             if a < ob.size:
-                _map1(vb[a:b], ob[a:b], hh[0], sc[0], sh[0], clip, lo, hi, True)
-                _map1(vb[b:], ob[b:], hh[0], sc[0], sh[0], clip, lo, hi, False)
+                _map1_io(same, vb[a:b], ob[a:b], hh[0], sc[0], sh[0], clip, lo, hi, True)
+                _map1_io(same, vb[b:], ob[b:], hh[0], sc[0], sh[0], clip, lo, hi, False)
             continue
         q = 0
         lines = stream and (L * isz) % LINE_BYTES == 0 and f1 - f0 >= 2 * L
@@ -900,7 +917,7 @@ def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi, stream):
                 lines = False
                 q = 0
             elif q > 0:
-                _mapL(v[f0 : f0 + q], o[f0 : f0 + q], hh, sc, sh, clip, lo, hi, False)
+                _mapL_io(same, v[f0 : f0 + q], o[f0 : f0 + q], hh, sc, sh, clip, lo, hi, False)
                 hh = _rotated(hh, q)
                 sc = _rotated(sc, q)
                 sh = _rotated(sh, q)
@@ -908,7 +925,7 @@ def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi, stream):
             vb = v[base : min(base + L, f1)]
             ob = o[base : min(base + L, f1)]
             # a full chunk is whole lines; the last, partial one ordinary
-            _mapL(vb, ob, hh, sc, sh, clip, lo, hi, lines and vb.size == L)
+            _mapL_io(same, vb, ob, hh, sc, sh, clip, lo, hi, lines and vb.size == L)
 
 
 def apply(x3, out3, center, scale, shift, lo=None, hi=None):
@@ -991,10 +1008,11 @@ def _affine_row(v, o, mu, rs, wr, br, stream, x2, nr):
     r = T(rs)
     S = wr.size
     seg = v.size // S
+    same = _same(v, o)
     if seg == 1:
         n = v.size
         p, m = _stream_span(o.ctypes.data, 0, n, o.itemsize, True) if stream else (0, n)
-        _affine_vec(v[:p], o[:p], mh, ml, r, wr[:p], br[:p], False)
+        _affine_vec_io(same, v[:p], o[:p], mh, ml, r, wr[:p], br[:p], False)
         if nr >= 0 and n * v.itemsize >= PREFETCH_MIN_ROW_BYTES:
             ch = PREFETCH_CHUNK_BYTES // v.itemsize  # whole lines
             per = LINE_BYTES // v.itemsize
@@ -1002,10 +1020,10 @@ def _affine_row(v, o, mu, rs, wr, br, stream, x2, nr):
                 c1 = min(m, c0 + ch)
                 for j in range(c0, c1, per):
                     _prefetch(x2, nr, j)
-                _affine_vec(v[c0:c1], o[c0:c1], mh, ml, r, wr[c0:c1], br[c0:c1], stream)
+                _affine_vec_io(same, v[c0:c1], o[c0:c1], mh, ml, r, wr[c0:c1], br[c0:c1], stream)
         else:
-            _affine_vec(v[p:m], o[p:m], mh, ml, r, wr[p:m], br[p:m], stream)
-        _affine_vec(v[m:], o[m:], mh, ml, r, wr[m:], br[m:], False)
+            _affine_vec_io(same, v[p:m], o[p:m], mh, ml, r, wr[p:m], br[p:m], stream)
+        _affine_vec_io(same, v[m:], o[m:], mh, ml, r, wr[m:], br[m:], False)
     else:
         for s in range(S):
             a = r * wr[s]
@@ -1016,10 +1034,14 @@ def _affine_row(v, o, mu, rs, wr, br, stream, x2, nr):
                 os[d] = ((vs[d] - mh) - ml) * a + b
 
 
-@njit(fastmath=_FME, cache=CACHE, error_model="numpy", inline="always")
-def _affine_vec_loops(v, o, mh, ml, r, w, b, nt):
-    """_affine_vec's loops (inlined into it, so that in place both
-    arrays are one variable)."""
+def _affine_vec_py(v, o, mh, ml, r, w, b, nt):
+    """o = ((v - mh) - ml) * (r * w) + b element by element; streaming
+    stores when ``nt`` (o then starts on a line and is whole lines).
+
+    In place (``v`` is ``o``) the loops read o: LLVM then sees one
+    array, where two that may overlap make it fall back to scalar code (a
+    5x slower in-place layer_norm, NOTES.md section 16).
+    """
     if nt:
         for d in range(v.size):
             _stream_store(o, d, ((v[d] - mh) - ml) * (r * w[d]) + b[d])
@@ -1028,19 +1050,23 @@ def _affine_vec_loops(v, o, mh, ml, r, w, b, nt):
             o[d] = ((v[d] - mh) - ml) * (r * w[d]) + b[d]
 
 
-@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _affine_vec(v, o, mh, ml, r, w, b, nt):
-    """o = ((v - mh) - ml) * (r * w) + b element by element; streaming
-    stores when ``nt`` (o then starts on a line and is whole lines).
+_affine_vec = njit(fastmath=_FME, cache=CACHE, error_model="numpy")(_affine_vec_py)
+_affine_vec_one = njit(fastmath=_FME, error_model="numpy", inline="always")(_affine_vec_py)
 
-    In place (``v`` is ``o``) the loops read o: LLVM then sees one
-    array, where two that may overlap make it fall back to scalar code (a
-    5x slower in-place layer_norm, NOTES.md section 16).
-    """
-    if _same(v, o):
-        _affine_vec_loops(o, o, mh, ml, r, w, b, nt)
+
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
+def _affine_vec_same(o, mh, ml, r, w, b, nt):
+    """_affine_vec in place: o is read and written by the same variable."""
+    _affine_vec_one(o, o, mh, ml, r, w, b, nt)
+
+
+@njit(fastmath=_FME, error_model="numpy", inline="always")
+def _affine_vec_io(same, v, o, mh, ml, r, w, b, nt):
+    """_affine_vec, or _affine_vec_same when ``same`` (in place, see _same)."""
+    if same:
+        _affine_vec_same(o, mh, ml, r, w, b, nt)
     else:
-        _affine_vec_loops(v, o, mh, ml, r, w, b, nt)
+        _affine_vec(v, o, mh, ml, r, w, b, nt)
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -1303,10 +1329,15 @@ def _hilo(v, mh, ml, a, b):
     return ((v - mh) - ml) * a + b
 
 
-@njit(fastmath=_FM, cache=CACHE, error_model="numpy", inline="always")
-def _pipe_scl_loops(u, v, o, sh, mh, ml, a, b, nt):
-    """_pipe_scl's loops (inlined into it, so that in place both
-    arrays are one variable)."""
+def _pipe_scl_py(u, v, o, sh, mh, ml, a, b, nt):
+    """Shifted sums (s1, s2) of u about sh, while o = ((v - mu) * a + b with
+    one weight a = r * w and bias b for the whole span; streaming stores when
+    ``nt``.
+
+    In place (``v`` is ``o``) the loops read o: LLVM then sees one
+    array, where two that may overlap make it fall back to scalar code (a
+    5x slower in-place layer_norm, NOTES.md section 16).
+    """
     s1 = 0.0
     s2 = 0.0
     if nt:
@@ -1324,19 +1355,22 @@ def _pipe_scl_loops(u, v, o, sh, mh, ml, a, b, nt):
     return s1, s2
 
 
-@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
-def _pipe_scl(u, v, o, sh, mh, ml, a, b, nt):
-    """Shifted sums (s1, s2) of u about sh, while o = ((v - mu) * a + b with
-    one weight a = r * w and bias b for the whole span; streaming stores when
-    ``nt``.
+_pipe_scl = njit(fastmath=_FM, cache=CACHE, error_model="numpy")(_pipe_scl_py)
+_pipe_scl_one = njit(fastmath=_FM, error_model="numpy", inline="always")(_pipe_scl_py)
 
-    In place (``v`` is ``o``) the loops read o: LLVM then sees one
-    array, where two that may overlap make it fall back to scalar code (a
-    5x slower in-place layer_norm, NOTES.md section 16).
-    """
-    if _same(v, o):
-        return _pipe_scl_loops(u, o, o, sh, mh, ml, a, b, nt)
-    return _pipe_scl_loops(u, v, o, sh, mh, ml, a, b, nt)
+
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
+def _pipe_scl_same(u, o, sh, mh, ml, a, b, nt):
+    """_pipe_scl in place: o is read and written by the same variable."""
+    return _pipe_scl_one(u, o, o, sh, mh, ml, a, b, nt)
+
+
+@njit(fastmath=_FM, error_model="numpy", inline="always")
+def _pipe_scl_io(same, u, v, o, sh, mh, ml, a, b, nt):
+    """_pipe_scl, or _pipe_scl_same when ``same`` (in place, see _same)."""
+    if same:
+        return _pipe_scl_same(u, o, sh, mh, ml, a, b, nt)
+    return _pipe_scl(u, v, o, sh, mh, ml, a, b, nt)
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -1361,6 +1395,7 @@ def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream, x2, nn):
     seg = n // S
     per = LINE_BYTES // o.itemsize
     pf = n * o.itemsize >= PREFETCH_MIN_ROW_BYTES
+    same = _same(v, o)
     s1 = 0.0
     s2 = 0.0
     for k in range(S):
@@ -1373,7 +1408,7 @@ def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream, x2, nn):
         # the streamed part of the segment: its whole lines inside [p, m)
         pk = min(max(p + -(-max(lo - p, 0) // per) * per, lo), lo + seg) - lo
         mk = max(min(p + (min(lo + seg, m) - p) // per * per, lo + seg), lo + pk) - lo
-        t1, t2 = _pipe_scl(uk[:pk], vk[:pk], ok[:pk], sh, mh, ml, a, b, False)
+        t1, t2 = _pipe_scl_io(same, uk[:pk], vk[:pk], ok[:pk], sh, mh, ml, a, b, False)
         s1 += t1
         s2 += t2
         # the streamed part in chunks, each after prefetching nn's lines (or
@@ -1384,10 +1419,10 @@ def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream, x2, nn):
             if pf:
                 for j in range(lo + c0, lo + c1, per):
                     _prefetch(x2, nn, j)
-            t1, t2 = _pipe_scl(uk[c0:c1], vk[c0:c1], ok[c0:c1], sh, mh, ml, a, b, True)
+            t1, t2 = _pipe_scl_io(same, uk[c0:c1], vk[c0:c1], ok[c0:c1], sh, mh, ml, a, b, True)
             s1 += t1
             s2 += t2
-        t1, t2 = _pipe_scl(uk[mk:], vk[mk:], ok[mk:], sh, mh, ml, a, b, False)
+        t1, t2 = _pipe_scl_io(same, uk[mk:], vk[mk:], ok[mk:], sh, mh, ml, a, b, False)
         s1 += t1
         s2 += t2
     return s1, s2
@@ -1752,10 +1787,11 @@ def _apply_row(v, o, ch, sc, sh, stream):
     row; whole aligned lines by streaming stores when ``stream``."""
     p, m = _stream_span(o.ctypes.data, 0, v.size, o.itemsize, stream)
     zero = v.dtype.type(0)
-    _map1(v[:p], o[:p], ch, sc, sh, False, zero, zero, False)
+    same = _same(v, o)
+    _map1_io(same, v[:p], o[:p], ch, sc, sh, False, zero, zero, False)
     if p < v.size:
-        _map1(v[p:m], o[p:m], ch, sc, sh, False, zero, zero, True)
-        _map1(v[m:], o[m:], ch, sc, sh, False, zero, zero, False)
+        _map1_io(same, v[p:m], o[p:m], ch, sc, sh, False, zero, zero, True)
+        _map1_io(same, v[m:], o[m:], ch, sc, sh, False, zero, zero, False)
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -1769,6 +1805,7 @@ def _apply_row_moments(u, v, o, ch, sc, sh, stream):
     per = LINE_BYTES // o.itemsize
     p, m = _stream_span(o.ctypes.data, 0, S, o.itemsize, stream)
     zero = T(0)
+    same = _same(v, o)
     n = 0.0
     mean = 0.0
     res = 0.0
@@ -1782,11 +1819,11 @@ def _apply_row_moments(u, v, o, ch, sc, sh, stream):
         # the chunk's streamed part: its whole lines inside [p, m)
         a = min(max(p + -(-max(c0 - p, 0) // per) * per, c0), c1)
         b = max(min(p + (min(c1, m) - p) // per * per, c1), a) if m > p else a
-        s1, s2 = _pipe_scl(u[c0:a], v[c0:a], o[c0:a], shu, ch, zero, sc, sh, False)
-        r1, r2 = _pipe_scl(u[a:b], v[a:b], o[a:b], shu, ch, zero, sc, sh, True)
+        s1, s2 = _pipe_scl_io(same, u[c0:a], v[c0:a], o[c0:a], shu, ch, zero, sc, sh, False)
+        r1, r2 = _pipe_scl_io(same, u[a:b], v[a:b], o[a:b], shu, ch, zero, sc, sh, True)
         s1 += r1
         s2 += r2
-        r1, r2 = _pipe_scl(u[b:c1], v[b:c1], o[b:c1], shu, ch, zero, sc, sh, False)
+        r1, r2 = _pipe_scl_io(same, u[b:c1], v[b:c1], o[b:c1], shu, ch, zero, sc, sh, False)
         s1 += r1
         s2 += r2
         n, mean, res, m2, shu, tn, t1, t2 = _seg_step(u[c0:c1], s1, s2, n, mean, res, m2, shu, tn, t1, t2)

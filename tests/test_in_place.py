@@ -1,0 +1,105 @@
+"""In-place calls (out=x) take the elementwise loops' in-place twins
+(backends/cpu.py: ``*_same``, picked by ``*_io``): one array read and
+written, so that LLVM vectorizes them (with two arrays that overlap it ran
+scalar code, NOTES.md section 16).  They must give the out-of-place bits,
+also with streaming stores and at any element offset; float64 statistics
+summed in the pipelined row kernel's loops may round differently in place."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import numbanorm as nbn
+from numbanorm._config import STREAM_MIN_BYTES
+from numbanorm.backends import cpu
+
+
+def _buf(rng, n, dtype, off):
+    """n values at element offset off of a 64-byte-aligned buffer, inside
+    guard elements."""
+    b = np.full(n + 64, -7.0, dtype)
+    a = ((-b.ctypes.data) % 64) // b.itemsize
+    v = b[a + off : a + off + n]
+    v[:] = rng.standard_normal(n) * 3 + 2
+    return b, v
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+# (element offset, streaming stores): streamed spans start on a line
+@pytest.mark.parametrize("off,nt", [(0, False), (1, False), (5, False), (0, True)])
+def test_in_place_twins_give_the_same_bits(rng, dtype, off, nt):
+    T = np.dtype(dtype).type
+    n = 1024 + 48  # whole lines from an aligned start
+    _, u = _buf(rng, n, dtype, off)
+    _, w = _buf(rng, n, dtype, off)
+    _, bias = _buf(rng, n, dtype, off)
+    L = 256
+    hh, sc, sh = (rng.standard_normal(L).astype(dtype) for _ in range(3))
+    calls = {
+        "map1": lambda same, v, o: cpu._map1_io(same, v, o, T(1.5), T(0.25), T(-1), False, T(0), T(0), nt),
+        "map1_clip": lambda same, v, o: cpu._map1_io(
+            same, v, o, T(1.5), T(0.25), T(-1), True, T(-1), T(1), nt
+        ),
+        "mapL": lambda same, v, o: cpu._mapL_io(same, v[:L], o[:L], hh, sc, sh, False, T(0), T(0), nt),
+        "affine_vec": lambda same, v, o: cpu._affine_vec_io(same, v, o, T(2), T(1e-3), T(0.5), w, bias, nt),
+        "pipe_scl": lambda same, v, o: cpu._pipe_scl_io(same, u, v, o, 2.0, T(2), T(1e-3), T(0.5), T(1), nt),
+    }
+    for name, f in calls.items():
+        bx, x = _buf(rng, n, dtype, off)
+        _, o = _buf(rng, n, dtype, off)
+        o[:] = x
+        want = f(False, o.copy(), o)  # out of place: a copy of x in, o out
+        got = f(True, x, x)  # in place
+        np.testing.assert_array_equal(x, o, err_msg=name)
+        start = ((-bx.ctypes.data) % 64) // bx.itemsize + off
+        assert np.all(bx[:start] == -7.0) and np.all(bx[start + n :] == -7.0), name
+        if name == "pipe_scl":  # the sums of u: the same loop, the same bits
+            assert got == want
+
+
+OPS = {
+    "batch_norm": lambda x, **k: nbn.batch_norm(x, training=True, **k),
+    "batch_norm_cl": lambda x, **k: nbn.batch_norm(x, training=True, channel_axis=-1, **k),
+    "batch_norm_eval": lambda x, **k: nbn.batch_norm(
+        x, np.zeros(x.shape[1]), np.ones(x.shape[1]), training=False, **k
+    ),
+    "instance_norm": lambda x, **k: nbn.instance_norm(x, **k),
+    "layer_norm": lambda x, **k: nbn.layer_norm(x, x.shape[-1], **k),
+    "layer_norm_affine": lambda x, **k: nbn.layer_norm(
+        x, x.shape[-1], np.linspace(0.5, 2, x.shape[-1]), np.linspace(-1, 1, x.shape[-1]), **k
+    ),
+    "group_norm": lambda x, **k: nbn.group_norm(x, 4, **k),
+    "rms_norm": lambda x, **k: nbn.rms_norm(x, x.shape[-1], **k),
+    "standardize": lambda x, **k: nbn.standardize(x, axis=0, **k),
+    "minmax_scale": lambda x, **k: nbn.minmax_scale(x, axis=0, **k),
+    "lp_normalize": lambda x, **k: nbn.lp_normalize(x, **k),
+}
+
+
+@pytest.mark.parametrize("op", OPS)
+def test_large_in_place_calls_give_the_out_of_place_bits(rng, op):
+    # past STREAM_MIN_BYTES (streaming stores into resident pages), rows of
+    # 32 KiB (prefetching row kernels), 8 channels
+    shape = (64, 8, 4096)
+    assert np.prod(shape) * 8 >= STREAM_MIN_BYTES
+    x = rng.standard_normal(shape) * 2 + 5
+    want = OPS[op](x)
+    out = np.zeros_like(x)
+    OPS[op](x, out=out)  # out= pages resident: streaming
+    xi = x.copy()
+    assert OPS[op](xi, out=xi) is xi
+    for got in (out, xi):
+        if op in SUMS:
+            # float64 statistics: into resident pages the pipelined row
+            # kernel sums whole rows (a fresh output takes the row-by-row
+            # kernel, NOTES.md section 13), and its in-place loop may
+            # vectorize into another summation order; all within the
+            # one-pass bound n u K (section 11)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 * np.abs(want).max())
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
+# ops whose statistics the pipelined row kernel sums in the loop that writes
+SUMS = {"instance_norm", "layer_norm", "group_norm", "rms_norm", "lp_normalize"}
