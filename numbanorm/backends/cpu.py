@@ -152,6 +152,16 @@ def _streams(out) -> bool:
     return out.nbytes >= STREAM_MIN_BYTES and out.flags.aligned
 
 
+def _in_place(x, out) -> bool:
+    """Is ``out`` x itself (out=x)?  In place, an output line was just read
+    into the cache, and an ordinary store to it costs no extra read: there
+    streaming stores measured slower (batch_norm eval 0.85x, layer norm with
+    weights 0.93x the time without them; NOTES.md section 18).  The
+    pipelined kernels keep them (without, layer norm took the row-by-row
+    kernel at 1.7x the time)."""
+    return out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
+
+
 def _load_mincore():
     try:
         f = ctypes.CDLL(None, use_errno=True).mincore
@@ -968,8 +978,9 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
         dt.type(-np.inf if lo is None else lo),
         dt.type(np.inf if hi is None else hi),
         # streaming only into resident pages, as in row_norm: into a fresh
-        # output it measured 11 % slower (NOTES.md section 13)
-        narrow is None and _streams(out3) and _resident(out3),
+        # output it measured 11 % slower (NOTES.md section 13); and not in
+        # place (_in_place)
+        narrow is None and _streams(out3) and _resident(out3) and not _in_place(x3, out3),
     )
     if narrow is not None:
         narrow[...] = out3
@@ -1951,7 +1962,7 @@ def _large_plan(x2, o2, C, rows, lo=None, hi=None):
     return (
         nseg, rb, Lm, Lm if K > 1 else 1,
         dt(-np.inf if lo is None else lo), dt(np.inf if hi is None else hi),
-        _streams(o2) and _resident(o2),
+        _streams(o2) and _resident(o2) and not _in_place(x2, o2),
     )  # fmt: skip
 
 
@@ -2108,6 +2119,8 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
                 # nseg == 1: R >= 4 threads, so every block has >= 4 rows
                 _launch(_row_norm_pipe, x2, out2, W, B, float(eps), mode, mean, rstd, _threads(), True)
             else:
+                # (in place the row-by-row kernel takes ordinary stores, see _in_place)
+                stream = stream and not _in_place(x2, out2)
                 _launch(_row_norm, x2, out2, W, B, float(eps), mode, mean, rstd, stream)
         else:
             cnt, mu, q, _, _, _ = moments(x2.reshape(R, D, 1), False, False)
