@@ -263,3 +263,21 @@ def test_batch_norm_pipelined_only_where_it_pays(launches, threads, rng, monkeyp
     assert not cpu.bn_pipe_ok(4 * 8, 8, 2048, 4)
     nbn.batch_norm(x, training=True)
     assert launches[0] == 1
+
+
+@pytest.mark.parametrize("ntask", [1, 3, 4, 7, 9, 11])
+def test_batch_norm_pipelined_any_number_of_tasks(monkeypatch, rng, ntask):
+    # more tasks than this machine's threads: the channel ranges are as even
+    # as they go and cover every channel once, whatever ntask
+    C = 9
+    x = (rng.standard_normal((3, C, 1024)) * 2 + 7).astype(np.float64)
+    x2 = x.reshape(3 * C, 1024)
+    y = np.full_like(x2, np.nan)
+    mean, rstd = np.full(C, np.nan), np.full(C, np.nan)
+    e = np.empty(0)
+    cpu._bn_pipe(x2, y, C, ntask, e, e, e, e, False, 0.1, 1e-5, False, mean, rstd)
+    monkeypatch.setattr(cpu, "CHAN_PIPE", False)
+    y0, m0, r0 = nbn.batch_norm(x, training=True, return_stats=True)
+    np.testing.assert_allclose(mean, m0, rtol=0, atol=1e-14 * 7)
+    np.testing.assert_allclose(rstd, r0, rtol=1e-14)
+    np.testing.assert_allclose(y.reshape(x.shape), y0, rtol=0, atol=1e-13)
