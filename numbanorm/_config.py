@@ -80,7 +80,7 @@ LINE_BYTES = 64
 # machine's 32 MiB L3: 8 MiB channels measured 0.96x the two-pass, 16 MiB
 # ones 1.06x).  Rows shorter than CHAN_PIPE_MIN_ROW_BYTES keep the two-pass
 # (each row of a channel is a separate stretch of memory; rows of 1 KiB ran
-# 1.8x slower than the two-pass, 2 KiB 0.96x, 4 KiB 0.64-0.8x;
+# 1.25-1.76x the two-pass's time, 2 KiB 0.96x, 4 KiB 0.64-0.81x;
 # benchmarks/NOTES.md section 16).
 CHAN_PIPE_CACHE_BYTES = 16 << 20
 CHAN_PIPE_MIN_ROW_BYTES = 2048

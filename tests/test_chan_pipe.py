@@ -82,7 +82,7 @@ def test_row_moments_summed_while_writing_are_exact(rng, kind, n, dtype, stream)
         o = buf[off : off + n]
         cnt, mean, res, m2 = cpu._apply_row_moments(u, v, o, ch, sc, sh, stream)
         want = np.empty(n, dtype)
-        cpu._apply_row(v, want, ch, sc, sh, False)
+        cpu._apply_row(v, want, ch, sc, sh, False, T(0), T(0), False)
         np.testing.assert_array_equal(o, want)
         assert np.all(buf[:off] == 7.0) and np.all(buf[off + n :] == 7.0)
         em, eq = _exact(u.astype(np.float64))

@@ -147,6 +147,17 @@ def _stream_span(addr, off, n, isz, stream):
     return p, p + (n - p) // per * per
 
 
+@njit(cache=CACHE, error_model="numpy", inline="always")
+def _line_span(p, m, lo, hi, per):
+    """(a, b): the whole lines of a streamed span [p, m) (_stream_span; per
+    elements a line) that lie inside [lo, hi), as absolute indices; a == b
+    when there are none.  Pieces of a row written one after another (its
+    segments, its chunks) stream [a, b) and store the rest ordinarily."""
+    a = min(max(p + -(-max(lo - p, 0) // per) * per, lo), hi)
+    b = max(min(p + (min(hi, m) - p) // per * per, hi), a)
+    return a, b
+
+
 def _streams(out) -> bool:
     """Write ``out`` with streaming stores (see _config.STREAM_MIN_BYTES)."""
     return out.nbytes >= STREAM_MIN_BYTES and out.flags.aligned
@@ -867,6 +878,19 @@ def _mapL_io(same, vb, ob, hh, sc, sh, clip, lo, hi, nt):
         _mapL(vb, ob, hh, sc, sh, clip, lo, hi, nt)
 
 
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
+def _apply_row(v, o, ch, sc, sh, clip, lo, hi, stream):
+    """o = clip((v - ch) * sc + sh) for one span with one parameter set (the
+    apply kernel's formula, x's dtype); whole aligned lines by streaming
+    stores when ``stream``."""
+    p, m = _stream_span(o.ctypes.data, 0, v.size, o.itemsize, stream)
+    same = _same(v, o)
+    _map1_io(same, v[:p], o[:p], ch, sc, sh, clip, lo, hi, False)
+    if p < v.size:
+        _map1_io(same, v[p:m], o[p:m], ch, sc, sh, clip, lo, hi, True)
+        _map1_io(same, v[m:], o[m:], ch, sc, sh, clip, lo, hi, False)
+
+
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _rotated(a, q):
     """a rolled left by q: lane j of the result is lane (j + q) % L of a."""
@@ -908,17 +932,11 @@ def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi, stream):
         hh = ch[p]
         sc = scale[p]
         sh = shift[p]
-        same = _same(v, o)
         if K == 1:
             # one parameter set per (p): scalar parameters, no lane arrays
-            vb = v[f0:f1]
-            ob = o[f0:f1]
-            a, b = _stream_span(ob.ctypes.data, 0, ob.size, isz, stream)
-            _map1_io(same, vb[:a], ob[:a], hh[0], sc[0], sh[0], clip, lo, hi, False)
-            if a < ob.size:
-                _map1_io(same, vb[a:b], ob[a:b], hh[0], sc[0], sh[0], clip, lo, hi, True)
-                _map1_io(same, vb[b:], ob[b:], hh[0], sc[0], sh[0], clip, lo, hi, False)
+            _apply_row(v[f0:f1], o[f0:f1], hh[0], sc[0], sh[0], clip, lo, hi, stream)
             continue
+        same = _same(v, o)
         q = 0
         lines = stream and (L * isz) % LINE_BYTES == 0 and f1 - f0 >= 2 * L
         if lines:
@@ -1417,8 +1435,9 @@ def _pipe_row(u, v, o, sh, mu, rs, wr, br, stream, x2, nn):
         vk = v[lo : lo + seg]
         ok = o[lo : lo + seg]
         # the streamed part of the segment: its whole lines inside [p, m)
-        pk = min(max(p + -(-max(lo - p, 0) // per) * per, lo), lo + seg) - lo
-        mk = max(min(p + (min(lo + seg, m) - p) // per * per, lo + seg), lo + pk) - lo
+        pk, mk = _line_span(p, m, lo, lo + seg, per)
+        pk -= lo
+        mk -= lo
         t1, t2 = _pipe_scl_io(same, uk[:pk], vk[:pk], ok[:pk], sh, mh, ml, a, b, False)
         s1 += t1
         s2 += t2
@@ -1793,19 +1812,6 @@ def _bn_large(
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
-def _apply_row(v, o, ch, sc, sh, stream):
-    """o = (v - ch) * sc + sh (the apply kernel's formula, x's dtype) for one
-    row; whole aligned lines by streaming stores when ``stream``."""
-    p, m = _stream_span(o.ctypes.data, 0, v.size, o.itemsize, stream)
-    zero = v.dtype.type(0)
-    same = _same(v, o)
-    _map1_io(same, v[:p], o[:p], ch, sc, sh, False, zero, zero, False)
-    if p < v.size:
-        _map1_io(same, v[p:m], o[p:m], ch, sc, sh, False, zero, zero, True)
-        _map1_io(same, v[m:], o[m:], ch, sc, sh, False, zero, zero, False)
-
-
-@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
 def _apply_row_moments(u, v, o, ch, sc, sh, stream):
     """_apply_row(v, o, ...) while the moments of row u (as long as v) are
     summed in the same loops: (count, mean, residual, M2) of u by
@@ -1828,8 +1834,7 @@ def _apply_row_moments(u, v, o, ch, sc, sh, stream):
     for c0 in range(0, S, ROW_CHUNK):
         c1 = min(S, c0 + ROW_CHUNK)
         # the chunk's streamed part: its whole lines inside [p, m)
-        a = min(max(p + -(-max(c0 - p, 0) // per) * per, c0), c1)
-        b = max(min(p + (min(c1, m) - p) // per * per, c1), a) if m > p else a
+        a, b = _line_span(p, m, c0, c1, per)
         s1, s2 = _pipe_scl_io(same, u[c0:a], v[c0:a], o[c0:a], shu, ch, zero, sc, sh, False)
         r1, r2 = _pipe_scl_io(same, u[a:b], v[a:b], o[a:b], shu, ch, zero, sc, sh, True)
         s1 += r1
@@ -1889,7 +1894,7 @@ def _bn_pipe(x2, o2, C, ntask, rm, rv, w, b, update, momentum, eps, stream, mean
                     rn, ru, rr, rq = _apply_row_moments(x2[a * C + c + 1], v, o, ch, sc, sh, stream)
                     n, u, r, q = chan_merge_dd(n, u, r, q, rn, ru, rr, rq)
                 else:
-                    _apply_row(v, o, ch, sc, sh, stream)
+                    _apply_row(v, o, ch, sc, sh, False, T(0), T(0), stream)
 
 
 def bn_pipe_ok(P: int, C: int, S: int, isz: int) -> bool:
