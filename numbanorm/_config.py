@@ -30,8 +30,11 @@ PREFETCH_CHUNK_BYTES = 512
 # with the prefetches, rows of 16 and 64 KiB 12-27 % faster.
 PREFETCH_MIN_ROW_BYTES = 8 * 1024
 
-# Target bytes of one cache-resident block in column reductions (rows x lanes).
-COL_BLOCK_BYTES = 256 * 1024
+# Target bytes of one cache-resident block in column reductions (rows x lanes):
+# a refused block is summed again from L2 (1 MiB per core here).  512 KiB read
+# 128 MiB of columns in 0.56x the copy's time against 0.58 for 256 KiB
+# (fewer per-block folds; benchmarks/NOTES.md section 19).
+COL_BLOCK_BYTES = 512 * 1024
 
 # Lanes of the replicated-column layout used when reducing over rows of a
 # (rows, K) block: K is replicated m = ceil(LANES / K) times so the inner loop

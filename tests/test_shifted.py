@@ -101,3 +101,52 @@ def test_a_column_never_changes_another_columns_arithmetic(rng, K):
     y1 = nbn.standardize(xb)
     np.testing.assert_array_equal(y0[:, 0], y1[:, 0])
     np.testing.assert_array_equal(y0[:, 2:], y1[:, 2:])
+
+
+def _kernel_moments(x3, nchunk, rb, skipnan, minmax, want_moments=True):
+    """_col_moments called directly with a chosen task count and block size
+    (cpu.moments picks them from the shape), merged as cpu.moments does."""
+    P, R, K = x3.shape
+    L = cpu._lanes(K)
+    cnt, mean, res, m2, mn, mx = cpu._partials(P, nchunk, K)
+    cpu._col_moments(
+        x3.reshape(P, R * K), K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean, res, m2, mn, mx
+    )
+    return cpu.merge_mid(cnt, mean, res, m2, mn, mx, minmax)
+
+
+@pytest.mark.parametrize("kind", ["iid", "sorted", "outlier_first", "steps", "drift", "constant"])
+@pytest.mark.parametrize("K", [1, 3, 64, 256])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_two_stream_blocks_exact(rng, kind, K, dtype):
+    # Each task reads its rows as two halves side by side (block i = half-block
+    # i of each, _lane_shifted2/_lane_minmax): many small blocks per task, odd
+    # row counts (a half shorter than the other, a partial last lane-row),
+    # a refused block's exact redo over both halves, and a NaN skipped in the
+    # second half must all give the exact moments and min/max
+    L = cpu._lanes(K)
+    m = L // K
+    R = {1: 4 * L + 77, 3: 9 * m + 5, 64: 23 * m + 3, 256: 41}[K]
+    x = _data(kind, (1, R, K), rng, dtype)
+    for nchunk in (1, 2, 3):
+        for rb in (m, 2 * m, 6 * m):
+            for skipnan in (False, True):
+                xs = x.copy()
+                if skipnan:
+                    xs[0, R - 2, K - 1] = np.nan  # in the second half of the last task
+                c, u, r, q, lo, hi = _kernel_moments(xs, nchunk, rb, skipnan, True)
+                for k in sorted({0, K // 2, K - 1}):
+                    col = xs[0, :, k].astype(np.float64)
+                    col = col[~np.isnan(col)]
+                    em, eq = _exact(col)
+                    assert c[0, k] == col.size, (nchunk, rb, k)
+                    got = Fraction(float(u[0, k])) + Fraction(float(r[0, k]))
+                    assert abs(float(got - em)) <= 1e-15 * max(1.0, abs(float(em))), (nchunk, rb, k)
+                    tol = 1e-14 * float(eq) if eq else 0.0
+                    assert abs(float(Fraction(float(q[0, k])) - eq)) <= tol, (nchunk, rb, k)
+                    assert lo[0, k] == col.min() and hi[0, k] == col.max(), (nchunk, rb, k)
+                # min/max alone (min-max scaling's one pass): same counts and bounds
+                c2, _, _, _, lo2, hi2 = _kernel_moments(xs, nchunk, rb, skipnan, True, False)
+                np.testing.assert_array_equal(c2, c)
+                np.testing.assert_array_equal(lo2, lo)
+                np.testing.assert_array_equal(hi2, hi)

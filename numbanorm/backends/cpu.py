@@ -431,40 +431,73 @@ def _lane_shifted(v, f0, f1, L, sh, s1, s2):
             s1[j] += d
 
 
+@njit(fastmath=_FM, cache=CACHE, error_model="numpy")
+def _lane_shifted2(v, fa0, fa1, fb0, fb1, L, sh, s1, s2):
+    """_lane_shifted over [fa0, fa1) and [fb0, fb1) (each whole lane-rows
+    but the last), a lane-row of each per step: the lane arrays are loaded
+    and stored once per two lane-rows, and x is read as two sequential
+    streams.  Two adjacent lane-rows per step instead (NOTES.md section 17)
+    ran at half the speed from memory: the streams must be long (section
+    19)."""
+    n = min(fa1 - fa0, fb1 - fb0) // L * L
+    for i in range(0, n, L):
+        va = v[fa0 + i : fa0 + i + L]
+        vb = v[fb0 + i : fb0 + i + L]
+        for j in range(L):
+            da = np.float64(va[j]) - sh[j]
+            db = np.float64(vb[j]) - sh[j]
+            s2[j] += da * da + db * db
+            s1[j] += da + db
+    _lane_shifted(v, fa0 + n, fa1, L, sh, s1, s2)
+    _lane_shifted(v, fb0 + n, fb1, L, sh, s1, s2)
+
+
 @njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _lane_minmax(v, f0, f1, L, lmn, lmx, lnan, lz):
+def _lane_minmax(v, fa0, fa1, fb0, fb1, L, lmn, lmx, lnan, lz):
     """Lane-wise min/max (NaN not taken) and NaN counts over the lane-rows
-    of [f0, f1).
+    of [fa0, fa1) and [fb0, fb1) (each whole lane-rows but the last).
 
     lmn, lmx, lz have x's dtype: min and max are exact in it, and float32
-    lanes are twice as many per instruction as float64 ones.  One lane-row
-    per step, so x is read as one sequential stream, and ``np.fmin``/
-    ``np.fmax`` (LLVM minnum/maxnum: NaN not taken) rather than a select:
-    ``a if a < lo else lo`` became a masked store of lo (measured 3.3 vs
-    2.7 ms for 128 MiB float32, NOTES.md section 13).  The NaN count is a
-    second pass over the cache-resident block, taken only when the block
-    holds a NaN or an Inf: ``lz[j] += x - x`` stays 0 otherwise.  No
+    lanes are twice as many per instruction as float64 ones.  A lane-row of
+    each range per step (two sequential streams, as _lane_shifted2), and
+    ``np.fmin``/``np.fmax`` (LLVM minnum/maxnum: NaN not taken) rather than
+    a select: ``a if a < lo else lo`` became a masked store of lo (measured
+    3.3 vs 2.7 ms for 128 MiB float32, NOTES.md section 13).  The NaN count
+    is a second pass over the cache-resident block, taken only when the
+    block holds a NaN or an Inf: ``lz[j] += x - x`` stays 0 otherwise.  No
     'reassoc' here: with it LLVM cancels ``x - x`` to 0 (caught by
     tests/test_kernels.py); every loop is elementwise over lanes and
     vectorizes without it.
     """
     lz[:] = 0
-    for b in range(f0, f1, L):
-        vb = v[b : min(b + L, f1)]
-        for j in range(vb.size):
-            a = vb[j]
-            lmn[j] = np.fmin(a, lmn[j])
-            lmx[j] = np.fmax(a, lmx[j])
-            lz[j] += a - a
+    n = min(fa1 - fa0, fb1 - fb0) // L * L
+    for i in range(0, n, L):
+        va = v[fa0 + i : fa0 + i + L]
+        vb = v[fb0 + i : fb0 + i + L]
+        for j in range(L):
+            a = va[j]
+            b = vb[j]
+            lmn[j] = np.fmin(np.fmin(a, b), lmn[j])
+            lmx[j] = np.fmax(np.fmax(a, b), lmx[j])
+            lz[j] += (a - a) + (b - b)
+    for f0, f1 in ((fa0 + n, fa1), (fb0 + n, fb1)):
+        for b in range(f0, f1, L):
+            vb = v[b : min(b + L, f1)]
+            for j in range(vb.size):
+                a = vb[j]
+                lmn[j] = np.fmin(a, lmn[j])
+                lmx[j] = np.fmax(a, lmx[j])
+                lz[j] += a - a
     z = 0.0
     for j in range(L):
         z += np.float64(lz[j])
     if z == 0.0:
         return
-    for b in range(f0, f1, L):
-        vb = v[b : min(b + L, f1)]
-        for j in range(vb.size):
-            lnan[j] += 1.0 if vb[j] != vb[j] else 0.0
+    for f0, f1 in ((fa0, fa1), (fb0, fb1)):
+        for b in range(f0, f1, L):
+            vb = v[b : min(b + L, f1)]
+            for j in range(vb.size):
+                lnan[j] += 1.0 if vb[j] != vb[j] else 0.0
 
 
 @njit(parallel=True, fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -523,20 +556,29 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
         lmn[:] = np.inf
         lmx[:] = -np.inf
         lnan = np.zeros(L)
-        for b0 in range(r0, r1, rb):
-            b1 = min(r1, b0 + rb)
-            f0 = b0 * K
-            f1 = b1 * K
+        # the task's rows in two halves [r0, rm), [rm, r1), read side by
+        # side: block i is half-block i of each (rb rows in all), so x is
+        # read as two long sequential streams (_lane_shifted2)
+        rm = min(r1, r0 + ((r1 - r0 + 1) // 2 + m - 1) // m * m)
+        hb = max(m, (rb // 2) // m * m)
+        for a0 in range(r0, rm, hb):
+            a1 = min(rm, a0 + hb)
+            g0 = min(r1, rm + (a0 - r0))
+            g1 = min(r1, g0 + hb)
+            fa0 = a0 * K
+            fa1 = a1 * K
+            fb0 = g0 * K
+            fb1 = g1 * K
             if minmax:
-                _lane_minmax(v, f0, f1, L, lmn, lmx, lnan, lz)
+                _lane_minmax(v, fa0, fa1, fb0, fb1, L, lmn, lmx, lnan, lz)
             if not want_moments:
                 continue
             # one pass of shifted sums about each column's shift, accumulated
             # while every column's block passes _shift_ok
             s[:] = 0.0
             q[:] = 0.0
-            _lane_shifted(v, f0, f1, L, bsh, s, q)
-            nb = float(b1 - b0)
+            _lane_shifted2(v, fa0, fa1, fb0, fb1, L, bsh, s, q)
+            nb = float((a1 - a0) + (g1 - g0))
             # fold the m lane groups into columns.  Few groups (K >= 16):
             # contiguous loops over the columns, in the order of a sequential
             # _fold (a strided _fold per column cost ~3.5 us per block at
@@ -576,7 +618,8 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
             # block where some column's plain sum shows a NaN (rare), and only
             # that column takes its result.
             s[:] = 0.0
-            _lane_sums(v, f0, f1, L, s)
+            _lane_sums(v, fa0, fa1, L, s)
+            _lane_sums(v, fb0, fb1, L, s)
             nanblock = False
             for k in range(K):
                 ss = _fold(s, k, L, K)
@@ -585,13 +628,14 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
             if nanblock:
                 ssel[:] = 0.0
                 ns[:] = 0.0
-                for base in range(f0, f1, L):
-                    vb = v[base : min(base + L, f1)]
-                    for j in range(vb.size):
-                        a = np.float64(vb[j])
-                        ok = a == a
-                        ssel[j] += a if ok else 0.0
-                        ns[j] += 1.0 if ok else 0.0
+                for f0, f1 in ((fa0, fa1), (fb0, fb1)):
+                    for base in range(f0, f1, L):
+                        vb = v[base : min(base + L, f1)]
+                        for j in range(vb.size):
+                            a = np.float64(vb[j])
+                            ok = a == a
+                            ssel[j] += a if ok else 0.0
+                            ns[j] += 1.0 if ok else 0.0
             # fold lanes -> per-column block mean, replicated back into lanes
             for k in range(K):
                 if colnan[k]:
@@ -607,17 +651,19 @@ def _col_moments(xf, K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean,
             # two-pass algorithm (see _seg_moments)
             q[:] = 0.0
             dc[:] = 0.0
-            _lane_devs(v, f0, f1, L, bm, q, dc)
+            _lane_devs(v, fa0, fa1, L, bm, q, dc)
+            _lane_devs(v, fb0, fb1, L, bm, q, dc)
             if nanblock:
                 qsel[:] = 0.0
                 dcsel[:] = 0.0
-                for base in range(f0, f1, L):
-                    vb = v[base : min(base + L, f1)]
-                    for j in range(vb.size):
-                        a = np.float64(vb[j])
-                        d = a - bm[j] if a == a else 0.0
-                        qsel[j] += d * d
-                        dcsel[j] += d
+                for f0, f1 in ((fa0, fa1), (fb0, fb1)):
+                    for base in range(f0, f1, L):
+                        vb = v[base : min(base + L, f1)]
+                        for j in range(vb.size):
+                            a = np.float64(vb[j])
+                            d = a - bm[j] if a == a else 0.0
+                            qsel[j] += d * d
+                            dcsel[j] += d
             for k in range(K):
                 if okc[k]:
                     continue
