@@ -26,10 +26,6 @@ ROW_CHUNK = 4096
 # row's statistics then read L1, and its DRAM reads overlap this row's
 # output.  512 measured best (128-4096 tried, benchmarks/NOTES.md section 15).
 PREFETCH_CHUNK_BYTES = 512
-# How far ahead of the loop that reads it the elementwise kernels prefetch x
-# (backends/cpu.py: _prefetch_ahead); 16-64 KiB measured alike, 1-4 KiB
-# less (benchmarks/NOTES.md section 19).
-PREFETCH_AHEAD_BYTES = 32 * 1024
 # Only rows of at least this many bytes: rows of 4 KiB measured 6-39 % slower
 # with the prefetches, rows of 16 and 64 KiB 12-27 % faster.
 PREFETCH_MIN_ROW_BYTES = 8 * 1024

@@ -319,7 +319,7 @@ def test_apply_streams_only_into_resident_outputs(monkeypatch, fused):
         real = cpu._apply
 
         def spy(*args):
-            flags.append(bool(args[-2]))  # (..., stream, prefetch)
+            flags.append(bool(args[-1]))
             return real(*args)
 
         monkeypatch.setattr(cpu, "_apply", spy)

@@ -42,7 +42,6 @@ from .._config import (
     LINE_BYTES,
     MIN_TASK_ELEMS,
     PIPE_MAX_ROW_BYTES,
-    PREFETCH_AHEAD_BYTES,
     PREFETCH_CHUNK_BYTES,
     PREFETCH_MIN_ROW_BYTES,
     ROW_CHUNK,
@@ -97,16 +96,6 @@ def _stream_store(typingctx, arr, idx, val):
     return types.void(arr, idx, val), codegen
 
 
-def _emit_prefetch(builder, ptr):
-    """LLVM ``llvm.prefetch`` of the line at ptr: read, locality 3 (keep in
-    all levels: L1), data cache."""
-    i8p = ir.PointerType(ir.IntType(8))
-    i32 = ir.IntType(32)
-    fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-    fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
-    builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-
-
 @intrinsic
 def _prefetch(typingctx, arr, i, j):
     """Software prefetch of ``arr[i, j]``'s line (a 2-D array: no view of a
@@ -131,45 +120,15 @@ def _prefetch(typingctx, arr, i, j):
         ptr = cgutils.get_item_pointer(
             context, builder, arrty, ary, inds, wraparound=False, boundscheck=False
         )
-        _emit_prefetch(builder, ptr)
+        i8p = ir.PointerType(ir.IntType(8))
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        # (address, read, locality 3: keep in all levels, data cache)
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
 
     return types.void(arr, i, j), codegen
-
-
-@intrinsic
-def _prefetch_at(typingctx, arr, i):
-    """Software prefetch (as ``_prefetch``) of the line of element ``i`` of
-    the 1-D array ``arr``, where i may lie past arr's end: the caller knows
-    that the buffer goes on there (the next rows of a C-contiguous array,
-    read next by the same loop).  No bounds check; a prefetch never faults."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and isinstance(i, types.Integer)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        arrty, ity = sig.args
-        ary = context.make_array(arrty)(context, builder, args[0])
-        ind = context.cast(builder, args[1], ity, types.intp)
-        ptr = cgutils.get_item_pointer(
-            context, builder, arrty, ary, [ind], wraparound=False, boundscheck=False
-        )
-        _emit_prefetch(builder, ptr)
-        return context.get_dummy_value()
-
-    return types.void(arr, i), codegen
-
-
-@njit(cache=CACHE, error_model="numpy", inline="always")
-def _prefetch_ahead(v, a, b, lim):
-    """Prefetch the lines of v[a + PREFETCH_AHEAD_BYTES : b + ...] (element
-    indices, clamped below ``lim``: v's buffer goes on to lim, see
-    _prefetch_at).  Called before a loop over v[a:b] streams from memory:
-    hardware prefetchers alone keep too few lines in flight when the loop
-    has arithmetic (NOTES.md section 19)."""
-    isz = v.itemsize
-    d = PREFETCH_AHEAD_BYTES // isz
-    for j in range(a + d, min(b + d, lim), LINE_BYTES // isz):
-        _prefetch_at(v, j)
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -202,12 +161,6 @@ def _line_span(p, m, lo, hi, per):
 def _streams(out) -> bool:
     """Write ``out`` with streaming stores (see _config.STREAM_MIN_BYTES)."""
     return out.nbytes >= STREAM_MIN_BYTES and out.flags.aligned
-
-
-def _from_memory(x) -> bool:
-    """Is x too large for the cache, so that its loops prefetch ahead
-    (_prefetch_ahead)?  The same size as _streams' outputs."""
-    return x.nbytes >= STREAM_MIN_BYTES
 
 
 def _in_place(x, out) -> bool:
@@ -907,46 +860,23 @@ def _map1_py(vb, ob, h0, s0, t0, clip, lo, hi, nt):
             ob[j] = (vb[j] - h0) * s0 + t0
 
 
+_map1 = njit(fastmath=_FME, cache=CACHE, error_model="numpy")(_map1_py)
 _map1_one = njit(fastmath=_FME, error_model="numpy", inline="always")(_map1_py)
 
 
 @njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _map1(vb, ob, h0, s0, t0, clip, lo, hi, nt, lim):
-    """_map1_py in PREFETCH_CHUNK_BYTES chunks (whole lines when vb starts
-    on one), each after a prefetch of vb's lines PREFETCH_AHEAD_BYTES ahead
-    up to its element ``lim`` (_prefetch_ahead); ``lim < 0``: one chunk, no
-    prefetches (data from the cache: the chunks' overhead shows there)."""
-    if lim < 0:
-        _map1_one(vb, ob, h0, s0, t0, clip, lo, hi, nt)
-        return
-    step = PREFETCH_CHUNK_BYTES // vb.itemsize
-    for c0 in range(0, vb.size, step):
-        c1 = min(vb.size, c0 + step)
-        _prefetch_ahead(vb, c0, c1, lim)
-        _map1_one(vb[c0:c1], ob[c0:c1], h0, s0, t0, clip, lo, hi, nt)
-
-
-@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _map1_same(ob, h0, s0, t0, clip, lo, hi, nt, lim):
-    """_map1 in place: each chunk is read and written by the same variable."""
-    if lim < 0:
-        _map1_one(ob, ob, h0, s0, t0, clip, lo, hi, nt)
-        return
-    step = PREFETCH_CHUNK_BYTES // ob.itemsize
-    for c0 in range(0, ob.size, step):
-        c1 = min(ob.size, c0 + step)
-        _prefetch_ahead(ob, c0, c1, lim)
-        w = ob[c0:c1]
-        _map1_one(w, w, h0, s0, t0, clip, lo, hi, nt)
+def _map1_same(ob, h0, s0, t0, clip, lo, hi, nt):
+    """_map1 in place: ob is read and written by the same variable."""
+    _map1_one(ob, ob, h0, s0, t0, clip, lo, hi, nt)
 
 
 @njit(fastmath=_FME, error_model="numpy", inline="always")
-def _map1_io(same, vb, ob, h0, s0, t0, clip, lo, hi, nt, lim):
+def _map1_io(same, vb, ob, h0, s0, t0, clip, lo, hi, nt):
     """_map1, or _map1_same when ``same`` (in place, see _same)."""
     if same:
-        _map1_same(ob, h0, s0, t0, clip, lo, hi, nt, lim)
+        _map1_same(ob, h0, s0, t0, clip, lo, hi, nt)
     else:
-        _map1(vb, ob, h0, s0, t0, clip, lo, hi, nt, lim)
+        _map1(vb, ob, h0, s0, t0, clip, lo, hi, nt)
 
 
 def _mapL_py(vb, ob, hh, sc, sh, clip, lo, hi, nt):
@@ -995,18 +925,16 @@ def _mapL_io(same, vb, ob, hh, sc, sh, clip, lo, hi, nt):
 
 
 @njit(fastmath=_FME, cache=CACHE, error_model="numpy")
-def _apply_row(v, o, ch, sc, sh, clip, lo, hi, stream, lim):
+def _apply_row(v, o, ch, sc, sh, clip, lo, hi, stream):
     """o = clip((v - ch) * sc + sh) for one span with one parameter set (the
     apply kernel's formula, x's dtype); whole aligned lines by streaming
-    stores when ``stream``.  ``lim >= 0``: v comes from memory, and is read
-    in chunks after prefetches up to its element ``lim`` (>= v.size: the
-    buffer goes on, see _prefetch_at; _map1)."""
+    stores when ``stream``."""
     p, m = _stream_span(o.ctypes.data, 0, v.size, o.itemsize, stream)
     same = _same(v, o)
-    _map1_io(same, v[:p], o[:p], ch, sc, sh, clip, lo, hi, False, lim)
+    _map1_io(same, v[:p], o[:p], ch, sc, sh, clip, lo, hi, False)
     if p < v.size:
-        _map1_io(same, v[p:m], o[p:m], ch, sc, sh, clip, lo, hi, True, lim - p if lim >= 0 else lim)
-        _map1_io(same, v[m:], o[m:], ch, sc, sh, clip, lo, hi, False, lim - m if lim >= 0 else lim)
+        _map1_io(same, v[p:m], o[p:m], ch, sc, sh, clip, lo, hi, True)
+        _map1_io(same, v[m:], o[m:], ch, sc, sh, clip, lo, hi, False)
 
 
 @njit(fastmath=_FM, cache=CACHE, error_model="numpy")
@@ -1021,7 +949,7 @@ def _rotated(a, q):
 
 
 @njit(parallel=True, fastmath=_FME, cache=CACHE, error_model="numpy")
-def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi, stream, pf):
+def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi, stream):
     """of = clip((x - ch) * scale + shift) over xf (P, R*K) as (P, R, K).
 
     Parameters are lane-replicated (P, L) arrays of x's dtype: lane j holds
@@ -1040,10 +968,6 @@ def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi, stream, pf):
     isz = of.itemsize
     rows_per = (R + nchunk - 1) // nchunk
     rows_per = ((rows_per + m - 1) // m) * m
-    # prefetches (``pf``: x comes from memory; one parameter set per row
-    # only: the lane path measured 1-5 % slower with them, NOTES.md section
-    # 19) may run on into the next rows when xf is one buffer
-    flat = xf.strides[1] == isz and xf.strides[0] == N * isz
     for t in prange(P * nchunk):
         p = t // nchunk
         c = t - p * nchunk
@@ -1054,10 +978,9 @@ def _apply(xf, of, K, L, nchunk, ch, scale, shift, clip, lo, hi, stream, pf):
         hh = ch[p]
         sc = scale[p]
         sh = shift[p]
-        lim = ((P - p) * N if flat else N) if pf else -1
         if K == 1:
             # one parameter set per (p): scalar parameters, no lane arrays
-            _apply_row(v[f0:f1], o[f0:f1], hh[0], sc[0], sh[0], clip, lo, hi, stream, lim - f0 if pf else lim)
+            _apply_row(v[f0:f1], o[f0:f1], hh[0], sc[0], sh[0], clip, lo, hi, stream)
             continue
         same = _same(v, o)
         q = 0
@@ -1122,7 +1045,6 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
         # output it measured 11 % slower (NOTES.md section 13); and not in
         # place (_in_place)
         narrow is None and _streams(out3) and _resident(out3) and not _in_place(x3, out3),
-        _from_memory(x3),
     )
     if narrow is not None:
         narrow[...] = out3
@@ -1892,8 +1814,7 @@ def _chan_apply_large(x2, o2, C, rows, center, scale, shift, clip, lo, hi, nchun
             chP[r, j] = ch[c]
             scP[r, j] = sc[c]
             shP[r, j] = sh[c]
-    pf = x2.size * x2.itemsize >= STREAM_MIN_BYTES  # as _from_memory
-    _apply(x2, o2, 1 if rows else C, L, nchunk, chP, scP, shP, clip, lo, hi, stream, pf)
+    _apply(x2, o2, 1 if rows else C, L, nchunk, chP, scP, shP, clip, lo, hi, stream)
 
 
 @njit(cache=CACHE, error_model="numpy")
@@ -2019,7 +1940,7 @@ def _bn_pipe(x2, o2, C, ntask, rm, rv, w, b, update, momentum, eps, stream, mean
                     rn, ru, rr, rq = _apply_row_moments(x2[a * C + c + 1], v, o, ch, sc, sh, stream)
                     n, u, r, q = chan_merge_dd(n, u, r, q, rn, ru, rr, rq)
                 else:
-                    _apply_row(v, o, ch, sc, sh, False, T(0), T(0), stream, -1)
+                    _apply_row(v, o, ch, sc, sh, False, T(0), T(0), stream)
 
 
 def bn_pipe_ok(P: int, C: int, S: int, isz: int) -> bool:
