@@ -453,6 +453,19 @@ def _lane_shifted2(v, fa0, fa1, fb0, fb1, L, sh, s1, s2):
 
 
 @njit(fastmath=_FME, cache=CACHE, error_model="numpy")
+def _lane_minmax1(v, f0, f1, L, lmn, lmx, lz):
+    """_lane_minmax's update over the lane-rows of one range [f0, f1), one
+    per step (its ranges' ends, as _lane_shifted is _lane_shifted2's)."""
+    for b in range(f0, f1, L):
+        vb = v[b : min(b + L, f1)]
+        for j in range(vb.size):
+            a = vb[j]
+            lmn[j] = np.fmin(a, lmn[j])
+            lmx[j] = np.fmax(a, lmx[j])
+            lz[j] += a - a
+
+
+@njit(fastmath=_FME, cache=CACHE, error_model="numpy")
 def _lane_minmax(v, fa0, fa1, fb0, fb1, L, lmn, lmx, lnan, lz):
     """Lane-wise min/max (NaN not taken) and NaN counts over the lane-rows
     of [fa0, fa1) and [fb0, fb1) (each whole lane-rows but the last).
@@ -480,14 +493,8 @@ def _lane_minmax(v, fa0, fa1, fb0, fb1, L, lmn, lmx, lnan, lz):
             lmn[j] = np.fmin(np.fmin(a, b), lmn[j])
             lmx[j] = np.fmax(np.fmax(a, b), lmx[j])
             lz[j] += (a - a) + (b - b)
-    for f0, f1 in ((fa0 + n, fa1), (fb0 + n, fb1)):
-        for b in range(f0, f1, L):
-            vb = v[b : min(b + L, f1)]
-            for j in range(vb.size):
-                a = vb[j]
-                lmn[j] = np.fmin(a, lmn[j])
-                lmx[j] = np.fmax(a, lmx[j])
-                lz[j] += a - a
+    _lane_minmax1(v, fa0 + n, fa1, L, lmn, lmx, lz)
+    _lane_minmax1(v, fb0 + n, fb1, L, lmn, lmx, lz)
     z = 0.0
     for j in range(L):
         z += np.float64(lz[j])
