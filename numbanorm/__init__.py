@@ -10,6 +10,7 @@ Deep-learning norms (``torch.nn.functional`` semantics): :func:`batch_norm`,
 
 from __future__ import annotations
 
+from ._outbuf import output_cache_info, release_output_cache, set_output_cache
 from .functional import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 from .preprocessing import lp_normalize, minmax_scale, standardize
 
@@ -24,6 +25,9 @@ __all__ = [
     "standardize",
     "minmax_scale",
     "lp_normalize",
+    "set_output_cache",
+    "release_output_cache",
+    "output_cache_info",
 ]
 
 

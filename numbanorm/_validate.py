@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backends
+from . import _outbuf, backends
 
 _FLOATS = (np.float16, np.float32, np.float64)
 
@@ -171,7 +171,7 @@ def out_array(out: Any, inp: Input, name: str = "out"):
         if isinstance(inp.arr, np.ndarray):
             # keep x's memory layout (a channels-last x gets a channels-last y),
             # so the kernels write y through the same view as they read x
-            return np.empty_like(inp.arr), None
+            return _outbuf.empty_like(inp.arr), None
         return be.empty(inp.shape, inp.dtype, like=inp.arr), None
     if backends.is_cuda_array(out) != backends.is_cuda_array(inp.orig):
         raise TypeError(

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _outbuf
 from . import _validate as V
 from ._config import MIN_TASK_ELEMS
 from ._reduce import _SHORT_ROW, _is_c_contiguous, apply_affine, reduce_moments
@@ -89,7 +90,7 @@ def _fast_out(x: np.ndarray, out):
     x itself or does not overlap it; None for anything else (the general path
     then validates it)."""
     if out is None:
-        return np.empty_like(x)
+        return _outbuf.empty_like(x)
     if (
         type(out) is not np.ndarray
         or out.shape != x.shape

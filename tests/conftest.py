@@ -26,3 +26,14 @@ import pytest  # noqa: E402
 @pytest.fixture
 def rng():
     return np.random.default_rng(20261124)
+
+
+@pytest.fixture
+def no_output_cache():
+    """Allocating calls get fresh memory (numbanorm/_outbuf.py off) for the
+    test, as they would without the output buffer cache."""
+    import numbanorm as nbn
+
+    prev = nbn.set_output_cache(0)
+    yield
+    nbn.set_output_cache(prev)

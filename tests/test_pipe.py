@@ -200,13 +200,33 @@ def test_prefetching_rows_match_reference_streamed_or_not(streaming, spy, dtype,
 
 
 @pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
-def test_fresh_output_is_not_streamed(streaming, spy):
+def test_fresh_output_is_not_streamed(streaming, spy, no_output_cache):
     # 64 MiB: an allocation this large is a fresh mapping (glibc's mmap
     # threshold is at most 32 MiB), its pages not yet resident
     x = np.ones((64, 4, 1 << 16), np.float32)
     y = nbn.instance_norm(x)
     assert spy["pipe"] == 0 and spy["stream"] == [False]
     assert np.abs(y).max() == 0
+
+
+@pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
+def test_reused_output_buffer_is_streamed(streaming, spy):
+    # the output buffer cache (numbanorm/_outbuf.py) hands the dropped
+    # output's buffer to the next allocating call: resident, so it streams
+    prev = nbn.set_output_cache(256 << 20)
+    try:
+        nbn.release_output_cache()
+        x = np.ones((64, 4, 1 << 16), np.float32)
+        y = nbn.instance_norm(x)
+        assert spy["stream"] == [False]
+        y[...] = 7
+        del y
+        y = nbn.instance_norm(x)
+        assert spy["stream"] == [False, True] and spy["pipe"] == 1
+        assert np.abs(y).max() == 0
+    finally:
+        nbn.release_output_cache()
+        nbn.set_output_cache(prev)
 
 
 @pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
@@ -303,7 +323,7 @@ def test_layer_and_rms_without_weights_take_the_pipeline(streaming, spy, dtype):
 
 @pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
 @pytest.mark.parametrize("fused", [False, True])
-def test_apply_streams_only_into_resident_outputs(monkeypatch, fused):
+def test_apply_streams_only_into_resident_outputs(monkeypatch, fused, no_output_cache):
     flags = []
     if fused:  # the fused batch_norm path (cpu._bn_large) decides in _large_plan
         real_plan = cpu._large_plan

@@ -31,6 +31,7 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from .. import _outbuf
 from .._config import (
     CACHE,
     CHAN_PIPE_CACHE_BYTES,
@@ -2280,7 +2281,7 @@ def ascontiguous(x):
 
 
 def empty(shape, dtype, like=None):
-    return np.empty(shape, dtype)
+    return _outbuf.empty(shape, dtype)
 
 
 def to_host(a):

@@ -1,0 +1,231 @@
+"""Reuse of large output buffers: allocating calls at the speed of ``out=``.
+
+A new NumPy array of 32 MiB or more is mapped fresh from the operating
+system (glibc serves smaller blocks from its heap, which stays resident
+after the first ``free``).  Its pages are faulted in and zeroed by the
+kernel when the output loop first touches them, and the zeroed lines are
+read back before they are overwritten: an allocating ``layer_norm`` of
+128 MiB took 1.66x the time of the same call with ``out=`` here
+(benchmarks/NOTES.md section 20).
+
+So the CPU backend allocates its large outputs (and large temporaries) as
+views of buffers it keeps: a buffer whose every view has been dropped (no
+reference left but this module's) is handed out again.  Busy buffers are
+never touched, so a result stays valid for as long as the caller holds it
+or any view of it.  Only the raw address of an array that is no longer
+referenced could see its memory reused, which NumPy does not allow either.
+
+The buffers held (busy or idle) never exceed a byte limit: by default the
+smaller of 1 GiB and 1/16 of physical memory, set by the environment
+variable ``NUMBANORM_OUTPUT_CACHE_MB`` (0 turns reuse off) or
+:func:`set_output_cache`.  Idle buffers are released, least recently used
+first, when a new buffer needs their room, and all of them by
+:func:`release_output_cache`.  The arrays handed out are ordinary writeable
+ndarrays, C- or F-contiguous like those ``np.empty_like`` gives, whose
+``base`` is the buffer (``owndata`` is False).
+
+Reuse needs exact reference counts: it is on under CPython with the GIL
+and off elsewhere (PyPy, free-threaded builds).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import threading
+import warnings
+
+import numpy as np
+
+# Smallest output served from the cache: below glibc's largest mmap
+# threshold (32 MiB on 64-bit), freed blocks are reused from the heap
+# already (an empty+fill of 31 MiB ran 2.9x faster than one of 33 MiB).
+MIN_BYTES = 32 << 20
+
+# Buffer sizes are rounded up to this (the huge-page size), so that outputs
+# of slightly different sizes share buffers.
+GRANULE = 2 << 20
+
+# Offset of every view into its buffer is a multiple of this (cache lines).
+ALIGN = 64
+
+_ENV = "NUMBANORM_OUTPUT_CACHE_MB"
+
+
+def _default_limit() -> int:
+    try:
+        ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        ram = 0
+    if ram <= 0:
+        return 1 << 30
+    return min(1 << 30, ram // 16)
+
+
+def _env_limit() -> int:
+    raw = os.environ.get(_ENV)
+    if raw is None or raw.strip() == "":
+        return _default_limit()
+    try:
+        mb = float(raw)
+        if not (math.isfinite(mb) and mb >= 0):
+            raise ValueError
+    except ValueError:
+        warnings.warn(
+            f"{_ENV}={raw!r} is not a non-negative number of MiB; using the default",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return _default_limit()
+    return int(mb * (1 << 20))
+
+
+def _supported() -> bool:
+    if sys.implementation.name != "cpython":
+        return False
+    gil = getattr(sys, "_is_gil_enabled", None)
+    return gil is None or bool(gil())
+
+
+_lock = threading.Lock()
+_bufs: list[np.ndarray] = []  # owned uint8 buffers, least recently used first
+_held = 0  # bytes of _bufs
+_limit = _env_limit() if _supported() else 0
+
+
+def _refs(bufs: list[np.ndarray], i: int) -> int:
+    return sys.getrefcount(bufs[i])
+
+
+# references to a buffer that only the list holds (its slot, and the
+# argument of getrefcount), counted through the same code as every test
+_IDLE_REFS = _refs([np.empty(1, np.uint8)], 0)
+
+
+def _idle_at(bufs: list[np.ndarray], i: int) -> bool:
+    return _refs(bufs, i) <= _IDLE_REFS
+
+
+def _size_class(nbytes: int) -> int:
+    """Bytes of the buffer that serves nbytes: whole granules, and room to
+    align the view."""
+    return -(-nbytes // GRANULE) * GRANULE + ALIGN
+
+
+def _take(nbytes: int) -> np.ndarray | None:
+    """An idle or new buffer of nbytes' size class (most recently used
+    now), or None when the limit leaves no room; under _lock."""
+    global _held
+    size = _size_class(nbytes)
+    for i in range(len(_bufs) - 1, -1, -1):
+        if _bufs[i].nbytes == size and _idle_at(_bufs, i):
+            buf = _bufs.pop(i)
+            _bufs.append(buf)
+            return buf
+    if size > _limit:
+        return None
+    i = 0
+    while _held + size > _limit and i < len(_bufs):
+        if _idle_at(_bufs, i):
+            _held -= _bufs.pop(i).nbytes
+        else:
+            i += 1
+    if _held + size > _limit:
+        return None
+    buf = np.empty(size, np.uint8)
+    _bufs.append(buf)
+    _held += size
+    return buf
+
+
+def empty(shape, dtype, order: str = "C") -> np.ndarray:
+    """``np.empty(shape, dtype, order)``, from a reused buffer when large."""
+    dt = np.dtype(dtype)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    nbytes = math.prod(shape) * dt.itemsize
+    if nbytes < MIN_BYTES or nbytes + ALIGN > _limit or dt.hasobject:
+        return np.empty(shape, dt, order)
+    with _lock:
+        buf = _take(nbytes)
+        if buf is None:
+            return np.empty(shape, dt, order)
+        off = -buf.ctypes.data % ALIGN
+        return buf[off : off + nbytes].view(dt).reshape(shape, order=order)
+
+
+def empty_like(a: np.ndarray) -> np.ndarray:
+    """``np.empty_like(a)`` (same memory layout, same subclass) for the
+    contiguous ndarrays the cache serves, ``np.empty_like`` for the rest."""
+    if type(a) is np.ndarray and a.nbytes >= MIN_BYTES:
+        if a.flags.c_contiguous:
+            return empty(a.shape, a.dtype, "C")
+        if a.flags.f_contiguous:
+            return empty(a.shape, a.dtype, "F")
+    return np.empty_like(a)
+
+
+def set_output_cache(max_bytes: int) -> int:
+    """Limit the bytes of output buffers numbanorm keeps for reuse; return
+    the previous limit.
+
+    Outputs of 32 MiB or more are allocated as views of buffers that are
+    handed out again once every view of them has been dropped, so that a
+    loop of allocating calls runs at the speed of ``out=`` calls instead of
+    paying for fresh pages each time.  The limit bounds all buffers held,
+    busy or idle; 0 turns reuse off and releases the idle ones.  The
+    default is the smaller of 1 GiB and 1/16 of physical memory, or
+    ``NUMBANORM_OUTPUT_CACHE_MB`` (MiB) when set.  Reuse is always off
+    where reference counts are not exact (PyPy, free-threaded CPython).
+    """
+    global _limit
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)):
+        raise TypeError(f"max_bytes must be an int, got {type(max_bytes).__name__}")
+    if max_bytes < 0:
+        raise ValueError(f"max_bytes must be >= 0, got {max_bytes}")
+    with _lock:
+        prev = _limit
+        _limit = int(max_bytes) if _supported() else 0
+        _trim(_limit)
+    return prev
+
+
+def _trim(limit: int) -> int:
+    """Release idle buffers, least recently used first, until the held bytes
+    fit ``limit``, then let go of busy ones (they stay with their arrays and
+    are freed with them); under _lock.  Returns the idle bytes released."""
+    global _held
+    freed = 0
+    i = 0
+    while _held > limit and i < len(_bufs):
+        if _idle_at(_bufs, i):
+            n = _bufs.pop(i).nbytes
+            _held -= n
+            freed += n
+        else:
+            i += 1
+    while _held > limit and _bufs:
+        _held -= _bufs.pop(0).nbytes
+    return freed
+
+
+def release_output_cache() -> int:
+    """Release every idle output buffer numbanorm keeps for reuse and let go
+    of the busy ones (they stay with the arrays that use them and are freed
+    with them); return the idle bytes released."""
+    with _lock:
+        return _trim(-1)
+
+
+def output_cache_info() -> dict[str, int]:
+    """The output buffer cache: its limit and the buffers and bytes it holds,
+    with how many of them are idle."""
+    with _lock:
+        idle = [i for i in range(len(_bufs)) if _idle_at(_bufs, i)]
+        return {
+            "max_bytes": _limit,
+            "held_bytes": _held,
+            "buffers": len(_bufs),
+            "idle_buffers": len(idle),
+            "idle_bytes": sum(_bufs[i].nbytes for i in idle),
+        }
