@@ -90,7 +90,6 @@ def _supported() -> bool:
 
 _lock = threading.Lock()
 _bufs: list[np.ndarray] = []  # owned uint8 buffers, least recently used first
-_held = 0  # bytes of _bufs
 _limit = _env_limit() if _supported() else 0
 
 
@@ -113,10 +112,26 @@ def _size_class(nbytes: int) -> int:
     return -(-nbytes // GRANULE) * GRANULE + ALIGN
 
 
+def _held() -> int:
+    return sum(b.nbytes for b in _bufs)
+
+
+def _evict_idle(target: int) -> int:
+    """Release idle buffers, least recently used first, until the bytes held
+    are at most ``target``; under _lock.  Returns the bytes released."""
+    freed = 0
+    i = 0
+    while _held() > target and i < len(_bufs):
+        if _idle_at(_bufs, i):
+            freed += _bufs.pop(i).nbytes
+        else:
+            i += 1
+    return freed
+
+
 def _take(nbytes: int) -> np.ndarray | None:
     """An idle or new buffer of nbytes' size class (most recently used
     now), or None when the limit leaves no room; under _lock."""
-    global _held
     size = _size_class(nbytes)
     for i in range(len(_bufs) - 1, -1, -1):
         if _bufs[i].nbytes == size and _idle_at(_bufs, i):
@@ -125,17 +140,11 @@ def _take(nbytes: int) -> np.ndarray | None:
             return buf
     if size > _limit:
         return None
-    i = 0
-    while _held + size > _limit and i < len(_bufs):
-        if _idle_at(_bufs, i):
-            _held -= _bufs.pop(i).nbytes
-        else:
-            i += 1
-    if _held + size > _limit:
+    _evict_idle(_limit - size)
+    if _held() + size > _limit:
         return None
     buf = np.empty(size, np.uint8)
     _bufs.append(buf)
-    _held += size
     return buf
 
 
@@ -191,21 +200,12 @@ def set_output_cache(max_bytes: int) -> int:
 
 
 def _trim(limit: int) -> int:
-    """Release idle buffers, least recently used first, until the held bytes
-    fit ``limit``, then let go of busy ones (they stay with their arrays and
-    are freed with them); under _lock.  Returns the idle bytes released."""
-    global _held
-    freed = 0
-    i = 0
-    while _held > limit and i < len(_bufs):
-        if _idle_at(_bufs, i):
-            n = _bufs.pop(i).nbytes
-            _held -= n
-            freed += n
-        else:
-            i += 1
-    while _held > limit and _bufs:
-        _held -= _bufs.pop(0).nbytes
+    """Release idle buffers until the bytes held fit ``limit``, then let go
+    of busy ones (they stay with their arrays and are freed with them);
+    under _lock.  Returns the idle bytes released."""
+    freed = _evict_idle(limit)
+    while _bufs and _held() > limit:
+        _bufs.pop(0)
     return freed
 
 
@@ -224,7 +224,7 @@ def output_cache_info() -> dict[str, int]:
         idle = [i for i in range(len(_bufs)) if _idle_at(_bufs, i)]
         return {
             "max_bytes": _limit,
-            "held_bytes": _held,
+            "held_bytes": _held(),
             "buffers": len(_bufs),
             "idle_buffers": len(idle),
             "idle_bytes": sum(_bufs[i].nbytes for i in idle),
