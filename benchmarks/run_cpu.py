@@ -35,15 +35,16 @@ def main(argv: list[str] | None = None) -> int:
         for a in rest
     ):
         p.error("--json, --plot and --device are set by this script (use numbanorm bench directly)")
-    sys.path.insert(0, str(ROOT))  # a source checkout need not be installed
-    from numbanorm import _bench
+    # a source checkout need not be installed: numbanorm from ROOT, the suite
+    # (numbanorm_bench) from this script's directory (on sys.path as the script's)
+    sys.path.insert(0, str(ROOT))
+    from numbanorm_bench import cli, machine, report
 
-    stem = args.name or "cpu-" + _bench.host_slug(_bench.machine_info(None))
+    stem = args.name or "cpu-" + machine.host_slug(machine.machine_info(None))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    status = _bench.main([*rest, "--json", str(out / f"{stem}.json"), "--plot", str(out / f"{stem}.png")])
-    report = json.loads((out / f"{stem}.json").read_text())
-    table = _bench.markdown_table(report)
+    status = cli.main([*rest, "--json", str(out / f"{stem}.json"), "--plot", str(out / f"{stem}.png")])
+    table = report.markdown_table(json.loads((out / f"{stem}.json").read_text()))
     if table:
         (out / f"{stem}.md").write_text(table)
         print(f"wrote {out / f'{stem}.md'}")

@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 dest="${OUT:-benchmarks/results}"
 mkdir -p "$dest"
 export NUMBA_ENABLE_CUDASIM=0
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# numbanorm and its benchmark suite (benchmarks/numbanorm_bench) from this checkout
+export PYTHONPATH="$PWD:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}"
 
 if ! python -c "from numba import cuda; import sys; sys.exit(0 if cuda.is_available() else 1)"; then
     echo "run_gpu.sh: no usable CUDA GPU (numba.cuda.is_available() is False); nothing run" >&2
@@ -32,8 +33,7 @@ python -m pytest tests/test_cuda.py -q 2>&1 | tee "$dest/gpu-tests-$gpu.txt"
 tests_rc=${PIPESTATUS[0]}
 
 echo "== GPU benchmark on $gpu"
-python -c "import sys, numbanorm._bench as b; sys.exit(b.main(sys.argv[1:]))" \
-    --device cuda --json "$dest/gpu-$gpu.json" --plot "$dest/gpu-$gpu.png" "$@"
+python -m numbanorm_bench --device cuda --json "$dest/gpu-$gpu.json" --plot "$dest/gpu-$gpu.png" "$@"
 bench_rc=$?
 
 echo "run_gpu.sh: tests exit $tests_rc, benchmark exit $bench_rc; results in $dest"

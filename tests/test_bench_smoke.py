@@ -1,4 +1,4 @@
-"""Smoke test of the benchmark suite (``numbanorm bench``).
+"""Smoke test of the benchmark suite (``numbanorm bench``, benchmarks/numbanorm_bench).
 
 The suite is a benchmark, not a timed test: CI only checks that a tiny run
 works end to end and writes the documented JSON.  Real numbers come from
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from numbanorm import _bench as bench
+from numbanorm_bench import cli as bench
+from numbanorm_bench.report import SCHEMA
 
 
 def _run_tiny(path: Path, *extra: str) -> int:
@@ -44,7 +45,7 @@ def test_bench_smoke_writes_documented_json(tmp_path: Path, capsys: pytest.Captu
     assert "layer_norm" in out and "batch_norm_train_cl" in out
 
     report = json.loads(path.read_text())
-    assert report["schema"] == bench.SCHEMA
+    assert report["schema"] == SCHEMA
     assert report["device"] == "cpu"
     for key in ("machine", "settings", "definitions", "results", "latency", "startup"):
         assert key in report

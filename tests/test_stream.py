@@ -169,7 +169,7 @@ def test_stream_store_emits_nontemporal_vector_stores():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_bench_stream_copy(dtype, n):
     """The floor's streaming copy copies every element, at every offset."""
-    from numbanorm._bench import _prange_stream_copy
+    from numbanorm_bench.floors import prange_stream_copy as _prange_stream_copy
 
     src = np.arange(n, dtype=dtype)
     for off in _offsets(dtype):

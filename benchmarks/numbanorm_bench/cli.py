@@ -1,0 +1,157 @@
+"""The command line ``numbanorm bench``: options, validation, the run, and
+the report written as JSON, plot and summary."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numba
+
+from .cases import DTYPES, OPS, SIZES
+from .cpu import run_cpu
+from .cuda import run_cuda
+from .errors import BenchError
+from .plot import plot
+from .report import print_summary
+from .timing import QuietGuard
+
+
+class UsageError(Exception):
+    """Bad command-line arguments (exit status 2)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="numbanorm bench",
+        description=(
+            "Throughput of every numbanorm op against the copy floor (one read + one write of x, "
+            "measured in the same run), NumPy and PyTorch. See benchmarks/README.md."
+        ),
+    )
+    p.add_argument("--quick", action="store_true", help="small+medium sizes, few repeats (CI smoke, < 60 s)")
+    p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
+    p.add_argument("--plot", metavar="PATH", help="draw throughput / floor per op (needs matplotlib)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--ops", metavar="A,B", help=f"comma-separated subset of: {','.join(OPS)}")
+    p.add_argument("--sizes", metavar="S,M", help="of small,medium,large (cpu default: all; cuda: large)")
+    p.add_argument("--dtypes", metavar="D", help="of float32,float64 (default: both)")
+    p.add_argument("--repeat", type=int, metavar="N", help="timed repetitions per case (default 11; quick 3)")
+    p.add_argument("--threads", metavar="T,T", help="numba (and torch) thread counts to run the set with")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
+    p.add_argument("--no-numpy", action="store_true", help="skip the NumPy baseline")
+    p.add_argument("--no-out", dest="out", action="store_false", help="skip the out= (non-allocating) timing")
+    p.add_argument("--no-latency", dest="latency", action="store_false", help="skip the small-input latency")
+    p.add_argument("--no-startup", dest="startup", action="store_false", help="skip the start-up measurement")
+    p.add_argument(
+        "--no-cold-startup",
+        dest="cold_startup",
+        action="store_false",
+        help="skip only the cold-cache start-up",
+    )
+    p.add_argument(
+        "--no-quiet-check",
+        dest="quiet_check",
+        action="store_false",
+        help="keep repetitions during which other processes used the CPU (default: re-run them)",
+    )
+    p.add_argument(
+        "--gpu-array",
+        choices=("auto", "numba", "cupy", "torch"),
+        default="auto",
+        help="array type for --device cuda (auto: cupy if installed, else numba device arrays)",
+    )
+    return p
+
+
+def _split(value: str | None, allowed: Sequence[str], default: Sequence[str], what: str) -> list[str]:
+    if value is None:
+        return list(default)
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in items if v not in allowed]
+    if bad or not items:
+        raise UsageError(f"--{what}: unknown {bad or value!r}; choose from {','.join(allowed)}")
+    return list(dict.fromkeys(items))
+
+
+def parse_options(argv: Sequence[str]) -> argparse.Namespace:
+    """Parsed and validated options (UsageError on bad values; SystemExit
+    from argparse on malformed ones)."""
+    opts = _parser().parse_args(list(argv))
+    opts.argv = list(argv)
+    cuda = opts.device == "cuda"
+    default_sizes = (
+        (("medium",) if cuda else ("small", "medium")) if opts.quick else (("large",) if cuda else SIZES)
+    )
+    opts.ops = _split(opts.ops, tuple(OPS), tuple(OPS), "ops")
+    opts.sizes = _split(opts.sizes, SIZES, default_sizes, "sizes")
+    opts.dtypes = _split(opts.dtypes, DTYPES, DTYPES, "dtypes")
+    if opts.repeat is None:
+        opts.repeat = (3 if opts.quick else 11) if not cuda else (5 if opts.quick else 21)
+    if opts.repeat < 1:
+        raise UsageError("--repeat: must be >= 1")
+    maxt = numba.config.NUMBA_NUM_THREADS
+    if opts.threads is None:
+        opts.threads = [numba.get_num_threads()]
+    else:
+        try:
+            opts.threads = list(dict.fromkeys(int(t) for t in opts.threads.split(",") if t.strip()))
+        except ValueError:
+            raise UsageError(f"--threads: not integers: {opts.threads!r}") from None
+        if not opts.threads or not all(1 <= t <= maxt for t in opts.threads):
+            raise UsageError(f"--threads: each must be in 1..{maxt} (NUMBA_NUM_THREADS)")
+    opts.guard = None
+    if opts.quiet_check and not cuda:
+        guard = QuietGuard(max_retries=opts.repeat if opts.quick else 4 * opts.repeat)
+        opts.guard = guard if guard.enabled else None
+    if cuda and opts.threads != [numba.get_num_threads()]:
+        raise UsageError("--threads applies to --device cpu only")
+    return opts
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``numbanorm bench``; returns the exit status (0 ok, 1 failure or a
+    failed measurement, 2 usage error)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        opts = parse_options(argv)
+    except SystemExit as e:  # argparse: --help (0) or a malformed command line (2)
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    except UsageError as e:
+        print(f"numbanorm bench: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        report = run_cuda(opts) if opts.device == "cuda" else run_cpu(opts)
+    except BenchError as e:
+        print(f"numbanorm bench: error: {e}", file=sys.stderr)
+        return 1
+    failed = [f"{r['op']}/{r['size']}/{r['dtype']}: {r['errors']}" for r in report["results"] if r["errors"]]
+    failed += [f"latency {r['op']}: {r['errors']}" for r in report["latency"] if r["errors"]]
+    if report.get("startup") and "error" in report["startup"]:
+        failed.append(f"startup: {report['startup']['error']}")
+    print_summary(report)
+    status = 0
+    if opts.json:
+        Path(opts.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.json).write_text(json.dumps(report, indent=1, allow_nan=False, default=str) + "\n")
+        print(f"wrote {opts.json}")
+    if opts.plot:
+        try:
+            plot(report, opts.plot)
+            print(f"wrote {opts.plot}")
+        except ImportError:
+            print(
+                "numbanorm bench: plot skipped: matplotlib is not installed (pip install matplotlib)",
+                file=sys.stderr,
+            )
+        except ValueError as e:
+            print(f"numbanorm bench: plot skipped: {e}", file=sys.stderr)
+    if failed:
+        print(f"numbanorm bench: {len(failed)} measurement(s) failed:", file=sys.stderr)
+        for f in failed:
+            print(f"  {f}", file=sys.stderr)
+        status = 1
+    return status
