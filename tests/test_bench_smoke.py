@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,48 @@ def test_bench_cuda_without_gpu_is_a_clear_error(capsys: pytest.CaptureFixture[s
     assert bench.main(["--device", "cuda", "--ops", "layer_norm"]) == 1
     err = capsys.readouterr().err
     assert "--device cuda" in err and "Traceback" not in err
+
+
+def _run_cold(path: Path, *extra: str) -> int:
+    argv = ["--cold", "--ops", "layer_norm", "--sizes", "small", "--no-demo", "--json", str(path)]
+    return bench.main([*argv, *extra])
+
+
+@pytest.mark.slow
+def test_bench_cold_one_op_writes_documented_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--cold: layer_norm at the demo's shape, compiled in a fresh cache (5-30 s)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the fresh caches go
+    path = tmp_path / "cold.json"
+    assert _run_cold(path) == 0
+    assert "layer_norm" in capsys.readouterr().out
+
+    report = json.loads(path.read_text())
+    assert report["schema"] == SCHEMA
+    assert report["results"] == [] and report["startup"] is None
+    cold = report["cold"]
+    for key in ("definitions", "script", "threads", "timeout_s", "results", "demo"):
+        assert key in cold
+    assert cold["demo"] is None  # --no-demo
+    assert cold["timeout_s"] == 300
+    [r] = cold["results"]
+    assert (r["op"], r["size"], r["dtype"], r["shape"]) == ("layer_norm", "small", "float32", [256, 1024])
+    assert r["errors"] == {}
+    for phase in ("cold", "cached"):
+        for key in ("process_wall_s", "import_s", "first_call_s", "second_call_s"):
+            assert r[phase][key] > 0
+    assert not list(tmp_path.glob("numbanorm-cold-cache-*"))  # every fresh cache is removed
+
+
+def test_bench_cold_timeout_is_an_error_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    path = tmp_path / "cold.json"
+    assert _run_cold(path, "--cold-timeout", "0.001") == 1
+    assert "timed out" in capsys.readouterr().err
+    [r] = json.loads(path.read_text())["cold"]["results"]
+    assert r["cold"] is None and r["cached"] is None
+    assert "timed out after 0.001 s" in r["errors"]["cold"]
+    assert not list(tmp_path.glob("numbanorm-cold-cache-*"))

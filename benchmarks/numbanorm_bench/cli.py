@@ -12,12 +12,15 @@ from pathlib import Path
 import numba
 
 from .cases import DTYPES, OPS, SIZES
+from .cold import COLD_CALLS, run_cold
 from .cpu import run_cpu
 from .cuda import run_cuda
 from .errors import BenchError
 from .plot import plot
 from .report import print_summary
 from .timing import QuietGuard
+
+_COLD_ONLY = [op for op in COLD_CALLS if op not in OPS]
 
 
 class UsageError(Exception):
@@ -36,7 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the full report as JSON")
     p.add_argument("--plot", metavar="PATH", help="draw throughput / floor per op (needs matplotlib)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--ops", metavar="A,B", help=f"comma-separated subset of: {','.join(OPS)}")
+    p.add_argument(
+        "--ops",
+        metavar="A,B",
+        help=f"comma-separated subset of: {','.join(OPS)} (with --cold also: {','.join(_COLD_ONLY)})",
+    )
     p.add_argument("--sizes", metavar="S,M", help="of small,medium,large (cpu default: all; cuda: large)")
     p.add_argument("--dtypes", metavar="D", help="of float32,float64 (default: both)")
     p.add_argument("--repeat", type=int, metavar="N", help="timed repetitions per case (default 11; quick 3)")
@@ -57,6 +64,25 @@ def _parser() -> argparse.ArgumentParser:
         dest="quiet_check",
         action="store_false",
         help="keep repetitions during which other processes used the CPU (default: re-run them)",
+    )
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="instead of throughput: each op's first call in new processes with a fresh, empty kernel "
+        "cache, then with that cache; sizes small (= the demo's shapes),large; float32",
+    )
+    p.add_argument(
+        "--cold-timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="--cold: seconds allowed per process before it counts as failed (default 300)",
+    )
+    p.add_argument(
+        "--no-demo",
+        dest="demo",
+        action="store_false",
+        help="--cold: skip timing numbanorm demo end to end in a fresh cache",
     )
     p.add_argument(
         "--gpu-array",
@@ -86,9 +112,17 @@ def parse_options(argv: Sequence[str]) -> argparse.Namespace:
     default_sizes = (
         (("medium",) if cuda else ("small", "medium")) if opts.quick else (("large",) if cuda else SIZES)
     )
-    opts.ops = _split(opts.ops, tuple(OPS), tuple(OPS), "ops")
+    ops = tuple(COLD_CALLS) if opts.cold else tuple(OPS)
+    default_dtypes = DTYPES
+    if opts.cold:
+        default_sizes, default_dtypes = (("small",) if opts.quick else ("small", "large")), ("float32",)
+        if cuda:
+            raise UsageError("--cold applies to --device cpu only")
+        if not opts.cold_timeout > 0:
+            raise UsageError("--cold-timeout: must be > 0")
+    opts.ops = _split(opts.ops, ops, ops, "ops")
     opts.sizes = _split(opts.sizes, SIZES, default_sizes, "sizes")
-    opts.dtypes = _split(opts.dtypes, DTYPES, DTYPES, "dtypes")
+    opts.dtypes = _split(opts.dtypes, DTYPES, default_dtypes, "dtypes")
     if opts.repeat is None:
         opts.repeat = (3 if opts.quick else 11) if not cuda else (5 if opts.quick else 21)
     if opts.repeat < 1:
@@ -109,6 +143,8 @@ def parse_options(argv: Sequence[str]) -> argparse.Namespace:
         opts.guard = guard if guard.enabled else None
     if cuda and opts.threads != [numba.get_num_threads()]:
         raise UsageError("--threads applies to --device cpu only")
+    if opts.cold and len(opts.threads) > 1:
+        raise UsageError("--cold takes one --threads value (the children's NUMBA_NUM_THREADS)")
     return opts
 
 
@@ -124,7 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"numbanorm bench: error: {e}", file=sys.stderr)
         return 2
     try:
-        report = run_cuda(opts) if opts.device == "cuda" else run_cpu(opts)
+        if opts.cold:
+            report = run_cold(opts)
+        else:
+            report = run_cuda(opts) if opts.device == "cuda" else run_cpu(opts)
     except BenchError as e:
         print(f"numbanorm bench: error: {e}", file=sys.stderr)
         return 1
@@ -132,6 +171,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed += [f"latency {r['op']}: {r['errors']}" for r in report["latency"] if r["errors"]]
     if report.get("startup") and "error" in report["startup"]:
         failed.append(f"startup: {report['startup']['error']}")
+    if report.get("cold"):
+        cold = report["cold"]
+        for r in cold["results"]:
+            if r["errors"]:
+                failed.append(f"cold {r['op']}/{r['size']}/{r['dtype']}: {r['errors']}")
+        if cold["demo"] and cold["demo"]["error"]:
+            failed.append(f"cold demo: {cold['demo']['error']}")
     print_summary(report)
     status = 0
     if opts.json:
