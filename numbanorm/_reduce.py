@@ -168,7 +168,7 @@ def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, moments: bool = True
 
     One parallel pass over x.  Groups with count 0 get mean NaN and m2 NaN.
     ``moments=False`` asks only for counts and min/max (mean/m2 are then not
-    meaningful); backends that cannot skip the moments compute them anyway.
+    meaningful; a backend may compute them anyway).
     """
     be = backend or backends.backend_for(x)
     axes = tuple(axis)
@@ -179,16 +179,7 @@ def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, moments: bool = True
     runs = _runs(shape, red)
     plan = _stats_plan(runs)
     P, R, K = plan.view
-    if moments or not minmax:
-        got = be.moments(xc.reshape(P, R, K), skipnan, minmax)
-    else:
-        try:
-            got = be.moments(xc.reshape(P, R, K), skipnan, minmax, want_moments=False)
-        except TypeError:  # a backend without the min/max-only pass
-            got = be.moments(xc.reshape(P, R, K), skipnan, minmax)
-    c, mu, q, lo, hi = got[:5]
-    # a backend may return the means' rounding residuals as a 6th array
-    r = got[5] if len(got) > 5 else np.zeros_like(mu)
+    c, mu, q, lo, hi, r = be.moments(xc.reshape(P, R, K), skipnan, minmax, moments or not minmax)
     for a, m, b in _merges(plan.part):
         args = [np.asarray(arr).reshape(a, m, b) for arr in (c, mu, r, q)]
         if minmax:

@@ -28,8 +28,10 @@ import math
 import numpy as np
 from numba import njit
 
+from ._cache import kernel
 
-@njit(cache=True, fastmath=False)
+
+@njit(fastmath=False)
 def chan_merge(na, ma, qa, nb, mb, qb):
     """Merge two partial (count, mean, M2) triples (Chan et al. 1983, eq. 2.1b)."""
     n = na + nb
@@ -42,7 +44,7 @@ def chan_merge(na, ma, qa, nb, mb, qb):
     return n, ma + d * f, qa + qb + d * d * na * f
 
 
-@njit(cache=True, fastmath=False)
+@njit(fastmath=False)
 def two_sum(a, b):
     """Exact sum: ``a + b == s + e`` in real arithmetic (Knuth's TwoSum).
 
@@ -58,7 +60,7 @@ def two_sum(a, b):
     return s, e
 
 
-@njit(cache=True, fastmath=False)
+@njit(fastmath=False)
 def two_prod(a, b):
     """Exact product ``a * b == p + e`` (Dekker's TwoProduct with Veltkamp
     splitting; no FMA needed).  Finite inputs well inside the float64 range."""
@@ -73,7 +75,7 @@ def two_prod(a, b):
     return p, e
 
 
-@njit(cache=True, fastmath=False)
+@njit(fastmath=False)
 def chan_merge_dd(na, ma, ra, qa, nb, mb, rb, qb):
     """Chan's merge with each mean carried as an unevaluated sum ``m + r``.
 
@@ -94,7 +96,7 @@ def chan_merge_dd(na, ma, ra, qa, nb, mb, rb, qb):
     return n, hi, ra + lo, qa + qb + d * d * na * f
 
 
-@njit(cache=True, fastmath=False)
+@njit(fastmath=False)
 def shifted_moments(n, shift, s1, s2):
     """(mean, mean residual, M2) of n values from their shifted sums
     ``s1 = sum(x - shift)`` and ``s2 = sum((x - shift)**2)``.
@@ -117,7 +119,7 @@ def shifted_moments(n, shift, s1, s2):
     return hi, lo, max(s2 - s1 * s1 / n, 0.0)
 
 
-@njit(cache=True, fastmath=False)
+@njit(fastmath=False)
 def welford_push(n, m, q, x, w):
     """Fold one value ``x`` of weight ``w`` into (count, mean, M2) (West 1979)."""
     if w == 0.0:
@@ -128,7 +130,7 @@ def welford_push(n, m, q, x, w):
     return n2, m2, q + w * d * (x - m2)
 
 
-@njit(cache=True, fastmath=False)
+@njit(fastmath=False)
 def variance(n, q, ddof):
     """Variance from a (count, M2) pair; NaN when ``n - ddof <= 0``."""
     dof = n - ddof
@@ -137,52 +139,154 @@ def variance(n, q, ddof):
     return q / dof
 
 
-@njit(cache=True, fastmath=False)
+@njit(fastmath=False, error_model="numpy")
 def inv_std(var, eps):
-    """``1 / sqrt(var + eps)`` (NaN stays NaN, a zero denominator gives inf)."""
-    d = var + eps
-    if d == 0.0:
-        return math.inf
-    return 1.0 / math.sqrt(d)
+    """``1 / sqrt(var + eps)``, the rstd of every norm (NaN stays NaN, a zero
+    denominator gives inf).  Its ``py_func`` serves NumPy arrays (under
+    ``np.errstate(divide="ignore", invalid="ignore")``)."""
+    return 1.0 / np.sqrt(var + eps)
 
 
-@njit(cache=True, fastmath=False)
-def merge_mid(cnt, mean, res, m2, mn, mx, minmax):
-    """Merge (A, M, B) partials over the middle axis into (A, B) arrays (serial).
+@njit(fastmath=False)
+def running_update(old, new, momentum):
+    """PyTorch's running-statistic update, ``(1 - momentum) * old + momentum *
+    new`` (momentum weighs the new batch).  Its ``py_func`` serves arrays."""
+    return (1.0 - momentum) * old + momentum * new
+
+
+@njit(fastmath=False)
+def pnorm_finish(s, p):
+    """``||x||_p`` from ``s = sum |x|**p`` (finite p > 0; p = inf is a max,
+    not a sum).  Its ``py_func`` serves arrays (overflow to inf, as torch)."""
+    if p == 1.0:
+        return s
+    if p == 2.0:
+        return np.sqrt(s)
+    return s ** (1.0 / p)
+
+
+@kernel(fastmath=False)
+def merge_into(cnt, mean, res, m2, mn, mx, minmax, oc, om, orr, oq, omn, omx):
+    """Merge (A, M, B) partials over the middle axis into the (A, B) outputs
+    (serial; the outputs are overwritten).
 
     Means are carried as ``mean + res`` (see ``chan_merge_dd``).  NaN in a
     min/max partial propagates (a NaN partial means the group saw a NaN and
-    NaN was not being skipped).
+    NaN was not being skipped).  mn, mx, omn, omx are read and written only
+    when ``minmax`` (else any float64 arrays of their rank).
     """
     A, M, B = cnt.shape
-    oc = np.zeros((A, B))
-    om = np.zeros((A, B))
-    orr = np.zeros((A, B))
-    oq = np.zeros((A, B))
-    omn = np.full((A, B), np.inf)
-    omx = np.full((A, B), -np.inf)
     for a in range(A):
-        for j in range(M):
-            for b in range(B):
-                oc[a, b], om[a, b], orr[a, b], oq[a, b] = chan_merge_dd(
-                    oc[a, b],
-                    om[a, b],
-                    orr[a, b],
-                    oq[a, b],
-                    cnt[a, j, b],
-                    mean[a, j, b],
-                    res[a, j, b],
-                    m2[a, j, b],
+        for b in range(B):
+            n, mu, r, q = 0.0, 0.0, 0.0, 0.0
+            lo, hi = math.inf, -math.inf
+            for j in range(M):
+                n, mu, r, q = chan_merge_dd(
+                    n, mu, r, q, cnt[a, j, b], mean[a, j, b], res[a, j, b], m2[a, j, b]
                 )
                 if minmax:
-                    lo = mn[a, j, b]
-                    hi = mx[a, j, b]
-                    if lo != lo or omn[a, b] != omn[a, b]:
-                        omn[a, b] = math.nan
-                    elif lo < omn[a, b]:
-                        omn[a, b] = lo
-                    if hi != hi or omx[a, b] != omx[a, b]:
-                        omx[a, b] = math.nan
-                    elif hi > omx[a, b]:
-                        omx[a, b] = hi
-    return oc, om, orr, oq, omn, omx
+                    pl = mn[a, j, b]
+                    ph = mx[a, j, b]
+                    if pl != pl or lo != lo:
+                        lo = math.nan
+                    elif pl < lo:
+                        lo = pl
+                    if ph != ph or hi != hi:
+                        hi = math.nan
+                    elif ph > hi:
+                        hi = ph
+            oc[a, b], om[a, b], orr[a, b], oq[a, b] = n, mu, r, q
+            if minmax:
+                omn[a, b] = lo
+                omx[a, b] = hi
+
+
+_NO_MINMAX = np.zeros((0, 0, 0))
+
+
+def merge_mid(cnt, mean, res, m2, mn, mx, minmax):
+    """(count, mean, residual, M2, min, max) of (A, M, B) partials merged
+    over the middle axis, each (A, B) float64 (min/max +-inf when not
+    ``minmax``)."""
+    A, _, B = cnt.shape
+    out = [np.empty((A, B)) for _ in range(4)]
+    omn, omx = np.full((A, B), np.inf), np.full((A, B), -np.inf)
+    if not minmax:
+        mn = mx = _NO_MINMAX
+    f = np.ascontiguousarray
+    merge_into(f(cnt), f(mean), f(res), f(m2), f(mn), f(mx), bool(minmax), *out, omn, omx)
+    return (*out, omn, omx)
+
+
+def merge_partials(cnt, mean, res, m2, mn=None, mx=None):
+    """merge_mid with min/max only when given (None otherwise)."""
+    minmax = mn is not None
+    c, mu, r, q, lo, hi = merge_mid(cnt, mean, res, m2, mn, mx, minmax)
+    return c, mu, r, q, (lo if minmax else None), (hi if minmax else None)
+
+
+# --------------------------------------------------------------------------
+# statistics into the parameters of the output pass (NumPy arrays, one entry
+# per group; the general paths and the per-channel fast paths share them, so
+# both give the same bits)
+# --------------------------------------------------------------------------
+
+
+def constant_features(var, mean, n):
+    """True where a variance is indistinguishable from 0 by rounding.
+
+    The bound is scikit-learn's ``_is_constant_feature``: the rounding error of
+    the mean of ``n`` equal values can leave a variance of order
+    ``(n * mean * eps)**2`` instead of 0; such features get scale 1.
+    """
+    eps = np.finfo(np.float64).eps
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = n * eps * var + (n * mean * eps) ** 2
+        return var <= bound
+
+
+def batch_norm_params(cnt, mu, m2, rm, rv, w, b, training, update, momentum, eps, mean_out, rstd_out):
+    """batch_norm's per-channel (scale, shift) of the output pass, float64.
+
+    Training: from the batch's count, mean and M2 (biased variance), the
+    running stats rm/rv updated in place when ``update`` (unbiased variance,
+    PyTorch's momentum); else from the running stats.  w/b: (C,) arrays or
+    empty (identity).  The mean and rstd used are written to mean_out,
+    rstd_out.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if training:
+            rstd = inv_std.py_func(m2 / cnt, eps)
+            if update:
+                rm[...] = running_update.py_func(rm.astype(np.float64), mu, momentum)
+                rv[...] = running_update.py_func(rv.astype(np.float64), m2 / (cnt - 1.0), momentum)
+        else:
+            mu = rm.astype(np.float64)
+            rstd = inv_std.py_func(rv.astype(np.float64), eps)
+    mean_out[...] = mu
+    rstd_out[...] = rstd
+    scale = rstd * w if w.size else rstd.copy()
+    shift = b.astype(np.float64) if b.size else np.zeros_like(rstd)
+    return scale, shift
+
+
+def standardize_params(cnt, mean, m2, ddof, with_mean, with_std):
+    """standardize's (center, std, scale) per feature, float64: the variance
+    with ``ddof`` (NaN without degrees of freedom), std 1 for constant
+    features (scikit-learn), center 0 / std 1 when not with_mean / with_std."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var = np.where(cnt - ddof > 0, m2 / (cnt - ddof), np.nan)
+        std = np.sqrt(var)
+        std = np.where(constant_features(var, mean, cnt), 1.0, std)
+        center = mean if with_mean else np.zeros_like(mean)
+        if not with_std:
+            std = np.ones_like(std)
+        return center, std, 1.0 / std
+
+
+def minmax_params(mn, mx, lo, hi):
+    """minmax_scale's scale per feature: (hi - lo) / (max - min), a zero
+    range counting as 1 (scikit-learn); the shift is lo, the center min."""
+    rng = mx - mn
+    rng = np.where(rng == 0.0, 1.0, rng)
+    return (hi - lo) / rng

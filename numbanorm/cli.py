@@ -7,6 +7,7 @@
     numbanorm minmax IN.npy -o OUT.npy [--range 0 1] [--clip] [--axis 0] [--chunk-size 256MB] [--quiet]
     numbanorm demo [...]      # numbanorm._demo.main
     numbanorm bench [...]     # numbanorm._bench.main
+    numbanorm warmup [...]    # numbanorm._warmup.main
 
 How a file is processed
 -----------------------
@@ -162,6 +163,7 @@ def _build_parser() -> _Parser:
 
     sub.add_parser("demo", help="run every norm on generated data and print a table", add_help=False)
     sub.add_parser("bench", help="throughput table against NumPy (and PyTorch)", add_help=False)
+    sub.add_parser("warmup", help="compile every kernel into numba's cache ahead of use", add_help=False)
     return p
 
 
@@ -604,7 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] in ("demo", "bench"):
+        if argv and argv[0] in ("demo", "bench", "warmup"):
             return _forward(argv[0], argv[1:])
         args = _build_parser().parse_args(argv)
         return args.func(args)

@@ -27,7 +27,8 @@ from . import _outbuf
 from . import _validate as V
 from ._config import MIN_TASK_ELEMS
 from ._reduce import _SHORT_ROW, _is_c_contiguous, apply_affine, reduce_moments
-from .backends import cpu as _cpu
+from .backends.cpu import channels as _channels
+from .backends.cpu import small as _small
 
 __all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"]
 
@@ -180,10 +181,12 @@ def _fast_bn(
     mean, rstd = np.empty(C), np.empty(C)
     if small:
         v = (A, C, S)
-        _cpu._bn_small(x.reshape(v), y.reshape(v), rm, rv, w, b, training, update, momentum, eps, mean, rstd)
+        _small.batch_norm_small(
+            x.reshape(v), y.reshape(v), rm, rv, w, b, training, update, momentum, eps, mean, rstd
+        )
         return y
     v = (A * C, S) if rows else (1, A * C)
-    _cpu.bn_large(
+    _channels.batch_norm(
         x.reshape(v), y.reshape(v), C, rows, rm, rv, w, b, training, update, momentum, eps, mean, rstd
     )
     if return_stats:
@@ -311,7 +314,7 @@ def batch_norm(
         update = training and rm is not None
         wk = _EMPTY if w is None else np.ascontiguousarray(w)
         bk = _EMPTY if b is None else np.ascontiguousarray(b)
-        _cpu._bn_small(
+        _small.batch_norm_small(
             inp.arr.reshape(v), y.reshape(v),
             _EMPTY if rm is None else rm, _EMPTY if rv is None else rv,
             wk, bk, bool(training), update, mom, eps, mean, rstd,
@@ -439,9 +442,7 @@ def instance_norm(
 
 def rows_fusable(inp: V.Input, y) -> bool:
     """C-contiguous x and y on a backend with the grouped fused row kernel."""
-    return (
-        getattr(inp.backend, "ROW_NORM_GROUPED", False) and _is_c_contiguous(inp.arr) and _is_c_contiguous(y)
-    )
+    return inp.backend.ROW_NORM_GROUPED and _is_c_contiguous(inp.arr) and _is_c_contiguous(y)
 
 
 def _fusable(inp: V.Input, ca: int, y) -> bool:
@@ -500,7 +501,7 @@ def _small_groups(x: np.ndarray, G: int, weight, bias, eps):
     R = N * G
     D = x.size // R
     y = np.empty_like(x)
-    _cpu.row_norm_small(x.reshape(R, D), y.reshape(R, D), W, B, eps, False)
+    _small.row_norm_small(x.reshape(R, D), y.reshape(R, D), W, B, eps, 0.0, False, _EMPTY, _EMPTY)
     return y
 
 
@@ -545,7 +546,9 @@ def _small_row_op(x, normalized_shape, weight, bias, eps, rms):
     if w is None or b is None:
         return None
     y = np.empty_like(x)
-    _cpu.row_norm_small(x.reshape(-1, D), y.reshape(-1, D), w, b, eps, rms)
+    _small.row_norm_small(
+        x.reshape(-1, D), y.reshape(-1, D), w, b, eps, 1.0 if rms else 0.0, False, _EMPTY, _EMPTY
+    )
     return y
 
 
@@ -563,7 +566,7 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_sta
     xc = be.ascontiguous(inp.arr)
     direct = _is_c_contiguous(y)
     target = y if direct else be.empty(inp.shape, inp.dtype, like=xc)
-    if w is None and b is None and getattr(be, "ROW_NORM_GROUPED", False):
+    if w is None and b is None and be.ROW_NORM_GROUPED:
         # no affine: one weight for the whole row, so large rows take the
         # pipelined kernel (the arithmetic, * 1 + 0, is the same either way)
         wf, bf = _const(1, 1.0, pdt), _const(1, 0.0, pdt)

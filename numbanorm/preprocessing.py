@@ -16,23 +16,13 @@ from . import _validate as V
 from . import functional as _functional
 from ._config import MIN_TASK_ELEMS
 from ._reduce import apply_affine, kept_shape, normalize_axis, reduce_moments, reduce_pnorm
-from .backends import cpu as _cpu
+from ._stats import constant_features
+from .backends.cpu import channels as _channels
+from .backends.cpu import rows as _cpu_rows
+from .backends.cpu import small as _small
 from .functional import _FAST_DTYPES, _chan_fusable, _fast_out, rows_fusable
 
 __all__ = ["standardize", "minmax_scale", "lp_normalize", "constant_features"]
-
-
-def constant_features(var: np.ndarray, mean: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """True where a variance is indistinguishable from 0 by rounding.
-
-    The bound is scikit-learn's ``_is_constant_feature``: the rounding error of
-    the mean of ``n`` equal values can leave a variance of order
-    ``(n * mean * eps)**2`` instead of 0; such features get scale 1.
-    """
-    eps = np.finfo(np.float64).eps
-    with np.errstate(invalid="ignore", over="ignore"):
-        bound = n * eps * var + (n * mean * eps) ** 2
-        return var <= bound
 
 
 # lp_normalize's unit weight and zero bias in each dtype (row_norm's (RW, S))
@@ -180,7 +170,7 @@ def standardize(
         v = _small_view(x, axis)
         if v is not None and type(with_mean) is bool and type(with_std) is bool:
             y = np.empty_like(x)
-            _cpu._standardize_small(
+            _small.standardize_small(
                 x.reshape(v), y.reshape(v), float(ddof), with_mean, with_std, np.empty(v[1]), np.empty(v[1])
             )
             return y
@@ -197,7 +187,7 @@ def standardize(
             # one compiled call for both passes (backends/cpu.py: _standardize_large)
             x2, y, y2, C, rows = f
             mean, std = np.empty(C), np.empty(C)
-            _cpu.standardize_large(x2, y2, C, rows, ddof, with_mean, with_std, mean, std)
+            _channels.standardize(x2, y2, C, rows, ddof, with_mean, with_std, mean, std)
             if not return_stats:
                 return y
             kshape = [1 if i in lv[1] else n for i, n in enumerate(x.shape)]
@@ -210,7 +200,7 @@ def standardize(
     v = _general_small_view(inp, axes, y)
     if v is not None:
         mean, std = np.empty(v[1]), np.empty(v[1])
-        _cpu._standardize_small(
+        _small.standardize_small(
             inp.arr.reshape(v), y.reshape(v), float(ddof), bool(with_mean), bool(with_std), mean, std
         )
         mean = mean.reshape(kept_shape(inp.shape, axes))
@@ -272,7 +262,7 @@ def minmax_scale(
         v = _small_view(x, axis)
         if v is not None:
             y = np.empty_like(x)
-            _cpu._minmax_small(x.reshape(v), y.reshape(v), lo, hi, clip)
+            _small.minmax_small(x.reshape(v), y.reshape(v), lo, hi, clip)
             return y
     if stream is None and type(clip) is bool:
         lv = _large_view(x, axis)
@@ -280,14 +270,14 @@ def minmax_scale(
         if f is not None:
             # one compiled call for both passes (backends/cpu.py: _minmax_large)
             x2, y, y2, C, rows = f
-            _cpu.minmax_large(x2, y2, C, rows, lo, hi, clip)
+            _channels.minmax_scale(x2, y2, C, rows, lo, hi, clip)
             return y
     inp, axes = _prep(x, axis)
     y, user_out = V.out_array(out, inp)
     be = inp.backend
     v = _general_small_view(inp, axes, y)
     if v is not None:
-        _cpu._minmax_small(inp.arr.reshape(v), y.reshape(v), lo, hi, bool(clip))
+        _small.minmax_small(inp.arr.reshape(v), y.reshape(v), lo, hi, bool(clip))
         return user_out if user_out is not None else y
     with be.context(stream):
         m = reduce_moments(inp.arr, axes, skipnan=True, minmax=True, moments=False, backend=be)
@@ -345,7 +335,7 @@ def lp_normalize(
         D = x.shape[-1]
         y = np.empty_like(x)
         one, zero = _UNIT[x.dtype]
-        _cpu.row_norm(x.reshape(-1, D), y.reshape(-1, D), one, zero, eps, False, p=float(p))
+        _cpu_rows.row_norm(x.reshape(-1, D), y.reshape(-1, D), one, zero, eps, False, p=float(p))
         return y
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
         raise TypeError(f"p must be a positive number or inf, got {p!r}")

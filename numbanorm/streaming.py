@@ -32,10 +32,11 @@ from typing import Any
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
 from . import backends
-from ._config import CACHE, FASTMATH
+from ._cache import kernel
+from ._config import FASTMATH
 from ._reduce import kept_shape, normalize_axis, reduce_moments
 from ._stats import chan_merge, chan_merge_dd, variance, welford_push
 from ._validate import result_dtype
@@ -50,7 +51,7 @@ _FM = set(FASTMATH)
 # --------------------------------------------------------------------------
 
 
-@njit(cache=CACHE)
+@kernel()
 def _fold(cnt, mean, res, m2, mn, mx, nans, c2, mu2, r2, q2, mn2, mx2, nans2, minmax):
     """Chan-merge chunk moments (``*2``) into the state in place; all (F,).
 
@@ -73,14 +74,14 @@ def _fold(cnt, mean, res, m2, mn, mx, nans, c2, mu2, r2, q2, mn2, mx2, nans2, mi
         nans[f] += nans2[f]
 
 
-@njit(cache=CACHE)
+@kernel()
 def _finalize_var(cnt, m2, ddof, out):
     """out[f] = M2 / (count - ddof), NaN where count - ddof <= 0; all (F,)."""
     for f in range(cnt.shape[0]):
         out[f] = variance(cnt[f], m2[f], ddof)
 
 
-@njit(parallel=True, fastmath=_FM, cache=CACHE)
+@kernel(parallel=True, fastmath=_FM)
 def _weighted_moments(x3, w, nsplit):
     """Weighted (count, mean, M2, min, max, nan) of x3 (N, S, F) over N and S.
 

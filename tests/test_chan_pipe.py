@@ -1,5 +1,5 @@
-"""batch_norm training through the channel-pipelined kernel (backends/cpu.py:
-_bn_pipe, _apply_row_moments).
+"""batch_norm training through the channel-pipelined kernel (backends/cpu/channels.py:
+bn_pipe_task, apply_row_moments).
 
 Channels-first rows (A*C, S) with rows of at least CHAN_PIPE_MIN_ROW_BYTES
 take it when every thread gets two channels and one channel per thread fits
@@ -7,7 +7,7 @@ CHAN_PIPE_CACHE_BYTES.  Each row's moments are summed in the loop that writes
 another row, so their summation order may differ from the two-pass path's in
 the last bits; they must be as exact (Fractions), and everything else (the
 parameters, the output formula, running updates, NaN/Inf, out=, in place,
-threads) must agree with the two-pass fused path (cpu.CHAN_PIPE = False).
+threads) must agree with the two-pass fused path (channels.CHAN_PIPE = False).
 """
 
 from __future__ import annotations
@@ -20,20 +20,22 @@ import pytest
 
 import numbanorm as nbn
 from numbanorm._config import ROW_CHUNK
-from numbanorm.backends import cpu
+from numbanorm.backends.cpu import affine as cpu_apply
+from numbanorm.backends.cpu import axis_stats as cpu_moments
+from numbanorm.backends.cpu import channels
 
 
 @pytest.fixture
 def launches(monkeypatch):
     """Counts the launches of the pipelined kernel."""
     n = [0]
-    orig = cpu._bn_pipe
+    orig = channels.bn_pipe
 
     def wrapped(*a):
         n[0] += 1
         return orig(*a)
 
-    monkeypatch.setattr(cpu, "_bn_pipe", wrapped)
+    monkeypatch.setattr(channels, "bn_pipe", wrapped)
     return n
 
 
@@ -80,9 +82,9 @@ def test_row_moments_summed_while_writing_are_exact(rng, kind, n, dtype, stream)
     for off in (0, 1, 3):
         buf = np.full(n + 32, 7.0, dtype)
         o = buf[off : off + n]
-        cnt, mean, res, m2 = cpu._apply_row_moments(u, v, o, ch, sc, sh, stream)
+        cnt, mean, res, m2 = channels.apply_row_moments(u, v, o, ch, sc, sh, stream, False)
         want = np.empty(n, dtype)
-        cpu._apply_row(v, want, ch, sc, sh, False, T(0), T(0), False)
+        cpu_apply.apply_span(v, want, ch, sc, sh, T(-np.inf), T(np.inf), False, False)
         np.testing.assert_array_equal(o, want)
         assert np.all(buf[:off] == 7.0) and np.all(buf[off + n :] == 7.0)
         em, eq = _exact(u.astype(np.float64))
@@ -90,8 +92,8 @@ def test_row_moments_summed_while_writing_are_exact(rng, kind, n, dtype, stream)
         got_mean = Fraction(float(mean)) + Fraction(float(res))
         assert abs(float(got_mean - em)) <= 1e-15 * max(1.0, float(eq / n) ** 0.5)
         assert abs(float(Fraction(float(m2)) - eq)) <= (1e-14 * float(eq) if eq else 0.0)
-        # the same algorithm as _seg_moments: within both results' error bounds
-        ref = cpu._seg_moments(u, 0, n)
+        # the same algorithm as segment_moments: within both results' error bounds
+        ref = cpu_moments.segment_moments(u, 0, n)
         np.testing.assert_allclose([mean + res, m2], [ref[1] + ref[2], ref[3]], rtol=2e-14, atol=0)
 
 
@@ -102,7 +104,7 @@ def test_row_moments_non_finite(rng, bad, where):
     u = 5.0 + rng.standard_normal(n)
     u[where] = bad
     o = np.empty(n)
-    cnt, mean, _, m2 = cpu._apply_row_moments(u, u.copy(), o, 0.0, 1.0, 0.0, False)
+    cnt, mean, _, m2 = channels.apply_row_moments(u, u.copy(), o, 0.0, 1.0, 0.0, False, False)
     assert cnt == n and not np.isfinite(m2) and not np.isfinite(mean)
     if np.isnan(bad):
         assert np.isnan(mean)
@@ -151,9 +153,9 @@ def _bn(x, rm0, rv0, w, b, **kw):
 
 def _both(monkeypatch, f):
     got = f()
-    monkeypatch.setattr(cpu, "CHAN_PIPE", False)
+    monkeypatch.setattr(channels, "CHAN_PIPE", False)
     want = f()
-    monkeypatch.setattr(cpu, "CHAN_PIPE", True)
+    monkeypatch.setattr(channels, "CHAN_PIPE", True)
     return got, want
 
 
@@ -241,7 +243,7 @@ def test_batch_norm_pipelined_streams_large_outputs(monkeypatch, launches, threa
         assert nbn.batch_norm(x, training=True, out=out) is out
         np.testing.assert_array_equal(out, want)
         assert buf[0] == -9.0 and np.all(buf[1 + x.size :] == -9.0)
-    monkeypatch.setattr(cpu, "CHAN_PIPE", False)
+    monkeypatch.setattr(channels, "CHAN_PIPE", False)
     y0 = nbn.batch_norm(x, training=True)
     np.testing.assert_allclose(want, y0, rtol=0, atol=8 * np.finfo(np.float32).eps * (1 + np.abs(y0).max()))
 
@@ -258,9 +260,9 @@ def test_batch_norm_pipelined_only_where_it_pays(launches, threads, rng, monkeyp
     nbn.batch_norm(rng.standard_normal((8, 3, 4096)).astype(np.float32), training=True)
     assert launches[0] == 1
     # a channel per thread must fit CHAN_PIPE_CACHE_BYTES
-    assert cpu.bn_pipe_ok(4 * 8, 8, 2048, 4)
-    monkeypatch.setattr(cpu, "CHAN_PIPE_CACHE_BYTES", 4 * 2048 * 4 * 2 - 1)
-    assert not cpu.bn_pipe_ok(4 * 8, 8, 2048, 4)
+    assert channels.bn_pipe_ok(4 * 8, 8, 2048, 4)
+    monkeypatch.setattr(channels, "CHAN_PIPE_CACHE_BYTES", 4 * 2048 * 4 * 2 - 1)
+    assert not channels.bn_pipe_ok(4 * 8, 8, 2048, 4)
     nbn.batch_norm(x, training=True)
     assert launches[0] == 1
 
@@ -275,8 +277,8 @@ def test_batch_norm_pipelined_any_number_of_tasks(monkeypatch, rng, ntask):
     y = np.full_like(x2, np.nan)
     mean, rstd = np.full(C, np.nan), np.full(C, np.nan)
     e = np.empty(0)
-    cpu._bn_pipe(x2, y, C, ntask, e, e, e, e, False, 0.1, 1e-5, False, mean, rstd)
-    monkeypatch.setattr(cpu, "CHAN_PIPE", False)
+    channels.bn_pipe(x2, y, C, ntask, e, e, e, e, False, 0.1, 1e-5, False, mean, rstd)
+    monkeypatch.setattr(channels, "CHAN_PIPE", False)
     y0, m0, r0 = nbn.batch_norm(x, training=True, return_stats=True)
     np.testing.assert_allclose(mean, m0, rtol=0, atol=1e-14 * 7)
     np.testing.assert_allclose(rstd, r0, rtol=1e-14)

@@ -80,6 +80,7 @@ def ref_moments(x, skipnan):
 
 
 def check_moments(got, want, rtol=1e-12):
+    got, want = got[:5], want[:5]  # (the sixth array, the mean residual: test_backend_contract.py)
     names = ("count", "mean", "m2", "min", "max")[: len(got)]
     for name, g, w in zip(names, got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=rtol, atol=1e-12, err_msg=name)
@@ -108,7 +109,7 @@ def test_moments_low_precision_inputs(shape, dtype, rng):
 
 def test_moments_without_minmax_returns_none(rng):
     x = rng.standard_normal((2, 9, 3))
-    c, m, q, lo, hi = cb.moments(dev(x), True, False)
+    c, m, q, lo, hi, _ = cb.moments(dev(x), True, False)
     assert lo is None and hi is None
     check_moments((c, m, q), ref_moments(x, True)[:3])
 
@@ -138,9 +139,9 @@ def test_moments_nan_and_inf_stay_in_their_group(skipnan, rng):
     want = ref_moments(x, skipnan)
     clean = np.ones((3, 5), bool)
     clean[0, 1] = clean[1, 4] = clean[2, 2] = False
-    for g, w in zip(got, want, strict=True):
+    for g, w in zip(got[:5], want, strict=True):
         np.testing.assert_allclose(g[clean], w[clean], rtol=1e-12, atol=1e-12)
-    c, m, q, lo, hi = got
+    c, m, q, lo, hi, _ = got
     # an Inf mean becomes NaN once Chan's merge subtracts it (inf - inf): either
     # way the group is non-finite and no other group is touched
     assert not np.isfinite(m[1, 4]) and np.isnan(q[1, 4]) and hi[1, 4] == np.inf
@@ -155,7 +156,7 @@ def test_moments_nan_and_inf_stay_in_their_group(skipnan, rng):
 
 
 def test_moments_empty():
-    c, m, q, lo, hi = cb.moments(dev(np.zeros((2, 0, 3))), False, True)
+    c, m, q, lo, hi, _ = cb.moments(dev(np.zeros((2, 0, 3))), False, True)
     assert c.shape == (2, 3) and not c.any() and not m.any() and not q.any()
     assert (lo == np.inf).all() and (hi == -np.inf).all()
     assert cb.moments(dev(np.zeros((0, 4, 3))), False, False)[0].shape == (0, 3)
@@ -275,7 +276,7 @@ def test_row_norm_empty():
 def test_accuracy_float32_large_mean(rng):
     """float32 data 1e4 + randn: normalized output within 1e-5 of float64 (the bar)."""
     x = (1e4 + rng.standard_normal((2, 300, 1))).astype(F32)
-    c, m, q, _, _ = cb.moments(dev(x), False, False)
+    c, m, q, _, _, _ = cb.moments(dev(x), False, False)
     r = 1 / np.sqrt(q / c)
     out = cuda.device_array(x.shape, F32)
     cb.apply(dev(x), out, m, r, np.zeros_like(m))
@@ -313,7 +314,7 @@ def test_pnorm_nan_and_float16(rng):
     x = rng.standard_normal((2, 9, 3)).astype(F16)
     x[1, 4, 0] = np.nan
     for p in (2.0, np.inf):
-        got = cb.pnorm(dev(x), p, skipnan=False)  # NaN propagated on request
+        got = cb.pnorm_nan(dev(x), p, skipnan=False)  # NaN propagated on request
         assert np.isnan(got[1, 0]) and np.isfinite(np.delete(got.ravel(), 3)).all()
         x64 = x.astype(np.float64)
         want = np.abs(x64).max(1) if np.isinf(p) else np.sqrt((x64**2).sum(1))

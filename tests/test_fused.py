@@ -1,15 +1,14 @@
 """The fused large paths of batch_norm, standardize and minmax_scale.
 
 A large native C-contiguous array whose general plan is rows (A*C, S) or
-channels last (1, A*C) runs as one compiled call (backends/cpu.py:
-_bn_large, _standardize_large, _minmax_large): the moments kernel, the
-merges, the parameters and the apply kernel, with no Python between the
-passes.  It repeats the general path step by step, so it must give the same
-bits, statistics and running updates included; everything else must still
-take the general path.
+channels last (1, A*C) takes the per-channel fast path
+(backends/cpu/channels.py): the moments tasks, the merges, the parameters
+and the apply task, without the general path's planning.  It repeats the
+general path step by step, so it must give the same bits, statistics and
+running updates included; everything else must still take the general path.
 
 batch_norm training over long channels-first rows normally takes the
-channel-pipelined kernel instead (cpu._bn_pipe, tests/test_chan_pipe.py);
+channel-pipelined kernel instead (channels.bn_pipe_task, tests/test_chan_pipe.py);
 these tests switch it off, so that they test the two-pass fused path.
 """
 
@@ -21,7 +20,7 @@ import pytest
 
 import numbanorm as nbn
 from numbanorm import functional as F
-from numbanorm.backends import cpu
+from numbanorm.backends.cpu import channels
 
 
 def _same(a, b):
@@ -46,21 +45,22 @@ def _close(a, b):
 
 @pytest.fixture(autouse=True)
 def _two_pass(monkeypatch):
-    monkeypatch.setattr(cpu, "CHAN_PIPE", False)
+    monkeypatch.setattr(channels, "CHAN_PIPE", False)
 
 
 @pytest.fixture
 def count(monkeypatch):
     """Counts the calls of the fused kernels' host functions."""
     n = {"bn_large": 0, "standardize_large": 0, "minmax_large": 0}
-    for name in n:
-        orig = getattr(cpu, name)
+    fns = {"bn_large": "batch_norm", "standardize_large": "standardize", "minmax_large": "minmax_scale"}
+    for name, fn in fns.items():
+        orig = getattr(channels, fn)
 
         def wrapped(*a, _orig=orig, _name=name):
             n[_name] += 1
             return _orig(*a)
 
-        monkeypatch.setattr(cpu, name, wrapped)
+        monkeypatch.setattr(channels, fn, wrapped)
     return n
 
 

@@ -1,5 +1,5 @@
 """In-place calls (out=x) take the elementwise loops' in-place twins
-(backends/cpu.py: ``*_same``, picked by ``*_io``): one array read and
+(backends/cpu/_elementwise.py: ``alias_safe``): one array read and
 written, so that LLVM vectorizes them (with two arrays that overlap it ran
 scalar code, NOTES.md section 16).  They must give the out-of-place bits,
 also with streaming stores and at any element offset; float64 statistics
@@ -12,7 +12,7 @@ import pytest
 
 import numbanorm as nbn
 from numbanorm._config import STREAM_MIN_BYTES
-from numbanorm.backends import cpu
+from numbanorm.backends.cpu import _elementwise as ew
 
 
 def _buf(rng, n, dtype, off):
@@ -37,13 +37,13 @@ def test_in_place_twins_give_the_same_bits(rng, dtype, off, nt):
     L = 256
     hh, sc, sh = (rng.standard_normal(L).astype(dtype) for _ in range(3))
     calls = {
-        "map1": lambda same, v, o: cpu._map1_io(same, v, o, T(1.5), T(0.25), T(-1), False, T(0), T(0), nt),
-        "map1_clip": lambda same, v, o: cpu._map1_io(
-            same, v, o, T(1.5), T(0.25), T(-1), True, T(-1), T(1), nt
+        "map1": lambda same, v, o: ew.map_scalar(
+            same, v, o, T(1.5), T(0.25), T(-1), T(-np.inf), T(np.inf), nt
         ),
-        "mapL": lambda same, v, o: cpu._mapL_io(same, v[:L], o[:L], hh, sc, sh, False, T(0), T(0), nt),
-        "affine_vec": lambda same, v, o: cpu._affine_vec_io(same, v, o, T(2), T(1e-3), T(0.5), w, bias, nt),
-        "pipe_scl": lambda same, v, o: cpu._pipe_scl_io(same, u, v, o, 2.0, T(2), T(1e-3), T(0.5), T(1), nt),
+        "map1_clip": lambda same, v, o: ew.map_scalar(same, v, o, T(1.5), T(0.25), T(-1), T(-1), T(1), nt),
+        "mapL": lambda same, v, o: ew.map_lanes(same, v[:L], o[:L], hh, sc, sh, T(-np.inf), T(np.inf), nt),
+        "affine_vec": lambda same, v, o: ew.affine_span(same, v, o, T(2), T(1e-3), T(0.5), w, bias, nt),
+        "pipe_scl": lambda same, v, o: ew.pipe_span(same, u, v, o, 2.0, T(2), T(1e-3), T(0.5), T(1), nt),
     }
     for name, f in calls.items():
         bx, x = _buf(rng, n, dtype, off)

@@ -1,4 +1,4 @@
-"""CPU kernel plumbing: parallel kernels stay parallel, serial twins stay serial."""
+"""CPU kernel plumbing: parallel drivers stay parallel, serial ones serial."""
 
 from __future__ import annotations
 
@@ -6,21 +6,45 @@ import numpy as np
 import pytest
 
 from numbanorm.backends import cpu
+from numbanorm.backends.cpu import _tasks, rows
 
 
-def test_parallel_and_serial_row_kernels_are_distinct_compilations():
-    # Two dispatchers built from one py_func share an on-disk cache entry; the
-    # serial build was once loaded for large inputs.  Each must keep its own.
-    assert cpu._row_norm.py_func is not cpu._row_norm_serial.py_func
+def test_parallel_and_serial_drivers_are_distinct_compilations():
+    # Two dispatchers built from one py_func share an on-disk cache entry; a
+    # serial build was once loaded for large inputs.  The tasks run through
+    # two drivers, one parallel, one serial: each must keep its own.
+    assert _tasks.prange_tasks.py_func is not _tasks.serial_tasks.py_func
     x = np.random.default_rng(0).standard_normal((4, 8))
     w = np.ones((1, 8))
     b = np.zeros((1, 8))
-    cpu._row_norm(x, np.empty_like(x), w, b, 1e-5, 0.0, np.empty(4), np.empty(4), False)
-    cpu._row_norm_serial(x, np.empty_like(x), w, b, 1e-5, 0.0, np.empty(4), np.empty(4))
-    assert cpu._row_norm.targetoptions.get("parallel")
-    assert not cpu._row_norm_serial.targetoptions.get("parallel")
+    outs = []
+    for runner in (_tasks.run, _tasks.run_serial):
+        y, mean, rstd = np.empty_like(x), np.empty(4), np.empty(4)
+        runner(
+            rows.row_task,
+            4,
+            x,
+            y,
+            w,
+            b,
+            1e-5,
+            2.0,
+            mean,
+            rstd,
+            stat=rows.MEAN,
+            stream=False,
+            same=False,
+            short=True,
+        )
+        outs.append(y)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    np.testing.assert_allclose(
+        outs[0], (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5)
+    )
+    assert _tasks.prange_tasks.targetoptions.get("parallel")
+    assert not _tasks.serial_tasks.targetoptions.get("parallel")
     # distinct on-disk cache entries (the index file is named after the function)
-    idx = [k._cache._cache_file._index_name for k in (cpu._row_norm, cpu._row_norm_serial)]
+    idx = [k._cache._cache_file._index_name for k in (_tasks.prange_tasks, _tasks.serial_tasks)]
     assert idx[0] != idx[1]
 
 

@@ -1,9 +1,9 @@
-"""Streaming row kernels (backends/cpu.py, benchmarks/NOTES.md section 13).
+"""Streaming row kernels (backends/cpu/rows.py, pipelined.py; NOTES.md section 13).
 
 An out= buffer whose pages are resident is written with streaming stores by
-the row kernels: the software-pipelined ``_row_norm_pipe`` (rows with fewer
+the row kernels: the software-pipelined ``pipe_task`` (rows with fewer
 weights than elements: instance/group norm, lp_normalize p=2, layer/RMS norm
-of other geometries) and the row-by-row ``_row_norm`` (one weight per
+of other geometries) and the row-by-row ``row_task`` (one weight per
 element: layer/RMS norm).  Every test forces the path on small arrays
 (``STREAM_MIN_BYTES = 0``), checks that it was taken, places ``out`` at
 element offsets inside a guarded buffer, and compares with the ordinary path
@@ -20,8 +20,10 @@ import reference as ref
 
 import numbanorm as nbn
 from numbanorm import functional as F
-from numbanorm._config import LINE_BYTES
-from numbanorm.backends import cpu
+from numbanorm._config import LINE_BYTES, PREFETCH_MIN_ROW_BYTES
+from numbanorm.backends.cpu import _intrinsics as intr
+from numbanorm.backends.cpu import _tasks, pipelined, rows
+from numbanorm.backends.cpu import affine as cpu_apply
 
 GUARD = 2 * LINE_BYTES
 
@@ -29,9 +31,10 @@ GUARD = 2 * LINE_BYTES
 @pytest.fixture
 def streaming(monkeypatch):
     """Streaming and the threaded kernels for small inputs, two tasks."""
-    monkeypatch.setattr(cpu, "STREAM_MIN_BYTES", 0)
-    monkeypatch.setattr(cpu, "MIN_TASK_ELEMS", 0)
-    monkeypatch.setattr(cpu, "_threads", lambda: 2)
+    monkeypatch.setattr(intr, "STREAM_MIN_BYTES", 0)
+    for mod in (_tasks, rows):
+        monkeypatch.setattr(mod, "MIN_TASK_ELEMS", 0)
+        monkeypatch.setattr(mod, "threads", lambda: 2)
 
 
 @pytest.fixture
@@ -47,8 +50,8 @@ def spy(monkeypatch):
 
         return launched
 
-    monkeypatch.setattr(cpu, "_row_norm_pipe", wrap("pipe", cpu._row_norm_pipe))
-    monkeypatch.setattr(cpu, "_row_norm", wrap("rows", cpu._row_norm))
+    monkeypatch.setattr(pipelined, "run_pipe", wrap("pipe", pipelined.run_pipe))
+    monkeypatch.setattr(rows, "run_rows", wrap("rows", rows.run_rows))
     return calls
 
 
@@ -153,9 +156,9 @@ def test_streamed_rows_match_ordinary_and_reference(streaming, spy, monkeypatch,
 )
 def test_prefetching_rows_match_reference_streamed_or_not(streaming, spy, dtype, d):
     # rows of >= PREFETCH_MIN_ROW_BYTES are written in PREFETCH_CHUNK_BYTES
-    # chunks, prefetching the next row (_affine_row) or the row after next
-    # (the pipelined kernel, _pipe_row)
-    assert d * np.dtype(dtype).itemsize >= cpu.PREFETCH_MIN_ROW_BYTES
+    # chunks, prefetching the next row (rows.affine_row) or the row after next
+    # (the pipelined kernel, pipelined.pipe_row)
+    assert d * np.dtype(dtype).itemsize >= PREFETCH_MIN_ROW_BYTES
     shape = (32, d)  # above MIN_TASK_ELEMS (no small-call kernel), one task per row
     rng = np.random.default_rng(d)
     x = (rng.standard_normal(shape) * 2 + 1e3).astype(dtype)
@@ -199,7 +202,7 @@ def test_prefetching_rows_match_reference_streamed_or_not(streaming, spy, dtype,
                 np.testing.assert_allclose(out, expect, **_tol(dtype))
 
 
-@pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
+@pytest.mark.skipif(intr._MINCORE is None, reason="no mincore on this platform")
 def test_fresh_output_is_not_streamed(streaming, spy, no_output_cache):
     # 64 MiB: an allocation this large is a fresh mapping (glibc's mmap
     # threshold is at most 32 MiB), its pages not yet resident
@@ -209,7 +212,7 @@ def test_fresh_output_is_not_streamed(streaming, spy, no_output_cache):
     assert np.abs(y).max() == 0
 
 
-@pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
+@pytest.mark.skipif(intr._MINCORE is None, reason="no mincore on this platform")
 def test_reused_output_buffer_is_streamed(streaming, spy):
     # the output buffer cache (numbanorm/_outbuf.py) hands the dropped
     # output's buffer to the next allocating call: resident, so it streams
@@ -229,16 +232,16 @@ def test_reused_output_buffer_is_streamed(streaming, spy):
         nbn.set_output_cache(prev)
 
 
-@pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
+@pytest.mark.skipif(intr._MINCORE is None, reason="no mincore on this platform")
 def test_resident():
     big = np.empty(64 << 20, np.uint8)  # an untouched anonymous mapping
-    assert not cpu._resident(big), "fresh"
+    assert not intr.resident(big), "fresh"
     big[:: mmap.PAGESIZE] = 1
     big[-1] = 1
-    assert cpu._resident(big), "written"
-    assert not cpu._resident(np.empty(0))
+    assert intr.resident(big), "written"
+    assert not intr.resident(np.empty(0))
     small = np.ones(1000)
-    assert cpu._resident(small)
+    assert intr.resident(small)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -256,8 +259,11 @@ def test_pipe_kernel_blocks(dtype, ntask, mode):
     m2, r2 = np.zeros(R), np.empty(R)
     raw, start, o1 = _placed((R, D), dtype, 0)
     o2 = np.empty((R, D), dtype)
-    cpu._row_norm_pipe(x, o1, W, B, 1e-5, mode, m1, r1, ntask, True)
-    cpu._row_norm_serial(x, o2, W, B, 1e-5, mode, m2, r2)
+    stat = {0.0: rows.MEAN, 1.0: rows.RMS, -2.0: rows.PNORM}[mode]
+    pipelined.run_pipe(x, o1, W, B, 1e-5, stat, m1, r1, ntask, False, True)
+    _tasks.run_serial(
+        rows.row_task, R, x, o2, W, B, 1e-5, 2.0, m2, r2, stat=stat, stream=False, same=False, short=False
+    )
     assert _guards_intact(raw, start, o1.nbytes)
     np.testing.assert_allclose(m1, m2, rtol=1e-14, atol=1e-12)
     np.testing.assert_allclose(r1, r2, rtol=1e-13)
@@ -321,28 +327,20 @@ def test_layer_and_rms_without_weights_take_the_pipeline(streaming, spy, dtype):
         np.testing.assert_allclose(out, call(None), **_tol(dtype))
 
 
-@pytest.mark.skipif(cpu._MINCORE is None, reason="no mincore on this platform")
+@pytest.mark.skipif(intr._MINCORE is None, reason="no mincore on this platform")
 @pytest.mark.parametrize("fused", [False, True])
 def test_apply_streams_only_into_resident_outputs(monkeypatch, fused, no_output_cache):
     flags = []
-    if fused:  # the fused batch_norm path (cpu._bn_large) decides in _large_plan
-        real_plan = cpu._large_plan
-
-        def spy_plan(*args):
-            plan = real_plan(*args)
-            flags.append(bool(plan[-1]))
-            return plan
-
-        monkeypatch.setattr(cpu, "_large_plan", spy_plan)
-    else:
+    # both paths (fused: the per-channel fast path) end in apply()'s launch
+    if not fused:
         monkeypatch.setattr(F, "_FUSED", False)
-        real = cpu._apply
+    real = cpu_apply.run
 
-        def spy(*args):
-            flags.append(bool(args[-1]))
-            return real(*args)
+    def spy(*args, **flags_):
+        flags.append(bool(flags_["stream"]))
+        return real(*args, **flags_)
 
-        monkeypatch.setattr(cpu, "_apply", spy)
+    monkeypatch.setattr(cpu_apply, "run", spy)
     # 64 MiB (a fresh mapping when allocated), 8 channels of 2 MiB planes
     x = np.ones((1, 8, 1 << 19, 4), np.float32)
     rm, rv = np.zeros(8, np.float32), np.ones(8, np.float32)

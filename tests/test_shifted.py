@@ -1,4 +1,4 @@
-"""One-pass shifted moments (backends/cpu.py _seg_moments, _col_moments):
+"""One-pass shifted moments (backends/cpu/moments.py: segment_moments, col_moments):
 accepted blocks and refused blocks (drift, sorted data, an outlier as the
 shift, NaN/Inf) must all give the exact moments to a few ulps."""
 
@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
+from numbanorm._stats import merge_mid
 from numbanorm.backends import cpu
+from numbanorm.backends.cpu import axis_stats as cpu_moments
 
 
 def _exact(v):
@@ -104,15 +106,21 @@ def test_a_column_never_changes_another_columns_arithmetic(rng, K):
 
 
 def _kernel_moments(x3, nchunk, rb, skipnan, minmax, want_moments=True):
-    """_col_moments called directly with a chosen task count and block size
-    (cpu.moments picks them from the shape), merged as cpu.moments does."""
+    """The lane tasks run directly with a chosen task count and block size
+    (moments() picks them from the shape), merged as moments() does."""
     P, R, K = x3.shape
-    L = cpu._lanes(K)
-    cnt, mean, res, m2, mn, mx = cpu._partials(P, nchunk, K)
-    cpu._col_moments(
-        x3.reshape(P, R * K), K, L, nchunk, rb, skipnan, minmax, want_moments, cnt, mean, res, m2, mn, mx
-    )
-    return cpu.merge_mid(cnt, mean, res, m2, mn, mx, minmax)
+    L = cpu_moments.lanes_for(K)
+    xf = x3.reshape(P, R * K)
+    sh = (P, nchunk, K)
+    cnt, mean, res, m2 = (np.zeros(sh) for _ in range(4))
+    mn, mx = np.full(sh, np.inf), np.full(sh, -np.inf)
+    if want_moments:
+        cpu_moments.lane_moments(xf, K, L, nchunk, rb, skipnan, cnt, mean, res, m2)
+    if minmax:
+        cpu_moments.lane_minmax_run(
+            xf, K, L, nchunk, rb, skipnan, cnt if not want_moments else np.empty(sh), mn, mx
+        )
+    return merge_mid(cnt, mean, res, m2, mn, mx, minmax)
 
 
 @pytest.mark.parametrize("kind", ["iid", "sorted", "outlier_first", "steps", "drift", "constant"])
@@ -120,11 +128,11 @@ def _kernel_moments(x3, nchunk, rb, skipnan, minmax, want_moments=True):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_two_stream_blocks_exact(rng, kind, K, dtype):
     # Each task reads its rows as two halves side by side (block i = half-block
-    # i of each, _lane_shifted2/_lane_minmax): many small blocks per task, odd
+    # i of each, lane_sums/lane_minmax): many small blocks per task, odd
     # row counts (a half shorter than the other, a partial last lane-row),
     # a refused block's exact redo over both halves, and a NaN skipped in the
     # second half must all give the exact moments and min/max
-    L = cpu._lanes(K)
+    L = cpu_moments.lanes_for(K)
     m = L // K
     R = {1: 4 * L + 77, 3: 9 * m + 5, 64: 23 * m + 3, 256: 41}[K]
     x = _data(kind, (1, R, K), rng, dtype)

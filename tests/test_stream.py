@@ -1,4 +1,4 @@
-"""Streaming (non-temporal) stores of the CPU output pass (backends/cpu.py).
+"""Streaming (non-temporal) stores of the CPU output pass (backends/cpu/apply.py, _intrinsics.py).
 
 The apply kernel writes whole, aligned cache lines of large outputs with
 ``!nontemporal`` stores.  x86's vector non-temporal stores fault on a
@@ -21,13 +21,14 @@ from numba import njit
 import numbanorm as nbn
 from numbanorm._config import LINE_BYTES, STREAM_MIN_BYTES
 from numbanorm.backends import cpu
+from numbanorm.backends.cpu import _intrinsics as intr
 
 GUARD = 2 * LINE_BYTES
 
 
 @pytest.fixture
 def streaming(monkeypatch):
-    monkeypatch.setattr(cpu, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(intr, "STREAM_MIN_BYTES", 0)
 
 
 def _placed(shape, dtype, offset_elems):
@@ -71,13 +72,13 @@ def test_apply_streamed_equals_ordinary(streaming, monkeypatch, dtype, P, R, K, 
     scale = rng.random((P, K)) + 0.5
     shift = rng.standard_normal((P, K))
     lo, hi = (-1.0, 1.5) if clip else (None, None)
-    monkeypatch.setattr(cpu, "STREAM_MIN_BYTES", 1 << 62)
+    monkeypatch.setattr(intr, "STREAM_MIN_BYTES", 1 << 62)
     ref = np.empty_like(x3)
     cpu.apply(x3, ref, center, scale, shift, lo, hi)
-    monkeypatch.setattr(cpu, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(intr, "STREAM_MIN_BYTES", 0)
     for off in _offsets(dtype):
         raw, start, out = _placed(x3.shape, dtype, off)
-        assert cpu._streams(out)
+        assert intr.streams(out)
         cpu.apply(x3, out, center, scale, shift, lo, hi)
         assert np.array_equal(out, ref), f"offset {off}"
         assert _guards_intact(raw, start, out.nbytes), f"offset {off}"
@@ -117,7 +118,7 @@ def test_unaligned_out_is_not_streamed(streaming):
     byte buffer at an odd offset) takes ordinary stores, with the same bits."""
     raw = np.zeros(4 * 3000 + 8, np.uint8)
     out = raw[1 : 1 + 4 * 3000].view(np.float32).reshape(1, 3000, 1)
-    assert not out.flags.aligned and not cpu._streams(out)
+    assert not out.flags.aligned and not intr.streams(out)
     x3 = np.linspace(-5, 5, 3000, dtype=np.float32).reshape(1, 3000, 1)
     ref = np.empty_like(x3)
     cpu.apply(x3, ref, np.array([[0.5]]), np.array([[2.0]]), np.array([[1.0]]))
@@ -127,8 +128,8 @@ def test_unaligned_out_is_not_streamed(streaming):
 
 def test_stream_threshold():
     assert STREAM_MIN_BYTES >= 4 << 20  # never for cache-sized outputs
-    assert cpu._streams(np.empty(STREAM_MIN_BYTES, np.uint8))
-    assert not cpu._streams(np.empty(STREAM_MIN_BYTES - 1, np.uint8))
+    assert intr.streams(np.empty(STREAM_MIN_BYTES, np.uint8))
+    assert not intr.streams(np.empty(STREAM_MIN_BYTES - 1, np.uint8))
 
 
 def test_stream_span():
@@ -136,15 +137,15 @@ def test_stream_span():
     per = LINE_BYTES // isz
     for addr in range(0, 2 * LINE_BYTES, isz):
         for n in (0, 5, 16 * per - 1, 16 * per, 16 * per + 7, 1000):
-            p, m = cpu._stream_span(addr, 0, n, isz, True)
+            p, m = intr.stream_span(addr, 0, n, isz, True)
             if n * isz < 16 * LINE_BYTES:
                 assert (p, m) == (n, n)
                 continue
             assert 0 <= p < per and (addr + p * isz) % LINE_BYTES == 0
             assert (m - p) % per == 0 and 0 <= n - m < per
-    assert cpu._stream_span(64, 0, 1000, 4, False) == (1000, 1000)
-    assert cpu._stream_span(66, 0, 1000, 4, True) == (1000, 1000)  # unaligned
-    assert cpu._stream_span(0, 60, 1000, 4, True)[0] == 1  # offset counts
+    assert intr.stream_span(64, 0, 1000, 4, False) == (1000, 1000)
+    assert intr.stream_span(66, 0, 1000, 4, True) == (1000, 1000)  # unaligned
+    assert intr.stream_span(0, 60, 1000, 4, True)[0] == 1  # offset counts
 
 
 @pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="x86 mnemonics")
@@ -155,7 +156,7 @@ def test_stream_store_emits_nontemporal_vector_stores():
     @njit
     def scaled(x, o, a):
         for i in range(x.size):
-            cpu._stream_store(o, i, x[i] * a)
+            intr.stream_store(o, i, x[i] * a)
 
     x = np.ones(1024, np.float32)
     raw, start, o = _placed((1024,), np.float32, 0)

@@ -14,7 +14,8 @@ from numba import njit, prange
 
 # The one dependency of the suite on numbanorm's kernels: the streaming
 # (non-temporal) store intrinsic and the span of a block it may write.
-from numbanorm.backends.cpu import _stream_span, _stream_store
+from numbanorm.backends.cpu._intrinsics import stream_span as _stream_span
+from numbanorm.backends.cpu._intrinsics import stream_store as _stream_store
 
 # --------------------------------------------------------------------------
 # the CPU floor's copy kernels
@@ -34,7 +35,7 @@ _STREAM_BLOCK = 1 << 16  # elements of one task of the streaming copy
 def prange_stream_copy(dst, src):  # (n,) <- (n,)
     """Parallel copy with streaming stores (no read-for-ownership of the
     destination: one read and one write of the bytes, the true limit); the
-    same store the apply kernel uses for large outputs (numbanorm/backends/cpu.py)."""
+    same store the apply kernel uses for large outputs (numbanorm/backends/cpu/_intrinsics.py)."""
     n = src.shape[0]
     isz = dst.itemsize
     for t in prange((n + _STREAM_BLOCK - 1) // _STREAM_BLOCK):

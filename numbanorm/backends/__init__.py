@@ -2,46 +2,108 @@
 
 The public functions (``numbanorm.functional``, ``numbanorm.preprocessing``,
 scalers, layers) validate their arguments and reduce every operation to a few
-*primitives* on C-contiguous 2-D/3-D views of ``x``.  A backend implements
-those primitives for one kind of array; everything else (parameter checks,
-finalizing statistics, running-stat updates) works on small host arrays and is
-shared by all backends.
+*primitives* on C-contiguous 2-D/3-D views of ``x`` (``numbanorm._reduce``
+plans the views).  A backend implements those primitives for one kind of
+array; everything else (parameter checks, finalizing statistics, running-stat
+updates) works on small host arrays and is shared by all backends.
 
-The primitive contract (``P, R, K`` are ints, ``x3`` has shape ``(P, R, K)``,
-``x2`` shape ``(R, D)``; all statistics and parameters are host ``float64``
-numpy arrays)::
-
-    moments(x3, skipnan, minmax) -> (count, mean, m2, min, max)
-        per-(p, k) statistics over axis 1, each (P, K) float64; min/max are
-        None when ``minmax`` is False.  ``skipnan`` ignores NaN (per-group
-        counts); otherwise NaN/Inf propagate into their group only.
-        count == 0 groups give mean 0, m2 0 (callers turn them into NaN).
-    apply(x3, out3, center, scale, shift, lo, hi) -> None
-        out3[p, r, k] = clip((x3[p, r, k] - center[p, k]) * scale[p, k]
-                             + shift[p, k], lo, hi)   (float64 arithmetic;
-        lo/hi None = no clipping; NaN is kept).  ``out3`` may be ``x3``.
-    row_norm(x2, out2, weight, bias, eps, rms) -> (mean, rstd)
-        layer norm (rms=False) or RMS norm (rms=True, mean is zeros) of each
-        row, fused: out2[r, d] = (x2[r, d] - mean[r]) * rstd[r] * weight[d] + bias[d]
-        weight/bias are float64 (D,) arrays (ones/zeros when absent).
-    pnorm(x3, p) -> (P, K) float64: (sum_r |x3[p, r, k]|**p) ** (1/p);
-        p == inf gives max |x|; NaN is left out of the norm.
-    ascontiguous(x) -> a C-contiguous array of the backend's kind (may copy)
-    empty(shape, dtype, like) -> new uninitialized array of the backend's kind
-    to_host(a) -> numpy array ; from_host(a, like) -> backend array
-    wrap(a, like) -> ``a`` as the array type of the user's input ``like``
-    as_device(x) -> the backend's own array for a user array (zero-copy)
-    copy_into(dst, host) -> None: write a host array into dst in place
-        (running statistics)
-    context(stream) -> context manager: the stream every launch of this
-        thread uses (CPU: a no-op)
-
-``backend_for(x)`` picks the backend from the type of ``x``.
+:class:`Backend` is the contract, checked for both backends by
+tests/test_backend_contract.py: ``backends.cpu`` (NumPy arrays) and
+``backends.cuda`` (CUDA arrays).  ``P, R, K`` are ints, ``x3`` has shape
+``(P, R, K)``, ``x2`` shape ``(R, D)``; all statistics and parameters are host
+``float64`` NumPy arrays.  ``backend_for(x)`` picks the backend from the type
+of ``x``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class Moments(NamedTuple):
+    """What ``Backend.moments`` returns: float64 (P, K) host arrays.
+
+    ``resid`` is the rounding residual of ``mean`` (the exact mean is ``mean
+    + resid``, see ``_stats.chan_merge_dd``); zeros where a backend does not
+    carry it.  ``min``/``max`` are None unless asked for.  A group with count
+    0 has mean 0, M2 0 and min/max +inf/-inf (callers turn them into NaN).
+    """
+
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    min: np.ndarray | None
+    max: np.ndarray | None
+    resid: np.ndarray
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """The primitives every backend provides, with these exact signatures."""
+
+    NAME: str
+    #: row_norm takes weights of any (RW, S) shape (rows r use W[r % RW], S
+    #: equal segments per row: instance/group norm as rows); else only (1, D)
+    #: and (1, 1).
+    ROW_NORM_GROUPED: bool
+
+    def moments(self, x3: Any, skipnan: bool, minmax: bool, want_moments: bool = True) -> Moments:
+        """Per-(p, k) statistics of x3 over axis 1.  ``skipnan`` ignores NaN
+        (per-group counts); otherwise NaN/Inf propagate into their group
+        only.  ``want_moments=False`` (with ``minmax``) may skip the moments
+        (count, min and max are then exact, mean and M2 zeros)."""
+        ...
+
+    def apply(self, x3: Any, out3: Any, center, scale, shift, lo=None, hi=None) -> None:
+        """out3[p, r, k] = clip((x3[p, r, k] - center[p, k]) * scale[p, k] +
+        shift[p, k], lo, hi) (float64-exact parameters; lo/hi None: no
+        clipping; NaN is kept).  ``out3`` may be ``x3``."""
+        ...
+
+    def row_norm(self, x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float | None = None):
+        """Fused norm of each row: out2[r] = (x2[r] - mean[r]) * rstd[r] *
+        weight + bias, returning host (mean, rstd), each (R,) float64.  The
+        statistic: layer norm (rms False, p None), RMS norm (rms True: mean
+        0, rstd 1/rms) or ``1/max(||x2[r]||_p, eps)`` (p given: mean 0, NaN
+        left out of the norm).  weight/bias: (RW, S) arrays of x's dtype
+        (see ROW_NORM_GROUPED)."""
+        ...
+
+    def pnorm(self, x3: Any, p: float) -> np.ndarray:
+        """(P, K) float64: (sum_r |x3[p, r, k]|**p) ** (1/p); p = inf gives
+        max |x|; NaN is left out of the norm."""
+        ...
+
+    def ascontiguous(self, x: Any) -> Any:
+        """A C-contiguous array of the backend's kind (may copy)."""
+        ...
+
+    def empty(self, shape, dtype, like: Any = None) -> Any:
+        """A new uninitialized array of the backend's kind."""
+        ...
+
+    def to_host(self, a: Any) -> np.ndarray: ...
+
+    def from_host(self, a: Any, like: Any = None) -> Any: ...
+
+    def wrap(self, a: Any, like: Any) -> Any:
+        """``a`` as the array type of the user's input ``like``."""
+        ...
+
+    def as_device(self, x: Any) -> Any:
+        """The backend's own array for a user array (zero-copy)."""
+        ...
+
+    def copy_into(self, dst: Any, host: Any) -> None:
+        """Write a host array into dst in place (running statistics)."""
+        ...
+
+    def context(self, stream: Any = None):
+        """Context manager: the stream every launch of this thread uses (CPU:
+        a no-op)."""
+        ...
 
 
 def is_cuda_array(x: Any) -> bool:

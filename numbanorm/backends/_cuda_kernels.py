@@ -26,7 +26,7 @@ import math
 from numba import cuda, float64
 from numba.core import config
 
-from .._stats import chan_merge, inv_std, variance
+from .._stats import chan_merge, chan_merge_dd, inv_std, variance
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
@@ -220,8 +220,9 @@ def _warp_merge(n, mu, q, lo, hi):
 
 @cuda.jit
 def _moments_merge(part, res):
-    """Chan-merge the S partials of each (p, k), in order (deterministic)."""
-    # part: (5, P, S, K) -> res: (5, P, K); one thread per (p, k)
+    """Chan-merge the S partials of each (p, k), in order (deterministic),
+    carrying the mean's rounding residual (chan_merge_dd): res[5]."""
+    # part: (5, P, S, K) -> res: (6, P, K); one thread per (p, k)
     P = part.shape[1]
     S = part.shape[2]
     K = part.shape[3]
@@ -231,11 +232,13 @@ def _moments_merge(part, res):
         k = i - p * K
         n = 0.0
         mu = 0.0
+        r = 0.0
         q = 0.0
         lo = math.inf
         hi = -math.inf
         for s in range(S):
-            n, mu, q = chan_merge(n, mu, q, part[0, p, s, k], part[1, p, s, k], part[2, p, s, k])
+            cn = part[0, p, s, k]
+            n, mu, r, q = chan_merge_dd(n, mu, r, q, cn, part[1, p, s, k], 0.0, part[2, p, s, k])
             lo = _nanmin(lo, part[3, p, s, k])
             hi = _nanmax(hi, part[4, p, s, k])
         res[0, p, k] = n
@@ -243,6 +246,7 @@ def _moments_merge(part, res):
         res[2, p, k] = q
         res[3, p, k] = lo
         res[4, p, k] = hi
+        res[5, p, k] = r
 
 
 @cuda.jit

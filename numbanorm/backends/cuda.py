@@ -53,7 +53,13 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("numbanorm's CUDA backend needs numba-cuda: pip install 'numbanorm[cuda]'") from exc
 
+from .._stats import pnorm_finish  # noqa: E402
+from . import Moments  # noqa: E402
+
 SIMULATOR = bool(_numba_config.ENABLE_CUDASIM)
+NAME = "cuda"
+# row_norm takes (1, D) weights only (per-row/segment weights: not fused here)
+ROW_NORM_GROUPED = False
 
 
 def _require_gpu() -> None:
@@ -307,17 +313,21 @@ def _tiling(P: int, R: int, K: int):
     return (tx, ty), (kt, splits, min(P, MAX_GRID_YZ)), rows, splits
 
 
-def moments(x3: Any, skipnan: bool, minmax: bool):
+def moments(x3: Any, skipnan: bool, minmax: bool, want_moments: bool = True) -> Moments:
     """Per-(p, k) count, mean, M2 (and min, max) over axis 1 of a (P, R, K) device array.
 
-    Returns host float64 (P, K) arrays ``(count, mean, m2, min, max)``; min/max
-    are None unless ``minmax``.  Accumulation is float64 (two-pass per thread
-    chunk, Chan merges across threads and blocks; Chan, Golub & LeVeque 1983).
+    Returns host float64 (P, K) arrays as :class:`numbanorm.backends.Moments`;
+    min/max are None unless ``minmax``.  Accumulation is float64 (two-pass per
+    thread chunk, Chan merges across threads and blocks; Chan, Golub & LeVeque
+    1983).  The mean's residual is carried by the merge of the row splits
+    (``chan_merge_dd``); within a block the merges carry none yet (zeros when
+    a row is not split).  The moments are always computed (``want_moments``
+    is accepted for the contract).
     """
     x3 = as_device(x3)
     P, R, K = x3.shape
     if P * K == 0 or R == 0:
-        res = np.zeros((5, P, K))
+        res = np.zeros((6, P, K))
         res[3] = np.inf
         res[4] = -np.inf
     else:
@@ -326,16 +336,17 @@ def moments(x3: Any, skipnan: bool, minmax: bool):
         part = cuda.device_array((5, P, splits, K), np.float64, stream=s)
         _k._moments_partial[grid, block, s](x3, bool(skipnan), bool(minmax), rows, part)
         if splits > 1:
-            fin = cuda.device_array((5, P, K), np.float64, stream=s)
+            fin = cuda.device_array((6, P, K), np.float64, stream=s)
             blocks, threads = _launch_1d(P * K)
             _k._moments_merge[blocks, threads, s](part, fin)
+            res = fin.copy_to_host(stream=s)
         else:
-            fin = part.reshape(5, P, K)
-        res = fin.copy_to_host(stream=s)
+            res = np.zeros((6, P, K))
+            res[:5] = part.reshape(5, P, K).copy_to_host(stream=s)
         _sync(s)
     if minmax:
-        return res[0], res[1], res[2], res[3], res[4]
-    return res[0], res[1], res[2], None, None
+        return Moments(res[0], res[1], res[2], res[3], res[4], res[5])
+    return Moments(res[0], res[1], res[2], None, None, res[5])
 
 
 def apply(x3: Any, out3: Any, center, scale, shift, lo=None, hi=None) -> None:
@@ -359,21 +370,31 @@ def apply(x3: Any, out3: Any, center, scale, shift, lo=None, hi=None) -> None:
     _k._apply[(gx, gy), THREADS, s](x3.reshape(P, R * K), out3.reshape(P, R * K), prm_d, clip, lo, hi)
 
 
-def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool):
-    """Fused layer norm (rms=False) or RMS norm of each row of a (R, D) device array.
+def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float | None = None):
+    """Fused layer norm (rms=False) or RMS norm of each row of a (R, D) device
+    array; with ``p``, ``x / max(||x||_p, eps)`` (the p-norms by ``pnorm``,
+    then ``apply``: two passes).  weight/bias: (1, D) or (1, 1) host arrays
+    (ROW_NORM_GROUPED is False here).
 
-    Returns host float64 ``(mean, rstd)`` of shape (R,) (mean is zeros for RMS).
+    Returns host float64 ``(mean, rstd)`` of shape (R,) (mean is zeros for RMS
+    and p-norms).
     """
     x2 = as_device(x2)
     out2 = as_device(out2)
     R, D = x2.shape
     if R == 0 or D == 0:
         nan = np.full(R, np.nan)
-        return (np.zeros(R) if rms else nan.copy()), nan
+        return (np.zeros(R) if (rms or p is not None) else nan.copy()), nan
+    if p is not None:
+        with np.errstate(divide="ignore"):
+            rstd = 1.0 / np.maximum(pnorm(x2.reshape(R, D, 1), p)[:, 0], eps)
+        zero = np.zeros((R, 1))
+        apply(x2.reshape(R, D, 1), out2.reshape(R, D, 1), zero, rstd.reshape(R, 1), zero)
+        return np.zeros(R), rstd
     s = _stream()
     wb = np.empty((2, D))
-    wb[0] = 1.0 if weight is None else weight
-    wb[1] = 0.0 if bias is None else bias
+    wb[0] = 1.0 if weight is None else np.asarray(weight, np.float64).reshape(-1)
+    wb[1] = 0.0 if bias is None else np.asarray(bias, np.float64).reshape(-1)
     wb_d = cuda.to_device(wb, stream=s)
     stats = cuda.device_array((2, R), np.float64, stream=s)
     if D <= ROW_WARP_MAX_D:
@@ -389,7 +410,13 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool):
     return res[0], res[1]
 
 
-def pnorm(x3: Any, p: float, skipnan: bool = True) -> np.ndarray:
+def pnorm(x3: Any, p: float) -> np.ndarray:
+    """``(sum_r |x3[p, r, k]|**p) ** (1/p)`` (max |x| for p = inf) as host
+    float64 (P, K), NaN left out of the norm (the contract, API section 3)."""
+    return pnorm_nan(x3, p, True)
+
+
+def pnorm_nan(x3: Any, p: float, skipnan: bool) -> np.ndarray:
     """``(sum_r |x3[p, r, k]|**p) ** (1/p)`` (max |x| for p = inf) as host float64 (P, K).
 
     NaN is left out of the norm (the contract, API section 3); ``skipnan=False``
@@ -410,9 +437,5 @@ def pnorm(x3: Any, p: float, skipnan: bool = True) -> np.ndarray:
     # the S partials of a row are few: merged here (np.max propagates NaN)
     if mode == 2:
         return part.max(axis=1)
-    tot = part.sum(axis=1)
-    if mode == 0:
-        return tot
-    if mode == 1:
-        return np.sqrt(tot)
-    return tot ** (1.0 / p)
+    with np.errstate(over="ignore"):
+        return pnorm_finish.py_func(part.sum(axis=1), p)

@@ -1,0 +1,136 @@
+"""Elementwise loops of the output passes, each safe to run in place.
+
+An output loop reads ``v`` and writes ``o``.  LLVM vectorizes it behind a
+runtime check that the two do not overlap; in place (``out=x``) they do,
+and the check sends every element down the scalar fallback (a 5x slower
+in-place layer_norm, NOTES.md section 16).  :func:`alias_safe` compiles a
+loop twice, once as written and once with ``o`` read and written through
+the same variable (LLVM then sees one array and needs no check), and gives
+one entry point that picks the variant: ``loop_io(same, v, o, ...)``.
+
+Every loop takes ``nt``: streaming (non-temporal) stores, for a span that
+starts on a cache line and is whole lines (``_intrinsics.stream_span``).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+from numba import njit
+
+from ..._config import FASTMATH, FASTMATH_ELEMENTWISE
+from ._intrinsics import stream_store
+
+_FM = set(FASTMATH)
+_FME = set(FASTMATH_ELEMENTWISE)
+
+
+def alias_safe(loop, fastmath, read="v", write="o"):
+    """``io(same, *args)`` running ``loop(*args)``, and when ``same`` (the
+    ``read`` and ``write`` arrays are one: in place) ``loop`` with the
+    written array passed for both, which vectorizes without an overlap
+    check.  Both are inlined into the caller (numba IR), so LLVM sees one
+    array in the second; a separate function would be optimized again in
+    every caller anyway (NOTES.md section 21).  Inlined code takes the
+    caller's fast-math flags: callers must have ``fastmath``'s."""
+    names = list(inspect.signature(loop).parameters)
+    args = ", ".join(names)
+    same_args = ", ".join(write if n == read else n for n in names)
+    ns = {"inlined": njit(fastmath=fastmath, error_model="numpy", inline="always")(loop)}
+    exec(  # explicit argument lists: numba's inliner takes no *args
+        f"def io(same_, {args}):\n"
+        f"    if same_:\n        return inlined({same_args})\n"
+        f"    return inlined({args})\n",
+        ns,
+    )
+    io = njit(fastmath=fastmath, error_model="numpy", inline="always")(ns["io"])
+    io.__doc__ = f"{loop.__name__} (alias_safe: ``same`` selects the in-place variant)."
+    return io
+
+
+@njit(error_model="numpy", inline="always")
+def same_memory(v, o):
+    """Are 1-D arrays v and o the same memory (an in-place call)?"""
+    return v.ctypes.data == o.ctypes.data and v.strides == o.strides
+
+
+def _map_scalar(v, o, h0, s0, t0, lo, hi, nt):
+    """o = clip((v - h0) * s0 + t0, lo, hi) with one parameter set.
+    lo/hi -inf/inf clip nothing (NaN is kept: it compares false)."""
+    if nt:
+        for j in range(v.size):
+            y = (v[j] - h0) * s0 + t0
+            y = lo if y < lo else y
+            stream_store(o, j, hi if y > hi else y)
+    else:
+        for j in range(v.size):
+            y = (v[j] - h0) * s0 + t0
+            y = lo if y < lo else y
+            o[j] = hi if y > hi else y
+
+
+def _map_lanes(v, o, hh, sc, sh, lo, hi, nt):
+    """o = clip((v - hh) * sc + sh, lo, hi) lane by lane (v.size <= hh.size)."""
+    if nt:
+        for j in range(v.size):
+            y = (v[j] - hh[j]) * sc[j] + sh[j]
+            y = lo if y < lo else y
+            stream_store(o, j, hi if y > hi else y)
+    else:
+        for j in range(v.size):
+            y = (v[j] - hh[j]) * sc[j] + sh[j]
+            y = lo if y < lo else y
+            o[j] = hi if y > hi else y
+
+
+def _affine_span(v, o, mh, ml, r, w, b, nt):
+    """o = ((v - mh) - ml) * (r * w) + b element by element (row norms: a
+    weight and bias per element; the mean split into hi + lo parts of x's
+    dtype, see rows.affine_row)."""
+    if nt:
+        for d in range(v.size):
+            stream_store(o, d, ((v[d] - mh) - ml) * (r * w[d]) + b[d])
+    else:
+        for d in range(v.size):
+            o[d] = ((v[d] - mh) - ml) * (r * w[d]) + b[d]
+
+
+@njit(fastmath=_FME, error_model="numpy")
+def hilo_affine(v, mh, ml, a, b):
+    """((v - mh) - ml) * a + b without 'reassoc', which could fold the mean's
+    hi/lo split into one rounded subtraction.  Called per element from
+    'reassoc' loops: LLVM inlines it and keeps its flags (numba's inline=
+    "always" would not: inlined code takes its caller's flags)."""
+    return ((v - mh) - ml) * a + b
+
+
+def _pipe_span(u, v, o, sh, mh, ml, a, b, nt):
+    """(s1, s2) = the shifted sums of u about sh, while o = ((v - mh) - ml)
+    * a + b with one weight a and bias b for the whole span: the loop of the
+    software-pipelined kernels (the next row's statistics summed while this
+    row is written)."""
+    s1 = 0.0
+    s2 = 0.0
+    if nt:
+        for d in range(u.size):
+            e = np.float64(u[d]) - sh
+            s1 += e
+            s2 += e * e
+            stream_store(o, d, hilo_affine(v[d], mh, ml, a, b))
+    else:
+        for d in range(u.size):
+            e = np.float64(u[d]) - sh
+            s1 += e
+            s2 += e * e
+            o[d] = hilo_affine(v[d], mh, ml, a, b)
+    return s1, s2
+
+
+# Elementwise loops take FASTMATH_ELEMENTWISE (no 'reassoc': it may fold
+# ``(x - hi) - lo`` into ``x - (hi + lo)``); the pipelined loop takes FASTMATH
+# for its sums, its output through hilo_affine.
+map_scalar = alias_safe(_map_scalar, _FME)
+map_lanes = alias_safe(_map_lanes, _FME)
+affine_span = alias_safe(_affine_span, _FME)
+pipe_span = alias_safe(_pipe_span, _FM)

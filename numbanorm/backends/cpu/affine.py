@@ -1,0 +1,177 @@
+"""The output pass of the per-group ops: ``out = clip((x - center) * scale +
+shift, lo, hi)`` over a ``(P, R, K)`` view, parameters per (p, k); the
+primitive ``apply``.
+
+Parameters reach the kernel lane-replicated, ``(P, L)`` arrays of x's dtype
+in which lane j holds column j % K, so the inner loop is L long and
+vectorizes for any K; with K == 1 the kernel takes scalar parameters.  The
+arithmetic runs in x's dtype (float32: twice the SIMD width of float64); the
+center is rounded to that dtype (``x - ch`` is exact near the center) and
+the part it cannot hold moves into the shift, in float64
+(:func:`lowered_params`), so float32 data far from zero keeps its digits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ..._config import FASTMATH_ELEMENTWISE, LINE_BYTES
+from ._elementwise import map_lanes, map_scalar
+from ._intrinsics import in_place, resident, stream_span, streams
+from ._tasks import nsplit, run, task
+from .axis_stats import lane_rows, lanes_for
+
+_FME = set(FASTMATH_ELEMENTWISE)
+
+
+@njit(fastmath=_FME, error_model="numpy", inline="always")
+def apply_span(v, o, ch, sc, sh, lo, hi, stream, same):
+    """o = clip((v - ch) * sc + sh, lo, hi) for one span with one parameter
+    set (x's dtype); whole aligned lines by streaming stores when
+    ``stream``: three pieces, [0, p) and [m, n) ordinary, [p, m) streamed.
+    ``same``: v is o (in place)."""
+    n = v.size
+    p, m = stream_span(o.ctypes.data, 0, n, o.itemsize, stream)
+    for piece in range(3):
+        a = 0 if piece == 0 else (p if piece == 1 else m)
+        b = p if piece == 0 else (m if piece == 1 else n)
+        if a < b:
+            map_scalar(same, v[a:b], o[a:b], ch, sc, sh, lo, hi, piece == 1)
+
+
+@task(fastmath=_FME, variants=("stream", "same"))
+def apply_rows(stream, same):
+    """Task t of of = clip((x - ch) * scale + shift) over the rows of xf
+    (P, R), one parameter set per row: chunk t % nchunk of row t // nchunk.
+    Parameters (P, 1) of x's dtype.  ``stream``: whole aligned lines by
+    streaming stores; ``same``: in place (xf is of)."""
+
+    def apply_rows_task(t, xf, of, nchunk, ch, scale, shift, lo, hi):
+        R = xf.shape[1]
+        per = (R + nchunk - 1) // nchunk
+        p = t // nchunk
+        c = t - p * nchunk
+        f0 = min(R, c * per)
+        f1 = min(R, f0 + per)
+        apply_span(xf[p, f0:f1], of[p, f0:f1], ch[p, 0], scale[p, 0], shift[p, 0], lo, hi, stream, same)
+
+    return apply_rows_task
+
+
+@task(fastmath=_FME, variants=("stream", "same"))
+def apply_lanes(stream, same):
+    """Task t of of = clip((x - ch) * scale + shift) over xf (P, R*K) as (P,
+    R, K), K > 1: chunk t % nchunk of row t // nchunk.  Parameters (P, L)
+    lanes of x's dtype; ``rot`` (ntask, 3, L) scratch; ``same``: in place.
+
+    ``stream``: write whole aligned lines of ``of`` with streaming stores
+    (stream_span).  The lane path then starts its L-chunks at the first
+    aligned element, with the lane parameters rotated to match, so that every
+    full chunk is whole lines (when L * itemsize is a multiple of a line).
+    """
+
+    def apply_lanes_task(t, xf, of, K, L, nchunk, ch, scale, shift, lo, hi, rot):
+        isz = of.itemsize
+        p, _, r0, r1 = lane_rows(xf, K, L, nchunk, t)
+        f0 = r0 * K
+        f1 = r1 * K
+        v = xf[p]
+        o = of[p]
+        hh = ch[p]
+        sc = scale[p]
+        sh = shift[p]
+        q = 0
+        lines = stream and (L * isz) % LINE_BYTES == 0 and f1 - f0 >= 2 * L
+        if lines:
+            q, _ = stream_span(o.ctypes.data, f0 * isz, L, isz, lines)
+            if q >= L:  # no aligned element: ordinary stores
+                lines = False
+                q = 0
+            elif q > 0:
+                # (``not lines`` is False here: a runtime value, so map_lanes
+                # is not compiled again for a constant)
+                map_lanes(same, v[f0 : f0 + q], o[f0 : f0 + q], hh, sc, sh, lo, hi, not lines)
+                # lane j of a rotated row is lane (j + q) % L of the original
+                r = rot[t]
+                for j in range(L):
+                    k = j + q
+                    k = k - L if k >= L else k
+                    r[0, j] = hh[k]
+                    r[1, j] = sc[k]
+                    r[2, j] = sh[k]
+                hh = r[0]
+                sc = r[1]
+                sh = r[2]
+        for base in range(f0 + q, f1, L):
+            vb = v[base : min(base + L, f1)]
+            ob = o[base : min(base + L, f1)]
+            # a full chunk is whole lines; the last, partial one ordinary
+            map_lanes(same, vb, ob, hh, sc, sh, lo, hi, lines and vb.size == L)
+
+    return apply_lanes_task
+
+
+@njit(error_model="numpy")
+def lowered_param(center, scale, shift, T):
+    """One parameter set in x's dtype T, as lane_params lowers them: the
+    center rounded to T, the part of it T cannot hold moved into the shift,
+    in float64 (compiled without fast-math, as NumPy computes)."""
+    ch = T(center)
+    if np.float64(ch) != center:
+        shift = shift - (center - np.float64(ch)) * scale
+    return ch, T(scale), T(shift)
+
+
+def lane_params(center, scale, shift, K, L, dt):
+    """(ch, sc, sh): (P, K) float64 parameters as apply_lanes reads them:
+    x's dtype dt, replicated into L lanes; the center rounded to dt and
+    the part of it dt cannot hold moved into the shift, in float64:
+    ``(x - c) * s + t == (x - ch) * s + (t - (c - ch) * s)``."""
+    c64 = np.asarray(center, np.float64).reshape(-1, K)
+    s64 = np.asarray(scale, np.float64).reshape(-1, K)
+    ch = c64.astype(dt)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # (an exactly representable center moves nothing: 0 * inf is no NaN)
+        t64 = np.asarray(shift, np.float64).reshape(-1, K) - np.where(c64 == ch, 0.0, (c64 - ch) * s64)
+    rep = L // K
+
+    def lanes(a):
+        return a if rep == 1 else np.ascontiguousarray(np.tile(a, (1, rep)))
+
+    return lanes(ch), lanes(s64.astype(dt)), lanes(t64.astype(dt))
+
+
+def apply_split(P: int, R: int, K: int):
+    """(nchunk, L): chunks per p, and lanes (1 for K == 1: scalar path)."""
+    return max(1, min(nsplit(P, R * K), R)), (lanes_for(K) if K > 1 else 1)
+
+
+def apply(x3, out3, center, scale, shift, lo=None, hi=None):
+    """out3 = clip((x3 - center) * scale + shift, lo, hi); params (P, K) float64."""
+    P, R, K = x3.shape
+    if P * R * K == 0:
+        return
+    narrow = None
+    if x3.dtype == np.float16:
+        x3 = x3.astype(np.float32)
+        narrow, out3 = out3, np.empty(x3.shape, np.float32)
+    dt = x3.dtype
+    nchunk, L = apply_split(P, R, K)
+    ch, sc, sh = lane_params(center, scale, shift, K, L, dt)
+    ntask = P * nchunk
+    xf = x3.reshape(P, R * K)
+    of = out3.reshape(P, R * K)
+    lo = dt.type(-np.inf if lo is None else lo)
+    hi = dt.type(np.inf if hi is None else hi)
+    # streaming only into resident pages: into a fresh output it measured
+    # 11 % slower (NOTES.md section 13); and not in place (in_place)
+    same = in_place(x3, out3)
+    stream = narrow is None and streams(out3) and resident(out3) and not same
+    if K == 1:
+        run(apply_rows, ntask, xf, of, nchunk, ch, sc, sh, lo, hi, stream=stream, same=same)
+    else:
+        rot = np.empty((ntask, 3, L), dt)
+        run(apply_lanes, ntask, xf, of, K, L, nchunk, ch, sc, sh, lo, hi, rot, stream=stream, same=same)
+    if narrow is not None:
+        narrow[...] = out3

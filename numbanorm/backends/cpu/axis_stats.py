@@ -1,0 +1,586 @@
+"""Statistics over the middle axis of a ``(P, R, K)`` view: count, mean (with
+its rounding residual) and M2, and min/max; the primitive ``moments``.
+
+Two layouts:
+
+- rows (``K == 1``, no NaN skipping, no min/max): each row split into
+  ``nseg`` segments, each a task (:func:`row_moments`), read at the speed of
+  a vectorized scalar reduction;
+- lanes (any ``K``): ``m`` rows of the ``(R, K)`` matrix side by side form
+  ``L = m*K`` lanes, so every inner loop is an elementwise update of ``L``
+  accumulators: it vectorizes without reassociation, for any K, also when
+  NaN is skipped.  Each task takes a range of rows and reads it as blocks of
+  ``rb`` rows from two sequential streams (its two halves side by side).
+
+The numerical scheme (benchmarks/NOTES.md section 11): per cache-resident
+block, one pass of sums *shifted* by a value near the mean, accepted when
+their condition number is at most SHIFT_MAX_GAIN (``shift_ok``) and then
+accumulated as plain sums; a refused block (NaN, Inf, drift, an outlier as
+the shift) is redone exactly while it is in L2 (the corrected two-pass:
+sums about 0 give the block mean, sums about the block mean the moments),
+and the shift moves to the running mean.  The common case compiles only the
+common code: a lane task stops at its first refused block, and the exact
+task (:func:`col_moments_exact`), compiled on first need, resumes there from
+the state the first left in its scratch arrays.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ..._config import COL_BLOCK_BYTES, FASTMATH, FASTMATH_ELEMENTWISE, LANES, ROW_CHUNK, SHIFT_MAX_GAIN
+from ..._stats import chan_merge_dd, merge_partials, shifted_moments
+from .. import Moments
+from ._tasks import nsplit, run, task, widen
+
+_FM = set(FASTMATH)
+_FME = set(FASTMATH_ELEMENTWISE)
+
+# scratch rows of a lane task: (NLANE, L) float64 lanes and (NACC, K) float64
+# per-column state, so that the exact task can resume where the first stopped
+_S1, _S2, _NS, _SH, _BM = range(5)
+NLANE = 5
+_AN, _AM, _AR, _AQ, _TN, _T1, _T2, _C1, _C2, _BAD = range(10)
+NACC = 10
+
+
+# --------------------------------------------------------------------------
+# chunk helpers: rows
+# --------------------------------------------------------------------------
+
+
+@njit(fastmath=_FM, error_model="numpy", inline="always")
+def shift_ok(n, s1, s2):
+    """May n values with shifted sums s1, s2 take ``_stats.shifted_moments``?
+
+    Yes when the sums are finite and the condition number ``s2 / M2`` is at
+    most SHIFT_MAX_GAIN, i.e. the shift lies within sqrt(GAIN - 1) standard
+    deviations of these values' mean.  Sums over several blocks that each
+    pass, about one shift, pass too: the pooled condition number is at most
+    the largest block's (the pooled variance is at least the mean
+    within-block variance), so accepted blocks are accumulated as plain sums.
+    """
+    # '&', not 'and': no branch, so a loop over columns vectorizes
+    return (s2 < math.inf) & ((s2 - s1 * s1 / n) * SHIFT_MAX_GAIN >= s2)
+
+
+@njit(fastmath=_FM, error_model="numpy", inline="always")
+def absorb_shifted(n, mean, res, m2, tn, sh, t1, t2):
+    """(count, mean, residual, M2) merged with tn values' accepted shifted sums."""
+    cm, cr, q = shifted_moments(tn, sh, t1, t2)
+    return chan_merge_dd(n, mean, res, m2, tn, cm, cr, q)
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def shifted_sums(u, sh):
+    """(sum(u - sh), sum((u - sh)**2)) in float64."""
+    s1 = 0.0
+    s2 = 0.0
+    for d in range(u.size):
+        e = np.float64(u[d]) - sh
+        s1 += e
+        s2 += e * e
+    return s1, s2
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def segment_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2):
+    """One chunk w of :func:`segment_moments`, given its shifted sums s1, s2 about sh.
+
+    State: (n, mean, res, m2) the merged moments so far, sh the shift, (tn,
+    t1, t2) the accepted shifted sums not merged yet; the new state is
+    returned.  A chunk that ``shift_ok`` refuses flushes the accepted sums,
+    takes the corrected two-pass over w (Chan, Golub & LeVeque 1983, eq.
+    1.7: the deviations' plain sum ``c`` corrects mean and M2) and moves the
+    shift to the running mean, rounded to w's dtype (float32 differences
+    about it are exact).
+    """
+    T = w.dtype.type
+    cnt = float(w.size)
+    if shift_ok(cnt, s1, s2):
+        return n, mean, res, m2, sh, tn + cnt, t1 + s1, t2 + s2
+    if tn > 0.0:
+        n, mean, res, m2 = absorb_shifted(n, mean, res, m2, tn, sh, t1, t2)
+    s = 0.0
+    for i in range(w.size):
+        s += np.float64(w[i])
+    cm = s / cnt
+    cc, q = shifted_sums(w, cm)
+    # q >= cc^2/n exactly (Cauchy-Schwarz); rounding may not cross 0
+    n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, cnt, cm, cc / cnt, max(q - cc * cc / cnt, 0.0))
+    return n, mean, res, m2, np.float64(T(mean)), 0.0, 0.0, 0.0
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def segment_moments(v, lo, hi):
+    """(count, mean, mean residual, M2) of v[lo:hi]: shifted sums per
+    ROW_CHUNK chunk about a shift near the mean (v[lo], then the running
+    mean), accumulated while ``shift_ok`` accepts them (segment_step)."""
+    n = 0.0
+    mean = 0.0
+    res = 0.0
+    m2 = 0.0
+    sh = np.float64(v[lo])
+    tn = 0.0
+    t1 = 0.0
+    t2 = 0.0
+    for c0 in range(lo, hi, ROW_CHUNK):
+        w = v[c0 : min(c0 + ROW_CHUNK, hi)]
+        s1, s2 = shifted_sums(w, sh)
+        n, mean, res, m2, sh, tn, t1, t2 = segment_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2)
+    if tn > 0.0:
+        n, mean, res, m2 = absorb_shifted(n, mean, res, m2, tn, sh, t1, t2)
+    return n, mean, res, m2
+
+
+@task(fastmath=_FM)
+def row_moments(t, x2, nseg, cnt, mean, res, m2):
+    """Task t: the moments of segment t % nseg of row t // nseg of x2 (R, D);
+    outputs (R, nseg, 1)."""
+    D = x2.shape[1]
+    r = t // nseg
+    s = t - r * nseg
+    seglen = (D + nseg - 1) // nseg
+    lo = min(D, s * seglen)
+    hi = min(D, lo + seglen)
+    cnt[r, s, 0], mean[r, s, 0], res[r, s, 0], m2[r, s, 0] = segment_moments(x2[r], lo, hi)
+
+
+# --------------------------------------------------------------------------
+# chunk helpers: lanes
+# --------------------------------------------------------------------------
+
+
+@njit(fastmath=_FM, error_model="numpy", inline="always")
+def lane_sums(v, fa0, fa1, fb0, fb1, L, sh, s1, s2):
+    """s1[j] += sum(x - sh[j]), s2[j] += sum((x - sh[j])**2) over the
+    lane-rows of [fa0, fa1) and [fb0, fb1) (whole lane-rows but the last).
+
+    A lane-row of each range per step: the lane arrays are loaded and stored
+    once per two lane-rows, and x is read as two long sequential streams
+    (two adjacent lane-rows per step ran at half the speed from memory:
+    NOTES.md sections 17, 19).  The rest of the longer range, one lane-row
+    per step (unrolling four measured slower, section 11).
+    """
+    n = min(fa1 - fa0, fb1 - fb0) // L * L
+    for i in range(0, n, L):
+        va = v[fa0 + i : fa0 + i + L]
+        vb = v[fb0 + i : fb0 + i + L]
+        for j in range(L):
+            da = np.float64(va[j]) - sh[j]
+            db = np.float64(vb[j]) - sh[j]
+            s2[j] += da * da + db * db
+            s1[j] += da + db
+    for f0, f1 in ((fa0 + n, fa1), (fb0 + n, fb1)):
+        for b in range(f0, f1, L):
+            vb = v[b : min(b + L, f1)]
+            for j in range(vb.size):
+                d = np.float64(vb[j]) - sh[j]
+                s2[j] += d * d
+                s1[j] += d
+
+
+@njit(fastmath=_FM, error_model="numpy", inline="always")
+def lane_totals(a, out, m, K):
+    """out[k] = a[k] + a[k + K] + ... + a[k + (m-1)K]: the m lane groups
+    folded into K columns.  Few groups (K >= 16): contiguous loops over the
+    columns, added in that order (a strided sum per column cost ~3.5 us per
+    block at K = 256, NOTES.md section 13).  Many groups (small K): a
+    strided sum per column, which 'reassoc' vectorizes into several partial
+    sums (more accurate than one running sum of 256 lanes: K = 1 is the
+    lane path of a row with NaN skipped, tests/test_shifted.py)."""
+    if m <= 16:
+        for k in range(K):
+            out[k] = a[k]
+        for i in range(1, m):
+            ai = a[i * K : (i + 1) * K]
+            for k in range(K):
+                out[k] += ai[k]
+    else:
+        for k in range(K):
+            t = 0.0
+            for j in range(k, m * K, K):
+                t += a[j]
+            out[k] = t
+
+
+@njit(error_model="numpy")
+def lane_fill(a, k, K, val):
+    """Set the lanes of column k (a[k], a[k + K], ...) to val."""
+    for j in range(k, a.size, K):
+        a[j] = val
+
+
+@njit(error_model="numpy", inline="always")
+def lane_rows(xf, K, L, nchunk, t):
+    """(p, c, r0, r1): lane task t's row p of xf (P, R*K), its chunk c and
+    rows [r0, r1) of the (R, K) matrix, a multiple of m = L // K rows (the
+    last chunk shorter)."""
+    R = xf.shape[1] // K
+    m = L // K
+    rows_per = (R + nchunk - 1) // nchunk
+    rows_per = ((rows_per + m - 1) // m) * m
+    p = t // nchunk
+    c = t - p * nchunk
+    r0 = min(R, c * rows_per)
+    return p, c, r0, min(R, r0 + rows_per)
+
+
+@njit(error_model="numpy", inline="always")
+def lane_blocks(xf, K, L, nchunk, rb, t):
+    """Geometry of lane task t over xf (P, R*K): (p, c, r0, r1, rm, hb): the
+    task's rows [r0, r1) (lane_rows) in two halves split at rm, and the rows
+    per half-block hb (block i is half-block i of each half: rb rows in all,
+    a multiple of m = L // K)."""
+    m = L // K
+    p, c, r0, r1 = lane_rows(xf, K, L, nchunk, t)
+    rm = min(r1, r0 + ((r1 - r0 + 1) // 2 + m - 1) // m * m)
+    hb = max(m, (rb // 2) // m * m)
+    return p, c, r0, r1, rm, hb
+
+
+@njit(fastmath=_FM, error_model="numpy", inline="always")
+def shifted_block(v, fa0, fa1, fb0, fb1, L, K, nb, lanes, acc):
+    """One block's shifted sums about the lane shifts, folded into columns;
+    the columns that ``shift_ok`` accepts add them to their accepted sums.
+    Returns the number of refused columns (flagged in acc[_BAD]).
+
+    Branch-free over the columns (selects), so the loop vectorizes; a
+    refused column adds 0 (NaN or Inf sums are never added).
+    """
+    s1 = lanes[_S1]
+    s2 = lanes[_S2]
+    s1[:] = 0.0
+    s2[:] = 0.0
+    lane_sums(v, fa0, fa1, fb0, fb1, L, lanes[_SH], s1, s2)
+    c1 = acc[_C1]
+    c2 = acc[_C2]
+    m = L // K
+    lane_totals(s1, c1, m, K)
+    lane_totals(s2, c2, m, K)
+    tn = acc[_TN]
+    t1 = acc[_T1]
+    t2 = acc[_T2]
+    bad = acc[_BAD]
+    nbad = 0
+    for k in range(K):
+        q1 = c1[k]
+        q2 = c2[k]
+        ok = shift_ok(nb, q1, q2)
+        bad[k] = 0.0 if ok else 1.0
+        tn[k] += nb if ok else 0.0
+        t1[k] += q1 if ok else 0.0
+        t2[k] += q2 if ok else 0.0
+        nbad += 0 if ok else 1
+    return nbad
+
+
+@njit(fastmath=_FM, error_model="numpy", inline="always")
+def finish_lane_task(lanes, acc, K, p, c, cnt, mean, res, m2):
+    """Merge each column's remaining accepted sums; write its (count, mean,
+    residual, M2) to the outputs' [p, c]."""
+    sh = lanes[_SH]
+    an, am, ar, aq, tn, t1, t2 = acc[_AN], acc[_AM], acc[_AR], acc[_AQ], acc[_TN], acc[_T1], acc[_T2]
+    for k in range(K):
+        if tn[k] > 0.0:
+            an[k], am[k], ar[k], aq[k] = absorb_shifted(
+                an[k], am[k], ar[k], aq[k], tn[k], sh[k], t1[k], t2[k]
+            )
+        cnt[p, c, k] = an[k]
+        mean[p, c, k] = am[k]
+        res[p, c, k] = ar[k]
+        m2[p, c, k] = aq[k]
+
+
+@njit(error_model="numpy", inline="always")
+def start_lane_task(v, r0, r1, K, lanes, acc):
+    """Zero the task's state; each column's shift is its first value."""
+    acc[:] = 0.0
+    sh = lanes[_SH]
+    for j in range(sh.size):
+        sh[j] = np.float64(v[r0 * K + j % K]) if r1 > r0 else 0.0
+
+
+@task(fastmath=_FM)
+def col_moments(t, xf, K, L, nchunk, rb, lanes, acc, stop, cnt, mean, res, m2):
+    """Task t of the lane moments of xf (P, R*K) seen as (P, R, K): outputs
+    (P, nchunk, K); lanes (ntask, NLANE, L) and acc (ntask, NACC, K) float64
+    scratch.  Stops at its first refused block: stop[t] is that block's
+    index (the outputs are then not written), else -1."""
+    p, c, r0, r1, rm, hb = lane_blocks(xf, K, L, nchunk, rb, t)
+    v = xf[p]
+    ln = lanes[t]
+    ac = acc[t]
+    start_lane_task(v, r0, r1, K, ln, ac)
+    stop[t] = -1
+    i = 0
+    for a0 in range(r0, rm, hb):
+        a1 = min(rm, a0 + hb)
+        g0 = min(r1, rm + (a0 - r0))
+        g1 = min(r1, g0 + hb)
+        nb = float((a1 - a0) + (g1 - g0))
+        if shifted_block(v, a0 * K, a1 * K, g0 * K, g1 * K, L, K, nb, ln, ac) > 0:
+            stop[t] = i
+            return
+        i += 1
+    finish_lane_task(ln, ac, K, p, c, cnt, mean, res, m2)
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def counted_sums(v, f0, f1, L, sh, s1, s2, ns, skipnan):
+    """s1[j] += sum(x - sh[j]), s2[j] += sum((x - sh[j])**2), ns[j] += count
+    over the lane-rows of [f0, f1); NaN left out (not counted) when skipnan."""
+    for b in range(f0, f1, L):
+        vb = v[b : min(b + L, f1)]
+        for j in range(vb.size):
+            a = np.float64(vb[j])
+            ok = (a == a) | (not skipnan)
+            d = a - sh[j] if ok else 0.0
+            s1[j] += d
+            s2[j] += d * d
+            ns[j] += 1.0 if ok else 0.0
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def exact_block(v, fa0, fa1, fb0, fb1, L, K, skipnan, lanes, acc):
+    """The refused columns of a block (acc[_BAD]), exactly: their accepted
+    sums merged first, then two NaN-aware passes over the cache-resident
+    block (sums about 0: the block mean; sums about it: the moments,
+    ``shifted_moments`` with condition number ~1), merged per column (one
+    column's NaN or drift never changes another's arithmetic); their shift
+    moves to the running mean, rounded to x's dtype."""
+    T = v.dtype.type
+    m = L // K
+    s1, s2, ns, sh, bm = lanes[_S1], lanes[_S2], lanes[_NS], lanes[_SH], lanes[_BM]
+    an, am, ar, aq = acc[_AN], acc[_AM], acc[_AR], acc[_AQ]
+    tn, t1, t2, c1, c2, bad = acc[_TN], acc[_T1], acc[_T2], acc[_C1], acc[_C2], acc[_BAD]
+    for k in range(K):
+        if bad[k] != 0.0 and tn[k] > 0.0:
+            an[k], am[k], ar[k], aq[k] = absorb_shifted(
+                an[k], am[k], ar[k], aq[k], tn[k], sh[k], t1[k], t2[k]
+            )
+            tn[k] = 0.0
+            t1[k] = 0.0
+            t2[k] = 0.0
+    bm[:] = 0.0
+    for ps in range(2):
+        second = ps == 1
+        s1[:] = 0.0
+        s2[:] = 0.0
+        ns[:] = 0.0
+        counted_sums(v, fa0, fa1, L, bm, s1, s2, ns, skipnan)
+        counted_sums(v, fb0, fb1, L, bm, s1, s2, ns, skipnan)
+        lane_totals(s1, c1, m, K)
+        lane_totals(s2, c2, m, K)
+        for k in range(K):
+            if bad[k] == 0.0:
+                continue
+            nn = 0.0
+            for j in range(k, L, K):
+                nn += ns[j]
+            if not second:
+                lane_fill(bm, k, K, c1[k] / nn if nn > 0.0 else 0.0)
+            elif nn > 0.0:
+                mh, ml, q = shifted_moments(nn, bm[k], c1[k], c2[k])
+                an[k], am[k], ar[k], aq[k] = chan_merge_dd(an[k], am[k], ar[k], aq[k], nn, mh, ml, q)
+    for k in range(K):
+        if bad[k] != 0.0:
+            lane_fill(sh, k, K, np.float64(T(am[k])))
+
+
+@task(fastmath=_FM)
+def col_moments_exact(t, xf, K, L, nchunk, rb, skipnan, lanes, acc, stop, cnt, mean, res, m2):
+    """Task t of the lane moments from block stop[t] on (a task that
+    col_moments stopped; -1: from the start), with the exact two-pass for
+    refused blocks, the NaN left out when ``skipnan``."""
+    p, c, r0, r1, rm, hb = lane_blocks(xf, K, L, nchunk, rb, t)
+    v = xf[p]
+    ln = lanes[t]
+    ac = acc[t]
+    first = stop[t]
+    if first < 0:
+        start_lane_task(v, r0, r1, K, ln, ac)
+    a00 = r0 + max(first, 0) * hb
+    for a0 in range(a00, rm, hb):
+        a1 = min(rm, a0 + hb)
+        g0 = min(r1, rm + (a0 - r0))
+        g1 = min(r1, g0 + hb)
+        nb = float((a1 - a0) + (g1 - g0))
+        # the block col_moments stopped at: its accepted columns are already
+        # summed (acc[_BAD] flags the refused ones)
+        resumed = first >= 0 and a0 == a00
+        if resumed or shifted_block(v, a0 * K, a1 * K, g0 * K, g1 * K, L, K, nb, ln, ac) > 0:
+            exact_block(v, a0 * K, a1 * K, g0 * K, g1 * K, L, K, skipnan, ln, ac)
+    finish_lane_task(ln, ac, K, p, c, cnt, mean, res, m2)
+
+
+# --------------------------------------------------------------------------
+# min/max
+# --------------------------------------------------------------------------
+
+
+@njit(fastmath=_FME, error_model="numpy")
+def lane_minmax(v, fa0, fa1, fb0, fb1, L, lmn, lmx, lz, lnan):
+    """Lane-wise min/max (NaN not taken) and NaN counts over the lane-rows
+    of [fa0, fa1) and [fb0, fb1) (each whole lane-rows but the last).
+
+    lmn, lmx, lz have x's dtype: min and max are exact in it, and float32
+    lanes are twice as many per instruction as float64 ones.  A lane-row of
+    each range per step (two sequential streams, as lane_sums), and
+    ``np.fmin``/``np.fmax`` (LLVM minnum/maxnum: NaN not taken) rather than
+    a select: ``a if a < lo else lo`` became a masked store of lo (measured
+    3.3 vs 2.7 ms for 128 MiB float32, NOTES.md section 13).  The NaN count
+    is a second pass over the cache-resident block, taken only when the
+    block holds a NaN or an Inf: ``lz[j] += x - x`` stays 0 otherwise.  No
+    'reassoc' here: with it LLVM cancels ``x - x`` to 0 (caught by
+    tests/test_kernels.py); every loop is elementwise over lanes and
+    vectorizes without it.
+    """
+    lz[:] = 0
+    n = min(fa1 - fa0, fb1 - fb0) // L * L
+    for i in range(0, n, L):
+        va = v[fa0 + i : fa0 + i + L]
+        vb = v[fb0 + i : fb0 + i + L]
+        for j in range(L):
+            a = va[j]
+            b = vb[j]
+            lmn[j] = np.fmin(np.fmin(a, b), lmn[j])
+            lmx[j] = np.fmax(np.fmax(a, b), lmx[j])
+            lz[j] += (a - a) + (b - b)
+    for f0, f1 in ((fa0 + n, fa1), (fb0 + n, fb1)):
+        for b in range(f0, f1, L):
+            vb = v[b : min(b + L, f1)]
+            for j in range(vb.size):
+                a = vb[j]
+                lmn[j] = np.fmin(a, lmn[j])
+                lmx[j] = np.fmax(a, lmx[j])
+                lz[j] += a - a
+    z = 0.0
+    for j in range(L):
+        z += np.float64(lz[j])
+    if z == 0.0:
+        return
+    for f0, f1 in ((fa0, fa1), (fb0, fb1)):
+        for b in range(f0, f1, L):
+            vb = v[b : min(b + L, f1)]
+            for j in range(vb.size):
+                lnan[j] += 1.0 if vb[j] != vb[j] else 0.0
+
+
+@task(fastmath=_FME)
+def col_minmax(t, xf, K, L, nchunk, rb, skipnan, xlanes, lnan, cnt, mn, mx):
+    """Task t of the lane min/max of xf (P, R*K) seen as (P, R, K), NaN
+    not taken (a NaN makes the column's min/max NaN unless ``skipnan``);
+    cnt: the non-NaN count (every value, unless skipnan).  Outputs (P,
+    nchunk, K); xlanes (ntask, 3, L) of x's dtype and lnan (ntask, L)
+    float64 scratch."""
+    p, c, r0, r1, rm, hb = lane_blocks(xf, K, L, nchunk, rb, t)
+    v = xf[p]
+    lmn = xlanes[t, 0]
+    lmx = xlanes[t, 1]
+    lz = xlanes[t, 2]
+    nan = lnan[t]
+    lmn[:] = np.inf
+    lmx[:] = -np.inf
+    nan[:] = 0.0
+    for a0 in range(r0, rm, hb):
+        a1 = min(rm, a0 + hb)
+        g0 = min(r1, rm + (a0 - r0))
+        g1 = min(r1, g0 + hb)
+        lane_minmax(v, a0 * K, a1 * K, g0 * K, g1 * K, L, lmn, lmx, lz, nan)
+    for k in range(K):
+        lo = np.inf
+        hi = -np.inf
+        nk = 0.0
+        for j in range(k, L, K):
+            lo = min(lo, np.float64(lmn[j]))
+            hi = max(hi, np.float64(lmx[j]))
+            nk += nan[j]
+        if nk > 0.0 and not skipnan:
+            lo = math.nan
+            hi = math.nan
+        mn[p, c, k] = lo
+        mx[p, c, k] = hi
+        cnt[p, c, k] = float(r1 - r0) - nk if skipnan else float(r1 - r0)
+
+
+# --------------------------------------------------------------------------
+# the primitive
+# --------------------------------------------------------------------------
+
+
+def lanes_for(K: int) -> int:
+    """Lanes of the lane layout for K columns: K replicated m = ceil(LANES /
+    K) times, so the inner loops are long enough to vectorize for K = 1..3."""
+    return max(1, -(-LANES // K)) * K
+
+
+def col_split(P: int, R: int, K: int, isz: int):
+    """(nseg, L, rb) of the lane kernels for x3 (P, R, K): segments per p,
+    lanes, rows per cache block; nseg is also the apply kernel's nchunk for
+    the same view."""
+    nseg = max(1, min(nsplit(P, R * K), R))
+    L = lanes_for(K)
+    m = L // K
+    return nseg, L, max(m, (COL_BLOCK_BYTES // (L * isz)) * m)
+
+
+def lane_scratch(ntask: int, K: int, L: int):
+    """The scratch of a lane moments run: lanes, per-column state, stops."""
+    return np.empty((ntask, NLANE, L)), np.empty((ntask, NACC, K)), np.empty(ntask, np.int64)
+
+
+def lane_moments(xf, K, L, nseg, rb, skipnan, cnt, mean, res, m2):
+    """Run the lane moments of xf (P, R*K) into (P, nseg, K) outputs: the
+    shifted-sums tasks, then the exact task for those that stopped."""
+    ntask = xf.shape[0] * nseg
+    lanes, acc, stop = lane_scratch(ntask, K, L)
+    run(col_moments, ntask, xf, K, L, nseg, rb, lanes, acc, stop, cnt, mean, res, m2)
+    if stop.max() >= 0:
+        run(col_moments_exact, ntask, xf, K, L, nseg, rb, skipnan, lanes, acc, stop, cnt, mean, res, m2)
+
+
+def lane_minmax_run(xf, K, L, nseg, rb, skipnan, cnt, mn, mx):
+    """Run the lane min/max of xf (P, R*K) into (P, nseg, K) outputs."""
+    ntask = xf.shape[0] * nseg
+    xl = np.empty((ntask, 3, L), xf.dtype)
+    nan = np.empty((ntask, L))
+    run(col_minmax, ntask, xf, K, L, nseg, rb, skipnan, xl, nan, cnt, mn, mx)
+
+
+def moments(x3, skipnan, minmax, want_moments=True):
+    """Per-(p, k) (count, mean, M2, min, max, mean residual) of x3 (P, R, K)
+    over R, each (P, K) float64 (min/max None unless ``minmax``).
+
+    ``want_moments=False`` (with ``minmax``) computes only counts and
+    min/max (mean and M2 are then zeros): one pass, for min-max scaling.
+    """
+    x3 = widen(x3)
+    P, R, K = x3.shape
+    if P * R * K == 0:
+        z = np.zeros((P, K))
+        lo = np.full((P, K), np.inf) if minmax else None
+        hi = np.full((P, K), -np.inf) if minmax else None
+        return Moments(z, z.copy(), z.copy(), lo, hi, z.copy())
+    nseg, L, rb = col_split(P, R, K, x3.itemsize)
+    sh3 = (P, nseg, K)
+    cnt, mean, res, m2 = (np.zeros(sh3) for _ in range(4))
+    mn = mx = None
+    xf = x3.reshape(P, R * K)
+    if want_moments:
+        if K == 1 and not skipnan:
+            run(row_moments, P * nseg, x3.reshape(P, R), nseg, cnt, mean, res, m2)
+        else:
+            lane_moments(xf, K, L, nseg, rb, skipnan, cnt, mean, res, m2)
+    if minmax:
+        mn, mx = np.empty(sh3), np.empty(sh3)
+        # min/max only: the counts are the min/max pass's
+        lane_minmax_run(xf, K, L, nseg, rb, skipnan, cnt if not want_moments else np.empty(sh3), mn, mx)
+    c, mu, r, q, lo, hi = merge_partials(cnt, mean, res, m2, mn, mx)
+    return Moments(c, mu, q, lo, hi, r)
+
+
+__all__ = ["moments", "col_split", "lanes_for", "lane_moments", "lane_minmax_run", "segment_moments"]

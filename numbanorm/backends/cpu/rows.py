@@ -1,0 +1,370 @@
+"""Norms of contiguous rows, statistics and output fused: layer norm, RMS
+norm, instance and group norm (channels first) and p-norms; the primitive
+``row_norm``.
+
+A row (at most a few hundred KiB) stays in L1/L2 between its statistics and
+its output loop, so x is read from memory once and y written once.  The
+affine parameters come as ``(RW, S)`` arrays: row r uses ``W[r % RW]``, and
+its D elements fall into S equal segments with one weight each.  Layer/RMS
+norm: W (1, D) (segment length 1); instance norm (NCHW): W (C, 1); group
+norm (NCHW): W (G, C/G) over H*W-long segments.
+
+The chooser (:func:`row_norm`) picks one of three kernels: row by row
+(:func:`row_task`, here), pipelined (``pipelined.pipe_task``: the next row
+summed while this one is written) and, for few long rows, a segmented
+output pass after the moments (:func:`segment_task`).  Inputs below
+MIN_TASK_ELEMS take ``small.row_norm_small`` or the row task in this thread.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ..._config import (
+    FASTMATH,
+    FASTMATH_ELEMENTWISE,
+    LINE_BYTES,
+    MIN_TASK_ELEMS,
+    PIPE_MAX_ROW_BYTES,
+    PREFETCH_CHUNK_BYTES,
+    PREFETCH_MIN_ROW_BYTES,
+    ROW_CHUNK,
+)
+from ..._stats import inv_std
+from ._elementwise import affine_span
+from ._intrinsics import in_place, prefetch, resident, stream_span, streams
+from ._tasks import nsplit, run, run_serial, task, threads, widen
+from .axis_stats import segment_moments, shift_ok
+
+_FM = set(FASTMATH)
+_FME = set(FASTMATH_ELEMENTWISE)
+
+# row statistics, a compile-time variant of the row kernels
+MEAN = 0  # layer norm: (mean, 1/std)
+RMS = 1  # RMS norm: (0, 1/rms)
+PNORM = 2  # lp_normalize: (0, 1/max(||x||_p, eps))
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def sum_squares(w):
+    """Sum of squares of w in float64 (RMS norm; no cancellation)."""
+    s = 0.0
+    for i in range(w.size):
+        a = np.float64(w[i])
+        s += a * a
+    return s
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def row_pnorm(v, p):
+    """p-norm of one row with NaN left out (API section 3).
+
+    The plain sum vectorizes; only a row whose sum shows a NaN is summed
+    again with the NaN test (a select in a reduction does not vectorize).
+    """
+    s = 0.0
+    if p == np.inf:
+        for i in range(v.size):
+            a = abs(np.float64(v[i]))
+            s = a if a > s else s  # NaN compares False: left out
+        return s
+    if p == 2.0:
+        s = sum_squares(v)
+    elif p == 1.0:
+        for i in range(v.size):
+            s += abs(np.float64(v[i]))
+    else:
+        for i in range(v.size):
+            s += abs(np.float64(v[i])) ** p
+    if s != s:
+        s = 0.0
+        for i in range(v.size):
+            a = abs(np.float64(v[i]))
+            if a == a:
+                s += a * a if p == 2.0 else (a if p == 1.0 else a**p)
+    if p == 1.0:
+        return s
+    if p == 2.0:
+        return math.sqrt(s)
+    return s ** (1.0 / p)
+
+
+@njit(fastmath=_FME, error_model="numpy", inline="always")
+def row_stats(v, stat, eps, p):
+    """(mean, rstd) of row v: layer norm (MEAN), RMS norm (RMS) or
+    1/max(||v||_p, eps) (PNORM)."""
+    D = v.size
+    if stat == PNORM:
+        return 0.0, 1.0 / max(row_pnorm(v, p), eps)
+    if stat == RMS:
+        return 0.0, inv_std(sum_squares(v) / D, eps)
+    _, mu, _, q = segment_moments(v, 0, D)
+    return mu, inv_std(q / D, eps)
+
+
+@njit(fastmath=_FM, error_model="numpy", inline="always")
+def row_two_pass(x2, r):
+    """(mean, M2) of row r of x2 by the plain two-pass in float64 (2-D
+    indexing: no row view)."""
+    D = x2.shape[1]
+    s = 0.0
+    for d in range(D):
+        s += np.float64(x2[r, d])
+    cm = s / D
+    q = 0.0
+    for d in range(D):
+        e = np.float64(x2[r, d]) - cm
+        q += e * e
+    return cm, q
+
+
+@njit(fastmath=_FM, error_model="numpy")
+def short_row_stats(x2, r, stat, eps):
+    """row_stats for a short row r of x2 with 2-D indexing: a view per row
+    costs reference-count updates that dominated short rows (~135 ns per
+    64-element row, NOTES.md).  One pass of sums shifted by the row's first
+    value; the exact two-pass when ``shift_ok`` refuses (first value an
+    outlier, NaN/Inf).  Not for PNORM."""
+    D = x2.shape[1]
+    s = 0.0
+    if stat == RMS:
+        for d in range(D):
+            a = np.float64(x2[r, d])
+            s += a * a
+        return 0.0, inv_std(s / D, eps)
+    sh = np.float64(x2[r, 0])
+    s2 = 0.0
+    for d in range(D):
+        e = np.float64(x2[r, d]) - sh
+        s += e
+        s2 += e * e
+    if shift_ok(float(D), s, s2):
+        return sh + s / D, inv_std(max(s2 - s * s / D, 0.0) / D, eps)
+    cm, q = row_two_pass(x2, r)
+    return cm, inv_std(q / D, eps)
+
+
+@njit(fastmath=_FME, error_model="numpy", inline="always")
+def short_row_affine(x2, o2, r, mu, rs, W, B, rw):
+    """o2[r] = (x2[r] - mu) * rs * w + b with 2-D indexing (weights per
+    element, or one per row); no 'reassoc' (see affine_row)."""
+    T = x2.dtype.type
+    mh = T(mu)
+    ml = T(mu - mh)
+    rr = T(rs)
+    D = x2.shape[1]
+    if W.shape[1] == 1:
+        a = rr * W[rw, 0]
+        b = B[rw, 0]
+        for d in range(D):
+            o2[r, d] = ((x2[r, d] - mh) - ml) * a + b
+    else:
+        for d in range(D):
+            o2[r, d] = ((x2[r, d] - mh) - ml) * (rr * W[rw, d]) + B[rw, d]
+
+
+@njit(fastmath=_FME, error_model="numpy", inline="always")
+def affine_row(v, o, mu, rs, wr, br, stream, same, x2, nr):
+    """o = (v - mu) * rs * w + b for one row; w, b (x's dtype) per segment.
+
+    Arithmetic in x's dtype (float32 data: twice the SIMD width of float64),
+    exact for data far from zero: mu is split into hi + lo parts of that
+    dtype and ``(v - hi) - lo`` is formed first (``v - hi`` is exact by
+    Sterbenz's lemma when v is near mu).  No 'reassoc' here (_config).
+    ``stream``: streaming stores for the whole aligned lines of a row with
+    one weight per element (stream_span).  ``x2[nr]``: the next row (nr <
+    0: none); a row of >= PREFETCH_MIN_ROW_BYTES with one weight per element
+    is written in chunks of PREFETCH_CHUNK_BYTES, each after a prefetch of
+    the next row's matching lines (NOTES.md section 15).  ``same``: in place.
+    """
+    T = v.dtype.type
+    mh = T(mu)
+    ml = T(mu - mh)
+    r = T(rs)
+    S = wr.size
+    seg = v.size // S
+    if seg > 1:
+        for s in range(S):
+            a = r * wr[s]
+            b = br[s]
+            vs = v[s * seg : (s + 1) * seg]
+            os = o[s * seg : (s + 1) * seg]
+            for d in range(vs.size):
+                os[d] = ((vs[d] - mh) - ml) * a + b
+        return
+    n = v.size
+    isz = v.itemsize
+    # pieces: [0, p) ordinary, [p, m) streamed when ``stream`` (in chunks,
+    # each after prefetching the next row's matching lines, for long rows),
+    # [m, n) ordinary
+    p, m = stream_span(o.ctypes.data, 0, n, isz, stream) if stream else (0, n)
+    long = nr >= 0 and n * isz >= PREFETCH_MIN_ROW_BYTES
+    ch = PREFETCH_CHUNK_BYTES // isz if long else max(m - p, 1)
+    per = LINE_BYTES // isz
+    c0 = 0
+    while c0 < n:
+        c1 = p if c0 < p else (min(m, c0 + ch) if c0 < m else n)
+        mid = p <= c0 and c1 <= m
+        if mid and long:
+            for j in range(c0, c1, per):
+                prefetch(x2, nr, j)
+        affine_span(same, v[c0:c1], o[c0:c1], mh, ml, r, wr[c0:c1], br[c0:c1], mid and stream)
+        c0 = c1
+
+
+@task(fastmath=_FME, variants=("stat", "stream", "same", "short"))
+def row_task(stat, stream, same, short):
+    """Task r: statistics and output of row r of x2 (R, D), fused; mean and
+    rstd written to mean_out[r], rstd_out[r].
+
+    Variants: ``stat`` (MEAN, RMS, PNORM), ``stream`` (streaming stores for
+    rows with one weight per element), ``same`` (in place), ``short`` (rows
+    of at most ROW_CHUNK elements and under PREFETCH_MIN_ROW_BYTES, one
+    weight per element or per row, not PNORM: 2-D indexing, no row views).
+    ``p``: the p of PNORM.
+
+    Compiled with FASTMATH_ELEMENTWISE (its output arithmetic is inlined
+    here); the reductions are separate functions with FASTMATH.
+    """
+
+    def row_kernel(r, x2, o2, W, B, eps, p, mean_out, rstd_out):
+        RW = W.shape[0]
+        if short:
+            mu, rs = short_row_stats(x2, r, stat, eps)
+            mean_out[r] = mu
+            rstd_out[r] = rs
+            short_row_affine(x2, o2, r, mu, rs, W, B, r % RW)
+            return
+        mu, rs = row_stats(x2[r], stat, eps, p)
+        mean_out[r] = mu
+        rstd_out[r] = rs
+        # the next row's lines are prefetched while this row is written (the
+        # last row prefetches itself: already cached)
+        nxt = min(r + 1, x2.shape[0] - 1)
+        affine_row(x2[r], o2[r], mu, rs, W[r % RW], B[r % RW], stream, same, x2, nxt)
+
+    return row_kernel
+
+
+@task(fastmath=_FME, variants=("same",))
+def segment_task(same):
+    """Output pass for few long rows: task t writes segment t % nseg of row
+    t // nseg of x2 (R, D) with the row's mean and rstd; segments aligned to
+    the weight segments (a row with one weight, S == 1, splits anywhere)."""
+
+    def segment_kernel(t, x2, o2, W, B, nseg, mean, rstd):
+        R, D = x2.shape
+        RW, S = W.shape
+        units = D if S == 1 else S
+        seg = 1 if S == 1 else D // S
+        per = (units + nseg - 1) // nseg
+        r = t // nseg
+        k = t - r * nseg
+        u0 = min(units, k * per)
+        u1 = min(units, u0 + per)
+        affine_row(
+            x2[r, u0 * seg : u1 * seg],
+            o2[r, u0 * seg : u1 * seg],
+            mean[r],
+            rstd[r],
+            W[r % RW, 0:1] if S == 1 else W[r % RW, u0:u1],
+            B[r % RW, 0:1] if S == 1 else B[r % RW, u0:u1],
+            False,
+            same,
+            x2,
+            -1,  # no prefetch: the tasks of a row run side by side
+        )
+
+    return segment_kernel
+
+
+def row_norm(x2, out2, weight, bias, eps, rms, p=None):
+    """Fused row normalization of x2 (R, D); weight/bias (D,) or (RW, S).
+
+    ``rms``: RMS norm instead of layer norm; ``p``: lp_normalize with this p
+    (``x / max(||x||_p, eps)``, NaN left out of the norm) instead of either.
+    Returns (mean, rstd), (R,) float64 (mean 0 for RMS norm and p-norms).
+    """
+    from . import pipelined, small
+    from .axis_stats import moments
+    from .pnorms import pnorm
+
+    R, D = x2.shape
+    narrow = None
+    if x2.dtype == np.float16:
+        x2 = x2.astype(np.float32)
+        narrow, out2 = out2, np.empty(x2.shape, np.float32)
+    # the output arithmetic runs in x's dtype (see affine_row)
+    W = weight if weight.dtype == x2.dtype else weight.astype(x2.dtype)
+    B = bias if bias.dtype == x2.dtype else bias.astype(x2.dtype)
+    if W.ndim == 1:
+        W = W.reshape(1, -1)
+        B = B.reshape(1, -1)
+    mean = np.zeros(R)  # stays 0 for RMS norm and p-norms
+    rstd = np.empty(R)
+    stat = PNORM if p is not None else (RMS if rms else MEAN)
+    pf = float(p) if p is not None else 2.0
+    eps = float(eps)
+    S = W.shape[1]
+    same = in_place(x2, out2)
+    if R * D == 0:
+        rstd[:] = np.nan
+    elif R * D <= MIN_TASK_ELEMS:
+        # small: no threads (decided first: nsplit asks numba for threads)
+        if stat != PNORM or pf == 2.0:
+            mode = -2.0 if stat == PNORM else (1.0 if stat == RMS else 0.0)
+            small.row_norm_small(x2, out2, W, B, eps, mode, True, mean, rstd)
+        else:
+            run_rows(x2, out2, W, B, eps, pf, mean, rstd, stat, same, False, serial=True)
+    elif (nseg := min(nsplit(R, D), S if S > 1 else D)) > 1:
+        # few long rows: the statistics split over tasks, then the output
+        if stat == PNORM:
+            rstd[:] = 1.0 / np.maximum(pnorm(x2.reshape(R, D, 1), pf)[:, 0], eps)
+        else:
+            cnt, mu, q, _, _, _ = moments(x2.reshape(R, D, 1), False, False)
+            cnt, mu, q = cnt[:, 0], mu[:, 0], q[:, 0]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                if rms:
+                    # E[x^2] = M2/n + mean^2: a sum of non-negatives, no cancellation
+                    rstd[:] = 1.0 / np.sqrt(q / cnt + mu * mu + eps)
+                else:
+                    mean[:] = mu
+                    rstd[:] = 1.0 / np.sqrt(q / cnt + eps)
+        run(segment_task, R * nseg, x2, out2, W, B, nseg, mean, rstd, same=same)
+    else:
+        # streaming stores only into an out= buffer written before
+        # (_config.PIPE_MAX_ROW_BYTES); then the pipelined kernel for rows
+        # with fewer weights than elements (NOTES.md section 13)
+        stream = streams(out2) and resident(out2)
+        if stream and S < D and (stat != PNORM or pf == 2.0) and D * x2.itemsize <= PIPE_MAX_ROW_BYTES:
+            # R >= 4 threads here, so every block has >= 4 rows
+            pipelined.run_pipe(x2, out2, W, B, eps, stat, mean, rstd, threads(), same, True)
+        else:
+            # (in place the row-by-row kernel takes ordinary stores, see in_place)
+            run_rows(x2, out2, W, B, eps, pf, mean, rstd, stat, same, stream and not same)
+    if narrow is not None:
+        narrow[...] = out2
+    return mean, rstd
+
+
+def run_rows(x2, o2, W, B, eps, p, mean, rstd, stat, same, stream, serial=False):
+    """row_task over every row of x2 (R, D), in parallel (or in this thread:
+    ``serial``); the variant follows from the arguments."""
+    R, D = x2.shape
+    S = W.shape[1]
+    stream = stream and S == D and S > 1
+    short = (
+        not stream
+        and D <= ROW_CHUNK
+        and D * x2.itemsize < PREFETCH_MIN_ROW_BYTES
+        and stat != PNORM
+        and (S == 1 or S == D)
+    )
+    args = (x2, o2, W, B, eps, p, mean, rstd)
+    (run_serial if serial else run)(row_task, R, *args, stat=stat, stream=stream, same=same, short=short)
+
+
+__all__ = ["row_norm", "row_pnorm", "MEAN", "RMS", "PNORM", "widen"]

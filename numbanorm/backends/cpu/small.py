@@ -1,0 +1,271 @@
+"""Small calls: each op on an input of at most MIN_TASK_ELEMS elements as one
+serial kernel, without the thread pool (waking it costs more than the work:
+NOTES.md sections 10 and 13).  Statistics are a plain corrected two-pass in
+float64 (the data are cache-resident); outputs are formed in float64 and
+rounded once.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..._cache import kernel
+from ..._config import FASTMATH, FASTMATH_ELEMENTWISE
+from ..._stats import inv_std, pnorm_finish, running_update
+from .rows import row_two_pass
+
+_FM = set(FASTMATH)
+_FME = set(FASTMATH_ELEMENTWISE)
+
+
+@kernel(fastmath=_FM, error_model="numpy")
+def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
+    """Layer/RMS/instance/group norm of a small x2 (R, D), serial, in one loop nest.
+
+    For inputs below MIN_TASK_ELEMS, where _row_norm_serial's per-row helper
+    calls cost ~100 ns a row (NOTES.md section 10).  Statistics are a plain
+    two-pass in float64 (rows this short are cache-resident); the output is
+    formed in float64 as ``(x - mean) * (rstd * w) + b`` and rounded once, so
+    there is no hi/lo mean split for 'reassoc' to fold: the whole kernel can
+    take FASTMATH and LLVM keeps it in one vectorized nest.
+
+    ``mode``: 0 layer norm, 1 RMS norm, -2 the 2-norm (lp_normalize p=2, NaN
+    left out of the norm).
+
+    W, B: (RW, S), S dividing D (one weight per D/S-long segment).  ``store``:
+    write mean/rstd (else mean_out/rstd_out are never touched).
+    """
+    R, D = x2.shape
+    RW, S = W.shape
+    seg = D // S
+    for r in range(R):
+        rw = r % RW
+        s = 0.0
+        if mode != 0.0:
+            for d in range(D):
+                a = np.float64(x2[r, d])
+                s += a * a
+            cm = 0.0
+            if mode > 0.0:
+                rs = inv_std(s / D, eps)
+            else:
+                if s != s:  # NaN left out of the norm (API section 3)
+                    s = 0.0
+                    for d in range(D):
+                        a = np.float64(x2[r, d])
+                        s += a * a if a == a else 0.0
+                rs = 1.0 / max(pnorm_finish(s, 2.0), eps)
+        else:
+            cm, q = row_two_pass(x2, r)
+            rs = inv_std(q / D, eps)
+        if store:
+            mean_out[r] = cm
+            rstd_out[r] = rs
+        if seg == 1:
+            for d in range(D):
+                o2[r, d] = (np.float64(x2[r, d]) - cm) * (rs * np.float64(W[rw, d])) + np.float64(B[rw, d])
+        else:
+            for k in range(S):
+                a = rs * np.float64(W[rw, k])
+                b = np.float64(B[rw, k])
+                base = k * seg
+                for j in range(seg):
+                    o2[r, base + j] = (np.float64(x2[r, base + j]) - cm) * a + b
+
+
+@kernel(fastmath=_FM, error_model="numpy")
+def channel_moments(x3, skipnan, cnt, mean, m2):
+    """Per-channel (count, mean, M2) of x3 (A, C, S) over A and S: the
+    corrected two-pass in float64 (Chan, Golub & LeVeque 1983, eq. 1.7),
+    NaN left out when ``skipnan``.  A channel with no values gets NaN."""
+    A, C, S = x3.shape
+    cnt[:] = 0.0
+    mean[:] = 0.0
+    m2[:] = 0.0
+    dc = np.zeros(C)
+    if S == 1:
+        # channels last: the inner loops run along the channels (vectorize)
+        x2 = x3.reshape(A, C)
+        for a in range(A):
+            for c in range(C):
+                v = np.float64(x2[a, c])
+                ok = v == v or not skipnan
+                mean[c] += v if ok else 0.0
+                cnt[c] += 1.0 if ok else 0.0
+        for c in range(C):
+            mean[c] = mean[c] / cnt[c] if cnt[c] > 0.0 else math.nan
+        for a in range(A):
+            for c in range(C):
+                v = np.float64(x2[a, c])
+                d = v - mean[c] if (v == v or not skipnan) else 0.0
+                m2[c] += d * d
+                dc[c] += d
+    else:
+        for a in range(A):
+            for c in range(C):
+                s = 0.0
+                k = 0.0
+                for j in range(S):
+                    v = np.float64(x3[a, c, j])
+                    ok = v == v or not skipnan
+                    s += v if ok else 0.0
+                    k += 1.0 if ok else 0.0
+                mean[c] += s
+                cnt[c] += k
+        for c in range(C):
+            mean[c] = mean[c] / cnt[c] if cnt[c] > 0.0 else math.nan
+        for a in range(A):
+            for c in range(C):
+                mu = mean[c]
+                q = 0.0
+                d1 = 0.0
+                for j in range(S):
+                    v = np.float64(x3[a, c, j])
+                    d = v - mu if (v == v or not skipnan) else 0.0
+                    q += d * d
+                    d1 += d
+                m2[c] += q
+                dc[c] += d1
+    for c in range(C):
+        if cnt[c] > 0.0:
+            corr = dc[c] / cnt[c]
+            # q >= dc^2/n exactly (Cauchy-Schwarz); rounding may not cross 0.
+            # A select, not max(): max(NaN, 0) may give 0 (Inf data -> NaN)
+            q = m2[c] - dc[c] * corr
+            m2[c] = 0.0 if q < 0.0 else q
+            mean[c] += corr
+        else:
+            m2[c] = math.nan
+
+
+@kernel(fastmath=_FME, error_model="numpy")
+def channel_apply(x3, y3, center, scale, shift, clip, lo, hi):
+    """y3 = clip((x3 - center) * scale + shift) per channel of x3 (A, C, S),
+    formed in float64 and rounded once (parameters (C,) float64)."""
+    A, C, S = x3.shape
+    if S == 1:
+        x2 = x3.reshape(A, C)
+        y2 = y3.reshape(A, C)
+        for a in range(A):
+            for c in range(C):
+                y = (np.float64(x2[a, c]) - center[c]) * scale[c] + shift[c]
+                if clip:
+                    y = lo if y < lo else y
+                    y = hi if y > hi else y
+                y2[a, c] = y
+        return
+    for a in range(A):
+        for c in range(C):
+            m = center[c]
+            f = scale[c]
+            t = shift[c]
+            for j in range(S):
+                y = (np.float64(x3[a, c, j]) - m) * f + t
+                if clip:
+                    y = lo if y < lo else y
+                    y = hi if y > hi else y
+                y3[a, c, j] = y
+
+
+@kernel(fastmath=_FM, error_model="numpy")
+def batch_norm_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
+    """Batch norm of a small x3 (A, C, S) with channels on axis 1, one serial
+    kernel: batch statistics (training) or the running ones, the running
+    update in place (``update``: rm/rv given), and the output.  w, b: (C,) or
+    empty (identity).  Same formulas as functional.batch_norm; the mean and
+    rstd used are written to ``mean``, ``rstd`` (C,)."""
+    A, C, S = x3.shape
+    n = float(A * S)
+    scale = np.empty(C)
+    shift = np.empty(C)
+    if training:
+        cnt = np.empty(C)
+        m2 = np.empty(C)
+        channel_moments(x3, False, cnt, mean, m2)
+        for c in range(C):
+            scale[c] = inv_std(m2[c] / n, eps)
+            if update:
+                rm[c] = running_update(np.float64(rm[c]), mean[c], momentum)
+                rv[c] = running_update(np.float64(rv[c]), m2[c] / (n - 1.0), momentum)
+    else:
+        for c in range(C):
+            mean[c] = np.float64(rm[c])
+            scale[c] = inv_std(np.float64(rv[c]), eps)
+    for c in range(C):
+        rstd[c] = scale[c]
+        if w.size:
+            scale[c] *= np.float64(w[c])
+        shift[c] = np.float64(b[c]) if b.size else 0.0
+    channel_apply(x3, y3, mean, scale, shift, False, 0.0, 0.0)
+
+
+@kernel(fastmath=_FM, error_model="numpy")
+def standardize_small(x3, y3, ddof, with_mean, with_std, center, sd):
+    """preprocessing.standardize of a small x3 (A, C, S) over A and S, one
+    serial kernel (NaN left out of the statistics; constant features, by
+    scikit-learn's bound as in preprocessing.constant_features, get std 1).
+    The mean and std used are written to ``center``, ``sd`` (C,)."""
+    C = x3.shape[1]
+    cnt = np.empty(C)
+    mean = np.empty(C)
+    m2 = np.empty(C)
+    channel_moments(x3, True, cnt, mean, m2)
+    center[:] = 0.0
+    sd[:] = 1.0
+    scale = np.ones(C)
+    eps = np.finfo(np.float64).eps
+    for c in range(C):
+        n = cnt[c]
+        d = n - ddof
+        var = m2[c] / d if d > 0.0 else math.nan
+        std = math.sqrt(var)
+        if var <= n * eps * var + (n * mean[c] * eps) ** 2:
+            std = 1.0
+        if with_mean:
+            center[c] = mean[c]
+        if with_std:
+            sd[c] = std
+            scale[c] = 1.0 / std
+    channel_apply(x3, y3, center, scale, np.zeros(C), False, 0.0, 0.0)
+
+
+@kernel(fastmath=_FME, error_model="numpy")
+def minmax_small(x3, y3, lo, hi, clip):
+    """preprocessing.minmax_scale of a small x3 (A, C, S) over A and S, one
+    serial kernel (NaN left out of min/max; a zero range counts as 1)."""
+    A, C, S = x3.shape
+    mn = np.full(C, np.inf)
+    mx = np.full(C, -np.inf)
+    cnt = np.zeros(C)
+    if S == 1:
+        x2 = x3.reshape(A, C)
+        for a in range(A):
+            for c in range(C):
+                v = np.float64(x2[a, c])
+                mn[c] = np.fmin(v, mn[c])
+                mx[c] = np.fmax(v, mx[c])
+                cnt[c] += 1.0 if v == v else 0.0
+    else:
+        for a in range(A):
+            for c in range(C):
+                lo_c = mn[c]
+                hi_c = mx[c]
+                k = 0.0
+                for j in range(S):
+                    v = np.float64(x3[a, c, j])
+                    lo_c = v if v < lo_c else lo_c
+                    hi_c = v if v > hi_c else hi_c
+                    k += 1.0 if v == v else 0.0
+                mn[c] = lo_c
+                mx[c] = hi_c
+                cnt[c] += k
+    scale = np.empty(C)
+    for c in range(C):
+        if cnt[c] == 0.0:
+            mn[c] = math.nan
+            mx[c] = math.nan
+        r = mx[c] - mn[c]
+        scale[c] = (hi - lo) / (1.0 if r == 0.0 else r)
+    channel_apply(x3, y3, mn, scale, np.full(C, lo), clip, lo, hi)
