@@ -226,67 +226,75 @@ def merge_partials(cnt, mean, res, m2, mn=None, mx=None):
 
 
 # --------------------------------------------------------------------------
-# statistics into the parameters of the output pass (NumPy arrays, one entry
-# per group; the general paths and the per-channel fast paths share them, so
-# both give the same bits)
+# statistics into the parameters of the output pass: the general paths (from
+# Python) and the per-channel fast paths (backends/cpu/channels.py, compiled
+# in) call the same functions, so both give the same bits
 # --------------------------------------------------------------------------
 
+_EPS = float(np.finfo(np.float64).eps)
 
-def constant_features(var, mean, n):
+
+@njit(fastmath=False)
+def constant_feature(var, mean, n):
     """True where a variance is indistinguishable from 0 by rounding.
 
     The bound is scikit-learn's ``_is_constant_feature``: the rounding error of
     the mean of ``n`` equal values can leave a variance of order
-    ``(n * mean * eps)**2`` instead of 0; such features get scale 1.
+    ``(n * mean * eps)**2`` instead of 0; such features get scale 1.  Its
+    ``py_func`` serves arrays (constant_features).
     """
-    eps = np.finfo(np.float64).eps
+    return var <= n * _EPS * var + (n * mean * _EPS) ** 2
+
+
+def constant_features(var, mean, n):
+    """constant_feature over arrays."""
     with np.errstate(invalid="ignore", over="ignore"):
-        bound = n * eps * var + (n * mean * eps) ** 2
-        return var <= bound
+        return constant_feature.py_func(var, mean, n)
 
 
-def batch_norm_params(cnt, mu, m2, rm, rv, w, b, training, update, momentum, eps, mean_out, rstd_out):
-    """batch_norm's per-channel (scale, shift) of the output pass, float64.
+@njit(fastmath=False, error_model="numpy")
+def minmax_factor(mn, mx, lo, hi):
+    """minmax_scale's scale, ``(hi - lo) / (max - min)``, a zero range
+    counting as 1 (scikit-learn).  Its ``py_func`` serves arrays."""
+    r = mx - mn
+    return (hi - lo) / (r + (r == 0.0))
+
+
+@kernel(fastmath=False, error_model="numpy", inline="always")
+def batch_norm_params(cnt, mu, m2, rm, rv, w, b, training, update, momentum, eps, mean, rstd, scale, shift):
+    """batch_norm's per-channel parameters, written to the (C,) float64
+    outputs mean, rstd, scale (rstd * weight) and shift (bias).
 
     Training: from the batch's count, mean and M2 (biased variance), the
-    running stats rm/rv updated in place when ``update`` (unbiased variance,
-    PyTorch's momentum); else from the running stats.  w/b: (C,) arrays or
-    empty (identity).  The mean and rstd used are written to mean_out,
-    rstd_out.
+    running stats rm/rv updated in place when ``update`` (the unbiased
+    variance, PyTorch's momentum); else from the running stats (cnt, mu, m2
+    unread).  w/b: (C,) arrays or empty (identity).
     """
-    with np.errstate(divide="ignore", invalid="ignore"):
+    for c in range(mean.size):
         if training:
-            rstd = inv_std.py_func(m2 / cnt, eps)
+            m = mu[c]
+            rs = inv_std(m2[c] / cnt[c], eps)
             if update:
-                rm[...] = running_update.py_func(rm.astype(np.float64), mu, momentum)
-                rv[...] = running_update.py_func(rv.astype(np.float64), m2 / (cnt - 1.0), momentum)
+                rm[c] = running_update(np.float64(rm[c]), m, momentum)
+                rv[c] = running_update(np.float64(rv[c]), m2[c] / (cnt[c] - 1.0), momentum)
         else:
-            mu = rm.astype(np.float64)
-            rstd = inv_std.py_func(rv.astype(np.float64), eps)
-    mean_out[...] = mu
-    rstd_out[...] = rstd
-    scale = rstd * w if w.size else rstd.copy()
-    shift = b.astype(np.float64) if b.size else np.zeros_like(rstd)
-    return scale, shift
+            m = np.float64(rm[c])
+            rs = inv_std(np.float64(rv[c]), eps)
+        mean[c] = m
+        rstd[c] = rs
+        scale[c] = rs * np.float64(w[c]) if w.size else rs
+        shift[c] = np.float64(b[c]) if b.size else 0.0
 
 
-def standardize_params(cnt, mean, m2, ddof, with_mean, with_std):
-    """standardize's (center, std, scale) per feature, float64: the variance
-    with ``ddof`` (NaN without degrees of freedom), std 1 for constant
-    features (scikit-learn), center 0 / std 1 when not with_mean / with_std."""
-    with np.errstate(invalid="ignore", divide="ignore"):
-        var = np.where(cnt - ddof > 0, m2 / (cnt - ddof), np.nan)
-        std = np.sqrt(var)
-        std = np.where(constant_features(var, mean, cnt), 1.0, std)
-        center = mean if with_mean else np.zeros_like(mean)
-        if not with_std:
-            std = np.ones_like(std)
-        return center, std, 1.0 / std
-
-
-def minmax_params(mn, mx, lo, hi):
-    """minmax_scale's scale per feature: (hi - lo) / (max - min), a zero
-    range counting as 1 (scikit-learn); the shift is lo, the center min."""
-    rng = mx - mn
-    rng = np.where(rng == 0.0, 1.0, rng)
-    return (hi - lo) / rng
+@kernel(fastmath=False, error_model="numpy", inline="always")
+def standardize_params(cnt, mean, m2, ddof, with_mean, with_std, center, sd, scale):
+    """standardize's per-feature center, std and scale (1/std), float64
+    outputs: the variance with ``ddof`` (NaN without degrees of freedom), std
+    1 for constant features (scikit-learn), center 0 / std 1 when not
+    with_mean / with_std."""
+    for c in range(cnt.size):
+        var = variance(cnt[c], m2[c], ddof)
+        std = 1.0 if constant_feature(var, mean[c], cnt[c]) else np.sqrt(var)
+        center[c] = mean[c] if with_mean else 0.0
+        sd[c] = std if with_std else 1.0
+        scale[c] = 1.0 / sd[c]

@@ -331,16 +331,18 @@ def test_layer_and_rms_without_weights_take_the_pipeline(streaming, spy, dtype):
 @pytest.mark.parametrize("fused", [False, True])
 def test_apply_streams_only_into_resident_outputs(monkeypatch, fused, no_output_cache):
     flags = []
-    # both paths (fused: the per-channel fast path) end in apply()'s launch
+    # both paths (fused: the per-channel fast path) ask the apply tasks for
+    # the variant that streams or not
     if not fused:
         monkeypatch.setattr(F, "_FUSED", False)
-    real = cpu_apply.run
+    for task in (cpu_apply.apply_rows, cpu_apply.apply_lanes):
+        real = task.address
 
-    def spy(*args, **flags_):
-        flags.append(bool(flags_["stream"]))
-        return real(*args, **flags_)
+        def spy(args, _real=real, **variant):
+            flags.append(bool(variant["stream"]))
+            return _real(args, **variant)
 
-    monkeypatch.setattr(cpu_apply, "run", spy)
+        monkeypatch.setattr(task, "address", spy)
     # 64 MiB (a fresh mapping when allocated), 8 channels of 2 MiB planes
     x = np.ones((1, 8, 1 << 19, 4), np.float32)
     rm, rv = np.zeros(8, np.float32), np.ones(8, np.float32)

@@ -37,15 +37,21 @@ def alias_safe(loop, fastmath, read="v", write="o"):
     names = list(inspect.signature(loop).parameters)
     args = ", ".join(names)
     same_args = ", ".join(write if n == read else n for n in names)
-    ns = {"inlined": njit(fastmath=fastmath, error_model="numpy", inline="always")(loop)}
+    inlined = njit(fastmath=fastmath, error_model="numpy", inline="always")(loop)
+    ns = {"inlined": inlined}
     exec(  # explicit argument lists: numba's inliner takes no *args
         f"def io(same_, {args}):\n"
         f"    if same_:\n        return inlined({same_args})\n"
-        f"    return inlined({args})\n",
+        f"    return inlined({args})\n"
+        f"def in_place({args}):\n    return inlined({same_args})\n",
         ns,
     )
     io = njit(fastmath=fastmath, error_model="numpy", inline="always")(ns["io"])
+    in_place = njit(fastmath=fastmath, error_model="numpy", inline="always")(ns["in_place"])
     io.__doc__ = f"{loop.__name__} (alias_safe: ``same`` selects the in-place variant)."
+    # for a caller that knows ``same`` when it is compiled (a task variant):
+    # only the loop it runs is compiled
+    io.variant = lambda same: in_place if same else inlined
     return io
 
 

@@ -75,12 +75,16 @@ def serial_tasks(addr, ntask, *args):
         _call(addr, t, args)
 
 
-def _key(a):
-    """What numba's type of argument ``a`` depends on (cheap to compute)."""
-    if isinstance(a, np.ndarray):
-        f = a.flags
-        return (a.dtype.char, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned)
-    return type(a)
+try:  # what numba's dispatcher keys its own type cache on (C, ~75 ns)
+    from numba._dispatcher import compute_fingerprint as _key
+except ImportError:  # pragma: no cover - other numba versions
+
+    def _key(a):
+        """What numba's type of argument ``a`` depends on (cheap to compute)."""
+        if isinstance(a, np.ndarray):
+            f = a.flags
+            return (a.dtype.char, a.ndim, f.c_contiguous, f.f_contiguous, f.writeable, f.aligned)
+        return type(a)
 
 
 # kernels (task variants) compiled and loaded from the cache by this process
@@ -187,8 +191,10 @@ def threads() -> int:
 def nsplit(outer: int, inner: int) -> int:
     """Pieces to cut each of ``outer`` items of ``inner`` elements into so
     that all threads are busy but no piece is smaller than MIN_TASK_ELEMS."""
+    if inner <= MIN_TASK_ELEMS:  # (first: asking numba for threads costs ~3 us)
+        return 1
     want = 4 * threads()
-    if outer >= want or inner <= MIN_TASK_ELEMS:
+    if outer >= want:
         return 1
     by_size = max(1, inner // MIN_TASK_ELEMS)
     return int(max(1, min(by_size, -(-want // max(outer, 1)))))

@@ -71,6 +71,8 @@ def apply_lanes(stream, same):
     full chunk is whole lines (when L * itemsize is a multiple of a line).
     """
 
+    write = map_lanes.variant(same)
+
     def apply_lanes_task(t, xf, of, K, L, nchunk, ch, scale, shift, lo, hi, rot):
         isz = of.itemsize
         p, _, r0, r1 = lane_rows(xf, K, L, nchunk, t)
@@ -82,32 +84,32 @@ def apply_lanes(stream, same):
         sc = scale[p]
         sh = shift[p]
         q = 0
-        lines = stream and (L * isz) % LINE_BYTES == 0 and f1 - f0 >= 2 * L
-        if lines:
-            q, _ = stream_span(o.ctypes.data, f0 * isz, L, isz, lines)
-            if q >= L:  # no aligned element: ordinary stores
-                lines = False
-                q = 0
-            elif q > 0:
-                # (``not lines`` is False here: a runtime value, so map_lanes
-                # is not compiled again for a constant)
-                map_lanes(same, v[f0 : f0 + q], o[f0 : f0 + q], hh, sc, sh, lo, hi, not lines)
-                # lane j of a rotated row is lane (j + q) % L of the original
-                r = rot[t]
-                for j in range(L):
-                    k = j + q
-                    k = k - L if k >= L else k
-                    r[0, j] = hh[k]
-                    r[1, j] = sc[k]
-                    r[2, j] = sh[k]
-                hh = r[0]
-                sc = r[1]
-                sh = r[2]
+        lines = False
+        if stream:  # (a compile-time flag: without it, none of this is compiled)
+            lines = (L * isz) % LINE_BYTES == 0 and f1 - f0 >= 2 * L
+            if lines:
+                q, _ = stream_span(o.ctypes.data, f0 * isz, L, isz, lines)
+                if q >= L:  # no aligned element: ordinary stores
+                    lines = False
+                    q = 0
+                elif q > 0:
+                    write(v[f0 : f0 + q], o[f0 : f0 + q], hh, sc, sh, lo, hi, False)
+                    # lane j of a rotated row is lane (j + q) % L of the original
+                    r = rot[t]
+                    for j in range(L):
+                        k = j + q
+                        k = k - L if k >= L else k
+                        r[0, j] = hh[k]
+                        r[1, j] = sc[k]
+                        r[2, j] = sh[k]
+                    hh = r[0]
+                    sc = r[1]
+                    sh = r[2]
         for base in range(f0 + q, f1, L):
             vb = v[base : min(base + L, f1)]
             ob = o[base : min(base + L, f1)]
             # a full chunk is whole lines; the last, partial one ordinary
-            map_lanes(same, vb, ob, hh, sc, sh, lo, hi, lines and vb.size == L)
+            write(vb, ob, hh, sc, sh, lo, hi, lines and vb.size == L)
 
     return apply_lanes_task
 

@@ -11,9 +11,12 @@ batch_norm training over rows may instead take the channel-pipelined kernel
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
+from ..._cache import kernel
 from ..._config import (
     CHAN_PIPE_CACHE_BYTES,
     CHAN_PIPE_MIN_ROW_BYTES,
@@ -26,16 +29,23 @@ from ..._stats import (
     batch_norm_params,
     chan_merge_dd,
     inv_std,
-    merge_mid,
-    minmax_params,
+    minmax_factor,
     running_update,
     standardize_params,
 )
 from ._elementwise import pipe_span
-from ._intrinsics import in_place, line_span, stream_span, streams
-from ._tasks import run, task, threads
-from .affine import apply, apply_span, lowered_param
-from .axis_stats import absorb_shifted, moments, segment_moments, segment_step
+from ._intrinsics import in_place, line_span, resident, stream_span, streams
+from ._tasks import launch, prange_tasks, run, task, threads
+from .affine import apply_lanes, apply_rows, apply_span, lowered_param
+from .axis_stats import (
+    absorb_shifted,
+    col_split,
+    lane_minmax_run,
+    lane_moments,
+    row_moments,
+    segment_moments,
+    segment_step,
+)
 
 _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)
@@ -43,49 +53,6 @@ _FME = set(FASTMATH_ELEMENTWISE)
 # batch_norm training may take the channel-pipelined kernel (tests compare it
 # with the two-pass by setting this False)
 CHAN_PIPE = True
-
-
-def channel_stats(x2, C, rows, skipnan, minmax=False, want_moments=True):
-    """Per-channel (C,) float64 (count, mean, M2, min, max) of x2: (A*C, S)
-    rows (``rows``) or (1, A*C) channels last; merged over the segments of
-    the moments tasks, then over the batch, the mean's residual rounded in,
-    an empty channel NaN (as _reduce.reduce_moments gives them)."""
-    P = x2.shape[0]
-    x3 = x2.reshape(P, -1, 1) if rows else x2.reshape(1, -1, C)
-    c, u, q, lo, hi, r = moments(x3, skipnan, minmax, want_moments)
-    if rows and P > C:  # then over the batch: (A*C, 1) -> (1, A, C)
-        A = P // C
-        v = [a.reshape(1, A, C) for a in (c, u, r, q)]
-        if minmax:
-            c, u, r, q, lo, hi = merge_mid(*v, lo.reshape(1, A, C), hi.reshape(1, A, C), True)
-        else:
-            c, u, r, q, _, _ = merge_mid(*v, v[0], v[0], False)
-    c, u, r, q = (a.reshape(C) for a in (c, u, r, q))
-    empty = c == 0.0
-    mean = np.where(empty, np.nan, u + r)
-    m2 = np.where(empty, np.nan, q)
-    if minmax:
-        lo = np.where(empty, np.nan, lo.reshape(C))
-        hi = np.where(empty, np.nan, hi.reshape(C))
-    return c, mean, m2, lo, hi
-
-
-def channel_apply(x2, o2, C, rows, center, scale, shift, lo=None, hi=None):
-    """o2 = clip((x2 - center) * scale + shift) with per-channel float64
-    parameters (C,), for the views of channel_stats."""
-    P = x2.shape[0]
-    if rows:
-        A = P // C
-        tile = [np.tile(a, A).reshape(P, 1) for a in (center, scale, shift)]
-        apply(x2.reshape(P, -1, 1), o2.reshape(P, -1, 1), *tile, lo, hi)
-    else:
-        apply(
-            x2.reshape(1, -1, C),
-            o2.reshape(1, -1, C),
-            *(a.reshape(1, C) for a in (center, scale, shift)),
-            lo,
-            hi,
-        )
 
 
 def bn_pipe_ok(P: int, C: int, S: int, isz: int) -> bool:
@@ -211,6 +178,162 @@ def bn_pipe(x2, o2, C, ntask, rm, rv, w, b, update, momentum, eps, stream, mean,
     run(bn_pipe_task, ntask, *args, stream=stream and not same, same=same)
 
 
+# --------------------------------------------------------------------------
+# the two-pass ops: the statistics tasks, then one compiled call for the
+# merges, the parameters and the apply task (no Python between them: cold
+# host code there cost 0.3-0.7 ms per 128 MiB call, NOTES.md sections 14, 21)
+# --------------------------------------------------------------------------
+
+
+class _Plan:
+    """The views, splits and scratch of one two-pass call on x2: (A*C, S)
+    rows (``rows``) or (1, A*C) channels last."""
+
+    def __init__(self, x2, o2, C, rows, skipnan, lo=None, hi=None):
+        P = x2.shape[0]
+        self.C, self.rows = C, rows
+        self.K = K = 1 if rows else C
+        self.x3 = x2.reshape(P, -1, 1) if rows else x2.reshape(1, -1, C)
+        P3, R, _ = self.x3.shape
+        # (the apply task's chunks are the moments tasks' segments: apply_split)
+        self.nseg, self.L, self.rb = col_split(P3, R, K, x2.itemsize)
+        nchunk, La = self.nseg, (self.L if K > 1 else 1)
+        self.part = np.zeros((6, P3, self.nseg, K))  # count, mean, residual, M2, min, max
+        self.fin = np.empty((6, C))  # merged over the segments and the batch
+        self.skipnan = skipnan
+        # the apply task and its arguments: parameters filled by the glue
+        xf, of = self.x3.reshape(P3, R * K), o2.reshape(P3, R * K)
+        dt = x2.dtype
+        self.prm = np.empty((3, P3, La), dt)
+        clip_lo = dt.type(-np.inf if lo is None else lo)
+        clip_hi = dt.type(np.inf if hi is None else hi)
+        same = in_place(x2, o2)
+        stream = not same and streams(o2) and resident(o2)
+        ch, sc, sh = self.prm
+        self.ntask = P3 * nchunk
+        if rows:
+            self.aargs = (xf, of, nchunk, ch, sc, sh, clip_lo, clip_hi)
+            task = apply_rows
+        else:
+            rot = np.empty((self.ntask, 3, La), dt)
+            self.aargs = (xf, of, K, La, nchunk, ch, sc, sh, clip_lo, clip_hi, rot)
+            task = apply_lanes
+        self.aaddr = task.address(self.aargs, stream=stream, same=same)
+
+    def moments(self):
+        """The moments tasks into part[:4]."""
+        P3, R, K = self.x3.shape
+        c, m, r, q = self.part[:4]
+        if K == 1 and not self.skipnan:
+            run(row_moments, P3 * self.nseg, self.x3.reshape(P3, R), self.nseg, c, m, r, q)
+        else:
+            lane_moments(self.x3.reshape(P3, R * K), K, self.L, self.nseg, self.rb, self.skipnan, c, m, r, q)
+
+    def minmax(self):
+        """The min/max task into part[0], part[4:]."""
+        P3, R, K = self.x3.shape
+        c, mn, mx = self.part[0], self.part[4], self.part[5]
+        lane_minmax_run(self.x3.reshape(P3, R * K), K, self.L, self.nseg, self.rb, self.skipnan, c, mn, mx)
+
+    def glue_args(self):
+        return (self.part, self.fin, self.rows, self.C, self.prm, self.aaddr, self.ntask, self.aargs)
+
+
+@njit(error_model="numpy", inline="always")
+def channel_stats(part, fin, rows, C, minmax):
+    """fin (6, C): per-channel count, mean, residual, M2, min, max of the
+    tasks' partials part (6, P, nseg, K): each (row, column)'s segments
+    merged, then the batch (rows: row a*C + c of channel c), in the order
+    _reduce.reduce_moments merges them, so the bits are the general path's;
+    the mean's residual rounded in (fin[1]), empty channels NaN.  One loop
+    nest with one merge (a merge per stage compiled twice: NOTES.md 21)."""
+    P, nseg = part.shape[1], part.shape[2]
+    A = P // C if rows else 1
+    for c in range(C):
+        n, u, r, q = 0.0, 0.0, 0.0, 0.0
+        lo, hi = math.inf, -math.inf
+        for a in range(A):
+            i, k = (a * C + c, 0) if rows else (0, c)
+            rn, ru, rr, rq = 0.0, 0.0, 0.0, 0.0
+            rlo, rhi = math.inf, -math.inf
+            for s in range(nseg + 1):
+                if s < nseg:  # the row's segments, then the row into the batch
+                    pn, pu, pr, pq = part[0, i, s, k], part[1, i, s, k], part[2, i, s, k], part[3, i, s, k]
+                    plo, phi = part[4, i, s, k], part[5, i, s, k]
+                    an, au, ar, aq, alo, ahi = rn, ru, rr, rq, rlo, rhi
+                else:
+                    pn, pu, pr, pq, plo, phi = rn, ru, rr, rq, rlo, rhi
+                    an, au, ar, aq, alo, ahi = n, u, r, q, lo, hi
+                an, au, ar, aq = chan_merge_dd(an, au, ar, aq, pn, pu, pr, pq)
+                if minmax:  # NaN in a partial propagates (it saw NaN, not skipped)
+                    alo = math.nan if (plo != plo or alo != alo) else min(alo, plo)
+                    ahi = math.nan if (phi != phi or ahi != ahi) else max(ahi, phi)
+                if s < nseg:
+                    rn, ru, rr, rq, rlo, rhi = an, au, ar, aq, alo, ahi
+                else:
+                    n, u, r, q, lo, hi = an, au, ar, aq, alo, ahi
+        empty = n == 0.0
+        fin[0, c] = n
+        fin[1, c] = math.nan if empty else u + r
+        fin[2, c] = r
+        fin[3, c] = math.nan if empty else q
+        fin[4, c] = math.nan if (minmax and empty) else lo
+        fin[5, c] = math.nan if (minmax and empty) else hi
+    return fin[0], fin[1], fin[3], fin[4], fin[5]
+
+
+@njit(error_model="numpy", inline="always")
+def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, aargs):
+    """Lay the per-channel float64 parameters out as the apply task reads
+    them (rows: row r has channel r % C; lanes: lane j channel j % C), in
+    x's dtype with the center's remainder moved into the shift
+    (lowered_param, as affine.lane_params), then run the apply task."""
+    T = prm.dtype.type
+    P, L = prm.shape[1], prm.shape[2]
+    for i in range(P if rows else L):
+        c = i % C
+        ch, sc, sh = lowered_param(center[c], scale[c], shift[c], T)
+        if rows:
+            prm[0, i, 0], prm[1, i, 0], prm[2, i, 0] = ch, sc, sh
+        else:
+            prm[0, 0, i], prm[1, 0, i], prm[2, 0, i] = ch, sc, sh
+    prange_tasks(aaddr, ntask, *aargs)
+
+
+@kernel(error_model="numpy")
+def _bn_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, rm, rv, w, b, train, update, mom, eps, out):
+    """batch_norm's merges, parameters (batch_norm_params; out (4, C): mean,
+    rstd, scale, shift) and apply task, in one call."""
+    if train:
+        cnt, mu, m2, _, _ = channel_stats(part, fin, rows, C, False)
+    else:
+        cnt = mu = m2 = out[0]  # (unread: the running stats)
+    batch_norm_params(cnt, mu, m2, rm, rv, w, b, train, update, mom, eps, out[0], out[1], out[2], out[3])
+    apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, aargs)
+
+
+@kernel(error_model="numpy")
+def _standardize_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, ddof, with_mean, with_std, out):
+    """standardize's merges, parameters (out (4, C): center, std, scale,
+    shift 0) and apply task."""
+    cnt, mu, m2, _, _ = channel_stats(part, fin, rows, C, False)
+    standardize_params(cnt, mu, m2, ddof, with_mean, with_std, out[0], out[1], out[2])
+    out[3, :] = 0.0
+    apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, aargs)
+
+
+@kernel(error_model="numpy")
+def _minmax_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, flo, fhi, out):
+    """minmax_scale's merges, parameters (out (3, C): min, scale, shift lo)
+    and apply task."""
+    _, _, _, mn, mx = channel_stats(part, fin, rows, C, True)
+    for c in range(C):
+        out[0, c] = mn[c]
+        out[1, c] = minmax_factor(mn[c], mx[c], flo, fhi)
+        out[2, c] = flo
+    apply_params(out[0], out[1], out[2], rows, C, prm, aaddr, ntask, aargs)
+
+
 def batch_norm(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
     """batch_norm of a large x2 (see the module docstring): rm/rv/w/b (C,)
     arrays or empty, the running stats updated in place (``update``), the
@@ -222,29 +345,33 @@ def batch_norm(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, m
         # streams only into resident pages; NOTES.md section 16)
         bn_pipe(x2, o2, C, threads(), rm, rv, w, b, update, momentum, eps, streams(o2), mean, rstd)
         return
+    plan = _Plan(x2, o2, C, rows, False)
     if training:
-        cnt, mu, m2, _, _ = channel_stats(x2, C, rows, False)
-    else:
-        cnt = mu = m2 = None
-    scale, shift = batch_norm_params(cnt, mu, m2, rm, rv, w, b, training, update, momentum, eps, mean, rstd)
-    channel_apply(x2, o2, C, rows, mean, scale, shift)
+        plan.moments()
+    out = np.empty((4, C))
+    args = (*plan.glue_args(), rm, rv, w, b, training, update, momentum, eps, out)
+    launch(_bn_glue, *args)
+    mean[...] = out[0]
+    rstd[...] = out[1]
 
 
 def standardize(x2, o2, C, rows, ddof, with_mean, with_std, center, sd):
     """standardize of a large x2 per channel; the mean and std used written
     to ``center``, ``sd`` (C,)."""
-    cnt, mu, m2, _, _ = channel_stats(x2, C, rows, True)
-    center[...], sd[...], scale = standardize_params(cnt, mu, m2, ddof, with_mean, with_std)
-    channel_apply(x2, o2, C, rows, center, scale, np.zeros(C))
+    plan = _Plan(x2, o2, C, rows, True)
+    plan.moments()
+    out = np.empty((4, C))
+    launch(_standardize_glue, *plan.glue_args(), float(ddof), with_mean, with_std, out)
+    center[...] = out[0]
+    sd[...] = out[1]
 
 
 def minmax_scale(x2, o2, C, rows, flo, fhi, clip):
     """minmax_scale of a large x2 per channel to [flo, fhi], clipped there
     when ``clip``."""
-    _, _, _, mn, mx = channel_stats(x2, C, rows, True, True, False)
-    scale = minmax_params(mn, mx, flo, fhi)
-    lo, hi = (flo, fhi) if clip else (None, None)
-    channel_apply(x2, o2, C, rows, mn, scale, np.full(C, flo), lo, hi)
+    plan = _Plan(x2, o2, C, rows, True, flo if clip else None, fhi if clip else None)
+    plan.minmax()
+    launch(_minmax_glue, *plan.glue_args(), float(flo), float(fhi), np.empty((3, C)))
 
 
-__all__ = ["batch_norm", "standardize", "minmax_scale", "channel_stats", "bn_pipe_ok"]
+__all__ = ["batch_norm", "standardize", "minmax_scale", "bn_pipe_ok"]
