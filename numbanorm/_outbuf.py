@@ -175,17 +175,49 @@ def empty_like(a: np.ndarray) -> np.ndarray:
 
 
 def set_output_cache(max_bytes: int) -> int:
-    """Limit the bytes of output buffers numbanorm keeps for reuse; return
-    the previous limit.
+    """Limit the bytes of output buffers numbanorm keeps for reuse; return the previous limit.
 
-    Outputs of 32 MiB or more are allocated as views of buffers that are
-    handed out again once every view of them has been dropped, so that a
-    loop of allocating calls runs at the speed of ``out=`` calls instead of
-    paying for fresh pages each time.  The limit bounds all buffers held,
-    busy or idle; 0 turns reuse off and releases the idle ones.  The
-    default is the smaller of 1 GiB and 1/16 of physical memory, or
-    ``NUMBANORM_OUTPUT_CACHE_MB`` (MiB) when set.  Reuse is always off
-    where reference counts are not exact (PyPy, free-threaded CPython).
+    On the CPU, outputs of 32 MiB or more (results of calls without ``out=``,
+    and large temporaries) are allocated as views of buffers that are handed
+    out again once every view of them has been dropped, so that a loop of
+    allocating calls runs at the speed of ``out=`` calls instead of paying
+    for fresh pages each time.  A buffer still referenced by any array is
+    never reused.  The limit bounds all buffers held, busy or idle: lowering
+    it releases idle buffers (least recently used first) and then lets go of
+    busy ones until the rest fits (those stay with their arrays and are
+    freed with them); 0 turns reuse off.  The default is the smaller of
+    1 GiB and 1/16 of physical memory, or ``NUMBANORM_OUTPUT_CACHE_MB`` (MiB)
+    when set.  Reuse is always off where reference counts are not exact
+    (PyPy, free-threaded CPython): there the limit stays 0.  Thread-safe.
+
+    Parameters
+    ----------
+    max_bytes : int
+        The new limit in bytes, >= 0.
+
+    Returns
+    -------
+    int
+        The previous limit in bytes.
+
+    Raises
+    ------
+    TypeError
+        ``max_bytes`` is not an int (bool included).
+    ValueError
+        ``max_bytes`` is negative.
+
+    See Also
+    --------
+    release_output_cache, output_cache_info
+
+    Examples
+    --------
+    >>> import numbanorm as nbn
+    >>> prev = nbn.set_output_cache(256 << 20)  # keep at most 256 MiB
+    >>> nbn.output_cache_info()["max_bytes"]
+    268435456
+    >>> _ = nbn.set_output_cache(prev)  # restore the previous limit
     """
     global _limit
     if isinstance(max_bytes, bool) or not isinstance(max_bytes, (int, np.integer)):
@@ -210,16 +242,59 @@ def _trim(limit: int) -> int:
 
 
 def release_output_cache() -> int:
-    """Release every idle output buffer numbanorm keeps for reuse and let go
-    of the busy ones (they stay with the arrays that use them and are freed
-    with them); return the idle bytes released."""
+    """Release every output buffer numbanorm keeps for reuse; return the idle bytes released.
+
+    Idle buffers (no array refers to them) are freed now.  Busy ones are
+    dropped from the cache but stay with the arrays that use them, and are
+    freed with them; results already handed out stay valid.  The limit set
+    by :func:`set_output_cache` is unchanged, so later calls fill the cache
+    again.  Thread-safe.
+
+    Returns
+    -------
+    int
+        Bytes of the idle buffers released (busy buffers are not counted).
+
+    See Also
+    --------
+    set_output_cache, output_cache_info
+
+    Examples
+    --------
+    >>> import numbanorm as nbn
+    >>> freed = nbn.release_output_cache()
+    >>> nbn.output_cache_info()["buffers"]
+    0
+    """
     with _lock:
         return _trim(-1)
 
 
 def output_cache_info() -> dict[str, int]:
-    """The output buffer cache: its limit and the buffers and bytes it holds,
-    with how many of them are idle."""
+    """Describe the output buffer cache: its limit, and the buffers and bytes it holds.
+
+    A snapshot taken under the cache's lock.  A buffer is idle when no
+    array refers to it any more (it can be handed out again), busy
+    otherwise.
+
+    Returns
+    -------
+    dict of str to int
+        ``max_bytes``: the limit (:func:`set_output_cache`);
+        ``held_bytes``: bytes of all buffers held, busy or idle;
+        ``buffers``: their number; ``idle_buffers`` and ``idle_bytes``:
+        the number and bytes of the idle ones.
+
+    See Also
+    --------
+    set_output_cache, release_output_cache
+
+    Examples
+    --------
+    >>> import numbanorm as nbn
+    >>> sorted(nbn.output_cache_info())
+    ['buffers', 'held_bytes', 'idle_buffers', 'idle_bytes', 'max_bytes']
+    """
     with _lock:
         idle = [i for i in range(len(_bufs)) if _idle_at(_bufs, i)]
         return {

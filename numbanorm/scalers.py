@@ -30,7 +30,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -38,14 +38,30 @@ from ._reduce import apply_affine, kept_shape, normalize_axis
 from .preprocessing import constant_features
 from .streaming import RunningStats
 
+if TYPE_CHECKING:  # annotations only: numpy.typing is not imported at run time
+    from numpy.typing import ArrayLike
+
 __all__ = ["MinMaxScaler", "NotFittedError", "StandardScaler"]
+
+# the type of ``self`` in the shared methods that return it (typing.Self needs 3.11)
+_S = TypeVar("_S", bound="_BaseScaler")
 
 
 class NotFittedError(ValueError, AttributeError):
     """Raised when a scaler is used before ``fit`` and scikit-learn is absent.
 
     With scikit-learn installed, its own ``sklearn.exceptions.NotFittedError``
-    (also a ``ValueError`` and ``AttributeError``) is raised instead.
+    (also a ``ValueError`` and ``AttributeError``) is raised instead, so
+    ``except ValueError`` (or ``AttributeError``) catches either.
+
+    Examples
+    --------
+    >>> import numbanorm as nbn
+    >>> try:
+    ...     nbn.StandardScaler().transform([[1.0]])
+    ... except ValueError as e:
+    ...     print(type(e).__name__)
+    NotFittedError
     """
 
 
@@ -77,11 +93,59 @@ class _BaseScaler:
         return sorted(p.name for p in sig.parameters.values() if p.name != "self")
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Parameters of this estimator (``deep`` is accepted for scikit-learn)."""
+        """Return the constructor parameters of this estimator, by name.
+
+        The names are those of ``__init__`` (sorted); the values are the
+        current attributes, as scikit-learn's ``clone`` and ``Pipeline``
+        expect.
+
+        Parameters
+        ----------
+        deep : bool, default True
+            Accepted for scikit-learn compatibility; there are no
+            sub-estimators, so it changes nothing.
+
+        Returns
+        -------
+        dict of str to object
+            Parameter names mapped to their values.
+
+        Examples
+        --------
+        >>> import numbanorm as nbn
+        >>> nbn.StandardScaler(with_mean=False).get_params()
+        {'axis': 0, 'copy': True, 'with_mean': False, 'with_std': True}
+        """
         return {name: getattr(self, name) for name in self._get_param_names()}
 
-    def set_params(self, **params: Any) -> _BaseScaler:
-        """Set parameters by name; returns self.  Values are checked at fit time."""
+    def set_params(self: _S, **params: Any) -> _S:
+        """Set constructor parameters by name; returns self.
+
+        Only the names are checked here; the values are checked when they are
+        used (at fit or transform time), as in scikit-learn.  Fitted
+        attributes are left as they are: call :meth:`fit` again.
+
+        Parameters
+        ----------
+        **params
+            New values of parameters named as in ``__init__``.
+
+        Returns
+        -------
+        self
+            The estimator, so calls can be chained.
+
+        Raises
+        ------
+        ValueError
+            A name is not a parameter of this estimator.
+
+        Examples
+        --------
+        >>> import numbanorm as nbn
+        >>> nbn.StandardScaler().set_params(with_mean=False, axis=(0, 2))
+        StandardScaler(with_mean=False, axis=(0, 2))
+        """
         valid = self._get_param_names()
         for key, value in params.items():
             if key not in valid:
@@ -125,12 +189,69 @@ class _BaseScaler:
         if not self.__sklearn_is_fitted__():
             raise _not_fitted(self)
 
-    def fit_transform(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
-        """``fit(X, **fit_params)`` then ``transform(X)``."""
+    def fit_transform(self, X: ArrayLike, y: Any = None, **fit_params: Any) -> np.ndarray:
+        """Fit to ``X`` from scratch, then transform it.
+
+        Equivalent to ``self.fit(X, y, **fit_params).transform(X)``.
+
+        Parameters
+        ----------
+        X : array_like
+            Data, at least 2-D.
+        y : None
+            Ignored (scikit-learn API).
+        **fit_params
+            Passed to :meth:`fit` (``sample_weight`` for
+            :class:`StandardScaler`).
+
+        Returns
+        -------
+        ndarray
+            The transformed ``X``: same shape, same dtype for float16/32/64
+            input, float64 otherwise.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As :meth:`fit`.
+
+        Examples
+        --------
+        >>> import numbanorm as nbn
+        >>> nbn.StandardScaler().fit_transform([[1.0], [3.0]])
+        array([[-1.],
+               [ 1.]])
+        """
         return self.fit(X, y, **fit_params).transform(X)
 
-    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
-        """Output feature names: the input's (``x0``, ``x1``, ... by default)."""
+    def get_feature_names_out(self, input_features: ArrayLike | None = None) -> np.ndarray:
+        """Return the output feature names: the input's, ``x0``, ``x1``, ... by default.
+
+        Features are counted over the flattened kept shape
+        (``n_features_in_`` of them).
+
+        Parameters
+        ----------
+        input_features : array_like of str, optional
+            Names of the input features, returned as they are.
+
+        Returns
+        -------
+        ndarray of object
+            One name per feature.
+
+        Raises
+        ------
+        ValueError
+            ``input_features`` does not have ``n_features_in_`` names, or the
+            estimator is not fitted (:class:`NotFittedError`).
+
+        Examples
+        --------
+        >>> import numbanorm as nbn
+        >>> nbn.StandardScaler().fit([[1.0, 2.0], [3.0, 4.0]]).get_feature_names_out()
+        array(['x0', 'x1'], dtype=object)
+        """
         self._check_is_fitted()
         n = self.n_features_in_
         if input_features is None:
@@ -222,9 +343,14 @@ class StandardScaler(_BaseScaler):
 
     Statistics are per feature, where a feature is an index of the input's
     shape without the ``axis`` axes (the columns of a 2-D array by default).
-    NaN is ignored when fitting (per-feature counts) and kept by
-    ``transform``.  Near-constant features (variance within rounding of 0,
-    scikit-learn's test) get ``scale_`` 1.
+    They are accumulated in float64 by :class:`~numbanorm.RunningStats`
+    (exact per-batch moments, Chan merges between batches), so
+    :meth:`partial_fit` over batches equals :meth:`fit` on their
+    concatenation.  NaN is ignored when fitting (per-feature counts) and kept
+    by ``transform``; infinity is rejected by ``fit``.  Near-constant features
+    (variance within rounding of 0, scikit-learn's test) get ``scale_`` 1.
+    ``transform`` keeps float16/32/64 dtypes and returns float64 for other
+    input.
 
     Parameters
     ----------
@@ -288,7 +414,12 @@ class StandardScaler(_BaseScaler):
     """
 
     def __init__(
-        self, with_mean: bool = True, with_std: bool = True, copy: bool = True, *, axis: Any = 0
+        self,
+        with_mean: bool = True,
+        with_std: bool = True,
+        copy: bool = True,
+        *,
+        axis: int | tuple[int, ...] = 0,
     ) -> None:
         self.with_mean = with_mean
         self.with_std = with_std
@@ -308,31 +439,79 @@ class StandardScaler(_BaseScaler):
         ):
             self.__dict__.pop(k, None)
 
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> StandardScaler:
-        """Compute the per-feature mean and variance of ``X`` (from scratch).
+    def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> StandardScaler:
+        """Compute the per-feature mean and variance of ``X``, from scratch.
+
+        Forgets any earlier fit, then calls :meth:`partial_fit`.  NaN values
+        are left out of the statistics.
 
         Parameters
         ----------
         X : array_like
-            Data, at least 2-D; statistics are taken over ``axis``.
+            Data, at least 2-D, of a float, integer or bool dtype (object
+            arrays of numbers too); statistics are taken over ``axis``.
         y : None
             Ignored (scikit-learn API).
-        sample_weight : array_like of shape (X.shape[0],), optional
-            Weight of each sample (index of axis 0, which must be reduced).
+        sample_weight : array_like of shape (X.shape[0],) or scalar, optional
+            Finite, non-negative weight of each sample (index of axis 0,
+            which must then be reduced), not all zero.  Counts become sums of
+            weights, as in scikit-learn.
 
         Returns
         -------
         StandardScaler
-            ``self``.
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            ``X`` has fewer than 2 dimensions, no sample or no feature,
+            contains infinity or complex numbers; ``axis`` is out of range;
+            ``sample_weight`` has the wrong shape, bad values or is all zero.
+        TypeError
+            Sparse input, or a dtype that is not numeric.
+
+        Examples
+        --------
+        >>> import numbanorm as nbn
+        >>> sc = nbn.StandardScaler().fit([[1.0, 2.0], [3.0, 4.0]], sample_weight=[1, 3])
+        >>> sc.mean_, float(sc.n_samples_seen_)
+        (array([2.5, 3.5]), 4.0)
         """
         self._reset()
         return self.partial_fit(X, y, sample_weight)
 
-    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> StandardScaler:
-        """Fold a batch into the statistics (Chan's parallel formula).
+    def partial_fit(
+        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
+    ) -> StandardScaler:
+        """Fold a batch into the statistics (Chan, Golub & LeVeque's parallel formula).
 
         Equivalent to fitting on the concatenation of every batch seen since
-        the last :meth:`fit`.  Parameters as :meth:`fit`.
+        the last :meth:`fit` (or since construction).  The fitted attributes
+        are recomputed after each batch.  The first batch fixes the kept
+        shape; later batches must have the same.
+
+        Parameters
+        ----------
+        X : array_like
+            A batch, at least 2-D; statistics are taken over ``axis``.
+        y : None
+            Ignored (scikit-learn API).
+        sample_weight : array_like of shape (X.shape[0],) or scalar, optional
+            As in :meth:`fit`.
+
+        Returns
+        -------
+        StandardScaler
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`fit`, and a kept shape different from the first
+            batch's.  A rejected batch leaves the statistics unchanged.
+        TypeError
+            As :meth:`fit`.
 
         Examples
         --------
@@ -389,28 +568,87 @@ class StandardScaler(_BaseScaler):
         scale[constant] = 1.0
         self.scale_ = scale
 
-    def transform(self, X: Any, copy: bool | None = None) -> np.ndarray:
+    def transform(self, X: ArrayLike, copy: bool | None = None) -> np.ndarray:
         """Standardize ``X`` with the fitted statistics; NaN stays NaN.
+
+        Computes ``(X - mean_) / scale_`` (without the centering when
+        ``with_mean=False``, without the scaling when ``with_std=False``) in
+        one parallel pass, in float64, stored in ``X``'s float dtype.
+        Infinity passes through (it is not scanned for).  With ``copy=False``
+        and a writable float16/32/64 ndarray ``X``, ``X`` is overwritten and
+        returned; otherwise a new array is returned.
 
         Parameters
         ----------
         X : array_like
-            Same kept shape as the fitted data.
+            At least 2-D, with the same kept shape as the fitted data.
         copy : bool, optional
             Overrides ``self.copy`` for this call.
 
         Returns
         -------
         ndarray
-            Same shape as ``X``; same dtype for float input, float64 otherwise.
+            Same shape as ``X``; same dtype for float16/32/64 input, float64
+            otherwise.
+
+        Raises
+        ------
+        NotFittedError
+            The scaler is not fitted (a ``ValueError``).
+        ValueError
+            ``X``'s kept shape differs from the fitted one, or ``X`` is
+            invalid as in :meth:`fit`.
+        TypeError
+            Sparse input, or a dtype that is not numeric.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> sc = nbn.StandardScaler().fit([[1.0], [3.0]])
+        >>> sc.transform(np.array([[2.0], [np.nan], [5.0]], dtype=np.float32))
+        array([[ 0.],
+               [nan],
+               [ 3.]], dtype=float32)
         """
         self._check_is_fitted()
         center = self.mean_ if self.with_mean else 0.0
         scale = 1.0 / self.scale_ if self.with_std else 1.0
         return self._affine(X, copy, center, scale, 0.0)
 
-    def inverse_transform(self, X: Any, copy: bool | None = None) -> np.ndarray:
-        """Undo :meth:`transform`: ``X * scale_ + mean_``."""
+    def inverse_transform(self, X: ArrayLike, copy: bool | None = None) -> np.ndarray:
+        """Undo :meth:`transform`: ``X * scale_ + mean_``.
+
+        Each factor is left out when its option (``with_std``,
+        ``with_mean``) is off.  Dtypes, NaN and ``copy`` behave as in
+        :meth:`transform`.
+
+        Parameters
+        ----------
+        X : array_like
+            Standardized data, at least 2-D, with the fitted kept shape.
+        copy : bool, optional
+            Overrides ``self.copy`` for this call.
+
+        Returns
+        -------
+        ndarray
+            Same shape as ``X``; same dtype for float16/32/64 input, float64
+            otherwise.
+
+        Raises
+        ------
+        NotFittedError, ValueError, TypeError
+            As :meth:`transform`.
+
+        Examples
+        --------
+        >>> import numbanorm as nbn
+        >>> sc = nbn.StandardScaler().fit([[1.0], [3.0]])
+        >>> sc.inverse_transform([[-1.0], [3.0]])
+        array([[1.],
+               [5.]])
+        """
         self._check_is_fitted()
         scale = self.scale_ if self.with_std else 1.0
         shift = self.mean_ if self.with_mean else 0.0
@@ -423,13 +661,18 @@ class MinMaxScaler(_BaseScaler):
     ``X_scaled = X * scale_ + min_`` with
     ``scale_ = (hi - lo) / (data_max_ - data_min_)`` and
     ``min_ = lo - data_min_ * scale_``.  Features whose range is (within
-    rounding of) 0 get ``scale_ = hi - lo``.  NaN is ignored when fitting and
-    kept by ``transform``.
+    rounding of) 0 get ``scale_ = hi - lo``.  Statistics are per feature
+    (an index of the input's shape without the ``axis`` axes), float64,
+    folded batch by batch by :class:`~numbanorm.RunningStats`.  NaN is
+    ignored when fitting and kept by ``transform``; infinity is rejected by
+    ``fit``.  ``transform`` keeps float16/32/64 dtypes and returns float64
+    for other input.
 
     Parameters
     ----------
     feature_range : tuple (lo, hi), default (0, 1)
-        Desired range of the transformed data; ``lo < hi``.
+        Desired range of the transformed data; ``lo < hi`` (checked when
+        fitting, and by ``transform`` when ``clip``).
     clip : bool, default False
         Clip transformed values to ``feature_range`` (for data outside the
         fitted range).
@@ -472,7 +715,12 @@ class MinMaxScaler(_BaseScaler):
     """
 
     def __init__(
-        self, feature_range: Any = (0, 1), clip: bool = False, copy: bool = True, *, axis: Any = 0
+        self,
+        feature_range: tuple[float, float] = (0, 1),
+        clip: bool = False,
+        copy: bool = True,
+        *,
+        axis: int | tuple[int, ...] = 0,
     ) -> None:
         self.feature_range = feature_range
         self.clip = clip
@@ -496,13 +744,71 @@ class MinMaxScaler(_BaseScaler):
             raise ValueError(f"Minimum of desired feature range must be smaller than maximum. Got {fr}.")
         return lo, hi
 
-    def fit(self, X: Any, y: Any = None) -> MinMaxScaler:
-        """Compute the per-feature min and max of ``X`` (from scratch); returns self."""
+    def fit(self, X: ArrayLike, y: Any = None) -> MinMaxScaler:
+        """Compute the per-feature min and max of ``X``, from scratch; returns self.
+
+        Forgets any earlier fit, then calls :meth:`partial_fit`.  NaN values
+        are left out of the min and max.
+
+        Parameters
+        ----------
+        X : array_like
+            Data, at least 2-D, of a float, integer or bool dtype (object
+            arrays of numbers too); statistics are taken over ``axis``.
+        y : None
+            Ignored (scikit-learn API).
+
+        Returns
+        -------
+        MinMaxScaler
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            ``feature_range`` is not a pair with ``lo < hi``; ``X`` has fewer
+            than 2 dimensions, no sample or no feature, contains infinity or
+            complex numbers; ``axis`` is out of range.
+        TypeError
+            Sparse input, or a dtype that is not numeric.
+
+        Examples
+        --------
+        >>> import numbanorm as nbn
+        >>> sc = nbn.MinMaxScaler().fit([[1.0, -2.0], [3.0, 2.0]])
+        >>> sc.scale_, sc.min_
+        (array([0.5 , 0.25]), array([-0.5,  0.5]))
+        """
         self._reset()
         return self.partial_fit(X, y)
 
-    def partial_fit(self, X: Any, y: Any = None) -> MinMaxScaler:
+    def partial_fit(self, X: ArrayLike, y: Any = None) -> MinMaxScaler:
         """Fold a batch into the per-feature min and max; returns self.
+
+        Equivalent to fitting on the concatenation of every batch seen since
+        the last :meth:`fit` (or since construction); the fitted attributes
+        are recomputed after each batch.  ``n_samples_seen_`` grows by the
+        number of values per feature in the batch, NaN included.
+
+        Parameters
+        ----------
+        X : array_like
+            A batch, at least 2-D, with the kept shape of the first batch.
+        y : None
+            Ignored (scikit-learn API).
+
+        Returns
+        -------
+        MinMaxScaler
+            ``self``, fitted.
+
+        Raises
+        ------
+        ValueError
+            As :meth:`fit`, and a kept shape different from the first
+            batch's.  A rejected batch leaves the statistics unchanged.
+        TypeError
+            As :meth:`fit`.
 
         Examples
         --------
@@ -534,20 +840,78 @@ class MinMaxScaler(_BaseScaler):
         self.min_ = lo - self.data_min_ * self.scale_
         return self
 
-    def transform(self, X: Any) -> np.ndarray:
+    def transform(self, X: ArrayLike) -> np.ndarray:
         """Scale ``X`` to ``feature_range`` (clipped when ``clip``); NaN stays NaN.
+
+        Computes ``X * scale_ + min_`` in one parallel pass, in float64,
+        stored in ``X``'s float dtype; values outside the fitted range land
+        outside ``feature_range`` unless ``clip``.  Infinity passes through.
+        With ``copy=False`` and a writable float16/32/64 ndarray ``X``, ``X``
+        is overwritten and returned; otherwise a new array is returned.
+
+        Parameters
+        ----------
+        X : array_like
+            At least 2-D, with the same kept shape as the fitted data.
 
         Returns
         -------
         ndarray
-            Same shape as ``X``; same dtype for float input, float64 otherwise.
+            Same shape as ``X``; same dtype for float16/32/64 input, float64
+            otherwise.
+
+        Raises
+        ------
+        NotFittedError
+            The scaler is not fitted (a ``ValueError``).
+        ValueError
+            ``X``'s kept shape differs from the fitted one, ``X`` is invalid
+            as in :meth:`fit`, or (with ``clip``) ``feature_range`` is invalid.
+        TypeError
+            Sparse input, or a dtype that is not numeric.
+
+        Examples
+        --------
+        >>> import numbanorm as nbn
+        >>> sc = nbn.MinMaxScaler(clip=True).fit([[0.0], [4.0]])
+        >>> sc.transform([[1.0], [8.0]])
+        array([[0.25],
+               [1.  ]])
         """
         self._check_is_fitted()
         lo, hi = self._range() if self.clip else (None, None)
         return self._affine(X, None, 0.0, self.scale_, self.min_, lo, hi)
 
-    def inverse_transform(self, X: Any) -> np.ndarray:
-        """Undo :meth:`transform`: ``(X - min_) / scale_``."""
+    def inverse_transform(self, X: ArrayLike) -> np.ndarray:
+        """Undo :meth:`transform`: ``(X - min_) / scale_``.
+
+        Clipping is not undone.  Dtypes, NaN and ``copy`` behave as in
+        :meth:`transform`.
+
+        Parameters
+        ----------
+        X : array_like
+            Scaled data, at least 2-D, with the fitted kept shape.
+
+        Returns
+        -------
+        ndarray
+            Same shape as ``X``; same dtype for float16/32/64 input, float64
+            otherwise.
+
+        Raises
+        ------
+        NotFittedError, ValueError, TypeError
+            As :meth:`transform`.
+
+        Examples
+        --------
+        >>> import numbanorm as nbn
+        >>> sc = nbn.MinMaxScaler(feature_range=(-1, 1)).fit([[0.0], [4.0]])
+        >>> sc.inverse_transform([[-1.0], [0.5]])
+        array([[0.],
+               [3.]])
+        """
         self._check_is_fitted()
         return self._affine(X, None, self.min_, 1.0 / self.scale_, 0.0)
 

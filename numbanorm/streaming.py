@@ -28,7 +28,7 @@ Communications of the ACM 22(9), 1979.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numba
 import numpy as np
@@ -40,6 +40,9 @@ from ._config import FASTMATH
 from ._reduce import kept_shape, normalize_axis, reduce_moments
 from ._stats import chan_merge, chan_merge_dd, variance, welford_push
 from ._validate import result_dtype
+
+if TYPE_CHECKING:  # annotations only: numpy.typing is not imported at run time
+    from numpy.typing import ArrayLike
 
 __all__ = ["RunningStats"]
 
@@ -136,10 +139,42 @@ def _weighted_moments(x3, w, nsplit):
 
 
 def as_float_array(x: Any, name: str = "x") -> Any:
-    """Return ``x`` as an array the kernels take: float16/32/64 unchanged,
-    integer and bool as float64 (a copy); anything else is a ``TypeError``
-    (``_validate.result_dtype``'s rule).  CUDA arrays are passed through
-    (float32/float64 only); everything else goes through ``np.asarray``.
+    """Return ``x`` as a float array the statistics kernels take.
+
+    The dtype rule of the whole package (``_validate.result_dtype``):
+    float16/32/64 are returned unchanged (no copy), integer and bool data are
+    converted to float64 (a copy).  CUDA arrays (anything with
+    ``__cuda_array_interface__``) are passed through untouched; everything
+    else goes through ``np.asarray``.  Used by :class:`RunningStats`, the
+    scalers and the command line.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        The data.
+    name : str, default "x"
+        Argument name used in error messages.
+
+    Returns
+    -------
+    ndarray or CUDA array
+        ``x`` itself when it is already a float16/32/64 ndarray (or a
+        float32/64 CUDA array), else a float64 ndarray.
+
+    Raises
+    ------
+    TypeError
+        Complex, object, string or other non-numeric dtypes; CUDA arrays
+        that are not float32 or float64.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from numbanorm.streaming import as_float_array
+    >>> as_float_array([1, 2])
+    array([1., 2.])
+    >>> as_float_array(np.ones(2, np.float32)).dtype
+    dtype('float32')
     """
     if backends.is_cuda_array(x):
         dt = np.dtype(x.dtype)
@@ -165,11 +200,15 @@ def _nsplit_rows(n: int, elems_per_row: int) -> int:
 class RunningStats:
     """Per-feature count, mean, variance, min and max over a stream of chunks.
 
-    Each :meth:`update` folds one chunk in (one parallel pass over the chunk);
-    :meth:`merge` combines two accumulators.  The state is float64 whatever
-    the input dtype.  NaN is ignored: every feature has its own count, and
+    A feature is an index of the *kept* shape: the input's shape without the
+    reduced axes (the columns of a 2-D array with the default ``axis=0``).
+    Each :meth:`update` folds one chunk in, in place (one parallel pass over
+    the chunk); :meth:`merge` combines two accumulators.  The state is float64
+    whatever the input dtype (float16/32/64, integer or bool; NumPy or CUDA
+    arrays).  NaN is ignored: every feature has its own count, and
     :attr:`nan_count` says how many NaN it skipped.  Chunked updates in any
     split give the statistics of the concatenated data (to float64 rounding).
+    The results are NumPy arrays (copies) of the kept shape.
 
     Parameters
     ----------
@@ -178,14 +217,14 @@ class RunningStats:
 
     Attributes
     ----------
-    count, mean, min, max, nan_count : ndarray of the kept shape
-        See the properties.
     shape : tuple of int or None
         The kept shape, fixed by the first update (None before).
+    count, nan_count, mean, m2, min, max : ndarray of the kept shape
+        Per-feature statistics; see the properties of the same name.
 
     See Also
     --------
-    StandardScaler, MinMaxScaler : estimators built on these statistics.
+    StandardScaler, MinMaxScaler : Estimators built on these statistics.
 
     Notes
     -----
@@ -249,12 +288,49 @@ class RunningStats:
             )
 
     def reset(self) -> RunningStats:
-        """Forget everything seen (the kept shape too); returns self."""
+        """Forget everything seen, the kept shape too; returns self.
+
+        The next :meth:`update` may have any kept shape.  Whether min and
+        max are tracked is kept as it is.
+
+        Returns
+        -------
+        RunningStats
+            ``self``, now empty.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> rs = nbn.RunningStats().update(np.ones((4, 3)))
+        >>> rs.reset().shape is None
+        True
+        >>> rs.update(np.ones((4, 2))).count
+        array([4., 4.])
+        """
         self._shape = None
         return self
 
     def copy(self) -> RunningStats:
-        """An independent copy of this accumulator."""
+        """Return an independent copy of this accumulator.
+
+        The copy has its own state arrays: updating either leaves the other
+        unchanged.
+
+        Returns
+        -------
+        RunningStats
+            A new accumulator with the same statistics and ``minmax`` setting.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> rs = nbn.RunningStats().update(np.ones((2, 3)))
+        >>> c = rs.copy().update(np.ones((1, 3)))
+        >>> rs.count, c.count
+        (array([2., 2., 2.]), array([3., 3., 3.]))
+        """
         new = RunningStats(minmax=self._minmax)
         if self._shape is not None:
             new._init_state(self._shape)
@@ -265,22 +341,36 @@ class RunningStats:
     # -- folding data in -----------------------------------------------------
 
     def update(
-        self, chunk: Any, axis: int | tuple[int, ...] = 0, *, sample_weight: Any = None
+        self,
+        chunk: Any,
+        axis: int | tuple[int, ...] = 0,
+        *,
+        sample_weight: ArrayLike | None = None,
     ) -> RunningStats:
         """Fold ``chunk`` in, reducing over ``axis``; returns self.
 
+        The state is updated in place; ``chunk`` is never modified.  The
+        chunk's exact moments are merged into the state with Chan, Golub &
+        LeVeque's pairwise formula [1]_, so the result does not depend on how
+        the data was split.  The first update fixes the kept shape; a chunk
+        with no element to reduce (e.g. 0 rows) fixes it too and adds nothing.
+        NaN values are skipped and counted in :attr:`nan_count`.
+
         Parameters
         ----------
-        chunk : array_like
-            float16/32/64, integer or bool data (a NumPy array or a CUDA
-            array).  Its shape without the ``axis`` axes (the kept shape) must
-            be the same for every update.
+        chunk : array_like or CUDA array
+            Data of a float16/32/64, integer or bool dtype (a NumPy array,
+            or anything with ``__cuda_array_interface__`` of float32/64).  Its
+            shape without the ``axis`` axes (the kept shape) must be the same
+            for every update.
         axis : int or tuple of int, default 0
-            The axes reduced over.
-        sample_weight : array_like of shape (chunk.shape[0],), optional
-            Non-negative weight of each index along axis 0, which must then be
-            among the reduced axes.  Counts become sums of weights; NaN is
-            still skipped (and counted, unweighted, in :attr:`nan_count`).
+            The axes reduced over (negative values count from the end).
+        sample_weight : array_like of shape (chunk.shape[0],) or scalar, optional
+            Finite, non-negative weight of each index along axis 0, which must
+            then be among the reduced axes (NumPy chunks only).  Counts become
+            sums of weights and elements are folded in with West's weighted
+            update [2]_; values of weight 0 are left out (of min and max too).
+            NaN is still skipped, and counted unweighted in :attr:`nan_count`.
 
         Returns
         -------
@@ -291,9 +381,19 @@ class RunningStats:
         ------
         ValueError
             The kept shape differs from the first update's, ``axis`` is out of
-            range, or ``sample_weight`` has the wrong shape or bad values.
+            range or repeats an axis, or ``sample_weight`` has the wrong shape,
+            negative or non-finite values, or axis 0 is not reduced.
         TypeError
-            An unsupported dtype (complex, object, ...).
+            An unsupported dtype (complex, object, ...), a non-integer
+            ``axis``, or ``sample_weight`` with a CUDA chunk.
+
+        References
+        ----------
+        .. [1] T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for
+           computing the sample variance: analysis and recommendations", The
+           American Statistician 37(3), 1983.
+        .. [2] D. H. D. West, "Updating mean and variance estimates: an
+           improved method", Communications of the ACM 22(9), 1979.
 
         Examples
         --------
@@ -302,6 +402,12 @@ class RunningStats:
         >>> rs = nbn.RunningStats().update(np.ones((4, 3, 5)), axis=(0, 2))
         >>> rs.count
         array([20., 20., 20.])
+
+        Weights count like repeated rows:
+
+        >>> w = nbn.RunningStats().update(np.array([[1.0], [3.0]]), sample_weight=[1, 3])
+        >>> w.count, w.mean
+        (array([4.]), array([2.5]))
         """
         x = as_float_array(chunk, "chunk")
         shape = tuple(x.shape)
@@ -363,8 +469,22 @@ class RunningStats:
         """Fold another accumulator's statistics into this one; returns self.
 
         ``self.merge(b)`` gives the statistics of the data of both, as if
-        every chunk of ``b`` had been passed to ``self.update`` (Chan's
-        parallel formula).  ``other`` is not modified.
+        every chunk of ``b`` had been passed to ``self.update`` (Chan, Golub &
+        LeVeque's parallel formula [1]_).  ``self`` is updated in place;
+        ``other`` is not modified.  Merging an empty accumulator changes
+        nothing; an empty ``self`` takes ``other``'s kept shape.  If either
+        side does not track min and max, the result no longer does either
+        (:attr:`min` and :attr:`max` become None).
+
+        Parameters
+        ----------
+        other : RunningStats
+            The accumulator whose statistics are added.
+
+        Returns
+        -------
+        RunningStats
+            ``self``, so merges can be chained.
 
         Raises
         ------
@@ -372,6 +492,11 @@ class RunningStats:
             ``other`` has a different kept shape.
         TypeError
             ``other`` is not a :class:`RunningStats`.
+
+        References
+        ----------
+        .. [1] T. F. Chan, G. H. Golub, R. J. LeVeque, The American
+           Statistician 37(3), 1983.
 
         Examples
         --------
@@ -400,7 +525,15 @@ class RunningStats:
 
     @property
     def shape(self) -> tuple[int, ...] | None:
-        """The kept shape (None before the first update)."""
+        """The kept shape: the shape of every statistic (None before the first update).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> nbn.RunningStats().update(np.ones((2, 3, 4)), axis=(0, 2)).shape
+        (3,)
+        """
         return self._shape
 
     def _out(self, name: str, empty_nan: bool = True) -> np.ndarray:
@@ -413,25 +546,71 @@ class RunningStats:
 
     @property
     def count(self) -> np.ndarray:
-        """Per-feature number of non-NaN values (sum of weights when weighted), float64."""
+        """Per-feature number of non-NaN values (sum of weights when weighted).
+
+        A float64 array of the kept shape (a copy); a 0-d ``0.0`` before the
+        first update.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> nbn.RunningStats().update(np.array([[1.0, np.nan], [2.0, 3.0]])).count
+        array([2., 1.])
+        """
         return self._out("_cnt", empty_nan=False)
 
     @property
     def nan_count(self) -> np.ndarray:
-        """Per-feature number of NaN values skipped, int64."""
+        """Per-feature number of NaN values skipped.
+
+        An int64 array of the kept shape (a copy); a 0-d ``0`` before the
+        first update.  NaN is counted once per value, also when weighted.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> nbn.RunningStats().update(np.array([[1.0, np.nan], [2.0, np.nan]])).nan_count
+        array([0, 2])
+        """
         if self._shape is None:
             return np.zeros((), dtype=np.int64)
         return self._nans.reshape(self._shape).copy()
 
     @property
     def mean(self) -> np.ndarray:
-        """Per-feature mean (NaN where the count is 0), the carried residual added."""
+        """Per-feature mean of the non-NaN values (weighted mean when weighted).
+
+        A float64 array of the kept shape; NaN where the count is 0, and a
+        0-d NaN before the first update.  The mean is carried internally with
+        its rounding residual, which is added here.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> nbn.RunningStats().update(np.array([[1.0, np.nan], [2.0, np.nan]])).mean
+        array([1.5, nan])
+        """
         m = self._out("_mean")
         return m + self._res.reshape(m.shape) if self._shape is not None else m
 
     @property
     def m2(self) -> np.ndarray:
-        """Per-feature sum of squared deviations from the mean (NaN where the count is 0)."""
+        """Per-feature sum of squared deviations from the mean, ``M2``.
+
+        ``var(ddof) == m2 / (count - ddof)``.  A float64 array of the kept
+        shape; NaN where the count is 0, and a 0-d NaN before the first
+        update.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> nbn.RunningStats().update(np.array([[1.0], [3.0]])).m2
+        array([2.])
+        """
         return self._out("_m2")
 
     def _extreme(self, name: str) -> np.ndarray | None:
@@ -441,16 +620,56 @@ class RunningStats:
 
     @property
     def min(self) -> np.ndarray | None:
-        """Per-feature minimum (NaN where the count is 0; None if not tracked)."""
+        """Per-feature minimum of the non-NaN values, or None if not tracked.
+
+        A float64 array of the kept shape; NaN where the count is 0, and a
+        0-d NaN before the first update.  None when the accumulator was made
+        with ``minmax=False`` or merged with one that was.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> nbn.RunningStats().update(np.array([[1.0, np.nan], [-2.0, np.nan]])).min
+        array([-2., nan])
+        >>> nbn.RunningStats(minmax=False).update(np.ones((2, 2))).min is None
+        True
+        """
         return self._extreme("_mn")
 
     @property
     def max(self) -> np.ndarray | None:
-        """Per-feature maximum (NaN where the count is 0; None if not tracked)."""
+        """Per-feature maximum of the non-NaN values, or None if not tracked.
+
+        As :attr:`min`: float64, NaN where the count is 0, None when min and
+        max are not tracked.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> nbn.RunningStats().update(np.array([[1.0, 5.0], [-2.0, 4.0]])).max
+        array([1., 5.])
+        """
         return self._extreme("_mx")
 
     def var(self, ddof: float = 0) -> np.ndarray:
         """Per-feature variance ``M2 / (count - ddof)``; NaN where ``count <= ddof``.
+
+        ``ddof=0`` (the default, NumPy's) is the biased variance, ``ddof=1``
+        the unbiased one.  With weights, ``count`` is the sum of weights
+        (frequency weights).
+
+        Parameters
+        ----------
+        ddof : float, default 0
+            Delta degrees of freedom.
+
+        Returns
+        -------
+        ndarray
+            The variances, float64, of the kept shape (a 0-d NaN before the
+            first update).
 
         Examples
         --------
@@ -466,7 +685,26 @@ class RunningStats:
         return out.reshape(self._shape)
 
     def std(self, ddof: float = 0) -> np.ndarray:
-        """Per-feature standard deviation, ``sqrt(var(ddof))``."""
+        """Per-feature standard deviation, ``sqrt(var(ddof))``.
+
+        Parameters
+        ----------
+        ddof : float, default 0
+            Delta degrees of freedom, as in :meth:`var`.
+
+        Returns
+        -------
+        ndarray
+            The standard deviations, float64, of the kept shape; NaN where
+            ``count <= ddof``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import numbanorm as nbn
+        >>> nbn.RunningStats().update(np.array([[1.0], [3.0]])).std()
+        array([1.])
+        """
         return np.sqrt(self.var(ddof))
 
     def __repr__(self) -> str:
