@@ -17,18 +17,15 @@ B. Zhang, R. Sennrich, "Root Mean Square Layer Normalization", NeurIPS 2019.
 
 from __future__ import annotations
 
-import functools
 import math
 from typing import Any
 
 import numpy as np
 
-from . import _outbuf
 from . import _validate as V
-from ._config import MIN_TASK_ELEMS
-from ._reduce import _SHORT_ROW, _is_c_contiguous, apply_affine, reduce_moments
-from .backends.cpu import channels as _channels
-from .backends.cpu import small as _small
+from ._reduce import _is_c_contiguous, apply_affine, reduce_moments
+from ._stats import batch_norm_params, inv_std, running_update
+from .backends.cpu import shortcuts
 
 __all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"]
 
@@ -44,17 +41,21 @@ def _finish(inp: V.Input, y, user_out, stats=()):
 
 def _rstd(var: np.ndarray, eps: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
-        return 1.0 / np.sqrt(var + eps)
+        return inv_std.py_func(var, eps)
+
+
+def _write_running(orig, val) -> None:
+    """Write the updated running statistic into the user's array, in place."""
+    if V.backends.is_cuda_array(orig):
+        be = V.backends.backend_for(orig)
+        be.copy_into(be.as_device(orig), np.asarray(val).astype(be.as_device(orig).dtype))
+    else:
+        orig[...] = val
 
 
 def _update_running(orig, host, new, momentum) -> None:
     """running = (1 - momentum) * running + momentum * new, in place."""
-    val = (1.0 - momentum) * host + momentum * new
-    if V.backends.is_cuda_array(orig):
-        be = V.backends.backend_for(orig)
-        be.copy_into(be.as_device(orig), val.astype(be.as_device(orig).dtype))
-    else:
-        orig[...] = val
+    _write_running(orig, running_update.py_func(host, new, momentum))
 
 
 def _channel_stats(inp, axes):
@@ -64,156 +65,6 @@ def _channel_stats(inp, axes):
 
 
 _EMPTY = np.empty(0)
-# the fast paths of batch_norm (tests turn them off to compare with the general path)
-_FUSED = True
-
-
-def _fast_chan(p, C: int, writable: bool = False):
-    """p when the small-call paths take it as is: a (C,) C-contiguous
-    float32/64 ndarray (writable when updated in place); the empty array for
-    None; else False (the general path then validates and converts)."""
-    if p is None:
-        return _EMPTY
-    if (
-        type(p) is np.ndarray
-        and p.dtype in _FAST_DTYPES
-        and p.shape == (C,)
-        and p.flags.c_contiguous
-        and (p.flags.writeable or not writable)
-    ):
-        return p
-    return False
-
-
-def _fast_out(x: np.ndarray, out):
-    """The output of a fast path: a new array like x for None, else ``out``
-    when it is a writable C-contiguous ndarray of x's shape and dtype that is
-    x itself or does not overlap it; None for anything else (the general path
-    then validates it)."""
-    if out is None:
-        return _outbuf.empty_like(x)
-    if (
-        type(out) is not np.ndarray
-        or out.shape != x.shape
-        or out.dtype != x.dtype
-        or not out.flags.c_contiguous
-        or not out.flags.writeable
-        or V.overlaps(out, x)
-    ):
-        return None
-    return out
-
-
-def _chan_fusable(A: int, C: int, S: int) -> bool:
-    """Does the general plan of x viewed (A, C, S), statistics per C, run
-    the views of the fused large kernels (backends/cpu.py: _chan_stats_large)?
-    Rows (A*C, S) need S >= _reduce._SHORT_ROW (shorter rows take another
-    plan there); channels last (S == 1) a batch (A >= 2); and C >= 2 (else
-    the reduced axes merge into one)."""
-    if C < 2:
-        return False
-    return S >= _SHORT_ROW if S > 1 else A >= 2
-
-
-def _fast_bn(
-    x, running_mean, running_var, weight, bias, training, momentum, eps, channel_axis, out, return_stats
-):
-    """The fast paths of batch_norm, or None to take the general one (which
-    then validates everything and raises the errors).
-
-    Only a native float32/64 C-contiguous ndarray with channels on axis 1 or
-    last, float momentum/eps in range, parameters that _fast_chan takes, and
-    ``out`` None or a C-contiguous writable ndarray like x:
-
-    - at most MIN_TASK_ELEMS elements (and no out=/stats): the whole call
-      (statistics, running update, output) is one serial kernel, without
-      the thread pool;
-    - larger: one compiled call runs both passes (cpu.bn_large), for the
-      views whose general plan it repeats (_chan_fusable), same bits.
-    """
-    if (
-        type(x) is not np.ndarray
-        or type(eps) is not float
-        or type(momentum) is not float
-        or type(training) is not bool
-        or type(channel_axis) is not int
-    ):
-        return None
-    nd = x.ndim
-    if (
-        x.dtype not in _FAST_DTYPES
-        or nd < 2
-        or not x.flags.c_contiguous
-        or x.size == 0
-        or not 0.0 <= eps < math.inf
-        or not 0.0 <= momentum <= 1.0
-        or not -nd <= channel_axis < nd
-    ):
-        return None
-    small = x.size <= MIN_TASK_ELEMS
-    if small and (out is not None or return_stats):
-        return None  # the general path runs the same kernel (_small_bn_view)
-    ca = channel_axis % nd
-    if ca != 1 and ca != nd - 1:
-        return None
-    C = x.shape[ca]
-    A = math.prod(x.shape[:ca])
-    S = x.size // (A * C)
-    if training and A * S <= 1:
-        return None
-    rows = S > 1
-    if not small and not _chan_fusable(A, C, S):
-        return None
-    if (running_mean is None) != (running_var is None) or (running_mean is None and not training):
-        return None
-    rm = _fast_chan(running_mean, C, training)
-    rv = _fast_chan(running_var, C, training)
-    w = _fast_chan(weight, C)
-    b = _fast_chan(bias, C)
-    if rm is False or rv is False or w is False or b is False:
-        return None
-    if training and running_mean is not None and np.shares_memory(running_mean, running_var):
-        return None  # the general path's update order is the reference
-    y = _fast_out(x, out)
-    if y is None:
-        return None
-    update = training and running_mean is not None
-    mean, rstd = np.empty(C), np.empty(C)
-    if small:
-        v = (A, C, S)
-        _small.batch_norm_small(
-            x.reshape(v), y.reshape(v), rm, rv, w, b, training, update, momentum, eps, mean, rstd
-        )
-        return y
-    v = (A * C, S) if rows else (1, A * C)
-    _channels.batch_norm(
-        x.reshape(v), y.reshape(v), C, rows, rm, rv, w, b, training, update, momentum, eps, mean, rstd
-    )
-    if return_stats:
-        sd = V.stats_dtype(x.dtype)
-        return y, mean.astype(sd), rstd.astype(sd)
-    return y
-
-
-def _small_bn_view(inp, y, ca):
-    """(A, C, S) when the general path may run batch_norm through the small
-    kernel (so that a small call gives the same bits with or without out=):
-    a host float32/64 x of at most MIN_TASK_ELEMS elements, x and y
-    C-contiguous, channels on axis 1 or last.  Else None."""
-    x = inp.arr
-    nd = x.ndim
-    if (
-        type(x) is not np.ndarray
-        or type(y) is not np.ndarray
-        or x.dtype not in _FAST_DTYPES
-        or x.size > MIN_TASK_ELEMS
-        or not (x.flags.c_contiguous and y.flags.c_contiguous)
-        or (ca != 1 and ca != nd - 1)
-    ):
-        return None
-    A = math.prod(x.shape[:ca])
-    C = x.shape[ca]
-    return A, C, x.size // (A * C)
 
 
 def batch_norm(
@@ -268,8 +119,8 @@ def batch_norm(
     >>> bool(abs(y.mean()) < 1e-6)
     True
     """
-    if stream is None and not _host_running and _FUSED:
-        y = _fast_bn(
+    if stream is None and not _host_running:
+        y = shortcuts.batch_norm(
             x,
             running_mean,
             running_var,
@@ -307,36 +158,28 @@ def batch_norm(
             f"Expected more than 1 value per channel when training, got input of shape {inp.shape}"
         )
     y, user_out = V.out_array(out, inp)
-    v = _small_bn_view(inp, y, ca)
-    if v is not None:
-        # the small-call kernel, on host float64 copies of the parameters
-        mean, rstd = np.empty(C), np.empty(C)
-        update = training and rm is not None
-        wk = _EMPTY if w is None else np.ascontiguousarray(w)
-        bk = _EMPTY if b is None else np.ascontiguousarray(b)
-        _small.batch_norm_small(
-            inp.arr.reshape(v), y.reshape(v),
-            _EMPTY if rm is None else rm, _EMPTY if rv is None else rv,
-            wk, bk, bool(training), update, mom, eps, mean, rstd,
-        )  # fmt: skip
-        if update:  # rm, rv: float64 host copies, updated by the kernel
-            rm_o[...] = rm
-            rv_o[...] = rv
-        sd = V.stats_dtype(inp.dtype)
-        return _finish(inp, y, user_out, (mean.astype(sd), rstd.astype(sd)) if return_stats else None)
-    with inp.backend.context(stream):
-        if training:
-            cnt, mean, var, m2 = _channel_stats(inp, axes)
-            rstd = _rstd(var, eps)
-            if rm is not None:
-                _update_running(rm_o, rm, mean, mom)
-                _update_running(rv_o, rv, m2 / (cnt - 1.0), mom)
-        else:
-            mean = rm
-            rstd = _rstd(rv, eps)
-        scale = rstd * (w if w is not None else 1.0)
-        shift = b if b is not None else np.zeros(C)
-        apply_affine(inp.arr, axes, mean, scale, shift, out=y, backend=inp.backend)
+    update = bool(training) and rm is not None
+    wk = _EMPTY if w is None else np.ascontiguousarray(w)
+    bk = _EMPTY if b is None else np.ascontiguousarray(b)
+    rmk = _EMPTY if rm is None else rm
+    rvk = _EMPTY if rv is None else rv
+    stats = shortcuts.batch_norm_general_small(inp, y, ca, rmk, rvk, wk, bk, bool(training), update, mom, eps)
+    if stats is not None:
+        mean, rstd = stats
+    else:
+        with inp.backend.context(stream):
+            if training:
+                m = reduce_moments(inp.arr, axes, skipnan=False, minmax=False, backend=inp.backend)
+                cnt, mu, m2 = m.count, m.mean, m.m2
+            else:
+                cnt = mu = m2 = _EMPTY
+            prm = np.empty((4, C))  # mean, rstd, scale, shift
+            batch_norm_params(cnt, mu, m2, rmk, rvk, wk, bk, bool(training), update, mom, eps, *prm)
+            mean, rstd, scale, shift = prm
+            apply_affine(inp.arr, axes, mean, scale, shift, out=y, backend=inp.backend)
+    if update:  # rm, rv: float64 host copies, updated by the kernel
+        _write_running(rm_o, rm)
+        _write_running(rv_o, rv)
     sd = V.stats_dtype(inp.dtype)
     return _finish(inp, y, user_out, (mean.astype(sd), rstd.astype(sd)) if return_stats else None)
 
@@ -372,22 +215,9 @@ def instance_norm(
     >>> mean.shape
     (2, 3)
     """
-    if (
-        out is None
-        and not return_stats
-        and stream is None
-        and running_mean is None
-        and running_var is None
-        and use_input_stats is True
-        and type(channel_axis) is int
-        and channel_axis == 1
-        and type(momentum) is float
-        and 0.0 <= momentum <= 1.0
-        and type(x) is np.ndarray
-        and x.ndim >= 3
-        and x.size > 2 * x.shape[0] * x.shape[1]  # spatial > 1 (else the general error)
-    ):
-        y = _small_groups(x, x.shape[1], weight, bias, eps)
+    if out is None and not return_stats and stream is None:
+        args = (running_mean, running_var, weight, bias, use_input_stats, momentum, eps, channel_axis)
+        y = shortcuts.instance_norm(x, *args)
         if y is not None:
             return y
     inp = V.Input(x)
@@ -464,94 +294,6 @@ def _rows(inp: V.Input, normalized_shape: Any, name: str = "normalized_shape"):
     return ns, math.prod(inp.shape[: inp.ndim - k]), math.prod(ns)
 
 
-@functools.lru_cache(maxsize=64)
-def _const(D: int, value: float, dtype: Any) -> np.ndarray:
-    """Read-only (1, D) row of ones/zeros: the identity weight/bias."""
-    a = np.full((1, D), value, dtype=dtype)
-    a.flags.writeable = False
-    return a
-
-
-_FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-_FINFO_EPS = {dt: float(np.finfo(dt).eps) for dt in _FAST_DTYPES}
-
-
-def _small_groups(x: np.ndarray, G: int, weight, bias, eps):
-    """The small-call fast path of instance_norm (G = C) and group_norm: the
-    (N*G, C/G*spatial) rows of a channels-first x through the serial row
-    kernel that the general path also takes for small inputs (the same bits
-    with or without out=).  None when anything needs converting: the general
-    path then validates and raises the errors."""
-    dt = x.dtype
-    if (
-        dt not in _FAST_DTYPES
-        or not x.flags.c_contiguous
-        or not 0 < x.size <= MIN_TASK_ELEMS
-        or type(eps) is not float
-        or not 0.0 <= eps < math.inf
-    ):
-        return None
-    N, C = x.shape[0], x.shape[1]
-    W = _fast_param(weight, C, dt, 1.0)
-    B = _fast_param(bias, C, dt, 0.0)
-    if W is None or B is None:
-        return None
-    W = W.reshape(G, C // G)  # group g's weights, one per channel = row segment
-    B = B.reshape(G, C // G)
-    R = N * G
-    D = x.size // R
-    y = np.empty_like(x)
-    _small.row_norm_small(x.reshape(R, D), y.reshape(R, D), W, B, eps, 0.0, False, _EMPTY, _EMPTY)
-    return y
-
-
-def _fast_param(p, D: int, dt, default: float):
-    """p as a (1, D) row when it is exactly what the small-call path takes
-    (None: the identity row of ``default``), else None."""
-    if p is None:
-        return _const(D, default, dt)
-    if type(p) is np.ndarray and p.dtype == dt and p.shape == (D,) and p.flags.c_contiguous:
-        return p.reshape(1, D)
-    return None
-
-
-def _small_row_op(x, normalized_shape, weight, bias, eps, rms):
-    """The small-call fast path of layer_norm/rms_norm, or None to take the
-    general one (which then validates everything and raises the errors).
-
-    Only a native float32/64 C-contiguous ndarray of at most MIN_TASK_ELEMS
-    elements, an int (or 1-tuple of int) normalized_shape equal to its last dimension, weight/bias
-    None or (D,) arrays of x's dtype, and a finite float eps >= 0: then no
-    argument needs converting and the whole call is one serial kernel.
-    """
-    if type(x) is not np.ndarray or type(eps) is not float:
-        return None
-    ns = normalized_shape
-    if type(ns) is tuple and len(ns) == 1:
-        ns = ns[0]  # (D,): the form torch code writes
-    dt = x.dtype
-    if (
-        type(ns) is not int
-        or x.ndim == 0
-        or dt not in _FAST_DTYPES
-        or not x.flags.c_contiguous
-        or not 0 < x.size <= MIN_TASK_ELEMS
-        or x.shape[-1] != ns
-        or not 0.0 <= eps < math.inf
-    ):
-        return None
-    D = ns
-    w = _fast_param(weight, D, dt, 1.0)
-    b = _fast_param(bias, D, dt, 0.0)
-    if w is None or b is None:
-        return None
-    y = np.empty_like(x)
-    _small.row_norm_small(
-        x.reshape(-1, D), y.reshape(-1, D), w, b, eps, 1.0 if rms else 0.0, False, _EMPTY, _EMPTY
-    )
-    return y
-
-
 def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_stats):
     """Layer/RMS norm through the fused row primitive (the small-call hot path:
     keep it free of avoidable allocations)."""
@@ -569,10 +311,10 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_sta
     if w is None and b is None and be.ROW_NORM_GROUPED:
         # no affine: one weight for the whole row, so large rows take the
         # pipelined kernel (the arithmetic, * 1 + 0, is the same either way)
-        wf, bf = _const(1, 1.0, pdt), _const(1, 0.0, pdt)
+        wf, bf = shortcuts.const(1, 1.0, pdt), shortcuts.const(1, 0.0, pdt)
     else:
-        wf = _const(D, 1.0, pdt) if w is None else np.ascontiguousarray(w).reshape(1, D)
-        bf = _const(D, 0.0, pdt) if b is None else np.ascontiguousarray(b).reshape(1, D)
+        wf = shortcuts.const(D, 1.0, pdt) if w is None else np.ascontiguousarray(w).reshape(1, D)
+        bf = shortcuts.const(D, 0.0, pdt) if b is None else np.ascontiguousarray(b).reshape(1, D)
     with be.context(stream):
         mean, rstd = be.row_norm(xc.reshape(R, D), target.reshape(R, D), wf, bf, eps, rms)
     if not direct:
@@ -613,7 +355,7 @@ def layer_norm(
     True
     """
     if out is None and not return_stats and stream is None:
-        y = _small_row_op(x, normalized_shape, weight, bias, eps, False)
+        y = shortcuts.layer_norm(x, normalized_shape, weight, bias, eps)
         if y is not None:
             return y
     inp = V.Input(x)
@@ -647,8 +389,7 @@ def rms_norm(
     True
     """
     if out is None and not return_stats and stream is None:
-        e = _FINFO_EPS.get(getattr(x, "dtype", None)) if eps is None else eps
-        y = _small_row_op(x, normalized_shape, weight, None, e, True)
+        y = shortcuts.rms_norm(x, normalized_shape, weight, eps)
         if y is not None:
             return y
     inp = V.Input(x)
@@ -685,19 +426,8 @@ def group_norm(
     >>> mean.shape
     (2, 3)
     """
-    if (
-        out is None
-        and not return_stats
-        and stream is None
-        and type(channel_axis) is int
-        and channel_axis == 1
-        and type(num_groups) is int
-        and type(x) is np.ndarray
-        and x.ndim >= 2
-        and num_groups > 0
-        and x.shape[1] % num_groups == 0
-    ):
-        y = _small_groups(x, num_groups, weight, bias, eps)
+    if out is None and not return_stats and stream is None:
+        y = shortcuts.group_norm(x, num_groups, weight, bias, eps, channel_axis)
         if y is not None:
             return y
     inp = V.Input(x)

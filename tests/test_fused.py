@@ -19,8 +19,7 @@ import numpy as np
 import pytest
 
 import numbanorm as nbn
-from numbanorm import functional as F
-from numbanorm.backends.cpu import channels
+from numbanorm.backends.cpu import channels, shortcuts
 
 
 def _same(a, b):
@@ -67,9 +66,9 @@ def count(monkeypatch):
 def _both(monkeypatch, f):
     """f() through the fused path, then through the general one."""
     got = f()
-    monkeypatch.setattr(F, "_FUSED", False)
+    monkeypatch.setattr(shortcuts, "FUSED", False)
     want = f()
-    monkeypatch.setattr(F, "_FUSED", True)
+    monkeypatch.setattr(shortcuts, "FUSED", True)
     return got, want
 
 
@@ -132,7 +131,7 @@ def test_batch_norm_fused_out_and_in_place(monkeypatch, count, rng, dtype, shape
     assert got is xi
     _same(got, want)
     assert count["bn_large"] == 3
-    monkeypatch.setattr(F, "_FUSED", False)
+    monkeypatch.setattr(shortcuts, "FUSED", False)
     _same(nbn.batch_norm(x, training=True, channel_axis=ca), want)
 
 

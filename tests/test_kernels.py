@@ -29,6 +29,7 @@ def test_parallel_and_serial_drivers_are_distinct_compilations():
             b,
             1e-5,
             2.0,
+            1,
             mean,
             rstd,
             stat=rows.MEAN,

@@ -19,10 +19,9 @@ import pytest
 import reference as ref
 
 import numbanorm as nbn
-from numbanorm import functional as F
 from numbanorm._config import LINE_BYTES, PREFETCH_MIN_ROW_BYTES
 from numbanorm.backends.cpu import _intrinsics as intr
-from numbanorm.backends.cpu import _tasks, pipelined, rows
+from numbanorm.backends.cpu import _tasks, pipelined, rows, shortcuts
 from numbanorm.backends.cpu import affine as cpu_apply
 
 GUARD = 2 * LINE_BYTES
@@ -262,7 +261,7 @@ def test_pipe_kernel_blocks(dtype, ntask, mode):
     stat = {0.0: rows.MEAN, 1.0: rows.RMS, -2.0: rows.PNORM}[mode]
     pipelined.run_pipe(x, o1, W, B, 1e-5, stat, m1, r1, ntask, False, True)
     _tasks.run_serial(
-        rows.row_task, R, x, o2, W, B, 1e-5, 2.0, m2, r2, stat=stat, stream=False, same=False, short=False
+        rows.row_task, R, x, o2, W, B, 1e-5, 2.0, 1, m2, r2, stat=stat, stream=False, same=False, short=False
     )
     assert _guards_intact(raw, start, o1.nbytes)
     np.testing.assert_allclose(m1, m2, rtol=1e-14, atol=1e-12)
@@ -334,7 +333,7 @@ def test_apply_streams_only_into_resident_outputs(monkeypatch, fused, no_output_
     # both paths (fused: the per-channel fast path) ask the apply tasks for
     # the variant that streams or not
     if not fused:
-        monkeypatch.setattr(F, "_FUSED", False)
+        monkeypatch.setattr(shortcuts, "FUSED", False)
     for task in (cpu_apply.apply_rows, cpu_apply.apply_lanes):
         real = task.address
 

@@ -13,6 +13,7 @@ import numbanorm as nbn
 from numbanorm._stats import merge_mid
 from numbanorm.backends import cpu
 from numbanorm.backends.cpu import axis_stats as cpu_moments
+from numbanorm.backends.cpu._tasks import run
 
 
 def _exact(v):
@@ -110,17 +111,18 @@ def _kernel_moments(x3, nchunk, rb, skipnan, minmax, want_moments=True):
     (moments() picks them from the shape), merged as moments() does."""
     P, R, K = x3.shape
     L = cpu_moments.lanes_for(K)
-    xf = x3.reshape(P, R * K)
-    sh = (P, nchunk, K)
-    cnt, mean, res, m2 = (np.zeros(sh) for _ in range(4))
-    mn, mx = np.full(sh, np.inf), np.full(sh, -np.inf)
+    fr = cpu_moments.frame(x3.reshape(P, R * K), K, L, nchunk, rb, skipnan=skipnan, stats=True)
     if want_moments:
-        cpu_moments.lane_moments(xf, K, L, nchunk, rb, skipnan, cnt, mean, res, m2)
+        run(cpu_moments.col_moments, P * nchunk, *fr)
+        if fr[cpu_moments.F_STOP].max() >= 0:
+            run(cpu_moments.col_moments_exact, P * nchunk, *fr)
     if minmax:
-        cpu_moments.lane_minmax_run(
-            xf, K, L, nchunk, rb, skipnan, cnt if not want_moments else np.empty(sh), mn, mx
-        )
-    return merge_mid(cnt, mean, res, m2, mn, mx, minmax)
+        cnt = fr[cpu_moments.F_PART][0].copy()
+        run(cpu_moments.col_minmax, P * nchunk, *fr)
+        if want_moments:
+            fr[cpu_moments.F_PART][0] = cnt
+    part = fr[cpu_moments.F_PART]
+    return merge_mid(*part[:4], part[4], part[5], minmax)
 
 
 @pytest.mark.parametrize("kind", ["iid", "sorted", "outlier_first", "steps", "drift", "constant"])

@@ -1,4 +1,4 @@
-"""The small-call fast path of layer_norm/rms_norm (functional._small_row_op).
+"""The small-call fast path of layer_norm/rms_norm (backends/cpu/shortcuts.py: rows_small).
 
 It must give the general path's results, be taken only when nothing needs
 converting, and leave every error to the general path's validation.
@@ -12,8 +12,8 @@ from reference import layer_norm as ref_layer
 from reference import rms_norm as ref_rms
 
 import numbanorm as nbn
-from numbanorm import functional as F
 from numbanorm._config import MIN_TASK_ELEMS
+from numbanorm.backends.cpu import shortcuts
 
 
 def _general(fn, *args, **kw):
@@ -31,8 +31,8 @@ def test_fast_path_matches_general_path_and_oracle(rng, dtype, shape, affine, of
     w = rng.standard_normal(D).astype(dtype) if affine else None
     b = rng.standard_normal(D).astype(dtype) if affine else None
     x0 = x.copy()
-    assert F._small_row_op(x, D, w, b, 1e-5, False) is not None  # it is the fast path
-    assert F._small_row_op(x, (D,), w, b, 1e-5, False) is not None
+    assert shortcuts.rows_small(x, D, w, b, 1e-5, False) is not None  # it is the fast path
+    assert shortcuts.rows_small(x, (D,), w, b, 1e-5, False) is not None
     y = nbn.layer_norm(x, D, w, b, 1e-5)
     tol = dict(rtol=1e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-10)
     assert y.dtype == dtype and y.shape == shape and y.flags.c_contiguous
@@ -96,7 +96,7 @@ def test_inputs_that_need_converting_take_the_general_path(rng, case):
         w = np.linspace(0.5, 2, 32).astype(np.float32)[::2]
     elif case == "too_big":
         x = rng.standard_normal((MIN_TASK_ELEMS // 16 + 1, 16)).astype(np.float32)
-    assert F._small_row_op(x, ns, w, None, eps, False) is None
+    assert shortcuts.rows_small(x, ns, w, None, eps, False) is None
     # ...and the general path computes it
     y = nbn.layer_norm(x, ns, w, eps=eps)
     xf = np.asarray(x, np.float64)

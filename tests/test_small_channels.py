@@ -1,6 +1,6 @@
 """Small-call fast paths of batch_norm, standardize and minmax_scale.
 
-functional._fast_bn and preprocessing._small_view send small native arrays
+shortcuts.batch_norm and shortcuts.small_view (backends/cpu/shortcuts.py) send small native arrays
 to one serial kernel each (backends/cpu.py: _bn_small, _standardize_small,
 _minmax_small).  They must give the general path's results (out= and
 return_stats always take the general path), update running statistics the
@@ -14,9 +14,8 @@ import pytest
 import reference as ref
 
 import numbanorm as nbn
-from numbanorm import functional as F
-from numbanorm import preprocessing as P
 from numbanorm._config import MIN_TASK_ELEMS
+from numbanorm.backends.cpu import shortcuts
 
 
 def _tol(dtype):
@@ -53,7 +52,7 @@ def test_batch_norm_fast_path_matches_general(rng, dtype, shape, ca, training, a
         rv1 = rng.uniform(0.5, 2, C).astype(rdtype)
         rm2, rv2 = rm1.copy(), rv1.copy()
     assert (
-        F._fast_bn(
+        shortcuts.batch_norm(
             x.copy(),
             None if rm1 is None else rm1.copy(),
             None if rv1 is None else rv1.copy(),
@@ -160,7 +159,7 @@ def test_batch_norm_inputs_that_need_converting_take_the_general_path(rng, case)
         None,
         False,
     )
-    assert F._fast_bn(*args) is None
+    assert shortcuts.batch_norm(*args) is None
 
 
 @pytest.mark.parametrize(
@@ -216,7 +215,7 @@ def test_standardize_fast_path_matches_general(rng, dtype, shape, axis, opts):
     flat[::7] = np.nan  # NaN left out of the statistics
     if x.ndim == 2:
         x[:, 0] = 5.0  # a constant column (std 1) / row
-    assert P._small_view(x, axis) is not None
+    assert shortcuts.small_view(x, axis) is not None
     x0 = x.copy()
     y = nbn.standardize(x, axis, **opts)
     g = nbn.standardize(x, axis, out=np.empty_like(x), **opts)
@@ -239,7 +238,7 @@ def test_minmax_fast_path_matches_general(rng, dtype, shape, axis, opts):
         x[:, 0] = 5.0  # zero range: scaled by hi - lo
         x[:, 1] = np.nan  # all NaN: stays NaN
         x[3, 2] = np.inf
-    assert P._small_view(x, axis) is not None
+    assert shortcuts.small_view(x, axis) is not None
     y = nbn.minmax_scale(x, axis=axis, **opts)
     g = nbn.minmax_scale(x, axis=axis, out=np.empty_like(x), **opts)
     with np.errstate(invalid="ignore"):
@@ -248,17 +247,17 @@ def test_minmax_fast_path_matches_general(rng, dtype, shape, axis, opts):
 
 def test_standardize_fast_path_not_taken_and_errors(rng):
     x = rng.standard_normal((6, 4, 3))
-    assert P._small_view(x, (0, 2)) == (6, 4, 3)  # a tuple axis keeping axis 1
-    assert P._small_view(x, (0, 1)) == (24, 3, 1)
-    assert P._small_view(x, (1,)) is None  # kept (0, 2): not contiguous
-    assert P._small_view(x, (0, 0)) is None  # repeated: the general path raises
-    assert P._small_view(x, ()) is None
-    assert P._small_view(x, [0, 2]) is None  # not a tuple
-    assert P._small_view(x[:, ::2], 0) is None
-    assert P._small_view(x.astype(np.float16), 0) is None
-    assert P._small_view(np.ones((MIN_TASK_ELEMS + 1,)), 0) is None
-    assert P._small_view(np.ones((0, 3)), 0) is None
-    assert P._small_view(x, 5) is None
+    assert shortcuts.small_view(x, (0, 2)) == (6, 4, 3)  # a tuple axis keeping axis 1
+    assert shortcuts.small_view(x, (0, 1)) == (24, 3, 1)
+    assert shortcuts.small_view(x, (1,)) is None  # kept (0, 2): not contiguous
+    assert shortcuts.small_view(x, (0, 0)) is None  # repeated: the general path raises
+    assert shortcuts.small_view(x, ()) is None
+    assert shortcuts.small_view(x, [0, 2]) is None  # not a tuple
+    assert shortcuts.small_view(x[:, ::2], 0) is None
+    assert shortcuts.small_view(x.astype(np.float16), 0) is None
+    assert shortcuts.small_view(np.ones((MIN_TASK_ELEMS + 1,)), 0) is None
+    assert shortcuts.small_view(np.ones((0, 3)), 0) is None
+    assert shortcuts.small_view(x, 5) is None
     with pytest.raises(ValueError, match="axis"):
         nbn.standardize(x, 5)
     with pytest.raises(ValueError, match="ddof"):
@@ -307,7 +306,7 @@ def test_instance_and_group_fast_paths(rng, dtype, shape, affine):
     C = shape[1]
     w = rng.uniform(0.5, 1.5, C).astype(dtype) if affine else None
     b = rng.uniform(-1, 1, C).astype(dtype) if affine else None
-    assert F._small_groups(x, C, w, b, 1e-5) is not None
+    assert shortcuts.groups_small(x, C, w, b, 1e-5) is not None
     y = nbn.instance_norm(x, weight=w, bias=b)
     assert np.array_equal(y, nbn.instance_norm(x, weight=w, bias=b, out=np.empty_like(x)))
     np.testing.assert_allclose(
@@ -335,9 +334,9 @@ def test_instance_and_group_fast_path_errors(rng):
         nbn.group_norm(x, 2, np.ones(3, np.float32))
     with pytest.raises(ValueError, match="spatial"):
         nbn.instance_norm(x[:, :, :1])
-    assert F._small_groups(x.astype(np.float16), 4, None, None, 1e-5) is None
+    assert shortcuts.groups_small(x.astype(np.float16), 4, None, None, 1e-5) is None
     assert (
-        F._small_groups(x, 4, np.ones(4), None, 1e-5) is None
+        shortcuts.groups_small(x, 4, np.ones(4), None, 1e-5) is None
     )  # float64 weight: converted by the general path
     np.testing.assert_allclose(nbn.group_norm(x, 2, np.ones(4)), nbn.group_norm(x, 2), rtol=1e-6)
 

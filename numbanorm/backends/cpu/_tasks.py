@@ -61,14 +61,17 @@ def _call(typingctx, addr, t, args):
 
 
 @kernel(parallel=True)
-def prange_tasks(addr, ntask, *args):
-    """Run tasks 0 .. ntask-1 of the kernel at ``addr`` on numba's threads."""
+def prange_tasks(addr, ntask, args):
+    """Run tasks 0 .. ntask-1 of the kernel at ``addr`` on numba's threads.
+    ``args``: the tuple of the kernel's arguments (a plain tuple, not
+    ``*args``: from Python and from compiled code alike, so that both reach
+    one compiled signature; numba types ``*args`` as another tuple type)."""
     for t in prange(ntask):
         _call(addr, t, args)
 
 
 @kernel(nogil=True)
-def serial_tasks(addr, ntask, *args):
+def serial_tasks(addr, ntask, args):
     """Run tasks 0 .. ntask-1 of the kernel at ``addr`` in this thread (small
     inputs: waking the thread pool costs more than the work)."""
     for t in range(ntask):
@@ -176,12 +179,12 @@ def launch(kernel, *args):
 
 def run(kernel: Task, ntask: int, *args, **flags) -> None:
     """Run tasks 0 .. ntask-1 of ``kernel`` (the variant ``flags``) in parallel."""
-    launch(prange_tasks, kernel.address(args, **flags), ntask, *args)
+    launch(prange_tasks, kernel.address(args, **flags), ntask, args)
 
 
 def run_serial(kernel: Task, ntask: int, *args, **flags) -> None:
     """Run tasks 0 .. ntask-1 of ``kernel`` (the variant ``flags``) in this thread."""
-    serial_tasks(kernel.address(args, **flags), ntask, *args)
+    serial_tasks(kernel.address(args, **flags), ntask, args)
 
 
 def threads() -> int:

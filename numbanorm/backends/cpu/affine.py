@@ -19,8 +19,8 @@ from numba import njit
 from ..._config import FASTMATH_ELEMENTWISE, LINE_BYTES
 from ._elementwise import map_lanes, map_scalar
 from ._intrinsics import in_place, resident, stream_span, streams
-from ._tasks import nsplit, run, task
-from .axis_stats import lane_rows, lanes_for
+from ._tasks import run, task
+from .axis_stats import F_PRM, col_split, frame, lane_rows
 
 _FME = set(FASTMATH_ELEMENTWISE)
 
@@ -42,47 +42,46 @@ def apply_span(v, o, ch, sc, sh, lo, hi, stream, same):
 
 @task(fastmath=_FME, variants=("stream", "same"))
 def apply_rows(stream, same):
-    """Task t of of = clip((x - ch) * scale + shift) over the rows of xf
-    (P, R), one parameter set per row: chunk t % nchunk of row t // nchunk.
-    Parameters (P, 1) of x's dtype.  ``stream``: whole aligned lines by
-    streaming stores; ``same``: in place (xf is of)."""
+    """Task t (frame, K == 1) of of = clip((x - ch) * scale + shift) over
+    the rows of xf (P, R), one parameter set per row, prm (3, P, 1): chunk
+    t % nseg of row t // nseg.  ``stream``: whole aligned lines by streaming
+    stores; ``same``: in place (xf is of)."""
 
-    def apply_rows_task(t, xf, of, nchunk, ch, scale, shift, lo, hi):
+    def apply_rows_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
         R = xf.shape[1]
-        per = (R + nchunk - 1) // nchunk
-        p = t // nchunk
-        c = t - p * nchunk
+        per = (R + nseg - 1) // nseg
+        p = t // nseg
+        c = t - p * nseg
         f0 = min(R, c * per)
         f1 = min(R, f0 + per)
-        apply_span(xf[p, f0:f1], of[p, f0:f1], ch[p, 0], scale[p, 0], shift[p, 0], lo, hi, stream, same)
+        apply_span(xf[p, f0:f1], of[p, f0:f1], prm[0, p, 0], prm[1, p, 0], prm[2, p, 0], lo, hi, stream, same)
 
     return apply_rows_task
 
 
 @task(fastmath=_FME, variants=("stream", "same"))
 def apply_lanes(stream, same):
-    """Task t of of = clip((x - ch) * scale + shift) over xf (P, R*K) as (P,
-    R, K), K > 1: chunk t % nchunk of row t // nchunk.  Parameters (P, L)
-    lanes of x's dtype; ``rot`` (ntask, 3, L) scratch; ``same``: in place.
+    """Task t (frame, K > 1) of of = clip((x - ch) * scale + shift) over xf
+    (P, R*K) as (P, R, K): chunk t % nseg of row t // nseg.  Parameters prm
+    (3, P, L), lanes of x's dtype; rot[t] scratch; ``same``: in place.
 
     ``stream``: write whole aligned lines of ``of`` with streaming stores
     (stream_span).  The lane path then starts its L-chunks at the first
     aligned element, with the lane parameters rotated to match, so that every
     full chunk is whole lines (when L * itemsize is a multiple of a line).
     """
-
     write = map_lanes.variant(same)
 
-    def apply_lanes_task(t, xf, of, K, L, nchunk, ch, scale, shift, lo, hi, rot):
+    def apply_lanes_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
         isz = of.itemsize
-        p, _, r0, r1 = lane_rows(xf, K, L, nchunk, t)
+        p, _, r0, r1 = lane_rows(xf, K, L, nseg, t)
         f0 = r0 * K
         f1 = r1 * K
         v = xf[p]
         o = of[p]
-        hh = ch[p]
-        sc = scale[p]
-        sh = shift[p]
+        hh = prm[0, p]
+        sc = prm[1, p]
+        sh = prm[2, p]
         q = 0
         lines = False
         if stream:  # (a compile-time flag: without it, none of this is compiled)
@@ -125,28 +124,22 @@ def lowered_param(center, scale, shift, T):
     return ch, T(scale), T(shift)
 
 
-def lane_params(center, scale, shift, K, L, dt):
-    """(ch, sc, sh): (P, K) float64 parameters as apply_lanes reads them:
-    x's dtype dt, replicated into L lanes; the center rounded to dt and
-    the part of it dt cannot hold moved into the shift, in float64:
-    ``(x - c) * s + t == (x - ch) * s + (t - (c - ch) * s)``."""
-    c64 = np.asarray(center, np.float64).reshape(-1, K)
-    s64 = np.asarray(scale, np.float64).reshape(-1, K)
+def lane_params(center, scale, shift, K, prm):
+    """Fill prm (3, P, L) with (P, K) float64 parameters as the apply tasks
+    read them: x's dtype (prm's), replicated into L lanes; the center
+    rounded to it and the part of it the dtype cannot hold moved into the
+    shift, in float64: ``(x - c) * s + t == (x - ch) * s + (t - (c - ch) * s)``."""
+    dt = prm.dtype
+    P, L = prm.shape[1], prm.shape[2]
+    c64 = np.asarray(center, np.float64).reshape(P, K)
+    s64 = np.asarray(scale, np.float64).reshape(P, K)
     ch = c64.astype(dt)
     with np.errstate(invalid="ignore", over="ignore"):
         # (an exactly representable center moves nothing: 0 * inf is no NaN)
-        t64 = np.asarray(shift, np.float64).reshape(-1, K) - np.where(c64 == ch, 0.0, (c64 - ch) * s64)
+        t64 = np.asarray(shift, np.float64).reshape(P, K) - np.where(c64 == ch, 0.0, (c64 - ch) * s64)
     rep = L // K
-
-    def lanes(a):
-        return a if rep == 1 else np.ascontiguousarray(np.tile(a, (1, rep)))
-
-    return lanes(ch), lanes(s64.astype(dt)), lanes(t64.astype(dt))
-
-
-def apply_split(P: int, R: int, K: int):
-    """(nchunk, L): chunks per p, and lanes (1 for K == 1: scalar path)."""
-    return max(1, min(nsplit(P, R * K), R)), (lanes_for(K) if K > 1 else 1)
+    for i, a in enumerate((ch, s64, t64)):
+        prm[i].reshape(P, rep, K)[...] = a.reshape(P, 1, K)
 
 
 def apply(x3, out3, center, scale, shift, lo=None, hi=None):
@@ -158,22 +151,14 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
     if x3.dtype == np.float16:
         x3 = x3.astype(np.float32)
         narrow, out3 = out3, np.empty(x3.shape, np.float32)
-    dt = x3.dtype
-    nchunk, L = apply_split(P, R, K)
-    ch, sc, sh = lane_params(center, scale, shift, K, L, dt)
-    ntask = P * nchunk
-    xf = x3.reshape(P, R * K)
-    of = out3.reshape(P, R * K)
-    lo = dt.type(-np.inf if lo is None else lo)
-    hi = dt.type(np.inf if hi is None else hi)
+    nseg, L, _ = col_split(P, R, K, x3.itemsize)
+    La = L if K > 1 else 1  # K == 1: scalar parameters per row
+    fr = frame(x3.reshape(P, R * K), K, La, nseg, of=out3.reshape(P, R * K), lo=lo, hi=hi)
+    lane_params(center, scale, shift, K, fr[F_PRM])
+    same = in_place(x3, out3)
     # streaming only into resident pages: into a fresh output it measured
     # 11 % slower (NOTES.md section 13); and not in place (in_place)
-    same = in_place(x3, out3)
-    stream = narrow is None and streams(out3) and resident(out3) and not same
-    if K == 1:
-        run(apply_rows, ntask, xf, of, nchunk, ch, sc, sh, lo, hi, stream=stream, same=same)
-    else:
-        rot = np.empty((ntask, 3, L), dt)
-        run(apply_lanes, ntask, xf, of, K, L, nchunk, ch, sc, sh, lo, hi, rot, stream=stream, same=same)
+    stream = narrow is None and not same and streams(out3) and resident(out3)
+    run(apply_rows if K == 1 else apply_lanes, P * nseg, *fr, stream=stream, same=same)
     if narrow is not None:
         narrow[...] = out3

@@ -46,6 +46,23 @@ NLANE = 5
 _AN, _AM, _AR, _AQ, _TN, _T1, _T2, _C1, _C2, _BAD = range(10)
 NACC = 10
 
+# The frame: every task of the two-pass ops (moments, min/max and the
+# output pass, over rows and lanes) takes the same arguments, so one
+# compiled prange driver per dtype serves them all (each driver signature
+# costs ~0.3 s cold, NOTES.md section 21).  See :func:`frame`:
+#   xf, of      (P, R*K) x and the output (x's dtype)
+#   K, L        columns of the (R, K) matrix of each p, lanes (K == 1: rows)
+#   nseg, rb    tasks per p, rows per cache block (the lane moments)
+#   skipnan     NaN left out of the statistics
+#   lo, hi      clip bounds of the output (x's dtype)
+#   part        (6, P, nseg, K) float64 partials: count, mean, mean residual,
+#               M2, min, max of each task
+#   lanes, acc, stop: the lane moments' state, (ntask, NLANE, L) and (ntask,
+#               NACC, K) float64, (ntask,) int64
+#   prm         (3, P, L) the output's parameters (center, scale, shift) in
+#               x's dtype, lane-replicated (L = 1: one set per p)
+#   rot         (ntask, 3, L) x's dtype scratch (rotated parameters, min/max)
+
 
 # --------------------------------------------------------------------------
 # chunk helpers: rows
@@ -137,16 +154,16 @@ def segment_moments(v, lo, hi):
 
 
 @task(fastmath=_FM)
-def row_moments(t, x2, nseg, cnt, mean, res, m2):
-    """Task t: the moments of segment t % nseg of row t // nseg of x2 (R, D);
-    outputs (R, nseg, 1)."""
-    D = x2.shape[1]
+def row_moments(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+    """Task t (frame; K == 1): the moments of segment t % nseg of row t //
+    nseg of xf (P, R), into part[:4, p, segment, 0]."""
+    D = xf.shape[1]
     r = t // nseg
     s = t - r * nseg
     seglen = (D + nseg - 1) // nseg
-    lo = min(D, s * seglen)
-    hi = min(D, lo + seglen)
-    cnt[r, s, 0], mean[r, s, 0], res[r, s, 0], m2[r, s, 0] = segment_moments(x2[r], lo, hi)
+    a = min(D, s * seglen)
+    b = min(D, a + seglen)
+    part[0, r, s, 0], part[1, r, s, 0], part[2, r, s, 0], part[3, r, s, 0] = segment_moments(xf[r], a, b)
 
 
 # --------------------------------------------------------------------------
@@ -279,9 +296,9 @@ def shifted_block(v, fa0, fa1, fb0, fb1, L, K, nb, lanes, acc):
 
 
 @njit(fastmath=_FM, error_model="numpy", inline="always")
-def finish_lane_task(lanes, acc, K, p, c, cnt, mean, res, m2):
+def finish_lane_task(lanes, acc, K, p, c, part):
     """Merge each column's remaining accepted sums; write its (count, mean,
-    residual, M2) to the outputs' [p, c]."""
+    residual, M2) to part[:4, p, c]."""
     sh = lanes[_SH]
     an, am, ar, aq, tn, t1, t2 = acc[_AN], acc[_AM], acc[_AR], acc[_AQ], acc[_TN], acc[_T1], acc[_T2]
     for k in range(K):
@@ -289,10 +306,10 @@ def finish_lane_task(lanes, acc, K, p, c, cnt, mean, res, m2):
             an[k], am[k], ar[k], aq[k] = absorb_shifted(
                 an[k], am[k], ar[k], aq[k], tn[k], sh[k], t1[k], t2[k]
             )
-        cnt[p, c, k] = an[k]
-        mean[p, c, k] = am[k]
-        res[p, c, k] = ar[k]
-        m2[p, c, k] = aq[k]
+        part[0, p, c, k] = an[k]
+        part[1, p, c, k] = am[k]
+        part[2, p, c, k] = ar[k]
+        part[3, p, c, k] = aq[k]
 
 
 @njit(error_model="numpy", inline="always")
@@ -305,12 +322,11 @@ def start_lane_task(v, r0, r1, K, lanes, acc):
 
 
 @task(fastmath=_FM)
-def col_moments(t, xf, K, L, nchunk, rb, lanes, acc, stop, cnt, mean, res, m2):
-    """Task t of the lane moments of xf (P, R*K) seen as (P, R, K): outputs
-    (P, nchunk, K); lanes (ntask, NLANE, L) and acc (ntask, NACC, K) float64
-    scratch.  Stops at its first refused block: stop[t] is that block's
-    index (the outputs are then not written), else -1."""
-    p, c, r0, r1, rm, hb = lane_blocks(xf, K, L, nchunk, rb, t)
+def col_moments(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+    """Task t (frame) of the lane moments of xf (P, R*K) seen as (P, R, K),
+    into part[:4].  Stops at its first refused block: stop[t] is that
+    block's index (part is then not written), else -1."""
+    p, c, r0, r1, rm, hb = lane_blocks(xf, K, L, nseg, rb, t)
     v = xf[p]
     ln = lanes[t]
     ac = acc[t]
@@ -326,7 +342,7 @@ def col_moments(t, xf, K, L, nchunk, rb, lanes, acc, stop, cnt, mean, res, m2):
             stop[t] = i
             return
         i += 1
-    finish_lane_task(ln, ac, K, p, c, cnt, mean, res, m2)
+    finish_lane_task(ln, ac, K, p, c, part)
 
 
 @njit(fastmath=_FM, error_model="numpy")
@@ -392,11 +408,11 @@ def exact_block(v, fa0, fa1, fb0, fb1, L, K, skipnan, lanes, acc):
 
 
 @task(fastmath=_FM)
-def col_moments_exact(t, xf, K, L, nchunk, rb, skipnan, lanes, acc, stop, cnt, mean, res, m2):
-    """Task t of the lane moments from block stop[t] on (a task that
-    col_moments stopped; -1: from the start), with the exact two-pass for
-    refused blocks, the NaN left out when ``skipnan``."""
-    p, c, r0, r1, rm, hb = lane_blocks(xf, K, L, nchunk, rb, t)
+def col_moments_exact(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+    """Task t (frame) of the lane moments from block stop[t] on (a task
+    that col_moments stopped; -1: from the start), with the exact two-pass
+    for refused blocks, the NaN left out when ``skipnan``."""
+    p, c, r0, r1, rm, hb = lane_blocks(xf, K, L, nseg, rb, t)
     v = xf[p]
     ln = lanes[t]
     ac = acc[t]
@@ -414,7 +430,7 @@ def col_moments_exact(t, xf, K, L, nchunk, rb, skipnan, lanes, acc, stop, cnt, m
         resumed = first >= 0 and a0 == a00
         if resumed or shifted_block(v, a0 * K, a1 * K, g0 * K, g1 * K, L, K, nb, ln, ac) > 0:
             exact_block(v, a0 * K, a1 * K, g0 * K, g1 * K, L, K, skipnan, ln, ac)
-    finish_lane_task(ln, ac, K, p, c, cnt, mean, res, m2)
+    finish_lane_task(ln, ac, K, p, c, part)
 
 
 # --------------------------------------------------------------------------
@@ -471,18 +487,18 @@ def lane_minmax(v, fa0, fa1, fb0, fb1, L, lmn, lmx, lz, lnan):
 
 
 @task(fastmath=_FME)
-def col_minmax(t, xf, K, L, nchunk, rb, skipnan, xlanes, lnan, cnt, mn, mx):
-    """Task t of the lane min/max of xf (P, R*K) seen as (P, R, K), NaN
-    not taken (a NaN makes the column's min/max NaN unless ``skipnan``);
-    cnt: the non-NaN count (every value, unless skipnan).  Outputs (P,
-    nchunk, K); xlanes (ntask, 3, L) of x's dtype and lnan (ntask, L)
-    float64 scratch."""
-    p, c, r0, r1, rm, hb = lane_blocks(xf, K, L, nchunk, rb, t)
+def col_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+    """Task t (frame) of the lane min/max of xf (P, R*K) seen as (P, R, K),
+    NaN not taken (a NaN makes the column's min/max NaN unless
+    ``skipnan``), into part[4], part[5]; part[0]: the non-NaN count (every
+    value, unless skipnan).  rot[t] holds the x-dtype lanes, lanes[t, 0]
+    the NaN counts."""
+    p, c, r0, r1, rm, hb = lane_blocks(xf, K, L, nseg, rb, t)
     v = xf[p]
-    lmn = xlanes[t, 0]
-    lmx = xlanes[t, 1]
-    lz = xlanes[t, 2]
-    nan = lnan[t]
+    lmn = rot[t, 0]
+    lmx = rot[t, 1]
+    lz = rot[t, 2]
+    nan = lanes[t, 0]
     lmn[:] = np.inf
     lmx[:] = -np.inf
     nan[:] = 0.0
@@ -492,19 +508,19 @@ def col_minmax(t, xf, K, L, nchunk, rb, skipnan, xlanes, lnan, cnt, mn, mx):
         g1 = min(r1, g0 + hb)
         lane_minmax(v, a0 * K, a1 * K, g0 * K, g1 * K, L, lmn, lmx, lz, nan)
     for k in range(K):
-        lo = np.inf
-        hi = -np.inf
+        mn = np.inf
+        mx = -np.inf
         nk = 0.0
         for j in range(k, L, K):
-            lo = min(lo, np.float64(lmn[j]))
-            hi = max(hi, np.float64(lmx[j]))
+            mn = min(mn, np.float64(lmn[j]))
+            mx = max(mx, np.float64(lmx[j]))
             nk += nan[j]
         if nk > 0.0 and not skipnan:
-            lo = math.nan
-            hi = math.nan
-        mn[p, c, k] = lo
-        mx[p, c, k] = hi
-        cnt[p, c, k] = float(r1 - r0) - nk if skipnan else float(r1 - r0)
+            mn = math.nan
+            mx = math.nan
+        part[4, p, c, k] = mn
+        part[5, p, c, k] = mx
+        part[0, p, c, k] = float(r1 - r0) - nk if skipnan else float(r1 - r0)
 
 
 # --------------------------------------------------------------------------
@@ -528,27 +544,65 @@ def col_split(P: int, R: int, K: int, isz: int):
     return nseg, L, max(m, (COL_BLOCK_BYTES // (L * isz)) * m)
 
 
-def lane_scratch(ntask: int, K: int, L: int):
-    """The scratch of a lane moments run: lanes, per-column state, stops."""
-    return np.empty((ntask, NLANE, L)), np.empty((ntask, NACC, K)), np.empty(ntask, np.int64)
+_NONE = {}
 
 
-def lane_moments(xf, K, L, nseg, rb, skipnan, cnt, mean, res, m2):
-    """Run the lane moments of xf (P, R*K) into (P, nseg, K) outputs: the
-    shifted-sums tasks, then the exact task for those that stopped."""
-    ntask = xf.shape[0] * nseg
-    lanes, acc, stop = lane_scratch(ntask, K, L)
-    run(col_moments, ntask, xf, K, L, nseg, rb, lanes, acc, stop, cnt, mean, res, m2)
-    if stop.max() >= 0:
-        run(col_moments_exact, ntask, xf, K, L, nseg, rb, skipnan, lanes, acc, stop, cnt, mean, res, m2)
+def _none(shape, dtype):
+    """An empty array standing in for an unused frame slot (cached)."""
+    key = (shape, np.dtype(dtype))
+    a = _NONE.get(key)
+    if a is None:
+        a = _NONE[key] = np.empty(shape, dtype)
+    return a
 
 
-def lane_minmax_run(xf, K, L, nseg, rb, skipnan, cnt, mn, mx):
-    """Run the lane min/max of xf (P, R*K) into (P, nseg, K) outputs."""
-    ntask = xf.shape[0] * nseg
-    xl = np.empty((ntask, 3, L), xf.dtype)
-    nan = np.empty((ntask, L))
-    run(col_minmax, ntask, xf, K, L, nseg, rb, skipnan, xl, nan, cnt, mn, mx)
+def frame(xf, K, L, nseg, rb=1, *, skipnan=False, stats=False, of=None, lo=None, hi=None, La=None):
+    """The frame tuple of the tasks over xf (P, R*K) (see FRAME above):
+    scratch for the statistics when ``stats``; the output ``of`` with
+    parameters prm (3, P, La) and clip bounds lo/hi when given.  Unused
+    slots hold empty arrays of the same types."""
+    P = xf.shape[0]
+    ntask = P * nseg
+    dt = xf.dtype
+    if stats:
+        part = np.empty((6, P, nseg, K))
+        part[:4] = 0.0
+        part[4] = np.inf
+        part[5] = -np.inf
+        lanes = np.empty((ntask, NLANE, L))
+        acc = np.empty((ntask, NACC, K))
+        stop = np.empty(ntask, np.int64)
+    else:
+        part, lanes, acc, stop = (
+            _none((0, 0, 0, 0), np.float64),
+            _none((0, 0, 0), np.float64),
+            _none((0, 0, 0), np.float64),
+            _none((0,), np.int64),
+        )
+    if of is None:
+        of, prm = _none((0, 0), dt), _none((0, 0, 0), dt)
+    else:
+        prm = np.empty((3, P, L if La is None else La), dt)
+    rot = np.empty((ntask, 3, L), dt) if (stats or of is not None) else _none((0, 0, 0), dt)
+    lo = dt.type(-np.inf if lo is None else lo)
+    hi = dt.type(np.inf if hi is None else hi)
+    return (xf, of, K, L, nseg, rb, bool(skipnan), lo, hi, part, lanes, acc, stop, prm, rot)
+
+
+# frame slots read back by the callers
+F_PART, F_STOP, F_PRM = 9, 12, 13
+
+
+def run_moments(fr, ntask):
+    """The moments tasks of a frame: rows (K == 1, NaN not skipped), or the
+    lane moments, then the exact task for the lane tasks that stopped."""
+    K, skipnan = fr[2], fr[6]
+    if K == 1 and not skipnan:
+        run(row_moments, ntask, *fr)
+        return
+    run(col_moments, ntask, *fr)
+    if fr[F_STOP].max() >= 0:
+        run(col_moments_exact, ntask, *fr)
 
 
 def moments(x3, skipnan, minmax, want_moments=True):
@@ -566,21 +620,19 @@ def moments(x3, skipnan, minmax, want_moments=True):
         hi = np.full((P, K), -np.inf) if minmax else None
         return Moments(z, z.copy(), z.copy(), lo, hi, z.copy())
     nseg, L, rb = col_split(P, R, K, x3.itemsize)
-    sh3 = (P, nseg, K)
-    cnt, mean, res, m2 = (np.zeros(sh3) for _ in range(4))
-    mn = mx = None
-    xf = x3.reshape(P, R * K)
+    fr = frame(x3.reshape(P, R * K), K, L, nseg, rb, skipnan=skipnan, stats=True)
     if want_moments:
-        if K == 1 and not skipnan:
-            run(row_moments, P * nseg, x3.reshape(P, R), nseg, cnt, mean, res, m2)
-        else:
-            lane_moments(xf, K, L, nseg, rb, skipnan, cnt, mean, res, m2)
+        run_moments(fr, P * nseg)
     if minmax:
-        mn, mx = np.empty(sh3), np.empty(sh3)
-        # min/max only: the counts are the min/max pass's
-        lane_minmax_run(xf, K, L, nseg, rb, skipnan, cnt if not want_moments else np.empty(sh3), mn, mx)
-    c, mu, r, q, lo, hi = merge_partials(cnt, mean, res, m2, mn, mx)
+        # (its counts are per lane task: keep the moments' own, whose segments
+        # may be cut elsewhere; min and max merge whatever the cut)
+        cnt = fr[F_PART][0].copy() if want_moments else None
+        run(col_minmax, P * nseg, *fr)
+        if cnt is not None:
+            fr[F_PART][0] = cnt
+    part = fr[F_PART]
+    c, mu, r, q, lo, hi = merge_partials(*part[:4], *((part[4], part[5]) if minmax else ()))
     return Moments(c, mu, q, lo, hi, r)
 
 
-__all__ = ["moments", "col_split", "lanes_for", "lane_moments", "lane_minmax_run", "segment_moments"]
+__all__ = ["moments", "col_split", "lanes_for", "frame", "run_moments", "segment_moments"]

@@ -38,11 +38,13 @@ from ._intrinsics import in_place, line_span, resident, stream_span, streams
 from ._tasks import launch, prange_tasks, run, task, threads
 from .affine import apply_lanes, apply_rows, apply_span, lowered_param
 from .axis_stats import (
+    F_PART,
+    F_PRM,
     absorb_shifted,
+    col_minmax,
     col_split,
-    lane_minmax_run,
-    lane_moments,
-    row_moments,
+    frame,
+    run_moments,
     segment_moments,
     segment_step,
 )
@@ -186,57 +188,39 @@ def bn_pipe(x2, o2, C, ntask, rm, rv, w, b, update, momentum, eps, stream, mean,
 
 
 class _Plan:
-    """The views, splits and scratch of one two-pass call on x2: (A*C, S)
-    rows (``rows``) or (1, A*C) channels last."""
+    """The frame (axis_stats.frame) of one two-pass call on x2: (A*C, S) rows
+    (``rows``) or (1, A*C) channels last; the apply task's address."""
 
     def __init__(self, x2, o2, C, rows, skipnan, lo=None, hi=None):
         P = x2.shape[0]
         self.C, self.rows = C, rows
-        self.K = K = 1 if rows else C
-        self.x3 = x2.reshape(P, -1, 1) if rows else x2.reshape(1, -1, C)
-        P3, R, _ = self.x3.shape
-        # (the apply task's chunks are the moments tasks' segments: apply_split)
-        self.nseg, self.L, self.rb = col_split(P3, R, K, x2.itemsize)
-        nchunk, La = self.nseg, (self.L if K > 1 else 1)
-        self.part = np.zeros((6, P3, self.nseg, K))  # count, mean, residual, M2, min, max
+        K = 1 if rows else C
+        x3 = x2.reshape(P, -1, 1) if rows else x2.reshape(1, -1, C)
+        P3, R, _ = x3.shape
+        # (the apply task's chunks are the moments tasks' segments, as in the
+        # general path)
+        nseg, L, rb = col_split(P3, R, K, x2.itemsize)
+        xf, of = x3.reshape(P3, R * K), o2.reshape(P3, R * K)
+        La = L if K > 1 else 1
+        self.fr = frame(xf, K, L, nseg, rb, skipnan=skipnan, stats=True, of=of, lo=lo, hi=hi, La=La)
         self.fin = np.empty((6, C))  # merged over the segments and the batch
-        self.skipnan = skipnan
-        # the apply task and its arguments: parameters filled by the glue
-        xf, of = self.x3.reshape(P3, R * K), o2.reshape(P3, R * K)
-        dt = x2.dtype
-        self.prm = np.empty((3, P3, La), dt)
-        clip_lo = dt.type(-np.inf if lo is None else lo)
-        clip_hi = dt.type(np.inf if hi is None else hi)
+        self.ntask = P3 * nseg
         same = in_place(x2, o2)
         stream = not same and streams(o2) and resident(o2)
-        ch, sc, sh = self.prm
-        self.ntask = P3 * nchunk
-        if rows:
-            self.aargs = (xf, of, nchunk, ch, sc, sh, clip_lo, clip_hi)
-            task = apply_rows
-        else:
-            rot = np.empty((self.ntask, 3, La), dt)
-            self.aargs = (xf, of, K, La, nchunk, ch, sc, sh, clip_lo, clip_hi, rot)
-            task = apply_lanes
-        self.aaddr = task.address(self.aargs, stream=stream, same=same)
+        task = apply_rows if rows else apply_lanes
+        self.aaddr = task.address(self.fr, stream=stream, same=same)
 
     def moments(self):
-        """The moments tasks into part[:4]."""
-        P3, R, K = self.x3.shape
-        c, m, r, q = self.part[:4]
-        if K == 1 and not self.skipnan:
-            run(row_moments, P3 * self.nseg, self.x3.reshape(P3, R), self.nseg, c, m, r, q)
-        else:
-            lane_moments(self.x3.reshape(P3, R * K), K, self.L, self.nseg, self.rb, self.skipnan, c, m, r, q)
+        """The moments tasks into the frame's partials."""
+        run_moments(self.fr, self.ntask)
 
     def minmax(self):
-        """The min/max task into part[0], part[4:]."""
-        P3, R, K = self.x3.shape
-        c, mn, mx = self.part[0], self.part[4], self.part[5]
-        lane_minmax_run(self.x3.reshape(P3, R * K), K, self.L, self.nseg, self.rb, self.skipnan, c, mn, mx)
+        """The min/max task into the frame's partials."""
+        run(col_minmax, self.ntask, *self.fr)
 
     def glue_args(self):
-        return (self.part, self.fin, self.rows, self.C, self.prm, self.aaddr, self.ntask, self.aargs)
+        fr = self.fr
+        return (fr[F_PART], self.fin, self.rows, self.C, fr[F_PRM], self.aaddr, self.ntask, fr)
 
 
 @njit(error_model="numpy", inline="always")
@@ -297,7 +281,7 @@ def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, aargs):
             prm[0, i, 0], prm[1, i, 0], prm[2, i, 0] = ch, sc, sh
         else:
             prm[0, 0, i], prm[1, 0, i], prm[2, 0, i] = ch, sc, sh
-    prange_tasks(aaddr, ntask, *aargs)
+    prange_tasks(aaddr, ntask, aargs)
 
 
 @kernel(error_model="numpy")

@@ -100,7 +100,7 @@ def pipe_task(stat, same):
     first value), RMS, PNORM (the 2-norm): sums of squares.  ``same``: in
     place."""
 
-    def pipe_kernel(t, x2, o2, W, B, eps, ntask, mean_out, rstd_out):
+    def pipe_kernel(t, x2, o2, W, B, eps, p, ntask, mean_out, rstd_out):
         R = x2.shape[0]
         RW = W.shape[0]
         per = (R + ntask - 1) // ntask
@@ -129,4 +129,4 @@ def run_pipe(x2, o2, W, B, eps, stat, mean, rstd, ntask, same, stream=True):
     """The pipelined kernel over x2 (R, D) in ``ntask`` blocks of rows (its
     stores always stream: ``stream`` must be True)."""
     assert stream
-    run(pipe_task, ntask, x2, o2, W, B, eps, ntask, mean, rstd, stat=stat, same=same)
+    run(pipe_task, ntask, x2, o2, W, B, eps, 2.0, ntask, mean, rstd, stat=stat, same=same)

@@ -43,6 +43,10 @@ _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)
 
 # row statistics, a compile-time variant of the row kernels
+# The row tasks (row_task, segment_task, pipelined.pipe_task) take the same
+# arguments, (x2, o2, W, B, eps, p, nseg, mean, rstd), so one compiled prange
+# driver per dtype serves them all (NOTES.md section 21).
+
 MEAN = 0  # layer norm: (mean, 1/std)
 RMS = 1  # RMS norm: (0, 1/rms)
 PNORM = 2  # lp_normalize: (0, 1/max(||x||_p, eps))
@@ -230,7 +234,7 @@ def row_task(stat, stream, same, short):
     here); the reductions are separate functions with FASTMATH.
     """
 
-    def row_kernel(r, x2, o2, W, B, eps, p, mean_out, rstd_out):
+    def row_kernel(r, x2, o2, W, B, eps, p, nseg, mean_out, rstd_out):
         RW = W.shape[0]
         if short:
             mu, rs = short_row_stats(x2, r, stat, eps)
@@ -255,7 +259,7 @@ def segment_task(same):
     t // nseg of x2 (R, D) with the row's mean and rstd; segments aligned to
     the weight segments (a row with one weight, S == 1, splits anywhere)."""
 
-    def segment_kernel(t, x2, o2, W, B, nseg, mean, rstd):
+    def segment_kernel(t, x2, o2, W, B, eps, p, nseg, mean, rstd):
         R, D = x2.shape
         RW, S = W.shape
         units = D if S == 1 else S
@@ -333,7 +337,7 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
                 else:
                     mean[:] = mu
                     rstd[:] = 1.0 / np.sqrt(q / cnt + eps)
-        run(segment_task, R * nseg, x2, out2, W, B, nseg, mean, rstd, same=same)
+        run(segment_task, R * nseg, x2, out2, W, B, eps, pf, nseg, mean, rstd, same=same)
     else:
         # streaming stores only into an out= buffer written before
         # (_config.PIPE_MAX_ROW_BYTES); then the pipelined kernel for rows
@@ -363,7 +367,7 @@ def run_rows(x2, o2, W, B, eps, p, mean, rstd, stat, same, stream, serial=False)
         and stat != PNORM
         and (S == 1 or S == D)
     )
-    args = (x2, o2, W, B, eps, p, mean, rstd)
+    args = (x2, o2, W, B, eps, p, 1, mean, rstd)
     (run_serial if serial else run)(row_task, R, *args, stat=stat, stream=stream, same=same, short=short)
 
 
