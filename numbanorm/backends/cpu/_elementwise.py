@@ -138,5 +138,10 @@ def _pipe_span(u, v, o, sh, mh, ml, a, b, nt):
 # for its sums, its output through hilo_affine.
 map_scalar = alias_safe(_map_scalar, _FME)
 map_lanes = alias_safe(_map_lanes, _FME)
+# (for tasks compiled per ``same``: module globals, which numba's cache keys
+# by name; a closure over them would be keyed by the objects' pickles, which
+# differ in every process, and never be found in the cache again)
+map_lanes_apart = map_lanes.variant(False)
+map_lanes_in_place = map_lanes.variant(True)
 affine_span = alias_safe(_affine_span, _FME)
 pipe_span = alias_safe(_pipe_span, _FM)

@@ -124,7 +124,15 @@ class Task:
         key = tuple(flags[v] for v in self.variants)
         fn = self._kernels.get(key)
         if fn is None:
-            fn = self._kernels[key] = self._make(*key) if self.variants else self._make
+            fn = self._make(*key) if self.variants else self._make
+            # numba's cache keys a closure by its cells' pickles: a cell that
+            # holds anything but plain values (a function, a dispatcher)
+            # pickles differently in every process and the kernel would be
+            # compiled again in each (use module globals for those)
+            cells = [c.cell_contents for c in fn.__closure__ or ()]
+            if not all(type(c) in (bool, int, float, str) for c in cells):
+                raise TypeError(f"task {self.__name__}: closure cells must be plain values, got {cells!r}")
+            self._kernels[key] = fn
         return fn
 
     def address(self, args, **flags) -> int:

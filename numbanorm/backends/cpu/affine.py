@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from ..._config import FASTMATH_ELEMENTWISE, LINE_BYTES
-from ._elementwise import map_lanes, map_scalar
+from ._elementwise import map_lanes, map_lanes_apart, map_lanes_in_place, map_scalar
 from ._intrinsics import in_place, resident, stream_span, streams
 from ._tasks import run, task
 from .axis_stats import F_PRM, col_split, frame, lane_rows
@@ -70,8 +70,6 @@ def apply_lanes(stream, same):
     aligned element, with the lane parameters rotated to match, so that every
     full chunk is whole lines (when L * itemsize is a multiple of a line).
     """
-    write = map_lanes.variant(same)
-
     def apply_lanes_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
         isz = of.itemsize
         p, _, r0, r1 = lane_rows(xf, K, L, nseg, t)
@@ -92,7 +90,7 @@ def apply_lanes(stream, same):
                     lines = False
                     q = 0
                 elif q > 0:
-                    write(v[f0 : f0 + q], o[f0 : f0 + q], hh, sc, sh, lo, hi, False)
+                    map_lanes(same, v[f0 : f0 + q], o[f0 : f0 + q], hh, sc, sh, lo, hi, False)
                     # lane j of a rotated row is lane (j + q) % L of the original
                     r = rot[t]
                     for j in range(L):
@@ -107,8 +105,12 @@ def apply_lanes(stream, same):
         for base in range(f0 + q, f1, L):
             vb = v[base : min(base + L, f1)]
             ob = o[base : min(base + L, f1)]
-            # a full chunk is whole lines; the last, partial one ordinary
-            write(vb, ob, hh, sc, sh, lo, hi, lines and vb.size == L)
+            # a full chunk is whole lines; the last, partial one ordinary.
+            # (``same`` is a compile-time flag: only one of these is compiled)
+            if same:
+                map_lanes_in_place(vb, ob, hh, sc, sh, lo, hi, lines and vb.size == L)
+            else:
+                map_lanes_apart(vb, ob, hh, sc, sh, lo, hi, lines and vb.size == L)
 
     return apply_lanes_task
 
