@@ -409,17 +409,18 @@ def exact_block(v, fa0, fa1, fb0, fb1, L, K, skipnan, lanes, acc):
 
 @task(fastmath=_FM)
 def col_moments_exact(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
-    """Task t (frame) of the lane moments from block stop[t] on (a task
-    that col_moments stopped; -1: from the start), with the exact two-pass
-    for refused blocks, the NaN left out when ``skipnan``."""
+    """Task t (frame) of the lane moments from block stop[t] on, where
+    col_moments stopped it (a task it finished, stop[t] = -1, is left as it
+    is), with the exact two-pass for refused blocks, the NaN left out when
+    ``skipnan``."""
     p, c, r0, r1, rm, hb = lane_blocks(xf, K, L, nseg, rb, t)
     v = xf[p]
     ln = lanes[t]
     ac = acc[t]
     first = stop[t]
-    if first < 0:
-        start_lane_task(v, r0, r1, K, ln, ac)
-    a00 = r0 + max(first, 0) * hb
+    if first < 0:  # col_moments finished this task: its partials are written
+        return
+    a00 = r0 + first * hb
     for a0 in range(a00, rm, hb):
         a1 = min(rm, a0 + hb)
         g0 = min(r1, rm + (a0 - r0))
@@ -427,7 +428,7 @@ def col_moments_exact(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, a
         nb = float((a1 - a0) + (g1 - g0))
         # the block col_moments stopped at: its accepted columns are already
         # summed (acc[_BAD] flags the refused ones)
-        resumed = first >= 0 and a0 == a00
+        resumed = a0 == a00
         if resumed or shifted_block(v, a0 * K, a1 * K, g0 * K, g1 * K, L, K, nb, ln, ac) > 0:
             exact_block(v, a0 * K, a1 * K, g0 * K, g1 * K, L, K, skipnan, ln, ac)
     finish_lane_task(ln, ac, K, p, c, part)
