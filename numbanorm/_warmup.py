@@ -230,6 +230,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1, help="processes compiling in parallel (default 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
+    p.add_argument("--only", default=None, metavar="TEXT", help="only the cases whose name contains TEXT")
     p.add_argument("--part", default=None, help=argparse.SUPPRESS)  # i/N: a child of --jobs
     return p
 
@@ -249,6 +250,8 @@ def main(argv=None) -> int:
         print(f"{PROG}: --jobs must be at least 1 (got {args.jobs})", file=sys.stderr)
         return 2
     all_cases = _all_cases(dtypes)
+    if args.only:
+        all_cases = [c for c in all_cases if args.only in c[0]]
     if args.list:
         for name, _ in all_cases:
             print(name)
@@ -263,6 +266,8 @@ def main(argv=None) -> int:
     if args.jobs > 1:
         env = dict(os.environ)
         cmd = [sys.executable, "-m", "numbanorm", "warmup", "--dtypes", ",".join(dtypes), "--quiet"]
+        if args.only:
+            cmd += ["--only", args.only]
         procs = [subprocess.Popen([*cmd, "--part", f"{i}/{args.jobs}"], env=env) for i in range(args.jobs)]
         for pr in procs:
             pr.wait()
