@@ -70,6 +70,7 @@ def apply_lanes(stream, same):
     aligned element, with the lane parameters rotated to match, so that every
     full chunk is whole lines (when L * itemsize is a multiple of a line).
     """
+
     def apply_lanes_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
         isz = of.itemsize
         p, _, r0, r1 = lane_rows(xf, K, L, nseg, t)

@@ -439,7 +439,7 @@ def col_moments_exact(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, a
 # --------------------------------------------------------------------------
 
 
-@njit(fastmath=_FME, error_model="numpy")
+@njit(fastmath=_FME, error_model="numpy", inline="always")
 def lane_minmax(v, fa0, fa1, fb0, fb1, L, lmn, lmx, lz, lnan):
     """Lane-wise min/max (NaN not taken) and NaN counts over the lane-rows
     of [fa0, fa1) and [fb0, fb1) (each whole lane-rows but the last).
