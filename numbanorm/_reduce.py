@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import backends
-from ._stats import merge_mid
+from ._stats import merge_mid, pnorm_finish
 
 
 class Moments(NamedTuple):
@@ -308,7 +308,7 @@ def reduce_pnorm(x, axis, p, *, backend=None) -> np.ndarray:
             nrm = v.max(axis=1)
         else:
             with np.errstate(over="ignore"):
-                nrm = (v**p).sum(axis=1) ** (1.0 / p)
+                nrm = pnorm_finish.py_func((v**p).sum(axis=1), p)
     kept_perm = [a for a in perm if a not in axes]
     nrm = nrm.reshape(tuple(x.shape[a] for a in kept_perm))
     if len(kept_perm) > 1:

@@ -515,18 +515,18 @@ def _affine_params(
 ) -> tuple[np.ndarray, np.ndarray, Any, Any, Any]:
     """(center, scale, shift, lo, hi) of the C view's kept shape."""
     if cmd == "standardize":
-        from .preprocessing import constant_features
+        from ._stats import constant_features
 
         var = rs.var()
         std = np.sqrt(var)
         std[constant_features(var, rs.mean, rs.count)] = 1.0  # as nbn.standardize
         return rs.mean, 1.0 / std, 0.0, None, None
+    from ._stats import minmax_factor
+
     lo, hi = args.range
-    rng = rs.max - rs.min
-    rng[rng == 0] = 1.0
     clip = (lo, hi) if args.clip else (None, None)
     # (x - min) * (hi - lo) / range + lo: no cancellation for data far from 0
-    return rs.min, (hi - lo) / rng, lo, *clip
+    return rs.min, minmax_factor.py_func(rs.min, rs.max, lo, hi), lo, *clip
 
 
 def _cmd_transform(args: argparse.Namespace) -> int:

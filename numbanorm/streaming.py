@@ -55,7 +55,7 @@ _FM = set(FASTMATH)
 
 
 @kernel()
-def _fold(cnt, mean, res, m2, mn, mx, nans, c2, mu2, r2, q2, mn2, mx2, nans2, minmax):
+def _merge_into_state(cnt, mean, res, m2, mn, mx, nans, c2, mu2, r2, q2, mn2, mx2, nans2, minmax):
     """Chan-merge chunk moments (``*2``) into the state in place; all (F,).
 
     Means are carried with their rounding residuals (``mean + res``,
@@ -425,7 +425,7 @@ class RunningStats:
         nans = (n_red - cnt).astype(np.int64)
         mn = mom.min.reshape(-1) if self._minmax else cnt
         mx = mom.max.reshape(-1) if self._minmax else cnt
-        _fold(
+        _merge_into_state(
             self._cnt, self._mean, self._res, self._m2, self._mn, self._mx, self._nans,
             cnt, mom.mean.reshape(-1), res, mom.m2.reshape(-1), mn, mx, nans, self._minmax,
         )  # fmt: skip
@@ -459,7 +459,7 @@ class RunningStats:
         x3 = x.transpose([0, *others, *kept]).reshape(x.shape[0], S, F)
         nsplit = _nsplit_rows(x.shape[0], S * F)
         c, mu, q, mn, mx, nans = _weighted_moments(x3, np.ascontiguousarray(w), nsplit)
-        _fold(
+        _merge_into_state(
             self._cnt, self._mean, self._res, self._m2, self._mn, self._mx, self._nans,
             c, mu, np.zeros_like(mu), q, mn, mx, nans, self._minmax,
         )  # fmt: skip
@@ -514,7 +514,7 @@ class RunningStats:
             return self
         self._check_shape(other._shape, "other")
         minmax = self._minmax and other._minmax
-        _fold(
+        _merge_into_state(
             self._cnt, self._mean, self._res, self._m2, self._mn, self._mx, self._nans,
             other._cnt, other._mean, other._res, other._m2, other._mn, other._mx, other._nans, minmax,
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""One-pass shifted moments (backends/cpu/moments.py: segment_moments, col_moments):
+"""One-pass shifted moments (backends/cpu/segments.py, axis_stats.py):
 accepted blocks and refused blocks (drift, sorted data, an outlier as the
 shift, NaN/Inf) must all give the exact moments to a few ulps."""
 

@@ -7,6 +7,7 @@ Layout (one purpose per module; each op's chooser beside the kernels it picks):
                     and run over numba's threads by address; splits, threads
 ``_intrinsics``     streaming stores, prefetch, aligned spans, residency
 ``_elementwise``    the output loops, each safe in place (``alias_safe``)
+``segments``        exact moments of one row segment (shifted sums, two-pass)
 ``axis_stats``      count/mean/M2 and min/max over an axis: ``moments``
 ``affine``          the output pass of per-group ops: ``apply``
 ``rows``            fused row norms (layer/RMS/instance/group, p-norms):

@@ -37,17 +37,8 @@ from ._elementwise import pipe_span
 from ._intrinsics import in_place, line_span, resident, stream_span, streams
 from ._tasks import launch, prange_tasks, run, task, threads
 from .affine import apply_lanes, apply_rows, apply_span, lowered_param
-from .axis_stats import (
-    F_PART,
-    F_PRM,
-    absorb_shifted,
-    col_minmax,
-    col_split,
-    frame,
-    run_moments,
-    segment_moments,
-    segment_step,
-)
+from .axis_stats import F_PART, F_PRM, col_minmax, col_split, frame, run_moments
+from .segments import absorb_shifted, segment_moments, segment_step
 
 _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)

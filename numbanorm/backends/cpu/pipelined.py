@@ -10,18 +10,16 @@ written with streaming stores into an out= buffer written before.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
 from ..._config import FASTMATH, LINE_BYTES, PREFETCH_CHUNK_BYTES, PREFETCH_MIN_ROW_BYTES
-from ..._stats import inv_std
+from ..._stats import inv_std, pnorm_finish
 from ._elementwise import pipe_span
 from ._intrinsics import line_span, prefetch, stream_span
 from ._tasks import run, task
-from .axis_stats import segment_moments, shift_ok, shifted_sums
 from .rows import MEAN, PNORM, RMS, row_pnorm
+from .segments import segment_moments, shift_ok, shifted_sums
 
 _FM = set(FASTMATH)
 
@@ -85,7 +83,7 @@ def pipe_stats(u, stat, eps, sh, s1, s2):
     if stat == PNORM:
         if s2 != s2:
             return 0.0, 1.0 / max(row_pnorm(u, 2.0), eps)
-        return 0.0, 1.0 / max(math.sqrt(s2), eps)
+        return 0.0, 1.0 / max(pnorm_finish(s2, 2.0), eps)
     if shift_ok(D, s1, s2):
         return sh + s1 / D, inv_std(max(s2 - s1 * s1 / D, 0.0) / D, eps)
     _, mu, _, q = segment_moments(u, 0, u.size)

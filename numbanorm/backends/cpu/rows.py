@@ -18,8 +18,6 @@ MIN_TASK_ELEMS take ``small.row_norm_small`` or the row task in this thread.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from numba import njit
 
@@ -33,11 +31,11 @@ from ..._config import (
     PREFETCH_MIN_ROW_BYTES,
     ROW_CHUNK,
 )
-from ..._stats import inv_std
+from ..._stats import inv_std, pnorm_finish
 from ._elementwise import affine_span
 from ._intrinsics import in_place, prefetch, resident, stream_span, streams
 from ._tasks import nsplit, run, run_serial, task, threads, widen
-from .axis_stats import segment_moments, shift_ok
+from .segments import segment_moments, shift_ok
 
 _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)
@@ -89,11 +87,7 @@ def row_pnorm(v, p):
             a = abs(np.float64(v[i]))
             if a == a:
                 s += a * a if p == 2.0 else (a if p == 1.0 else a**p)
-    if p == 1.0:
-        return s
-    if p == 2.0:
-        return math.sqrt(s)
-    return s ** (1.0 / p)
+    return pnorm_finish(s, p)
 
 
 @njit(fastmath=_FME, error_model="numpy", inline="always")
@@ -333,10 +327,10 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
             with np.errstate(invalid="ignore", divide="ignore"):
                 if rms:
                     # E[x^2] = M2/n + mean^2: a sum of non-negatives, no cancellation
-                    rstd[:] = 1.0 / np.sqrt(q / cnt + mu * mu + eps)
+                    rstd[:] = inv_std.py_func(q / cnt + mu * mu, eps)
                 else:
                     mean[:] = mu
-                    rstd[:] = 1.0 / np.sqrt(q / cnt + eps)
+                    rstd[:] = inv_std.py_func(q / cnt, eps)
         run(segment_task, R * nseg, x2, out2, W, B, eps, pf, nseg, mean, rstd, same=same)
     else:
         # streaming stores only into an out= buffer written before

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..._cache import kernel
 from ..._config import FASTMATH, FASTMATH_ELEMENTWISE
-from ..._stats import inv_std, pnorm_finish, running_update
+from ..._stats import constant_feature, inv_std, minmax_factor, pnorm_finish, running_update, variance
 from .rows import row_two_pass
 
 _FM = set(FASTMATH)
@@ -215,14 +215,10 @@ def standardize_small(x3, y3, ddof, with_mean, with_std, center, sd):
     center[:] = 0.0
     sd[:] = 1.0
     scale = np.ones(C)
-    eps = np.finfo(np.float64).eps
     for c in range(C):
         n = cnt[c]
-        d = n - ddof
-        var = m2[c] / d if d > 0.0 else math.nan
-        std = math.sqrt(var)
-        if var <= n * eps * var + (n * mean[c] * eps) ** 2:
-            std = 1.0
+        var = variance(n, m2[c], ddof)
+        std = 1.0 if constant_feature(var, mean[c], n) else math.sqrt(var)
         if with_mean:
             center[c] = mean[c]
         if with_std:
@@ -266,6 +262,5 @@ def minmax_small(x3, y3, lo, hi, clip):
         if cnt[c] == 0.0:
             mn[c] = math.nan
             mx[c] = math.nan
-        r = mx[c] - mn[c]
-        scale[c] = (hi - lo) / (1.0 if r == 0.0 else r)
+        scale[c] = minmax_factor(mn[c], mx[c], lo, hi)
     channel_apply(x3, y3, mn, scale, np.full(C, lo), clip, lo, hi)
