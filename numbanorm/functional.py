@@ -1,24 +1,49 @@
 """Deep-learning normalizations with ``torch.nn.functional`` semantics.
 
-Each function validates its arguments, reduces the operation to the backend
-primitives of :mod:`numbanorm.backends` on views of ``x`` (see
-:mod:`numbanorm._reduce`), and finalizes the small statistics arrays on the
-host.  Statistics are exact: float64 two-pass moments of cache-resident chunks
-merged with Chan et al.'s formula.
+:func:`batch_norm`, :func:`instance_norm`, :func:`layer_norm`,
+:func:`group_norm` and :func:`rms_norm` take NumPy arrays (CPU kernels) and
+CUDA arrays (anything with ``__cuda_array_interface__``: GPU kernels) and
+return the input's array type.  The arguments keep PyTorch's order; the
+NumPy extras (``channel_axis``, ``out``, ``return_stats``, ``stream``) are
+keyword-only.
+
+How a call runs: a NumPy call first offers its plain arguments to
+:mod:`numbanorm.backends.cpu.shortcuts` (small inputs in one serial kernel,
+large channels-first or channels-last batch norm per channel), which returns
+the result or declines.  Otherwise the general path here validates every
+argument (:mod:`numbanorm._validate`), reduces the operation to the backend
+primitives of :mod:`numbanorm.backends` on views of ``x`` (the planner in
+:mod:`numbanorm._reduce`: no transposing copy for any layout) or to the fused
+row primitive (layer and RMS norm; channels-first instance and group norm),
+and finalizes the small per-channel parameters on the host
+(:mod:`numbanorm._stats`).  A shortcut gives the same bits as the general
+path.
+
+Statistics are float64 whatever the input dtype: the moments of each
+cache-resident block (one pass of shifted sums, accepted only where their
+condition number is bounded, else the exact two-pass) merged with Chan, Golub
+& LeVeque's pairwise formula; no variance is computed as
+``E[x**2] - E[x]**2``.
 
 References
 ----------
-S. Ioffe, C. Szegedy, "Batch Normalization", ICML 2015.
-J. L. Ba, J. R. Kiros, G. E. Hinton, "Layer Normalization", arXiv:1607.06450.
-D. Ulyanov, A. Vedaldi, V. Lempitsky, "Instance Normalization", arXiv:1607.08022.
+S. Ioffe, C. Szegedy, "Batch Normalization: Accelerating Deep Network Training
+by Reducing Internal Covariate Shift", ICML 2015.
+J. L. Ba, J. R. Kiros, G. E. Hinton, "Layer Normalization", arXiv:1607.06450, 2016.
+D. Ulyanov, A. Vedaldi, V. Lempitsky, "Instance Normalization: The Missing
+Ingredient for Fast Stylization", arXiv:1607.08022, 2016.
 Y. Wu, K. He, "Group Normalization", ECCV 2018.
 B. Zhang, R. Sennrich, "Root Mean Square Layer Normalization", NeurIPS 2019.
+B. P. Welford, "Note on a method for calculating corrected sums of squares and
+products", Technometrics 4(3), 1962.
+T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for computing the sample
+variance: analysis and recommendations", The American Statistician 37(3), 1983.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +51,11 @@ from . import _validate as V
 from ._reduce import _is_c_contiguous, apply_affine, reduce_moments
 from ._stats import batch_norm_params, inv_std, running_update
 from .backends.cpu import shortcuts
+
+if TYPE_CHECKING:  # annotations only: numpy.typing is not imported at run time
+    from collections.abc import Sequence
+
+    from numpy.typing import ArrayLike
 
 __all__ = ["batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm"]
 
@@ -68,55 +98,163 @@ _EMPTY = np.empty(0)
 
 
 def batch_norm(
-    x: Any,
-    running_mean: Any = None,
-    running_var: Any = None,
-    weight: Any = None,
-    bias: Any = None,
+    x: ArrayLike | Any,
+    running_mean: ArrayLike | Any | None = None,
+    running_var: ArrayLike | Any | None = None,
+    weight: ArrayLike | Any | None = None,
+    bias: ArrayLike | Any | None = None,
     training: bool = False,
     momentum: float = 0.1,
     eps: float = 1e-5,
     *,
     channel_axis: int = 1,
-    out: Any = None,
+    out: np.ndarray | Any | None = None,
     return_stats: bool = False,
     stream: Any = None,
+    # private: lets the layers' host running statistics serve CUDA inputs
     _host_running: bool = False,
-):
-    """Batch normalization (``torch.nn.functional.batch_norm`` semantics).
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray] | Any:
+    """Batch normalization: normalize each channel over all the other axes.
+
+    ``torch.nn.functional.batch_norm`` semantics [1]_: per channel,
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``, the statistics taken
+    over every axis but ``channel_axis`` (batch and spatial axes).
+
+    - ``training=True``: the batch's mean and *biased* variance (divided by
+      the count n) are used.  Running statistics, when given, are updated in
+      place: ``running = (1 - momentum) * running + momentum * batch_stat``,
+      with the *unbiased* batch variance (divided by n - 1) for
+      ``running_var``.
+    - ``training=False``: the running statistics are used (and left
+      unchanged); they are then required.
+
+    NaN and Inf are not skipped: they make their channel's output NaN (and,
+    when training, its running statistics non-finite), as in PyTorch; the
+    other channels are unaffected.  The statistics are float64 (Welford [2]_ / Chan, Golub &
+    LeVeque [3]_ moments) whatever the input dtype; float16 input is computed
+    in float32 at least.  ``x`` is never modified unless it is ``out``.
 
     Parameters
     ----------
-    x : array, shape (N, C, *) (or channels anywhere: ``channel_axis``)
-    running_mean, running_var : array (C,), optional
-        Required when ``training`` is False.  With ``training=True`` they are
-        updated in place: ``new = (1 - momentum) * old + momentum * stat`` with
-        the unbiased batch variance for ``running_var``.
-    weight, bias : array (C,), optional
-    training : bool
-        Normalize with the batch's statistics (biased variance) instead of the
-        running ones.
-    momentum, eps : float
-    channel_axis : int
-        Axis of the channels; ``-1`` for channels-last (NHWC).  No transposing
-        copy is made for any layout.
-    out : array, optional
-        Result array of x's shape and dtype (may be x: in place).
-    return_stats : bool
-        Also return ``mean`` and ``rstd`` (shape (C,)) actually used.
-    stream : optional
-        CUDA stream for device inputs.
+    x : array_like or CUDA array
+        Shape (N, C, *), at least 2 dimensions, the channels on
+        ``channel_axis``; float16/32/64, integer or bool.  A NumPy array (any
+        strides, read-only allowed), anything ``np.asarray`` takes, or a CUDA
+        array (anything with ``__cuda_array_interface__``: CuPy arrays,
+        PyTorch CUDA tensors, numba device arrays), which runs on the GPU.
+    running_mean, running_var : array_like or CUDA array of shape (C,), optional
+        Running statistics of a float dtype, both or neither; required when
+        ``training`` is False.  With ``training=True`` they are updated in
+        place (the update is computed in float64 and stored in their dtype),
+        so they must then be writable NumPy arrays for a NumPy ``x`` and CUDA
+        arrays for a CUDA ``x``.
+    weight, bias : array_like or CUDA array of shape (C,), optional
+        Per-channel scale and shift, of a real dtype, on the host or the
+        device; None means 1 and 0.
+    training : bool, default False
+        Normalize with the batch's statistics (and update the running
+        statistics) instead of the running statistics.
+    momentum : float, default 0.1
+        Weight of the batch statistic in the running update, in [0, 1].
+        Unused when nothing is updated, but checked.  (PyTorch's
+        ``momentum=None``, a cumulative average, is the
+        :class:`~numbanorm.BatchNorm` layer's.)
+    eps : float, default 1e-5
+        Added to the variance before the square root; finite and >= 0 (with
+        0, a zero variance gives an infinite ``rstd``: a constant group
+        becomes NaN).
+    channel_axis : int, default 1
+        Axis of the channels, any axis (negative values count from the end):
+        ``-1`` for channels-last input (NLC, NHWC, NDHWC), which is read in
+        place, without a transposing copy.
+    out : ndarray or CUDA array, optional
+        Array the result is written into and returned: ``x``'s shape and the
+        result dtype, the same kind of array as ``x`` (a NumPy one writable,
+        any strides).  It may be ``x`` itself (in place), but must not
+        otherwise overlap ``x``.
+    return_stats : bool, default False
+        Also return the per-channel ``mean`` and ``rstd`` that were used (what
+        a backward pass needs).
+    stream : CUDA stream, optional
+        For a CUDA ``x``: the stream the call's launches and copies go to (a
+        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
+        None for the default stream.  Ignored for NumPy input.
 
     Returns
     -------
-    y, or (y, mean, rstd)
+    y : ndarray or CUDA array
+        The normalized ``x`` (``out`` when given), of ``x``'s shape and array
+        type; ``x``'s dtype for float16/32/64 input, float64 for integer or
+        bool input.
+    mean, rstd : ndarray or CUDA array of shape (C,)
+        Only with ``return_stats=True``: the mean and ``1 / sqrt(var + eps)``
+        used (the batch's when training, else the running ones), float32 for
+        float16/32 input and float64 for float64 input, of ``x``'s array type.
+
+    Raises
+    ------
+    ValueError
+        ``x`` has fewer than 2 dimensions or no element; ``channel_axis`` is
+        out of range; ``weight``, ``bias``, ``running_mean`` or
+        ``running_var`` is not of shape (C,); only one running statistic is
+        given, or none with ``training=False``; training with one value per
+        channel (as PyTorch); ``eps`` is negative, infinite or NaN;
+        ``momentum`` is outside [0, 1]; a running statistic to update is
+        read-only or does not live where ``x`` lives; ``out`` has the wrong
+        shape or dtype, is read-only, or overlaps ``x`` without being ``x``.
+    TypeError
+        ``x`` is not an array, is a dask array, or has an unsupported dtype
+        (complex, object, string, ...); ``channel_axis`` is not an int;
+        ``eps`` or ``momentum`` is not a real number; ``weight`` or ``bias``
+        is not of a real dtype; a running statistic is not of a float dtype,
+        or is not a NumPy array when it is updated for a NumPy ``x``; ``out``
+        is not the same kind of array as ``x``; ``stream`` is not a stream
+        (CUDA input).
+    RuntimeError
+        ``x`` is a CUDA array but no usable CUDA GPU (nor numba's CUDA
+        simulator) is found.
+
+    See Also
+    --------
+    numbanorm.BatchNorm : The layer, with its own running statistics.
+
+    References
+    ----------
+    .. [1] S. Ioffe, C. Szegedy, "Batch Normalization: Accelerating Deep
+       Network Training by Reducing Internal Covariate Shift", ICML 2015.
+    .. [2] B. P. Welford, "Note on a method for calculating corrected sums of
+       squares and products", Technometrics 4(3), 1962.
+    .. [3] T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for computing
+       the sample variance: analysis and recommendations", The American
+       Statistician 37(3), 1983.
 
     Examples
     --------
     >>> import numpy as np, numbanorm as nbn
-    >>> x = np.random.default_rng(0).standard_normal((8, 3, 4, 4)).astype(np.float32)
-    >>> y = nbn.batch_norm(x, training=True)
-    >>> bool(abs(y.mean()) < 1e-6)
+    >>> x = np.array([[1.0, 2.0], [3.0, 6.0]])
+    >>> rm, rv = np.zeros(2), np.ones(2)
+    >>> nbn.batch_norm(x, rm, rv, training=True, eps=0.0)
+    array([[-1., -1.],
+           [ 1.,  1.]])
+
+    The running statistics were updated in place (unbiased variance):
+
+    >>> rm, rv
+    (array([0.2, 0.4]), array([1.1, 1.7]))
+
+    Evaluation mode normalizes with them:
+
+    >>> nbn.batch_norm(x, rm, rv).round(4)
+    array([[0.7628, 1.2271],
+           [2.6697, 4.295 ]])
+
+    Channels-last images (N, H, W, C), with the statistics used:
+
+    >>> x = np.random.default_rng(0).standard_normal((8, 4, 4, 3)).astype(np.float32)
+    >>> y, mean, rstd = nbn.batch_norm(x, training=True, channel_axis=-1, return_stats=True)
+    >>> y.dtype, mean.shape, rstd.dtype
+    (dtype('float32'), (3,), dtype('float32'))
+    >>> nbn.batch_norm(x, training=True, channel_axis=-1, out=x) is x  # in place
     True
     """
     if stream is None and not _host_running:
@@ -185,35 +323,154 @@ def batch_norm(
 
 
 def instance_norm(
-    x: Any,
-    running_mean: Any = None,
-    running_var: Any = None,
-    weight: Any = None,
-    bias: Any = None,
+    x: ArrayLike | Any,
+    running_mean: ArrayLike | Any | None = None,
+    running_var: ArrayLike | Any | None = None,
+    weight: ArrayLike | Any | None = None,
+    bias: ArrayLike | Any | None = None,
     use_input_stats: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-5,
     *,
     channel_axis: int = 1,
-    out: Any = None,
+    out: np.ndarray | Any | None = None,
     return_stats: bool = False,
     stream: Any = None,
+    # private: lets the layers' host running statistics serve CUDA inputs
     _host_running: bool = False,
-):
-    """Instance normalization (``torch.nn.functional.instance_norm`` semantics).
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray] | Any:
+    """Instance normalization: normalize each (sample, channel) over the spatial axes.
 
-    Each (sample, channel) is normalized over the spatial axes (every axis but
-    0 and ``channel_axis``).  With ``use_input_stats`` and running stats given,
-    they are updated in place with the batch mean of the per-instance mean and
-    unbiased variance.  ``return_stats`` gives ``mean``, ``rstd`` of shape (N, C).
+    ``torch.nn.functional.instance_norm`` semantics [1]_: for each sample n
+    (axis 0) and channel c (``channel_axis``),
+    ``y = (x - mean[n, c]) / sqrt(var[n, c] + eps) * weight[c] + bias[c]``,
+    the statistics taken over the spatial axes (every axis but 0 and
+    ``channel_axis``).
+
+    - ``use_input_stats=True``: each instance's own mean and *biased*
+      variance are used.  Running statistics, when given, are updated in
+      place with the batch mean of the per-instance statistics:
+      ``running_mean = (1 - momentum) * running_mean + momentum * mean_n(mean[n, c])``
+      and likewise ``running_var`` with the per-instance *unbiased* variances.
+    - ``use_input_stats=False``: every sample is normalized with the running
+      statistics (required then, and left unchanged).
+
+    NaN and Inf are not skipped: they make their instance's output NaN (and
+    the updated running statistics of their channel non-finite); other
+    instances are unaffected.  The statistics are float64 (Welford [2]_ /
+    Chan, Golub & LeVeque [3]_ moments) whatever the input dtype; float16
+    input is computed in float32 at least.  ``x`` is never modified unless
+    it is ``out``.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        Shape (N, C, *spatial), at least 3 dimensions, the channels on
+        ``channel_axis``; float16/32/64, integer or bool.  A NumPy array (any
+        strides, read-only allowed), anything ``np.asarray`` takes, or a CUDA
+        array (anything with ``__cuda_array_interface__``), which runs on the
+        GPU.
+    running_mean, running_var : array_like or CUDA array of shape (C,), optional
+        Running statistics of a float dtype, both or neither; required when
+        ``use_input_stats`` is False.  With ``use_input_stats=True`` they are
+        updated in place (computed in float64, stored in their dtype), so
+        they must then be writable NumPy arrays for a NumPy ``x`` and CUDA
+        arrays for a CUDA ``x``.
+    weight, bias : array_like or CUDA array of shape (C,), optional
+        Per-channel scale and shift, of a real dtype, on the host or the
+        device; None means 1 and 0.
+    use_input_stats : bool, default True
+        Normalize with each instance's statistics (and update the running
+        statistics) instead of the running statistics.
+    momentum : float, default 0.1
+        Weight of the batch's statistic in the running update, in [0, 1]
+        (checked even when nothing is updated).
+    eps : float, default 1e-5
+        Added to the variance before the square root; finite and >= 0 (with
+        0, a zero variance gives an infinite ``rstd``: a constant group
+        becomes NaN).
+    channel_axis : int, default 1
+        Axis of the channels (negative values count from the end), any axis
+        but 0 (the batch axis): ``-1`` for channels-last input (NLC, NHWC,
+        NDHWC).
+    out : ndarray or CUDA array, optional
+        Array the result is written into and returned: ``x``'s shape and the
+        result dtype, the same kind of array as ``x`` (a NumPy one writable,
+        any strides).  It may be ``x`` itself (in place), but must not
+        otherwise overlap ``x``.
+    return_stats : bool, default False
+        Also return the per-instance ``mean`` and ``rstd`` that were used.
+    stream : CUDA stream, optional
+        For a CUDA ``x``: the stream the call's launches and copies go to (a
+        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
+        None for the default stream.  Ignored for NumPy input.
+
+    Returns
+    -------
+    y : ndarray or CUDA array
+        The normalized ``x`` (``out`` when given), of ``x``'s shape and array
+        type; ``x``'s dtype for float16/32/64 input, float64 for integer or
+        bool input.
+    mean, rstd : ndarray or CUDA array of shape (N, C)
+        Only with ``return_stats=True``: the mean and ``1 / sqrt(var + eps)``
+        used for each instance (the running statistics repeated over N when
+        ``use_input_stats`` is False), float32 for float16/32 input and
+        float64 for float64 input, of ``x``'s array type.
+
+    Raises
+    ------
+    ValueError
+        ``x`` has fewer than 3 dimensions or no element; ``channel_axis`` is
+        0 or out of range; ``weight``, ``bias``, ``running_mean`` or
+        ``running_var`` is not of shape (C,); only one running statistic is
+        given, or none with ``use_input_stats=False``; one spatial element
+        per instance with ``use_input_stats=True``; ``eps`` is negative,
+        infinite or NaN; ``momentum`` is outside [0, 1]; a running statistic
+        to update is read-only or does not live where ``x`` lives; ``out``
+        has the wrong shape or dtype, is read-only, or overlaps ``x`` without
+        being ``x``.
+    TypeError
+        ``x`` is not an array, is a dask array, or has an unsupported dtype;
+        ``channel_axis`` is not an int; ``eps`` or ``momentum`` is not a real
+        number; ``weight`` or ``bias`` is not of a real dtype; a running
+        statistic is not of a float dtype, or is not a NumPy array when it is
+        updated for a NumPy ``x``; ``out`` is not the same kind of array as
+        ``x``; ``stream`` is not a stream (CUDA input).
+    RuntimeError
+        ``x`` is a CUDA array but no usable CUDA GPU (nor numba's CUDA
+        simulator) is found.
+
+    See Also
+    --------
+    numbanorm.InstanceNorm : The layer.
+
+    References
+    ----------
+    .. [1] D. Ulyanov, A. Vedaldi, V. Lempitsky, "Instance Normalization: The
+       Missing Ingredient for Fast Stylization", arXiv:1607.08022, 2016.
+    .. [2] B. P. Welford, "Note on a method for calculating corrected sums of
+       squares and products", Technometrics 4(3), 1962.
+    .. [3] T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for computing
+       the sample variance: analysis and recommendations", The American
+       Statistician 37(3), 1983.
 
     Examples
     --------
     >>> import numpy as np, numbanorm as nbn
     >>> x = np.random.default_rng(0).standard_normal((2, 3, 16))
     >>> y, mean, rstd = nbn.instance_norm(x, return_stats=True)
-    >>> mean.shape
-    (2, 3)
+    >>> mean.shape, rstd.dtype
+    ((2, 3), dtype('float64'))
+    >>> bool(np.allclose(y.mean(axis=-1), 0) and np.allclose(y.std(axis=-1), 1, atol=1e-4))
+    True
+
+    With running statistics, updated in place from the two instances:
+
+    >>> x = np.array([[[1.0, 3.0]], [[5.0, 9.0]]])  # (N=2, C=1, L=2)
+    >>> rm, rv = np.zeros(1), np.ones(1)
+    >>> y = nbn.instance_norm(x, rm, rv, momentum=0.5)
+    >>> rm, rv  # 0.5 * old + 0.5 * mean of (2, 7) and of (2, 8)
+    (array([2.25]), array([3.]))
     """
     if out is None and not return_stats and stream is None:
         args = (running_mean, running_var, weight, bias, use_input_stats, momentum, eps, channel_axis)
@@ -329,30 +586,117 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_sta
 
 
 def layer_norm(
-    x: Any,
-    normalized_shape: Any,
-    weight: Any = None,
-    bias: Any = None,
+    x: ArrayLike | Any,
+    normalized_shape: int | Sequence[int],
+    weight: ArrayLike | Any | None = None,
+    bias: ArrayLike | Any | None = None,
     eps: float = 1e-5,
     *,
-    out: Any = None,
+    out: np.ndarray | Any | None = None,
     return_stats: bool = False,
     stream: Any = None,
-):
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray] | Any:
     """Layer normalization over the trailing ``normalized_shape`` axes.
 
-    ``torch.nn.functional.layer_norm`` semantics; ``weight``/``bias`` have
-    shape ``normalized_shape``.  ``return_stats`` gives ``mean``, ``rstd`` of
-    shape ``x.shape[:-k] + (1,) * k``.  Statistics and output are fused per row:
-    x is read from memory once.
+    ``torch.nn.functional.layer_norm`` semantics [1]_: each sample (an index
+    of the leading ``x.ndim - k`` axes, ``k = len(normalized_shape)``) is
+    normalized over its trailing k axes,
+    ``y = (x - mean) / sqrt(var + eps) * weight + bias``, with the *biased*
+    variance.  There are no running statistics.
+
+    NaN and Inf are not skipped: they make their sample's output NaN; other
+    samples are unaffected.  The statistics are float64 whatever the input
+    dtype; the output is computed in ``x``'s dtype (float32 for float16
+    input), into which ``weight`` and ``bias`` are converted.  ``x`` is never
+    modified unless it is ``out``.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        Shape ``(*, *normalized_shape)``; float16/32/64, integer or bool.  A
+        NumPy array (any strides, read-only allowed), anything ``np.asarray``
+        takes, or a CUDA array (anything with ``__cuda_array_interface__``),
+        which runs on the GPU.
+    normalized_shape : int or sequence of int
+        The trailing shape normalized over: an int (the last axis) or a
+        non-empty sequence of ints, equal to ``x.shape[-k:]``.
+    weight, bias : array_like or CUDA array of shape ``normalized_shape``, optional
+        Element-wise scale and shift, of a real dtype, on the host or the
+        device; None means 1 and 0.
+    eps : float, default 1e-5
+        Added to the variance before the square root; finite and >= 0 (with
+        0, a zero variance gives an infinite ``rstd``: a constant group
+        becomes NaN).
+    out : ndarray or CUDA array, optional
+        Array the result is written into and returned: ``x``'s shape and the
+        result dtype, the same kind of array as ``x`` (a NumPy one writable,
+        any strides).  It may be ``x`` itself (in place), but must not
+        otherwise overlap ``x``.
+    return_stats : bool, default False
+        Also return each sample's ``mean`` and ``rstd``.
+    stream : CUDA stream, optional
+        For a CUDA ``x``: the stream the call's launches and copies go to (a
+        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
+        None for the default stream.  Ignored for NumPy input.
+
+    Returns
+    -------
+    y : ndarray or CUDA array
+        The normalized ``x`` (``out`` when given), of ``x``'s shape and array
+        type; ``x``'s dtype for float16/32/64 input, float64 for integer or
+        bool input.
+    mean, rstd : ndarray or CUDA array of shape ``x.shape[:-k] + (1,) * k``
+        Only with ``return_stats=True``: each sample's mean and
+        ``1 / sqrt(var + eps)``, float32 for float16/32 input and float64 for
+        float64 input, of ``x``'s array type.
+
+    Raises
+    ------
+    ValueError
+        ``normalized_shape`` is not the trailing shape of ``x``; ``x`` has no
+        element; ``weight`` or ``bias`` is not of shape ``normalized_shape``;
+        ``eps`` is negative, infinite or NaN; ``out`` has the wrong shape or
+        dtype, is read-only, or overlaps ``x`` without being ``x``.
+    TypeError
+        ``x`` is not an array, is a dask array, or has an unsupported dtype;
+        ``normalized_shape`` is not an int or a non-empty sequence of ints;
+        ``eps`` is not a real number; ``weight`` or ``bias`` is not of a real
+        dtype; ``out`` is not the same kind of array as ``x``; ``stream`` is
+        not a stream (CUDA input).
+    RuntimeError
+        ``x`` is a CUDA array but no usable CUDA GPU (nor numba's CUDA
+        simulator) is found.
+
+    See Also
+    --------
+    numbanorm.LayerNorm : The layer.
+    rms_norm : Scaling without centering.
+
+    References
+    ----------
+    .. [1] J. L. Ba, J. R. Kiros, G. E. Hinton, "Layer Normalization",
+       arXiv:1607.06450, 2016.
 
     Examples
     --------
     >>> import numpy as np, numbanorm as nbn
+    >>> nbn.layer_norm(np.array([[1.0, 3.0], [2.0, 2.0]]), 2).round(4)
+    array([[-1.,  1.],
+           [ 0.,  0.]])
+
+    A large mean next to the spread costs no accuracy in float32:
+
     >>> x = np.random.default_rng(0).standard_normal((4, 64)).astype(np.float32) + 1e4
     >>> y = nbn.layer_norm(x, 64)
     >>> bool(np.allclose(y.std(axis=-1), 1, atol=1e-3))
     True
+
+    Over the last two axes, with the statistics:
+
+    >>> x = np.random.default_rng(1).standard_normal((2, 3, 4, 5))
+    >>> y, mean, rstd = nbn.layer_norm(x, (4, 5), return_stats=True)
+    >>> mean.shape
+    (2, 3, 1, 1)
     """
     if out is None and not return_stats and stream is None:
         y = shortcuts.layer_norm(x, normalized_shape, weight, bias, eps)
@@ -367,26 +711,106 @@ def layer_norm(
 
 
 def rms_norm(
-    x: Any,
-    normalized_shape: Any,
-    weight: Any = None,
+    x: ArrayLike | Any,
+    normalized_shape: int | Sequence[int],
+    weight: ArrayLike | Any | None = None,
     eps: float | None = None,
     *,
-    out: Any = None,
+    out: np.ndarray | Any | None = None,
     return_stats: bool = False,
     stream: Any = None,
-):
-    """RMS normalization over the trailing ``normalized_shape`` axes.
+) -> np.ndarray | tuple[np.ndarray, np.ndarray] | Any:
+    """RMS normalization: scale by the reciprocal root mean square of the trailing axes.
 
-    ``y = x / sqrt(mean(x**2) + eps) * weight`` (``torch.nn.functional.rms_norm``);
-    ``eps=None`` uses ``np.finfo(x.dtype).eps``.  ``return_stats`` gives ``rstd``.
+    ``torch.nn.functional.rms_norm`` semantics [1]_: each sample (an index of
+    the leading ``x.ndim - k`` axes, ``k = len(normalized_shape)``) becomes
+    ``y = x / sqrt(mean(x**2) + eps) * weight``, the mean taken over its
+    trailing k axes.  No centering, no bias, no running statistics.
+
+    NaN and Inf are not skipped: they make their sample's output NaN; other
+    samples are unaffected.  The mean square is float64 whatever the input
+    dtype; the output is computed in ``x``'s dtype (float32 for float16
+    input), into which ``weight`` is converted.  ``x`` is never modified
+    unless it is ``out``.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        Shape ``(*, *normalized_shape)``; float16/32/64, integer or bool.  A
+        NumPy array (any strides, read-only allowed), anything ``np.asarray``
+        takes, or a CUDA array (anything with ``__cuda_array_interface__``),
+        which runs on the GPU.
+    normalized_shape : int or sequence of int
+        The trailing shape normalized over: an int (the last axis) or a
+        non-empty sequence of ints, equal to ``x.shape[-k:]``.
+    weight : array_like or CUDA array of shape ``normalized_shape``, optional
+        Element-wise scale, of a real dtype, on the host or the device; None
+        means 1.
+    eps : float or None, default None
+        Added to the mean square before the square root; finite and >= 0
+        (with 0, an all-zero sample becomes NaN).  None uses the machine
+        epsilon of ``x``'s dtype, ``np.finfo(x.dtype).eps``: float16's (about
+        9.8e-4) for float16 input, float32's or float64's for those, and
+        float64's for integer or bool input (converted to float64).
+        (PyTorch 2.13 uses float32's epsilon for float16 input.)
+    out : ndarray or CUDA array, optional
+        Array the result is written into and returned: ``x``'s shape and the
+        result dtype, the same kind of array as ``x`` (a NumPy one writable,
+        any strides).  It may be ``x`` itself (in place), but must not
+        otherwise overlap ``x``.
+    return_stats : bool, default False
+        Also return each sample's ``rstd``.
+    stream : CUDA stream, optional
+        For a CUDA ``x``: the stream the call's launches and copies go to (a
+        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
+        None for the default stream.  Ignored for NumPy input.
+
+    Returns
+    -------
+    y : ndarray or CUDA array
+        The normalized ``x`` (``out`` when given), of ``x``'s shape and array
+        type; ``x``'s dtype for float16/32/64 input, float64 for integer or
+        bool input.
+    rstd : ndarray or CUDA array of shape ``x.shape[:-k] + (1,) * k``
+        Only with ``return_stats=True`` (the result is then ``(y, rstd)``):
+        each sample's ``1 / sqrt(mean(x**2) + eps)``, float32 for float16/32
+        input and float64 for float64 input, of ``x``'s array type.
+
+    Raises
+    ------
+    ValueError
+        ``normalized_shape`` is not the trailing shape of ``x``; ``x`` has no
+        element; ``weight`` is not of shape ``normalized_shape``; ``eps`` is
+        negative, infinite or NaN; ``out`` has the wrong shape or dtype, is
+        read-only, or overlaps ``x`` without being ``x``.
+    TypeError
+        ``x`` is not an array, is a dask array, or has an unsupported dtype;
+        ``normalized_shape`` is not an int or a non-empty sequence of ints;
+        ``eps`` is not a real number or None; ``weight`` is not of a real
+        dtype; ``out`` is not the same kind of array as ``x``; ``stream`` is
+        not a stream (CUDA input).
+    RuntimeError
+        ``x`` is a CUDA array but no usable CUDA GPU (nor numba's CUDA
+        simulator) is found.
+
+    See Also
+    --------
+    numbanorm.RMSNorm : The layer.
+    layer_norm : Centering and scaling.
+
+    References
+    ----------
+    .. [1] B. Zhang, R. Sennrich, "Root Mean Square Layer Normalization",
+       NeurIPS 2019.
 
     Examples
     --------
     >>> import numpy as np, numbanorm as nbn
-    >>> y = nbn.rms_norm(np.ones((2, 8), np.float32), 8)
-    >>> bool(np.allclose(y, 1, atol=1e-6))
-    True
+    >>> nbn.rms_norm(np.array([[3.0, 4.0]]), 2, eps=0.0).round(4)
+    array([[0.8485, 1.1314]])
+    >>> y, rstd = nbn.rms_norm(np.ones((2, 3, 8), np.float32), 8, return_stats=True)
+    >>> bool(np.allclose(y, 1, atol=1e-6)), rstd.shape
+    (True, (2, 3, 1))
     """
     if out is None and not return_stats and stream is None:
         y = shortcuts.rms_norm(x, normalized_shape, weight, eps)
@@ -399,24 +823,109 @@ def rms_norm(
 
 
 def group_norm(
-    x: Any,
+    x: ArrayLike | Any,
     num_groups: int,
-    weight: Any = None,
-    bias: Any = None,
+    weight: ArrayLike | Any | None = None,
+    bias: ArrayLike | Any | None = None,
     eps: float = 1e-5,
     *,
     channel_axis: int = 1,
-    out: Any = None,
+    out: np.ndarray | Any | None = None,
     return_stats: bool = False,
     stream: Any = None,
-):
-    """Group normalization (``torch.nn.functional.group_norm`` semantics).
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray] | Any:
+    """Group normalization: normalize each (sample, group of channels).
 
-    The C channels are split into ``num_groups`` consecutive groups; each
-    (sample, group) is normalized over its channels and the spatial axes.
-    ``weight``/``bias`` are per channel (C,).  ``return_stats`` gives ``mean``,
-    ``rstd`` of shape (N, G).  Channels-last (``channel_axis=-1``) reduces in
-    place, without a transposing copy.
+    ``torch.nn.functional.group_norm`` semantics [1]_: the C channels are
+    split into ``num_groups`` groups G of C/G consecutive channels; for each
+    sample n (axis 0) and group g, the mean and *biased* variance are taken
+    over the group's channels and all the spatial axes, and
+    ``y = (x - mean[n, g]) / sqrt(var[n, g] + eps) * weight[c] + bias[c]``
+    with the per-channel ``weight`` and ``bias``.  There are no running
+    statistics.  A group of a single element normalizes to ``bias``
+    (PyTorch raises instead when ``N * C/G`` times the spatial size is 1).
+
+    NaN and Inf are not skipped: they make their (sample, group)'s output
+    NaN; other groups are unaffected.  The statistics are float64 (Welford
+    [2]_ / Chan, Golub & LeVeque [3]_ moments) whatever the input dtype;
+    float16 input is computed in float32 at least.  ``x`` is never modified
+    unless it is ``out``.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        Shape (N, C, *), at least 2 dimensions, the channels on
+        ``channel_axis``; float16/32/64, integer or bool.  A NumPy array (any
+        strides, read-only allowed), anything ``np.asarray`` takes, or a CUDA
+        array (anything with ``__cuda_array_interface__``), which runs on the
+        GPU.
+    num_groups : int
+        Number of groups G, positive and dividing C.
+    weight, bias : array_like or CUDA array of shape (C,), optional
+        Per-channel scale and shift, of a real dtype, on the host or the
+        device; None means 1 and 0.
+    eps : float, default 1e-5
+        Added to the variance before the square root; finite and >= 0 (with
+        0, a zero variance gives an infinite ``rstd``: a constant group
+        becomes NaN).
+    channel_axis : int, default 1
+        Axis of the channels (negative values count from the end), any axis
+        but 0 (the batch axis): ``-1`` for channels-last input (NLC, NHWC,
+        NDHWC).  Groups are consecutive channels whatever the layout.
+    out : ndarray or CUDA array, optional
+        Array the result is written into and returned: ``x``'s shape and the
+        result dtype, the same kind of array as ``x`` (a NumPy one writable,
+        any strides).  It may be ``x`` itself (in place), but must not
+        otherwise overlap ``x``.
+    return_stats : bool, default False
+        Also return the ``mean`` and ``rstd`` of each (sample, group).
+    stream : CUDA stream, optional
+        For a CUDA ``x``: the stream the call's launches and copies go to (a
+        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
+        None for the default stream.  Ignored for NumPy input.
+
+    Returns
+    -------
+    y : ndarray or CUDA array
+        The normalized ``x`` (``out`` when given), of ``x``'s shape and array
+        type; ``x``'s dtype for float16/32/64 input, float64 for integer or
+        bool input.
+    mean, rstd : ndarray or CUDA array of shape (N, G)
+        Only with ``return_stats=True``: each (sample, group)'s mean and
+        ``1 / sqrt(var + eps)``, float32 for float16/32 input and float64 for
+        float64 input, of ``x``'s array type.
+
+    Raises
+    ------
+    ValueError
+        ``x`` has fewer than 2 dimensions or no element; ``channel_axis`` is
+        0 or out of range; ``num_groups`` is not positive or does not divide
+        C; ``weight`` or ``bias`` is not of shape (C,); ``eps`` is negative,
+        infinite or NaN; ``out`` has the wrong shape or dtype, is read-only,
+        or overlaps ``x`` without being ``x``.
+    TypeError
+        ``x`` is not an array, is a dask array, or has an unsupported dtype;
+        ``num_groups`` or ``channel_axis`` is not an int (bool included);
+        ``eps`` is not a real number; ``weight`` or ``bias`` is not of a real
+        dtype; ``out`` is not the same kind of array as ``x``; ``stream`` is
+        not a stream (CUDA input).
+    RuntimeError
+        ``x`` is a CUDA array but no usable CUDA GPU (nor numba's CUDA
+        simulator) is found.
+
+    See Also
+    --------
+    numbanorm.GroupNorm : The layer.
+    instance_norm : One channel per group, with optional running statistics.
+
+    References
+    ----------
+    .. [1] Y. Wu, K. He, "Group Normalization", ECCV 2018.
+    .. [2] B. P. Welford, "Note on a method for calculating corrected sums of
+       squares and products", Technometrics 4(3), 1962.
+    .. [3] T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for computing
+       the sample variance: analysis and recommendations", The American
+       Statistician 37(3), 1983.
 
     Examples
     --------
@@ -425,6 +934,12 @@ def group_norm(
     >>> y, mean, rstd = nbn.group_norm(x, 3, return_stats=True)
     >>> mean.shape
     (2, 3)
+
+    Channels-last (N, L, C) gives the same numbers, transposed:
+
+    >>> yl = nbn.group_norm(np.moveaxis(x, 1, -1), 3, channel_axis=-1)
+    >>> bool(np.allclose(np.moveaxis(yl, -1, 1), y))
+    True
     """
     if out is None and not return_stats and stream is None:
         y = shortcuts.group_norm(x, num_groups, weight, bias, eps, channel_axis)

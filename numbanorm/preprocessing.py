@@ -1,13 +1,40 @@
 """Preprocessing with NumPy/scikit-learn conventions: ``axis`` = axes reduced over.
 
+:func:`standardize` (z-score), :func:`minmax_scale` (to a feature range) and
+:func:`lp_normalize` (division by the p-norm) take NumPy arrays (CPU kernels)
+and CUDA arrays (anything with ``__cuda_array_interface__``: GPU kernels) and
+return the input's array type.  A *feature* is an index of the kept shape,
+the input's shape without the ``axis`` axes (the columns of a 2-D array with
+``axis=0``); ``axis`` is an int, a tuple of ints or None (every axis).
+
 NaN is ignored when statistics are computed (per-feature counts, as
-scikit-learn) and stays NaN in the output.
+scikit-learn; left out of the p-norm) and stays NaN in the output.
+
+How a call runs: a NumPy call first offers its plain arguments to
+:mod:`numbanorm.backends.cpu.shortcuts` (small inputs in one serial kernel,
+large ones whose kept axes are contiguous per feature, short rows of
+``lp_normalize``), which returns the result or declines.  Otherwise the
+general path here validates every argument (:mod:`numbanorm._validate`),
+reduces over ``axis`` with the backend primitives of :mod:`numbanorm.backends`
+on views of ``x`` (the planner in :mod:`numbanorm._reduce`) and finalizes the
+per-feature parameters on the host (:mod:`numbanorm._stats`, where
+:func:`constant_features`, re-exported here for the scalers, lives).  A
+shortcut gives the same bits as the general path.
+
+References
+----------
+B. P. Welford, "Note on a method for calculating corrected sums of squares and
+products", Technometrics 4(3), 1962.
+T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for computing the sample
+variance: analysis and recommendations", The American Statistician 37(3), 1983.
+F. Pedregosa et al., "Scikit-learn: Machine Learning in Python", JMLR 12, 2011
+(``sklearn.preprocessing``: ``scale``, ``minmax_scale``, ``normalize``).
 """
 
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +43,9 @@ from ._reduce import apply_affine, kept_shape, normalize_axis, reduce_moments, r
 from ._stats import constant_features, minmax_factor, standardize_params
 from .backends.cpu import shortcuts
 from .functional import rows_fusable
+
+if TYPE_CHECKING:  # annotations only: numpy.typing is not imported at run time
+    from numpy.typing import ArrayLike
 
 __all__ = ["standardize", "minmax_scale", "lp_normalize", "constant_features"]
 
@@ -32,40 +62,132 @@ def _keep(a: np.ndarray, shape, axes) -> np.ndarray:
 
 
 def standardize(
-    x: Any,
-    axis: Any = 0,
+    x: ArrayLike | Any,
+    axis: int | tuple[int, ...] | None = 0,
     *,
     ddof: int = 0,
     with_mean: bool = True,
     with_std: bool = True,
-    out: Any = None,
+    out: np.ndarray | Any | None = None,
     return_stats: bool = False,
     stream: Any = None,
-):
-    """Z-score ``x`` over ``axis``: ``(x - mean) / std``.
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray] | Any:
+    """Standardize ``x`` per feature over ``axis``: ``(x - mean) / std`` (z-score).
+
+    scikit-learn's ``StandardScaler``/``scale`` conventions [3]_, in one call:
+    for each feature (an index of the axes not in ``axis``), ``mean`` is the
+    mean over ``axis`` and ``std = sqrt(M2 / (n - ddof))`` the standard
+    deviation about it (``ddof=0``: the biased one, as scikit-learn).
+
+    - NaN is ignored: each feature's count n, mean and std are those of its
+      non-NaN values, and NaN stays NaN in the output.  Inf is not skipped:
+      it makes its feature's output NaN.
+    - Features whose variance is 0 up to rounding (scikit-learn's
+      ``_is_constant_feature`` test) get ``std = 1``, so they become
+      ``x - mean`` (about 0) instead of NaN.
+    - A feature with ``n - ddof <= 0`` (e.g. all NaN) gets std NaN: its
+      output is NaN.
+    - ``with_mean=False`` does not center (``mean = 0`` is used; the std is
+      still taken about the mean, as scikit-learn); ``with_std=False`` does
+      not scale (``std = 1``).
+
+    The statistics are float64 (Welford [1]_ / Chan, Golub & LeVeque [2]_
+    moments) whatever the input dtype.  ``x`` is never modified unless it is
+    ``out``.
 
     Parameters
     ----------
-    x : array
-    axis : int or tuple of ints, default 0
-        Axes the statistics are computed over (0: per column of a 2-D array).
-    ddof : int
-        Delta degrees of freedom of the standard deviation.
-    with_mean, with_std : bool
-        Center, scale (scikit-learn's StandardScaler options).
-    out : array, optional
-        Result array (may be x).
-    return_stats : bool
-        Also return ``mean`` and ``std`` actually used, with x's number of
-        dimensions (reduced axes of size 1).  Constant features (variance 0 up
-        to rounding) get std 1.
+    x : array_like or CUDA array
+        Data of a float16/32/64, integer or bool dtype.  A NumPy array (any
+        strides, read-only allowed), anything ``np.asarray`` takes, or a CUDA
+        array (anything with ``__cuda_array_interface__``), which runs on the
+        GPU.
+    axis : int, tuple of int or None, default 0
+        The axes reduced over (0: per column of a 2-D array), an int or a
+        tuple of ints, negative values counting from the end; None reduces
+        over every axis.  Statistics are per feature, an index of the other
+        axes.
+    ddof : int, default 0
+        Delta degrees of freedom of the variance, a non-negative int.
+    with_mean : bool, default True
+        Subtract the mean.
+    with_std : bool, default True
+        Divide by the standard deviation.
+    out : ndarray or CUDA array, optional
+        Array the result is written into and returned: ``x``'s shape and the
+        result dtype, the same kind of array as ``x`` (a NumPy one writable,
+        any strides).  It may be ``x`` itself (in place), but must not
+        otherwise overlap ``x``.
+    return_stats : bool, default False
+        Also return the ``mean`` and ``std`` that were used.
+    stream : CUDA stream, optional
+        For a CUDA ``x``: the stream the call's launches and copies go to (a
+        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
+        None for the default stream.  Ignored for NumPy input.
+
+    Returns
+    -------
+    y : ndarray or CUDA array
+        The standardized ``x`` (``out`` when given), of ``x``'s shape and
+        array type; ``x``'s dtype for float16/32/64 input, float64 for
+        integer or bool input.
+    mean, std : ndarray
+        Only with ``return_stats=True``: the center and scale used (0 without
+        ``with_mean``, 1 without ``with_std`` or for a constant feature), as
+        float64 NumPy arrays with ``x``'s number of dimensions, the reduced
+        axes of size 1 (so they broadcast against ``x``); NumPy arrays for a
+        CUDA ``x`` too.
+
+    Raises
+    ------
+    ValueError
+        ``x`` has no element; ``axis`` is out of range or repeats an axis;
+        ``ddof`` is not a non-negative int (a float or a bool included);
+        ``out`` has the wrong shape or dtype, is read-only, or overlaps ``x``
+        without being ``x``.
+    TypeError
+        ``x`` is not an array, is a dask array, or has an unsupported dtype
+        (complex, object, string, ...); ``axis`` is not an int, a sequence of
+        ints or None; ``out`` is not the same kind of array as ``x``;
+        ``stream`` is not a stream (CUDA input).
+    RuntimeError
+        ``x`` is a CUDA array but no usable CUDA GPU (nor numba's CUDA
+        simulator) is found.
+
+    See Also
+    --------
+    numbanorm.StandardScaler : The same statistics fitted once (or batch by
+        batch) and applied to other data.
+
+    References
+    ----------
+    .. [1] B. P. Welford, "Note on a method for calculating corrected sums of
+       squares and products", Technometrics 4(3), 1962.
+    .. [2] T. F. Chan, G. H. Golub, R. J. LeVeque, "Algorithms for computing
+       the sample variance: analysis and recommendations", The American
+       Statistician 37(3), 1983.
+    .. [3] scikit-learn, ``sklearn.preprocessing.StandardScaler`` and
+       ``sklearn.preprocessing.scale``; F. Pedregosa et al., "Scikit-learn:
+       Machine Learning in Python", JMLR 12, 2011.
 
     Examples
     --------
     >>> import numpy as np, numbanorm as nbn
     >>> y = nbn.standardize(np.array([[1.0, 10.0], [3.0, 10.0]]))
-    >>> y.tolist()
+    >>> y.tolist()  # the constant column gets std 1
     [[-1.0, 0.0], [1.0, 0.0]]
+
+    NaN is left out of the statistics and kept:
+
+    >>> nbn.standardize(np.array([[1.0], [np.nan], [3.0]])).ravel().tolist()
+    [-1.0, nan, 1.0]
+
+    Per channel of an image stack (N, C, H, W), with the statistics used:
+
+    >>> x = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
+    >>> y, mean, std = nbn.standardize(x, axis=(0, 2, 3), return_stats=True)
+    >>> y.dtype, mean.shape, std.dtype
+    (dtype('float32'), (1, 3, 1, 1), dtype('float64'))
     """
     if stream is None:
         y = shortcuts.standardize(x, axis, ddof, with_mean, with_std, out, return_stats)
@@ -101,25 +223,99 @@ def _standardize_general(inp, axes, y, ddof, with_mean, with_std, be, stream):
 
 
 def minmax_scale(
-    x: Any,
+    x: ArrayLike | Any,
     feature_range: tuple[float, float] = (0.0, 1.0),
-    axis: Any = 0,
+    axis: int | tuple[int, ...] | None = 0,
     *,
     clip: bool = False,
-    out: Any = None,
+    out: np.ndarray | Any | None = None,
     stream: Any = None,
-):
-    """Scale ``x`` linearly so that its min/max over ``axis`` map to ``feature_range``.
+) -> np.ndarray | Any:
+    """Scale ``x`` linearly per feature so that its min and max over ``axis`` map to ``feature_range``.
 
-    ``y = (x - min) * (hi - lo) / (max - min) + lo``; a zero range scales by
-    ``hi - lo`` (scikit-learn: range treated as 1).  ``clip`` clips to the
-    feature range (useful with statistics from other data).
+    scikit-learn's ``minmax_scale``/``MinMaxScaler`` conventions [1]_: with
+    ``(lo, hi) = feature_range``, each feature (an index of the axes not in
+    ``axis``) becomes ``y = (x - min) * (hi - lo) / (max - min) + lo``.
+
+    - NaN is ignored: min and max are those of the feature's non-NaN values,
+      and NaN stays NaN in the output (a feature of NaN only stays NaN).
+      Inf is not skipped: it becomes its feature's min or max.
+    - A constant feature (``max == min``) has its range counted as 1, as in
+      scikit-learn: it maps to ``lo``.
+
+    ``x`` is never modified unless it is ``out``.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        Data of a float16/32/64, integer or bool dtype.  A NumPy array (any
+        strides, read-only allowed), anything ``np.asarray`` takes, or a CUDA
+        array (anything with ``__cuda_array_interface__``), which runs on the
+        GPU.
+    feature_range : (float, float), default (0.0, 1.0)
+        The target ``(lo, hi)``: finite numbers with ``lo < hi``.
+    axis : int, tuple of int or None, default 0
+        The axes reduced over (0: per column of a 2-D array), an int or a
+        tuple of ints, negative values counting from the end; None reduces
+        over every axis.  Statistics are per feature, an index of the other
+        axes.
+    clip : bool, default False
+        Clip the result to ``[lo, hi]`` (NaN stays NaN).  The statistics come
+        from ``x`` itself, so this only removes rounding overshoot.
+    out : ndarray or CUDA array, optional
+        Array the result is written into and returned: ``x``'s shape and the
+        result dtype, the same kind of array as ``x`` (a NumPy one writable,
+        any strides).  It may be ``x`` itself (in place), but must not
+        otherwise overlap ``x``.
+    stream : CUDA stream, optional
+        For a CUDA ``x``: the stream the call's launches and copies go to (a
+        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
+        None for the default stream.  Ignored for NumPy input.
+
+    Returns
+    -------
+    ndarray or CUDA array
+        The scaled ``x`` (``out`` when given), of ``x``'s shape and array
+        type; ``x``'s dtype for float16/32/64 input, float64 for integer or
+        bool input.
+
+    Raises
+    ------
+    ValueError
+        ``feature_range`` is not finite with ``lo < hi``; ``x`` has no
+        element; ``axis`` is out of range or repeats an axis; ``out`` has the
+        wrong shape or dtype, is read-only, or overlaps ``x`` without being
+        ``x``.
+    TypeError
+        ``feature_range`` is not a pair of numbers; ``x`` is not an array, is
+        a dask array, or has an unsupported dtype; ``axis`` is not an int, a
+        sequence of ints or None; ``out`` is not the same kind of array as
+        ``x``; ``stream`` is not a stream (CUDA input).
+    RuntimeError
+        ``x`` is a CUDA array but no usable CUDA GPU (nor numba's CUDA
+        simulator) is found.
+
+    See Also
+    --------
+    numbanorm.MinMaxScaler : The same statistics fitted once (or batch by
+        batch) and applied to other data.
+
+    References
+    ----------
+    .. [1] scikit-learn, ``sklearn.preprocessing.minmax_scale`` and
+       ``sklearn.preprocessing.MinMaxScaler``; F. Pedregosa et al.,
+       "Scikit-learn: Machine Learning in Python", JMLR 12, 2011.
 
     Examples
     --------
     >>> import numpy as np, numbanorm as nbn
     >>> nbn.minmax_scale(np.array([[0.0], [5.0], [10.0]])).ravel().tolist()
     [0.0, 0.5, 1.0]
+
+    A constant column maps to ``lo``; NaN is left out and kept:
+
+    >>> nbn.minmax_scale(np.array([[1.0, 2.0], [1.0, np.nan], [1.0, 4.0]]), (-1, 1)).tolist()
+    [[-1.0, -1.0], [-1.0, nan], [-1.0, 1.0]]
     """
     try:
         lo, hi = (float(v) for v in feature_range)
@@ -154,25 +350,101 @@ def minmax_scale(
 
 
 def lp_normalize(
-    x: Any,
+    x: ArrayLike | Any,
     p: float = 2.0,
-    axis: Any = -1,
+    axis: int | tuple[int, ...] | None = -1,
     eps: float = 1e-12,
     *,
-    out: Any = None,
+    out: np.ndarray | Any | None = None,
     stream: Any = None,
-):
+) -> np.ndarray | Any:
     """Divide ``x`` by its p-norm over ``axis``: ``x / max(||x||_p, eps)``.
 
-    ``torch.nn.functional.normalize`` semantics; ``p`` may be any positive
-    number or ``inf``.  NaN is ignored in the norm (API section 3) and stays
-    NaN in the output, so a NaN does not wipe out the rest of its group.
+    ``torch.nn.functional.normalize`` semantics [1]_ (``axis`` is its
+    ``dim``), with ``||x||_p = (sum |x|**p) ** (1/p)`` over ``axis`` for each
+    index of the other axes, and ``max |x|`` for ``p = inf``.  ``eps``
+    guards against division by zero: a zero slice stays zero.  A norm that
+    overflows to inf gives zeros, as in PyTorch.
+
+    NaN is left out of the norm (numbanorm's rule for statistics, unlike
+    PyTorch, where a NaN makes its whole slice NaN) and stays NaN in the
+    output, so a NaN does not wipe out the rest of its slice.  ``x`` is never
+    modified unless it is ``out``.
+
+    Parameters
+    ----------
+    x : array_like or CUDA array
+        Data of a float16/32/64, integer or bool dtype.  A NumPy array (any
+        strides, read-only allowed), anything ``np.asarray`` takes, or a CUDA
+        array (anything with ``__cuda_array_interface__``), which runs on the
+        GPU.
+    p : float, default 2.0
+        The exponent of the norm: any positive real number, or ``inf``.
+    axis : int, tuple of int or None, default -1
+        The axes the norm is taken over (-1: each row of a 2-D array); a
+        tuple for several, None for all of them.
+    eps : float, default 1e-12
+        Lower bound of the norm, finite and >= 0; with 0, a zero slice
+        becomes NaN (0/0).
+    out : ndarray or CUDA array, optional
+        Array the result is written into and returned: ``x``'s shape and the
+        result dtype, the same kind of array as ``x`` (a NumPy one writable,
+        any strides).  It may be ``x`` itself (in place), but must not
+        otherwise overlap ``x``.
+    stream : CUDA stream, optional
+        For a CUDA ``x``: the stream the call's launches and copies go to (a
+        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
+        None for the default stream.  Ignored for NumPy input.
+
+    Returns
+    -------
+    ndarray or CUDA array
+        The normalized ``x`` (``out`` when given), of ``x``'s shape and array
+        type; ``x``'s dtype for float16/32/64 input, float64 for integer or
+        bool input.
+
+    Raises
+    ------
+    ValueError
+        ``p`` is not > 0 (NaN included); ``eps`` is negative, infinite or
+        NaN; ``x`` has no element; ``axis`` is out of range or repeats an
+        axis; ``out`` has the wrong shape or dtype, is read-only, or overlaps
+        ``x`` without being ``x``.
+    TypeError
+        ``p`` is not a real number (a bool included); ``eps`` is not a real
+        number; ``x`` is not an array, is a dask array, or has an unsupported
+        dtype; ``axis`` is not an int, a sequence of ints or None; ``out`` is
+        not the same kind of array as ``x``; ``stream`` is not a stream (CUDA
+        input).
+    RuntimeError
+        ``x`` is a CUDA array but no usable CUDA GPU (nor numba's CUDA
+        simulator) is found.
+
+    References
+    ----------
+    .. [1] PyTorch, ``torch.nn.functional.normalize``; scikit-learn,
+       ``sklearn.preprocessing.normalize`` (the same for p = 1, 2, inf over
+       the rows, ``eps`` aside).
 
     Examples
     --------
     >>> import numpy as np, numbanorm as nbn
-    >>> nbn.lp_normalize(np.array([[3.0, 4.0]])).tolist()
+    >>> nbn.lp_normalize(np.array([[3.0, 4.0]])).round(6).tolist()
     [[0.6, 0.8]]
+    >>> nbn.lp_normalize(np.array([[3.0, -4.0]]), p=1).round(6).tolist()
+    [[0.428571, -0.571429]]
+    >>> nbn.lp_normalize(np.array([[3.0, -4.0]]), p=np.inf).tolist()
+    [[0.75, -1.0]]
+
+    NaN is left out of the norm; a zero row stays zero:
+
+    >>> nbn.lp_normalize(np.array([[3.0, np.nan, 4.0], [0.0, 0.0, 0.0]])).round(6).tolist()
+    [[0.6, nan, 0.8], [0.0, 0.0, 0.0]]
+
+    Over the columns instead (``axis=0``):
+
+    >>> nbn.lp_normalize(np.array([[3.0], [4.0]]), axis=0).round(6).ravel().tolist()
+    [0.6, 0.8]
     """
     if out is None and stream is None:
         y = shortcuts.lp_normalize(x, p, axis, eps)
