@@ -116,7 +116,8 @@ def shifted_moments(n, shift, s1, s2):
     # usual case: s1 is then an exact sum) is exact to the residual's rounding
     p, e = two_prod(q, n)
     lo += ((s1 - p) - e) / n
-    return hi, lo, max(s2 - s1 * s1 / n, 0.0)
+    m2 = s2 - s1 * s1 / n
+    return hi, lo, 0.0 if m2 < 0.0 else m2  # max(m2, 0.0), NaN kept (no overload compiled)
 
 
 @njit(fastmath=False)
@@ -243,7 +244,8 @@ def constant_feature(var, mean, n):
     ``(n * mean * eps)**2`` instead of 0; such features get scale 1.  Its
     ``py_func`` serves arrays (constant_features).
     """
-    return var <= n * _EPS * var + (n * mean * _EPS) ** 2
+    e = n * mean * _EPS  # (e*e, not e**2: numba compiles a power function for **)
+    return var <= n * _EPS * var + e * e
 
 
 def constant_features(var, mean, n):

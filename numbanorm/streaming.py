@@ -40,6 +40,7 @@ from ._config import FASTMATH
 from ._reduce import kept_shape, normalize_axis, reduce_moments
 from ._stats import chan_merge, chan_merge_dd, variance, welford_push
 from ._validate import result_dtype
+from .backends.cpu._intrinsics import min2
 
 if TYPE_CHECKING:  # annotations only: numpy.typing is not imported at run time
     from numpy.typing import ArrayLike
@@ -103,7 +104,7 @@ def _weighted_moments(x3, w, nsplit):
     nans = np.zeros((nsplit, F), dtype=np.int64)
     step = (N + nsplit - 1) // nsplit
     for t in prange(nsplit):
-        for n in range(t * step, min(N, (t + 1) * step)):
+        for n in range(t * step, min2(N, (t + 1) * step)):
             wn = w[n]
             for s in range(S):
                 for f in range(F):

@@ -6,16 +6,52 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import operator
 
 import numpy as np
 from llvmlite import ir
 from numba import njit, types
-from numba.core import cgutils
+from numba.core import cgutils, typing
 from numba.extending import intrinsic
 
 from ..._config import FASTMATH, LINE_BYTES, STREAM_MIN_BYTES
 
 _FM = set(FASTMATH)
+
+
+# --------------------------------------------------------------------------
+# min and max of two numbers
+# --------------------------------------------------------------------------
+
+
+def _select(cmp):
+    """An intrinsic ``f(a, b)``: ``b if cmp(b, a) else a`` in the two
+    numbers' common type, the comparison and select of numba's own min/max
+    (Python's choice: the first argument unless the second is strictly
+    less (min) or greater (max), so a NaN first argument is returned)."""
+
+    def impl(typingctx, a, b):
+        if not (isinstance(a, types.Number) and isinstance(b, types.Number)):
+            return None
+        ty = typingctx.unify_pairs(a, b)
+
+        def codegen(context, builder, sig, args):
+            x = context.cast(builder, args[0], a, ty)
+            y = context.cast(builder, args[1], b, ty)
+            pick = context.get_function(cmp, typing.signature(types.boolean, ty, ty))(builder, (y, x))
+            return builder.select(pick, y, x)
+
+        return ty(a, b), codegen
+
+    return intrinsic(impl)
+
+
+# min(a, b) and max(a, b) in kernels.  numba 0.68 implements the builtins as
+# an @overload whose implementation is compiled as a function of its own
+# per argument types, 0.05-0.1 s each on a cold first call
+# (benchmarks/NOTES.md section 21c); an intrinsic is emitted in place.
+min2 = _select(operator.lt)
+max2 = _select(operator.gt)
 
 
 # --------------------------------------------------------------------------
@@ -113,8 +149,8 @@ def line_span(p, m, lo, hi, per):
     elements a line) that lie inside [lo, hi), as absolute indices; a == b
     when there are none.  Pieces of a row written one after another (its
     segments, its chunks) stream [a, b) and store the rest ordinarily."""
-    a = min(max(p + -(-max(lo - p, 0) // per) * per, lo), hi)
-    b = max(min(p + (min(hi, m) - p) // per * per, hi), a)
+    a = min2(max2(p + -(-max2(lo - p, 0) // per) * per, lo), hi)
+    b = max2(min2(p + (min2(hi, m) - p) // per * per, hi), a)
     return a, b
 
 

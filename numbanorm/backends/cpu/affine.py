@@ -18,7 +18,7 @@ from numba import njit
 
 from ..._config import FASTMATH_ELEMENTWISE, LINE_BYTES
 from ._elementwise import map_lanes, map_lanes_apart, map_lanes_in_place, map_scalar
-from ._intrinsics import in_place, resident, stream_span, streams
+from ._intrinsics import in_place, min2, resident, stream_span, streams
 from ._tasks import run, task
 from .axis_stats import F_PRM, col_split, frame, lane_rows
 
@@ -52,8 +52,8 @@ def apply_rows(stream, same):
         per = (R + nseg - 1) // nseg
         p = t // nseg
         c = t - p * nseg
-        f0 = min(R, c * per)
-        f1 = min(R, f0 + per)
+        f0 = min2(R, c * per)
+        f1 = min2(R, f0 + per)
         apply_span(xf[p, f0:f1], of[p, f0:f1], prm[0, p, 0], prm[1, p, 0], prm[2, p, 0], lo, hi, stream, same)
 
     return apply_rows_task
@@ -104,8 +104,8 @@ def apply_lanes(stream, same):
                     sc = r[1]
                     sh = r[2]
         for base in range(f0 + q, f1, L):
-            vb = v[base : min(base + L, f1)]
-            ob = o[base : min(base + L, f1)]
+            vb = v[base : min2(base + L, f1)]
+            ob = o[base : min2(base + L, f1)]
             # a full chunk is whole lines; the last, partial one ordinary.
             # (``same`` is a compile-time flag: only one of these is compiled)
             if same:

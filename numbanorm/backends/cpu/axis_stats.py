@@ -34,6 +34,7 @@ from numba import njit
 from ..._config import COL_BLOCK_BYTES, FASTMATH, FASTMATH_ELEMENTWISE, LANES
 from ..._stats import chan_merge_dd, merge_partials, shifted_moments
 from .. import Moments
+from ._intrinsics import max2, min2
 from ._tasks import nsplit, run, task, widen
 from .segments import absorb_shifted, segment_moments, shift_ok
 
@@ -73,8 +74,8 @@ def row_moments(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, st
     r = t // nseg
     s = t - r * nseg
     seglen = (D + nseg - 1) // nseg
-    a = min(D, s * seglen)
-    b = min(D, a + seglen)
+    a = min2(D, s * seglen)
+    b = min2(D, a + seglen)
     part[0, r, s, 0], part[1, r, s, 0], part[2, r, s, 0], part[3, r, s, 0] = segment_moments(xf[r], a, b)
 
 
@@ -94,7 +95,7 @@ def lane_sums(v, fa0, fa1, fb0, fb1, L, sh, s1, s2):
     NOTES.md sections 17, 19).  The rest of the longer range, one lane-row
     per step (unrolling four measured slower, section 11).
     """
-    n = min(fa1 - fa0, fb1 - fb0) // L * L
+    n = min2(fa1 - fa0, fb1 - fb0) // L * L
     for i in range(0, n, L):
         va = v[fa0 + i : fa0 + i + L]
         vb = v[fb0 + i : fb0 + i + L]
@@ -105,7 +106,7 @@ def lane_sums(v, fa0, fa1, fb0, fb1, L, sh, s1, s2):
             s1[j] += da + db
     for f0, f1 in ((fa0 + n, fa1), (fb0 + n, fb1)):
         for b in range(f0, f1, L):
-            vb = v[b : min(b + L, f1)]
+            vb = v[b : min2(b + L, f1)]
             for j in range(vb.size):
                 d = np.float64(vb[j]) - sh[j]
                 s2[j] += d * d
@@ -154,8 +155,8 @@ def lane_rows(xf, K, L, nchunk, t):
     rows_per = ((rows_per + m - 1) // m) * m
     p = t // nchunk
     c = t - p * nchunk
-    r0 = min(R, c * rows_per)
-    return p, c, r0, min(R, r0 + rows_per)
+    r0 = min2(R, c * rows_per)
+    return p, c, r0, min2(R, r0 + rows_per)
 
 
 @njit(error_model="numpy", inline="always")
@@ -166,12 +167,12 @@ def lane_blocks(xf, K, L, nchunk, rb, t):
     a multiple of m = L // K)."""
     m = L // K
     p, c, r0, r1 = lane_rows(xf, K, L, nchunk, t)
-    rm = min(r1, r0 + ((r1 - r0 + 1) // 2 + m - 1) // m * m)
-    hb = max(m, (rb // 2) // m * m)
+    rm = min2(r1, r0 + ((r1 - r0 + 1) // 2 + m - 1) // m * m)
+    hb = max2(m, (rb // 2) // m * m)
     return p, c, r0, r1, rm, hb
 
 
-@njit(fastmath=_FM, error_model="numpy", inline="always")
+@njit(fastmath=_FM, error_model="numpy")
 def shifted_block(v, fa0, fa1, fb0, fb1, L, K, nb, lanes, acc):
     """One block's shifted sums about the lane shifts, folded into columns;
     the columns that ``shift_ok`` accepts add them to their accepted sums.
@@ -246,9 +247,9 @@ def col_moments(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, st
     stop[t] = -1
     i = 0
     for a0 in range(r0, rm, hb):
-        a1 = min(rm, a0 + hb)
-        g0 = min(r1, rm + (a0 - r0))
-        g1 = min(r1, g0 + hb)
+        a1 = min2(rm, a0 + hb)
+        g0 = min2(r1, rm + (a0 - r0))
+        g1 = min2(r1, g0 + hb)
         nb = float((a1 - a0) + (g1 - g0))
         if shifted_block(v, a0 * K, a1 * K, g0 * K, g1 * K, L, K, nb, ln, ac) > 0:
             stop[t] = i
@@ -262,7 +263,7 @@ def counted_sums(v, f0, f1, L, sh, s1, s2, ns, skipnan):
     """s1[j] += sum(x - sh[j]), s2[j] += sum((x - sh[j])**2), ns[j] += count
     over the lane-rows of [f0, f1); NaN left out (not counted) when skipnan."""
     for b in range(f0, f1, L):
-        vb = v[b : min(b + L, f1)]
+        vb = v[b : min2(b + L, f1)]
         for j in range(vb.size):
             a = np.float64(vb[j])
             ok = (a == a) | (not skipnan)
@@ -334,9 +335,9 @@ def col_moments_exact(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, a
         return
     a00 = r0 + first * hb
     for a0 in range(a00, rm, hb):
-        a1 = min(rm, a0 + hb)
-        g0 = min(r1, rm + (a0 - r0))
-        g1 = min(r1, g0 + hb)
+        a1 = min2(rm, a0 + hb)
+        g0 = min2(r1, rm + (a0 - r0))
+        g1 = min2(r1, g0 + hb)
         nb = float((a1 - a0) + (g1 - g0))
         # the block col_moments stopped at: its accepted columns are already
         # summed (acc[_BAD] flags the refused ones)
@@ -369,7 +370,7 @@ def lane_minmax(v, fa0, fa1, fb0, fb1, L, lmn, lmx, lz, lnan):
     vectorizes without it.
     """
     lz[:] = 0
-    n = min(fa1 - fa0, fb1 - fb0) // L * L
+    n = min2(fa1 - fa0, fb1 - fb0) // L * L
     for i in range(0, n, L):
         va = v[fa0 + i : fa0 + i + L]
         vb = v[fb0 + i : fb0 + i + L]
@@ -381,7 +382,7 @@ def lane_minmax(v, fa0, fa1, fb0, fb1, L, lmn, lmx, lz, lnan):
             lz[j] += (a - a) + (b - b)
     for f0, f1 in ((fa0 + n, fa1), (fb0 + n, fb1)):
         for b in range(f0, f1, L):
-            vb = v[b : min(b + L, f1)]
+            vb = v[b : min2(b + L, f1)]
             for j in range(vb.size):
                 a = vb[j]
                 lmn[j] = np.fmin(a, lmn[j])
@@ -394,7 +395,7 @@ def lane_minmax(v, fa0, fa1, fb0, fb1, L, lmn, lmx, lz, lnan):
         return
     for f0, f1 in ((fa0, fa1), (fb0, fb1)):
         for b in range(f0, f1, L):
-            vb = v[b : min(b + L, f1)]
+            vb = v[b : min2(b + L, f1)]
             for j in range(vb.size):
                 lnan[j] += 1.0 if vb[j] != vb[j] else 0.0
 
@@ -416,17 +417,17 @@ def col_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, sto
     lmx[:] = -np.inf
     nan[:] = 0.0
     for a0 in range(r0, rm, hb):
-        a1 = min(rm, a0 + hb)
-        g0 = min(r1, rm + (a0 - r0))
-        g1 = min(r1, g0 + hb)
+        a1 = min2(rm, a0 + hb)
+        g0 = min2(r1, rm + (a0 - r0))
+        g1 = min2(r1, g0 + hb)
         lane_minmax(v, a0 * K, a1 * K, g0 * K, g1 * K, L, lmn, lmx, lz, nan)
     for k in range(K):
         mn = np.inf
         mx = -np.inf
         nk = 0.0
         for j in range(k, L, K):
-            mn = min(mn, np.float64(lmn[j]))
-            mx = max(mx, np.float64(lmx[j]))
+            mn = min2(mn, np.float64(lmn[j]))
+            mx = max2(mx, np.float64(lmx[j]))
             nk += nan[j]
         if nk > 0.0 and not skipnan:
             mn = math.nan

@@ -34,7 +34,7 @@ from ..._stats import (
     standardize_params,
 )
 from ._elementwise import pipe_span
-from ._intrinsics import in_place, line_span, resident, stream_span, streams
+from ._intrinsics import in_place, line_span, max2, min2, resident, stream_span, streams
 from ._tasks import launch, prange_tasks, run, task, threads
 from .affine import apply_lanes, apply_rows, apply_span, lowered_param
 from .axis_stats import F_PART, F_PRM, col_minmax, col_split, frame, run_moments
@@ -82,7 +82,7 @@ def apply_row_moments(u, v, o, ch, sc, sh, stream, same):
     t1 = 0.0
     t2 = 0.0
     for c0 in range(0, S, ROW_CHUNK):
-        c1 = min(S, c0 + ROW_CHUNK)
+        c1 = min2(S, c0 + ROW_CHUNK)
         # the chunk's streamed part: its whole lines inside [p, m)
         a, b = line_span(p, m, c0, c1, per)
         s1 = 0.0
@@ -241,8 +241,8 @@ def channel_stats(part, fin, rows, C, minmax):
                     an, au, ar, aq, alo, ahi = n, u, r, q, lo, hi
                 an, au, ar, aq = chan_merge_dd(an, au, ar, aq, pn, pu, pr, pq)
                 if minmax:  # NaN in a partial propagates (it saw NaN, not skipped)
-                    alo = math.nan if (plo != plo or alo != alo) else min(alo, plo)
-                    ahi = math.nan if (phi != phi or ahi != ahi) else max(ahi, phi)
+                    alo = math.nan if (plo != plo or alo != alo) else min2(alo, plo)
+                    ahi = math.nan if (phi != phi or ahi != ahi) else max2(ahi, phi)
                 if s < nseg:
                     rn, ru, rr, rq, rlo, rhi = an, au, ar, aq, alo, ahi
                 else:

@@ -16,7 +16,7 @@ from numba import njit
 from ..._config import FASTMATH, LINE_BYTES, PREFETCH_CHUNK_BYTES, PREFETCH_MIN_ROW_BYTES
 from ..._stats import inv_std, pnorm_finish
 from ._elementwise import pipe_span
-from ._intrinsics import line_span, prefetch, stream_span
+from ._intrinsics import line_span, max2, min2, prefetch, stream_span
 from ._tasks import run, task
 from .rows import MEAN, PNORM, RMS, row_pnorm
 from .segments import segment_moments, shift_ok, shifted_sums
@@ -54,10 +54,10 @@ def pipe_row(u, v, o, sh, mu, rs, wr, br, same, x2, nn):
         # the segment's pieces: before its streamed lines, the streamed
         # lines (in chunks after prefetching nn's, for long rows), after
         pk, mk = line_span(p, m, lo, lo + seg, per)
-        ch = PREFETCH_CHUNK_BYTES // isz if pf else max(mk - pk, 1)
+        ch = PREFETCH_CHUNK_BYTES // isz if pf else max2(mk - pk, 1)
         c0 = lo
         while c0 < lo + seg:
-            c1 = pk if c0 < pk else (min(mk, c0 + ch) if c0 < mk else lo + seg)
+            c1 = pk if c0 < pk else (min2(mk, c0 + ch) if c0 < mk else lo + seg)
             mid = pk <= c0 and c1 <= mk
             if mid and pf:
                 for j in range(c0, c1, per):
@@ -82,10 +82,10 @@ def pipe_stats(u, stat, eps, sh, s1, s2):
         return 0.0, inv_std(s2 / D, eps)
     if stat == PNORM:
         if s2 != s2:
-            return 0.0, 1.0 / max(row_pnorm(u, 2.0), eps)
-        return 0.0, 1.0 / max(pnorm_finish(s2, 2.0), eps)
+            return 0.0, 1.0 / max2(row_pnorm(u, 2.0), eps)
+        return 0.0, 1.0 / max2(pnorm_finish(s2, 2.0), eps)
     if shift_ok(D, s1, s2):
-        return sh + s1 / D, inv_std(max(s2 - s1 * s1 / D, 0.0) / D, eps)
+        return sh + s1 / D, inv_std(max2(s2 - s1 * s1 / D, 0.0) / D, eps)
     _, mu, _, q = segment_moments(u, 0, u.size)
     return mu, inv_std(q / D, eps)
 
@@ -103,7 +103,7 @@ def pipe_task(stat, same):
         RW = W.shape[0]
         per = (R + ntask - 1) // ntask
         r0 = t * per
-        r1 = min(R, r0 + per)
+        r1 = min2(R, r0 + per)
         if r0 >= r1:
             return
         u = x2[r0]
@@ -114,10 +114,12 @@ def pipe_task(stat, same):
             mean_out[r] = mu
             rstd_out[r] = rs
             # the block's last row sums itself (from L1), and the sums are unused
-            u = x2[min(r + 1, r1 - 1)]
+            u = x2[min2(r + 1, r1 - 1)]
             sh = np.float64(u[0]) if stat == MEAN else 0.0
             # the row after next is prefetched while this one is written
-            s1, s2 = pipe_row(u, x2[r], o2[r], sh, mu, rs, W[r % RW], B[r % RW], same, x2, min(r + 2, r1 - 1))
+            s1, s2 = pipe_row(
+                u, x2[r], o2[r], sh, mu, rs, W[r % RW], B[r % RW], same, x2, min2(r + 2, r1 - 1)
+            )
             mu, rs = pipe_stats(u, stat, eps, sh, s1, s2)
 
     return pipe_kernel

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..._config import FASTMATH
 from ..._stats import pnorm_finish
+from ._intrinsics import max2, min2
 from ._tasks import nsplit, run, task, widen
 from .axis_stats import lane_rows, lanes_for
 
@@ -36,7 +37,7 @@ def pnorm_task(kind):
         a = acc[t]
         a[:] = 0.0
         for base in range(f0, f1, L):
-            vb = v[base : min(base + L, f1)]
+            vb = v[base : min2(base + L, f1)]
             for j in range(vb.size):
                 x = abs(np.float64(vb[j]))
                 if kind == PINF:
@@ -50,7 +51,7 @@ def pnorm_task(kind):
         for k in range(K):
             r = 0.0
             for j in range(k, L, K):
-                r = max(r, a[j]) if kind == PINF else r + a[j]
+                r = max2(r, a[j]) if kind == PINF else r + a[j]
             out[pp, c, k] = r
 
     return pnorm_kernel

@@ -33,7 +33,7 @@ from ..._config import (
 )
 from ..._stats import inv_std, pnorm_finish
 from ._elementwise import affine_span
-from ._intrinsics import in_place, prefetch, resident, stream_span, streams
+from ._intrinsics import in_place, max2, min2, prefetch, resident, stream_span, streams
 from ._tasks import nsplit, run, run_serial, task, threads, widen
 from .segments import segment_moments, shift_ok
 
@@ -96,7 +96,7 @@ def row_stats(v, stat, eps, p):
     1/max(||v||_p, eps) (PNORM)."""
     D = v.size
     if stat == PNORM:
-        return 0.0, 1.0 / max(row_pnorm(v, p), eps)
+        return 0.0, 1.0 / max2(row_pnorm(v, p), eps)
     if stat == RMS:
         return 0.0, inv_std(sum_squares(v) / D, eps)
     _, mu, _, q = segment_moments(v, 0, D)
@@ -140,7 +140,7 @@ def short_row_stats(x2, r, stat, eps):
         s += e
         s2 += e * e
     if shift_ok(float(D), s, s2):
-        return sh + s / D, inv_std(max(s2 - s * s / D, 0.0) / D, eps)
+        return sh + s / D, inv_std(max2(s2 - s * s / D, 0.0) / D, eps)
     cm, q = row_two_pass(x2, r)
     return cm, inv_std(q / D, eps)
 
@@ -200,11 +200,11 @@ def affine_row(v, o, mu, rs, wr, br, stream, same, x2, nr):
     # [m, n) ordinary
     p, m = stream_span(o.ctypes.data, 0, n, isz, stream) if stream else (0, n)
     long = nr >= 0 and n * isz >= PREFETCH_MIN_ROW_BYTES
-    ch = PREFETCH_CHUNK_BYTES // isz if long else max(m - p, 1)
+    ch = PREFETCH_CHUNK_BYTES // isz if long else max2(m - p, 1)
     per = LINE_BYTES // isz
     c0 = 0
     while c0 < n:
-        c1 = p if c0 < p else (min(m, c0 + ch) if c0 < m else n)
+        c1 = p if c0 < p else (min2(m, c0 + ch) if c0 < m else n)
         mid = p <= c0 and c1 <= m
         if mid and long:
             for j in range(c0, c1, per):
@@ -241,7 +241,7 @@ def row_task(stat, stream, same, short):
         rstd_out[r] = rs
         # the next row's lines are prefetched while this row is written (the
         # last row prefetches itself: already cached)
-        nxt = min(r + 1, x2.shape[0] - 1)
+        nxt = min2(r + 1, x2.shape[0] - 1)
         affine_row(x2[r], o2[r], mu, rs, W[r % RW], B[r % RW], stream, same, x2, nxt)
 
     return row_kernel
@@ -261,8 +261,8 @@ def segment_task(same):
         per = (units + nseg - 1) // nseg
         r = t // nseg
         k = t - r * nseg
-        u0 = min(units, k * per)
-        u1 = min(units, u0 + per)
+        u0 = min2(units, k * per)
+        u1 = min2(units, u0 + per)
         affine_row(
             x2[r, u0 * seg : u1 * seg],
             o2[r, u0 * seg : u1 * seg],

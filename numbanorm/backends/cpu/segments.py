@@ -19,6 +19,7 @@ from numba import njit
 
 from ..._config import FASTMATH, ROW_CHUNK, SHIFT_MAX_GAIN
 from ..._stats import chan_merge_dd, shifted_moments
+from ._intrinsics import max2, min2
 
 _FM = set(FASTMATH)
 
@@ -81,7 +82,7 @@ def segment_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2):
     cm = s / cnt
     cc, q = shifted_sums(w, cm)
     # q >= cc^2/n exactly (Cauchy-Schwarz); rounding may not cross 0
-    n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, cnt, cm, cc / cnt, max(q - cc * cc / cnt, 0.0))
+    n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, cnt, cm, cc / cnt, max2(q - cc * cc / cnt, 0.0))
     return n, mean, res, m2, np.float64(T(mean)), 0.0, 0.0, 0.0
 
 
@@ -99,7 +100,7 @@ def segment_moments(v, lo, hi):
     t1 = 0.0
     t2 = 0.0
     for c0 in range(lo, hi, ROW_CHUNK):
-        w = v[c0 : min(c0 + ROW_CHUNK, hi)]
+        w = v[c0 : min2(c0 + ROW_CHUNK, hi)]
         s1, s2 = shifted_sums(w, sh)
         n, mean, res, m2, sh, tn, t1, t2 = segment_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2)
     if tn > 0.0:

@@ -14,6 +14,7 @@ import numpy as np
 from ..._cache import kernel
 from ..._config import FASTMATH, FASTMATH_ELEMENTWISE
 from ..._stats import constant_feature, inv_std, minmax_factor, pnorm_finish, running_update, variance
+from ._intrinsics import max2
 from .rows import row_two_pass
 
 _FM = set(FASTMATH)
@@ -56,7 +57,7 @@ def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
                     for d in range(D):
                         a = np.float64(x2[r, d])
                         s += a * a if a == a else 0.0
-                rs = 1.0 / max(pnorm_finish(s, 2.0), eps)
+                rs = 1.0 / max2(pnorm_finish(s, 2.0), eps)
         else:
             cm, q = row_two_pass(x2, r)
             rs = inv_std(q / D, eps)
