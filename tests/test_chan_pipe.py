@@ -84,7 +84,7 @@ def test_row_moments_summed_while_writing_are_exact(rng, kind, n, dtype, stream)
         o = buf[off : off + n]
         cnt, mean, res, m2 = channels.apply_row_moments(u, v, o, ch, sc, sh, stream, False)
         want = np.empty(n, dtype)
-        cpu_apply.apply_span(v, want, ch, sc, sh, T(-np.inf), T(np.inf), False, False)
+        cpu_apply.apply_span(v, want, ch, sc, sh, T(-np.inf), T(np.inf), False, False, False)
         np.testing.assert_array_equal(o, want)
         assert np.all(buf[:off] == 7.0) and np.all(buf[off + n :] == 7.0)
         em, eq = _exact(u.astype(np.float64))

@@ -38,10 +38,15 @@ def test_in_place_twins_give_the_same_bits(rng, dtype, off, nt):
     hh, sc, sh = (rng.standard_normal(L).astype(dtype) for _ in range(3))
     calls = {
         "map1": lambda same, v, o: ew.map_scalar(
-            same, v, o, T(1.5), T(0.25), T(-1), T(-np.inf), T(np.inf), nt
+            same, v, o, T(1.5), T(0.25), T(-1), T(-np.inf), T(np.inf), nt, False
         ),
-        "map1_clip": lambda same, v, o: ew.map_scalar(same, v, o, T(1.5), T(0.25), T(-1), T(-1), T(1), nt),
-        "mapL": lambda same, v, o: ew.map_lanes(same, v[:L], o[:L], hh, sc, sh, T(-np.inf), T(np.inf), nt),
+        "map1_clip": lambda same, v, o: ew.map_scalar(
+            same, v, o, T(1.5), T(0.25), T(-1), T(-1), T(1), nt, True
+        ),
+        "mapL": lambda same, v, o: ew.map_lanes(
+            same, v[:L], o[:L], hh, sc, sh, T(-np.inf), T(np.inf), nt, False
+        ),
+        "mapL_clip": lambda same, v, o: ew.map_lanes(same, v[:L], o[:L], hh, sc, sh, T(-1), T(1), nt, True),
         "affine_vec": lambda same, v, o: ew.affine_span(same, v, o, T(2), T(1e-3), T(0.5), w, bias, nt),
         "pipe_scl": lambda same, v, o: ew.pipe_span(same, u, v, o, 2.0, T(2), T(1e-3), T(0.5), T(1), nt),
     }

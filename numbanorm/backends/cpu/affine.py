@@ -26,26 +26,26 @@ _FME = set(FASTMATH_ELEMENTWISE)
 
 
 @njit(fastmath=_FME, error_model="numpy", inline="always")
-def apply_span(v, o, ch, sc, sh, lo, hi, stream, same):
-    """o = clip((v - ch) * sc + sh, lo, hi) for one span with one parameter
-    set (x's dtype); whole aligned lines by streaming stores when
-    ``stream``: three pieces, [0, p) and [m, n) ordinary, [p, m) streamed.
-    ``same``: v is o (in place)."""
+def apply_span(v, o, ch, sc, sh, lo, hi, stream, same, clip):
+    """o = (v - ch) * sc + sh for one span with one parameter set (x's
+    dtype), clipped to [lo, hi] when ``clip``; whole aligned lines by
+    streaming stores when ``stream``: three pieces, [0, p) and [m, n)
+    ordinary, [p, m) streamed.  ``same``: v is o (in place)."""
     n = v.size
     p, m = stream_span(o.ctypes.data, 0, n, o.itemsize, stream)
     for piece in range(3):
         a = 0 if piece == 0 else (p if piece == 1 else m)
         b = p if piece == 0 else (m if piece == 1 else n)
         if a < b:
-            map_scalar(same, v[a:b], o[a:b], ch, sc, sh, lo, hi, piece == 1)
+            map_scalar(same, v[a:b], o[a:b], ch, sc, sh, lo, hi, piece == 1, clip)
 
 
-@task(fastmath=_FME, variants=("stream", "same"))
-def apply_rows(stream, same):
+@task(fastmath=_FME, variants=("stream", "same", "clip"))
+def apply_rows(stream, same, clip):
     """Task t (frame, K == 1) of of = clip((x - ch) * scale + shift) over
     the rows of xf (P, R), one parameter set per row, prm (3, P, 1): chunk
     t % nseg of row t // nseg.  ``stream``: whole aligned lines by streaming
-    stores; ``same``: in place (xf is of)."""
+    stores; ``same``: in place (xf is of); ``clip``: clipped to [lo, hi]."""
 
     def apply_rows_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
         R = xf.shape[1]
@@ -54,16 +54,19 @@ def apply_rows(stream, same):
         c = t - p * nseg
         f0 = min2(R, c * per)
         f1 = min2(R, f0 + per)
-        apply_span(xf[p, f0:f1], of[p, f0:f1], prm[0, p, 0], prm[1, p, 0], prm[2, p, 0], lo, hi, stream, same)
+        apply_span(
+            xf[p, f0:f1], of[p, f0:f1], prm[0, p, 0], prm[1, p, 0], prm[2, p, 0], lo, hi, stream, same, clip
+        )
 
     return apply_rows_task
 
 
-@task(fastmath=_FME, variants=("stream", "same"))
-def apply_lanes(stream, same):
+@task(fastmath=_FME, variants=("stream", "same", "clip"))
+def apply_lanes(stream, same, clip):
     """Task t (frame, K > 1) of of = clip((x - ch) * scale + shift) over xf
     (P, R*K) as (P, R, K): chunk t % nseg of row t // nseg.  Parameters prm
-    (3, P, L), lanes of x's dtype; rot[t] scratch; ``same``: in place.
+    (3, P, L), lanes of x's dtype; rot[t] scratch; ``same``: in place;
+    ``clip``: clipped to [lo, hi].
 
     ``stream``: write whole aligned lines of ``of`` with streaming stores
     (stream_span).  The lane path then starts its L-chunks at the first
@@ -91,7 +94,7 @@ def apply_lanes(stream, same):
                     lines = False
                     q = 0
                 elif q > 0:
-                    map_lanes(same, v[f0 : f0 + q], o[f0 : f0 + q], hh, sc, sh, lo, hi, False)
+                    map_lanes(same, v[f0 : f0 + q], o[f0 : f0 + q], hh, sc, sh, lo, hi, False, clip)
                     # lane j of a rotated row is lane (j + q) % L of the original
                     r = rot[t]
                     for j in range(L):
@@ -109,9 +112,9 @@ def apply_lanes(stream, same):
             # a full chunk is whole lines; the last, partial one ordinary.
             # (``same`` is a compile-time flag: only one of these is compiled)
             if same:
-                map_lanes_in_place(vb, ob, hh, sc, sh, lo, hi, lines and vb.size == L)
+                map_lanes_in_place(vb, ob, hh, sc, sh, lo, hi, lines and vb.size == L, clip)
             else:
-                map_lanes_apart(vb, ob, hh, sc, sh, lo, hi, lines and vb.size == L)
+                map_lanes_apart(vb, ob, hh, sc, sh, lo, hi, lines and vb.size == L, clip)
 
     return apply_lanes_task
 
@@ -162,6 +165,7 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
     # streaming only into resident pages: into a fresh output it measured
     # 11 % slower (NOTES.md section 13); and not in place (in_place)
     stream = narrow is None and not same and streams(out3) and resident(out3)
-    run(apply_rows if K == 1 else apply_lanes, P * nseg, *fr, stream=stream, same=same)
+    clip = lo is not None or hi is not None
+    run(apply_rows if K == 1 else apply_lanes, P * nseg, *fr, stream=stream, same=same, clip=clip)
     if narrow is not None:
         narrow[...] = out3

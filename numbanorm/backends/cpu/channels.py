@@ -158,7 +158,7 @@ def bn_pipe_task(stream, same):
                     rn, ru, rr, rq = apply_row_moments(x2[a * C + c + 1], v, o, ch, sc, sh, stream, same)
                     n, u, r, q = chan_merge_dd(n, u, r, q, rn, ru, rr, rq)
                 else:
-                    apply_span(v, o, ch, sc, sh, lo, hi, stream, same)
+                    apply_span(v, o, ch, sc, sh, lo, hi, stream, same, False)
 
     return bn_pipe_kernel
 
@@ -199,7 +199,7 @@ class _Plan:
         same = in_place(x2, o2)
         stream = not same and streams(o2) and resident(o2)
         task = apply_rows if rows else apply_lanes
-        self.aaddr = task.address(self.fr, stream=stream, same=same)
+        self.aaddr = task.address(self.fr, stream=stream, same=same, clip=lo is not None or hi is not None)
 
     def moments(self):
         """The moments tasks into the frame's partials."""
