@@ -45,20 +45,18 @@ def _layout(x, backend):
     """Return (xc, perm): xc C-contiguous with xc == x.transpose(perm).
 
     When x is a permutation of a C-contiguous array (e.g. a channels-last
-    tensor seen as NCHW) this is a view; otherwise the backend copies.
+    tensor seen as NCHW) this is a view (``backend.permute``: never numba's
+    device ``transpose``, a copy on hardware); otherwise the backend copies.
     """
     nd = len(x.shape)
     if nd == 0:
         return x, ()
     strides = getattr(x, "strides", None)
-    if strides is not None and hasattr(x, "transpose"):
+    if strides is not None:
         # size-1 axes carry no layout: sort them last (they are dropped later)
         perm = tuple(sorted(range(nd), key=lambda a: -abs(strides[a]) if x.shape[a] > 1 else np.inf))
-        try:
-            xt = x.transpose(perm) if perm != tuple(range(nd)) else x
-        except Exception:  # device arrays without N-D transpose
-            xt = None
-        if xt is not None and _is_c_contiguous(xt):
+        xt = backend.permute(x, perm) if perm != tuple(range(nd)) else x
+        if _is_c_contiguous(xt):
             return xt, perm
     return backend.ascontiguous(x), tuple(range(nd))
 
@@ -278,7 +276,7 @@ def apply_affine(x, axis, center, scale, shift, *, out, lo=None, hi=None, backen
     if 0 in shape_c:
         return out
     # out must share xc's layout to be written through the same view
-    oc = out.transpose(perm) if perm != tuple(range(len(perm))) else out
+    oc = be.permute(out, perm) if perm != tuple(range(len(perm))) else out
     direct = _is_c_contiguous(oc)
     target = oc if direct else be.empty(shape_c, xc.dtype, like=xc)
     red = {perm.index(a) for a in axes}
@@ -287,7 +285,7 @@ def apply_affine(x, axis, center, scale, shift, *, out, lo=None, hi=None, backen
     ps = _params((center, scale, shift), tuple(x.shape), axes, perm, runs, groups, view)
     be.apply(xc.reshape(view), target.reshape(view), ps[0], ps[1], ps[2], lo, hi)
     if not direct:
-        oc[...] = target
+        be.copy(target, oc)
     return out
 
 

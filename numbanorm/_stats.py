@@ -143,9 +143,18 @@ def variance(n, q, ddof):
 @njit(fastmath=False, error_model="numpy")
 def inv_std(var, eps):
     """``1 / sqrt(var + eps)``, the rstd of every norm (NaN stays NaN, a zero
-    denominator gives inf).  Its ``py_func`` serves NumPy arrays (under
-    ``np.errstate(divide="ignore", invalid="ignore")``)."""
-    return 1.0 / np.sqrt(var + eps)
+    denominator gives inf).  Scalars, in CPU kernels and CUDA device code
+    (``math.sqrt``: numba-cuda has no ``np.sqrt`` on scalars, caught by the
+    PTX compile test); arrays take :func:`inv_std_array`, the same IEEE
+    operations elementwise."""
+    return 1.0 / math.sqrt(var + eps)
+
+
+def inv_std_array(var, eps):
+    """:func:`inv_std` of NumPy arrays (or scalars): ``1 / sqrt(var + eps)``
+    elementwise, NaN kept, a zero denominator giving inf without a warning."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 1.0 / np.sqrt(np.add(var, eps))
 
 
 @njit(fastmath=False)

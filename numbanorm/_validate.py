@@ -7,6 +7,7 @@ and the running statistics untouched.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from typing import Any
@@ -54,7 +55,7 @@ class Input:
             arr = self.backend.as_device(x)
             dt = result_dtype(arr.dtype, name)
             if dt != arr.dtype:
-                arr = self.backend.from_host(self.backend.to_host(arr).astype(dt), like=arr)
+                arr = self.backend.from_host(self.backend.to_host(arr).astype(dt), like=x)
         else:
             self.backend = backends.backend_for(np.empty(0))
             if isinstance(x, np.ndarray):
@@ -80,6 +81,23 @@ class Input:
     def require_nonempty(self, name: str = "x") -> None:
         if 0 in self.shape:
             raise ValueError(f"{name} is empty (shape {self.shape}): nothing to normalize")
+
+
+def on_call_stream(fn):
+    """Decorator of the public functions: a call on CUDA arrays runs whole
+    inside its backend's context (``backend.context(stream, like=x)``):
+    every launch, copy and allocation on the call's stream (``stream=``,
+    else the one x reports), memory from x's library.  NumPy input passes
+    straight through."""
+
+    @functools.wraps(fn)
+    def call(x, *args, **kwargs):
+        if type(x) is np.ndarray or not backends.is_cuda_array(x):
+            return fn(x, *args, **kwargs)
+        with backends.backend_for(x).context(kwargs.get("stream"), like=x):
+            return fn(x, *args, **kwargs)
+
+    return call
 
 
 def _is_dask(x: Any) -> bool:
@@ -144,8 +162,13 @@ def running(p: Any, C: int, name: str, inp: Input, update: bool, host_ok: bool =
         raise ValueError(f"{name} is updated in place and must live where x lives ({where})")
     if on_dev:
         be = backends.backend_for(p)
-        host = np.asarray(be.to_host(be.as_device(p)))
-        dt = np.dtype(be.as_device(p).dtype)
+        if x_dev:
+            dx, dp = be.device_of(inp.orig), be.device_of(p)
+            if dx is not None and dp is not None and dx != dp:
+                raise ValueError(f"{name} is on CUDA device {dp} but x is on device {dx}")
+        d = be.as_device(p)
+        host = np.asarray(be.to_host(d))
+        dt = np.dtype(d.dtype)
     else:
         if not isinstance(p, np.ndarray):
             if update:
@@ -172,7 +195,7 @@ def out_array(out: Any, inp: Input, name: str = "out"):
             # keep x's memory layout (a channels-last x gets a channels-last y),
             # so the kernels write y through the same view as they read x
             return _outbuf.empty_like(inp.arr), None
-        return be.empty(inp.shape, inp.dtype, like=inp.arr), None
+        return be.empty(inp.shape, inp.dtype, like=inp.orig), None
     if backends.is_cuda_array(out) != backends.is_cuda_array(inp.orig):
         raise TypeError(
             f"{name} must be the same kind of array as x ({type(inp.orig).__name__}), "

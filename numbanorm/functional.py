@@ -49,7 +49,7 @@ import numpy as np
 
 from . import _validate as V
 from ._reduce import _is_c_contiguous, apply_affine, reduce_moments
-from ._stats import batch_norm_params, inv_std, running_update
+from ._stats import batch_norm_params, inv_std_array, running_update
 from .backends.cpu import shortcuts
 
 if TYPE_CHECKING:  # annotations only: numpy.typing is not imported at run time
@@ -66,19 +66,19 @@ def _finish(inp: V.Input, y, user_out, stats=()):
     res = user_out if user_out is not None else be.wrap(y, like=inp.orig)
     if stats is None:
         return res
-    return (res, *[be.wrap(be.from_host(s, like=inp.arr), like=inp.orig) for s in stats])
+    return (res, *[be.wrap(be.from_host(s, like=inp.orig), like=inp.orig) for s in stats])
 
 
 def _rstd(var: np.ndarray, eps: float) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return inv_std.py_func(var, eps)
+    return inv_std_array(var, eps)
 
 
 def _write_running(orig, val) -> None:
     """Write the updated running statistic into the user's array, in place."""
     if V.backends.is_cuda_array(orig):
         be = V.backends.backend_for(orig)
-        be.copy_into(be.as_device(orig), np.asarray(val).astype(be.as_device(orig).dtype))
+        d = be.as_device(orig)
+        be.copy_into(d, np.asarray(val).astype(d.dtype))
     else:
         orig[...] = val
 
@@ -97,6 +97,7 @@ def _channel_stats(inp, axes):
 _EMPTY = np.empty(0)
 
 
+@V.on_call_stream
 def batch_norm(
     x: ArrayLike | Any,
     running_mean: ArrayLike | Any | None = None,
@@ -176,9 +177,13 @@ def batch_norm(
         Also return the per-channel ``mean`` and ``rstd`` that were used (what
         a backward pass needs).
     stream : CUDA stream, optional
-        For a CUDA ``x``: the stream the call's launches and copies go to (a
-        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
-        None for the default stream.  Ignored for NumPy input.
+        For a CUDA ``x``: the stream every launch, copy and allocation of
+        the call goes to (a numba, CuPy or PyTorch stream, or a raw
+        ``cudaStream_t`` handle).  None: the stream ``x`` reports (CuPy's or
+        PyTorch's current stream, a numba array's own stream, else the
+        default stream).  The call waits on the device, never on the host,
+        for work pending on the streams its arrays report.  Ignored for
+        NumPy input.
 
     Returns
     -------
@@ -322,6 +327,7 @@ def batch_norm(
     return _finish(inp, y, user_out, (mean.astype(sd), rstd.astype(sd)) if return_stats else None)
 
 
+@V.on_call_stream
 def instance_norm(
     x: ArrayLike | Any,
     running_mean: ArrayLike | Any | None = None,
@@ -401,9 +407,13 @@ def instance_norm(
     return_stats : bool, default False
         Also return the per-instance ``mean`` and ``rstd`` that were used.
     stream : CUDA stream, optional
-        For a CUDA ``x``: the stream the call's launches and copies go to (a
-        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
-        None for the default stream.  Ignored for NumPy input.
+        For a CUDA ``x``: the stream every launch, copy and allocation of
+        the call goes to (a numba, CuPy or PyTorch stream, or a raw
+        ``cudaStream_t`` handle).  None: the stream ``x`` reports (CuPy's or
+        PyTorch's current stream, a numba array's own stream, else the
+        default stream).  The call waits on the device, never on the host,
+        for work pending on the streams its arrays report.  Ignored for
+        NumPy input.
 
     Returns
     -------
@@ -564,7 +574,7 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_sta
     y, user_out = V.out_array(out, inp)
     xc = be.ascontiguous(inp.arr)
     direct = _is_c_contiguous(y)
-    target = y if direct else be.empty(inp.shape, inp.dtype, like=xc)
+    target = y if direct else be.empty(inp.shape, inp.dtype, like=inp.orig)
     if w is None and b is None and be.ROW_NORM_GROUPED:
         # no affine: one weight for the whole row, so large rows take the
         # pipelined kernel (the arithmetic, * 1 + 0, is the same either way)
@@ -575,7 +585,7 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_sta
     with be.context(stream):
         mean, rstd = be.row_norm(xc.reshape(R, D), target.reshape(R, D), wf, bf, eps, rms)
     if not direct:
-        y[...] = target
+        be.copy(target, y)
     if not want_stats:
         return y, user_out, None, None
     sshape = inp.shape[: inp.ndim - len(ns)] + (1,) * len(ns)
@@ -585,6 +595,7 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_sta
     return y, user_out, mean, rstd
 
 
+@V.on_call_stream
 def layer_norm(
     x: ArrayLike | Any,
     normalized_shape: int | Sequence[int],
@@ -635,9 +646,13 @@ def layer_norm(
     return_stats : bool, default False
         Also return each sample's ``mean`` and ``rstd``.
     stream : CUDA stream, optional
-        For a CUDA ``x``: the stream the call's launches and copies go to (a
-        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
-        None for the default stream.  Ignored for NumPy input.
+        For a CUDA ``x``: the stream every launch, copy and allocation of
+        the call goes to (a numba, CuPy or PyTorch stream, or a raw
+        ``cudaStream_t`` handle).  None: the stream ``x`` reports (CuPy's or
+        PyTorch's current stream, a numba array's own stream, else the
+        default stream).  The call waits on the device, never on the host,
+        for work pending on the streams its arrays report.  Ignored for
+        NumPy input.
 
     Returns
     -------
@@ -710,6 +725,7 @@ def layer_norm(
     return _finish(inp, y, user_out, (mean, rstd) if return_stats else None)
 
 
+@V.on_call_stream
 def rms_norm(
     x: ArrayLike | Any,
     normalized_shape: int | Sequence[int],
@@ -761,9 +777,13 @@ def rms_norm(
     return_stats : bool, default False
         Also return each sample's ``rstd``.
     stream : CUDA stream, optional
-        For a CUDA ``x``: the stream the call's launches and copies go to (a
-        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
-        None for the default stream.  Ignored for NumPy input.
+        For a CUDA ``x``: the stream every launch, copy and allocation of
+        the call goes to (a numba, CuPy or PyTorch stream, or a raw
+        ``cudaStream_t`` handle).  None: the stream ``x`` reports (CuPy's or
+        PyTorch's current stream, a numba array's own stream, else the
+        default stream).  The call waits on the device, never on the host,
+        for work pending on the streams its arrays report.  Ignored for
+        NumPy input.
 
     Returns
     -------
@@ -822,6 +842,7 @@ def rms_norm(
     return _finish(inp, y, user_out, (rstd,) if return_stats else None)
 
 
+@V.on_call_stream
 def group_norm(
     x: ArrayLike | Any,
     num_groups: int,
@@ -880,9 +901,13 @@ def group_norm(
     return_stats : bool, default False
         Also return the ``mean`` and ``rstd`` of each (sample, group).
     stream : CUDA stream, optional
-        For a CUDA ``x``: the stream the call's launches and copies go to (a
-        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
-        None for the default stream.  Ignored for NumPy input.
+        For a CUDA ``x``: the stream every launch, copy and allocation of
+        the call goes to (a numba, CuPy or PyTorch stream, or a raw
+        ``cudaStream_t`` handle).  None: the stream ``x`` reports (CuPy's or
+        PyTorch's current stream, a numba array's own stream, else the
+        default stream).  The call waits on the device, never on the host,
+        for work pending on the streams its arrays report.  Ignored for
+        NumPy input.
 
     Returns
     -------

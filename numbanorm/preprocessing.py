@@ -61,6 +61,7 @@ def _keep(a: np.ndarray, shape, axes) -> np.ndarray:
     return a.reshape([1 if i in axes else n for i, n in enumerate(shape)])
 
 
+@V.on_call_stream
 def standardize(
     x: ArrayLike | Any,
     axis: int | tuple[int, ...] | None = 0,
@@ -121,9 +122,13 @@ def standardize(
     return_stats : bool, default False
         Also return the ``mean`` and ``std`` that were used.
     stream : CUDA stream, optional
-        For a CUDA ``x``: the stream the call's launches and copies go to (a
-        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
-        None for the default stream.  Ignored for NumPy input.
+        For a CUDA ``x``: the stream every launch, copy and allocation of
+        the call goes to (a numba, CuPy or PyTorch stream, or a raw
+        ``cudaStream_t`` handle).  None: the stream ``x`` reports (CuPy's or
+        PyTorch's current stream, a numba array's own stream, else the
+        default stream).  The call waits on the device, never on the host,
+        for work pending on the streams its arrays report.  Ignored for
+        NumPy input.
 
     Returns
     -------
@@ -222,6 +227,7 @@ def _standardize_general(inp, axes, y, ddof, with_mean, with_std, be, stream):
     return mean, std
 
 
+@V.on_call_stream
 def minmax_scale(
     x: ArrayLike | Any,
     feature_range: tuple[float, float] = (0.0, 1.0),
@@ -268,9 +274,13 @@ def minmax_scale(
         any strides).  It may be ``x`` itself (in place), but must not
         otherwise overlap ``x``.
     stream : CUDA stream, optional
-        For a CUDA ``x``: the stream the call's launches and copies go to (a
-        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
-        None for the default stream.  Ignored for NumPy input.
+        For a CUDA ``x``: the stream every launch, copy and allocation of
+        the call goes to (a numba, CuPy or PyTorch stream, or a raw
+        ``cudaStream_t`` handle).  None: the stream ``x`` reports (CuPy's or
+        PyTorch's current stream, a numba array's own stream, else the
+        default stream).  The call waits on the device, never on the host,
+        for work pending on the streams its arrays report.  Ignored for
+        NumPy input.
 
     Returns
     -------
@@ -349,6 +359,7 @@ def minmax_scale(
     return user_out if user_out is not None else be.wrap(y, like=inp.orig)
 
 
+@V.on_call_stream
 def lp_normalize(
     x: ArrayLike | Any,
     p: float = 2.0,
@@ -392,9 +403,13 @@ def lp_normalize(
         any strides).  It may be ``x`` itself (in place), but must not
         otherwise overlap ``x``.
     stream : CUDA stream, optional
-        For a CUDA ``x``: the stream the call's launches and copies go to (a
-        numba, CuPy or PyTorch stream, or a raw ``cudaStream_t`` handle);
-        None for the default stream.  Ignored for NumPy input.
+        For a CUDA ``x``: the stream every launch, copy and allocation of
+        the call goes to (a numba, CuPy or PyTorch stream, or a raw
+        ``cudaStream_t`` handle).  None: the stream ``x`` reports (CuPy's or
+        PyTorch's current stream, a numba array's own stream, else the
+        default stream).  The call waits on the device, never on the host,
+        for work pending on the streams its arrays report.  Ignored for
+        NumPy input.
 
     Returns
     -------

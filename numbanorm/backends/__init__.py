@@ -100,9 +100,29 @@ class Backend(Protocol):
         """Write a host array into dst in place (running statistics)."""
         ...
 
-    def context(self, stream: Any = None):
-        """Context manager: the stream every launch of this thread uses (CPU:
-        a no-op)."""
+    def device_of(self, x: Any) -> int | None:
+        """The device ordinal of a user's array (None: the host, or not
+        known): running statistics must live on x's device."""
+        ...
+
+    def permute(self, x: Any, perm: tuple) -> Any:
+        """A view of ``x`` (the backend's array) with its axes in the order
+        ``perm``: the same memory, shape and strides permuted (never a copy:
+        numba's device ``transpose`` copies 2-D arrays and raises beyond)."""
+        ...
+
+    def copy(self, src: Any, dst: Any) -> None:
+        """dst[...] = src for two arrays of the backend of one shape, any
+        strides (on the call's stream)."""
+        ...
+
+    def context(self, stream: Any = None, like: Any = None):
+        """Context manager: the stream and the memory of every launch, copy
+        and allocation of this thread inside (CPU: a no-op).  ``stream``
+        None: the stream the user's array ``like`` reports (CUDA Array
+        Interface v3: CuPy's and PyTorch's current stream), else the
+        enclosing call's; outputs and temporaries come from ``like``'s
+        library (CuPy's pool, PyTorch's caching allocator)."""
         ...
 
 
@@ -110,12 +130,17 @@ def is_cuda_array(x: Any) -> bool:
     """True for anything the CUDA backend takes: ``__cuda_array_interface__``
     objects (CuPy, PyTorch CUDA tensors, numba device arrays) and the CUDA
     simulator's device arrays (which carry no such attribute)."""
-    if hasattr(x, "__cuda_array_interface__"):
-        return True
     mod = type(x).__module__
+    if mod.startswith("torch"):
+        # a tensor that requires grad raises RuntimeError (not AttributeError)
+        # from hasattr(x, "__cuda_array_interface__"): ask torch instead
+        return bool(getattr(x, "is_cuda", False))
     if mod.startswith("numba") and "simulator" in mod:
         return True
-    return False
+    try:
+        return hasattr(x, "__cuda_array_interface__")
+    except Exception:  # a property that raises something else than AttributeError
+        return False
 
 
 def cpu_backend():

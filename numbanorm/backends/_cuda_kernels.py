@@ -1,22 +1,23 @@
 """``@cuda.jit`` kernels of the CUDA backend (private; launched by ``cuda.py``).
 
-Every statistic goes through the scalar core in ``numbanorm._stats``
-(``chan_merge``, ``variance``, ``inv_std``): plain ``@njit`` functions that
-numba-cuda compiles as device functions.  Accumulation is float64 whatever the
-input dtype (float16 is loaded as float16 and converted on load).
+Every statistic goes through the scalar core in ``numbanorm._stats``, the
+CPU's own (``shifted_moments``, ``chan_merge_dd``, ``variance``,
+``inv_std``): plain ``@njit`` functions that numba-cuda compiles as device
+functions, so both backends are exact alike.  Accumulation is float64
+whatever the input dtype (float16 is loaded as float16 and converted on
+load).
 
 Compile-time constants (``_MAX_BLOCK``, ``_CH``, ``_NREG``, ``_HAVE_SHFL``) are
 module globals: on a real GPU numba freezes them into the kernel at first
 compile; in the simulator the kernels run as Python and read them live, which is
-how the tests exercise the non-register paths.
+how the tests exercise both the shuffle and the shared-memory paths.
 
-Warp shuffles (``_HAVE_SHFL``) are used only on real hardware: the simulator has
-no ``shfl_*_sync``.  In the simulator their *logic* is checked with emulated
-shuffles (tests/test_cuda_primitives.py::test_shuffle_reductions_emulated);
-that they compile and behave on hardware is proved only on a GPU
-(``NUMBA_ENABLE_CUDASIM=0 python -m pytest tests/test_cuda*.py``).  The
-simulator also does no type checking, so typing errors in any kernel
-(float16 casts included) surface only on a GPU.
+Warp shuffles (``_HAVE_SHFL``) are used on hardware; numba's simulator has no
+``shfl_*_sync``, so the tests emulate them there (tests/cudasim_honest.py)
+and set ``_HAVE_SHFL`` to run the shuffle reductions at the default launch
+sizes (tests/test_cuda_semantics.py::test_warp_shuffle_paths).  The
+simulator does no type checking: every launched signature is compiled for
+sm_90 by tests/test_cuda_ptx.py (:func:`launch_signatures`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import math
 from numba import cuda, float64
 from numba.core import config
 
-from .._stats import chan_merge, chan_merge_dd, inv_std, variance
+from .._stats import chan_merge_dd, inv_std, shifted_moments, variance
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
@@ -84,13 +85,17 @@ def _pow2_ceil(n):
 
 @cuda.jit
 def _moments_partial(x, skipnan, minmax, rows_per_split, part):
-    """Partial (count, mean, M2, min, max) over one row split of a (p, k-tile)."""
-    # x: (P, R, K); part: (5, P, S, K) = count, mean, M2, min, max stacked so
-    # that one argument (launch cost grows per argument) and one copy carry them
-    # block (TX, TY): threads along K (coalesced: consecutive tx read
-    # consecutive addresses) and along R; grid (ceil(K/TX), S, <=P).
+    """Partial (count, mean, mean residual, M2, min, max) over one row split
+    of a (p, k-tile): the CPU's statistics core, so both backends are exact
+    alike (each mean carried as an unevaluated sum, ``chan_merge_dd``)."""
+    # x: (P, R, K); part: (6, P, S, K) = count, mean, residual, M2, min, max
+    # (the CPU's partials), stacked so that one argument (launch cost grows
+    # per argument) and one copy carry them.  Block (TX, TY): threads along K
+    # (coalesced: consecutive tx read consecutive addresses) and along R;
+    # grid (ceil(K/TX), S, <=P).
     sh_n = cuda.shared.array(_MAX_BLOCK, float64)
     sh_m = cuda.shared.array(_MAX_BLOCK, float64)
+    sh_r = cuda.shared.array(_MAX_BLOCK, float64)
     sh_q = cuda.shared.array(_MAX_BLOCK, float64)
     sh_lo = cuda.shared.array(_MAX_BLOCK, float64)
     sh_hi = cuda.shared.array(_MAX_BLOCK, float64)
@@ -109,12 +114,13 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
     for p in range(cuda.blockIdx.z, P, cuda.gridDim.z):
         n = 0.0
         mu = 0.0
+        rr_ = 0.0
         q = 0.0
         lo = math.inf
         hi = -math.inf
         if k < K:
             for r in range(r0 + ty, r1, _CH * TY):
-                # pass 1 over the chunk: count, sum (and min/max)
+                # pass 1 over the chunk: count, sum about 0 (and min/max)
                 c = 0.0
                 tot = 0.0
                 for j in range(_CH):  # constant trip count: unrolled, buf in registers
@@ -129,24 +135,29 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
                                 lo = _nanmin(lo, v)
                                 hi = _nanmax(hi, v)
                 if c > 0.0:
+                    # pass 2: sums about the chunk mean, the CPU's exact
+                    # two-pass (shifted_moments with condition number ~1)
                     cm = tot / c
-                    # pass 2: exact squared deviations from the chunk mean
-                    cq = 0.0
+                    s1 = 0.0
+                    s2 = 0.0
                     for j in range(_CH):
                         if r + j * TY < r1:
                             v = buf[j]
                             if not (skipnan and v != v):
                                 d = v - cm
-                                cq += d * d
-                    n, mu, q = chan_merge(n, mu, q, c, cm, cq)
-        # reduce the TY triples of each column tx
+                                s1 += d
+                                s2 += d * d
+                    mh, ml, cq = shifted_moments(c, cm, s1, s2)
+                    n, mu, rr_, q = chan_merge_dd(n, mu, rr_, q, c, mh, ml, cq)
+        # reduce the TY partials of each column tx
         if _HAVE_SHFL and TX == 1 and TY % _WARP == 0:
-            n, mu, q, lo, hi = _warp_merge(n, mu, q, lo, hi)
+            n, mu, rr_, q, lo, hi = _warp_merge(n, mu, rr_, q, lo, hi)
             lane = ty % _WARP
             w = ty // _WARP
             if lane == 0:
                 sh_n[w] = n
                 sh_m[w] = mu
+                sh_r[w] = rr_
                 sh_q[w] = q
                 sh_lo[w] = lo
                 sh_hi[w] = hi
@@ -155,27 +166,31 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
                 if lane < TY // _WARP:
                     n = sh_n[lane]
                     mu = sh_m[lane]
+                    rr_ = sh_r[lane]
                     q = sh_q[lane]
                     lo = sh_lo[lane]
                     hi = sh_hi[lane]
                 else:
                     n = 0.0
                     mu = 0.0
+                    rr_ = 0.0
                     q = 0.0
                     lo = math.inf
                     hi = -math.inf
-                n, mu, q, lo, hi = _warp_merge(n, mu, q, lo, hi)
+                n, mu, rr_, q, lo, hi = _warp_merge(n, mu, rr_, q, lo, hi)
                 if lane == 0:
                     sh_n[0] = n
                     sh_m[0] = mu
+                    sh_r[0] = rr_
                     sh_q[0] = q
                     sh_lo[0] = lo
                     sh_hi[0] = hi
             cuda.syncthreads()
         else:
-            # shared-memory tree over ty (the path the simulator runs)
+            # shared-memory tree over ty (columns side by side: TX > 1)
             sh_n[t] = n
             sh_m[t] = mu
+            sh_r[t] = rr_
             sh_q[t] = q
             sh_lo[t] = lo
             sh_hi[t] = hi
@@ -184,8 +199,8 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
             while step > 0:
                 if ty < step and ty + step < TY:
                     o = t + step * TX
-                    sh_n[t], sh_m[t], sh_q[t] = chan_merge(
-                        sh_n[t], sh_m[t], sh_q[t], sh_n[o], sh_m[o], sh_q[o]
+                    sh_n[t], sh_m[t], sh_r[t], sh_q[t] = chan_merge_dd(
+                        sh_n[t], sh_m[t], sh_r[t], sh_q[t], sh_n[o], sh_m[o], sh_r[o], sh_q[o]
                     )
                     sh_lo[t] = _nanmin(sh_lo[t], sh_lo[o])
                     sh_hi[t] = _nanmax(sh_hi[t], sh_hi[o])
@@ -194,35 +209,38 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
         if ty == 0 and k < K:
             part[0, p, s, k] = sh_n[tx]
             part[1, p, s, k] = sh_m[tx]
-            part[2, p, s, k] = sh_q[tx]
-            part[3, p, s, k] = sh_lo[tx]
-            part[4, p, s, k] = sh_hi[tx]
+            part[2, p, s, k] = sh_r[tx]
+            part[3, p, s, k] = sh_q[tx]
+            part[4, p, s, k] = sh_lo[tx]
+            part[5, p, s, k] = sh_hi[tx]
         cuda.syncthreads()  # shared scratch is reused by the next p
 
 
 @cuda.jit(device=True)
-def _warp_merge(n, mu, q, lo, hi):
-    """Chan-merge a triple (and min/max) down a warp; lane 0 holds the result (GPU only)."""
+def _warp_merge(n, mu, r, q, lo, hi):
+    """Chan-merge (count, mean, residual, M2) and min/max down a warp
+    (chan_merge_dd); lane 0 holds the result."""
     off = _WARP // 2
     while off > 0:
         n2 = cuda.shfl_down_sync(_FULL_MASK, n, off)
         m2 = cuda.shfl_down_sync(_FULL_MASK, mu, off)
+        r2 = cuda.shfl_down_sync(_FULL_MASK, r, off)
         q2 = cuda.shfl_down_sync(_FULL_MASK, q, off)
         lo2 = cuda.shfl_down_sync(_FULL_MASK, lo, off)
         hi2 = cuda.shfl_down_sync(_FULL_MASK, hi, off)
         # lanes >= 32 - off receive their own value back; only lane 0 is used
-        n, mu, q = chan_merge(n, mu, q, n2, m2, q2)
+        n, mu, r, q = chan_merge_dd(n, mu, r, q, n2, m2, r2, q2)
         lo = _nanmin(lo, lo2)
         hi = _nanmax(hi, hi2)
         off //= 2
-    return n, mu, q, lo, hi
+    return n, mu, r, q, lo, hi
 
 
 @cuda.jit
 def _moments_merge(part, res):
     """Chan-merge the S partials of each (p, k), in order (deterministic),
-    carrying the mean's rounding residual (chan_merge_dd): res[5]."""
-    # part: (5, P, S, K) -> res: (6, P, K); one thread per (p, k)
+    carrying the mean's rounding residual (chan_merge_dd)."""
+    # part: (6, P, S, K) -> res: (6, P, K), the same rows; one thread per (p, k)
     P = part.shape[1]
     S = part.shape[2]
     K = part.shape[3]
@@ -237,16 +255,17 @@ def _moments_merge(part, res):
         lo = math.inf
         hi = -math.inf
         for s in range(S):
-            cn = part[0, p, s, k]
-            n, mu, r, q = chan_merge_dd(n, mu, r, q, cn, part[1, p, s, k], 0.0, part[2, p, s, k])
-            lo = _nanmin(lo, part[3, p, s, k])
-            hi = _nanmax(hi, part[4, p, s, k])
+            n, mu, r, q = chan_merge_dd(
+                n, mu, r, q, part[0, p, s, k], part[1, p, s, k], part[2, p, s, k], part[3, p, s, k]
+            )
+            lo = _nanmin(lo, part[4, p, s, k])
+            hi = _nanmax(hi, part[5, p, s, k])
         res[0, p, k] = n
         res[1, p, k] = mu
-        res[2, p, k] = q
-        res[3, p, k] = lo
-        res[4, p, k] = hi
-        res[5, p, k] = r
+        res[2, p, k] = r
+        res[3, p, k] = q
+        res[4, p, k] = lo
+        res[5, p, k] = hi
 
 
 @cuda.jit
@@ -458,3 +477,25 @@ def _copy3(src, dst):
         ab = i // C
         b = ab % B
         dst[ab // B, b, c] = src[ab // B, b, c]
+
+
+def launch_signatures():
+    """{kernel name: [argument types, ...]}: every signature the backend
+    launches, per input dtype (float16/32/64).  The PTX compile test
+    (tests/test_cuda_ptx.py) compiles each for sm_90 with NVVM, so typing
+    errors that the simulator cannot see fail without a GPU."""
+    from numba import types as t
+
+    f64 = t.float64
+    sigs: dict = {}
+    for dt in (t.float16, t.float32, t.float64):
+        add = lambda name, *args: sigs.setdefault(name, []).append(tuple(args))  # noqa: E731
+        add("_moments_partial", dt[:, :, ::1], t.boolean, t.boolean, t.int64, f64[:, :, :, ::1])
+        add("_pnorm_partial", dt[:, :, ::1], t.int64, f64, t.boolean, t.int64, f64[:, :, ::1])
+        add("_apply", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
+        add("_row_norm", dt[:, ::1], dt[:, ::1], f64[:, ::1], f64, t.boolean, f64[:, ::1])
+        add("_copy1", dt[:], dt[::1])
+        add("_copy2", dt[:, :], dt[:, ::1])
+        add("_copy3", dt[:, :, :], dt[:, :, ::1])
+    sigs["_moments_merge"] = [(f64[:, :, :, ::1], f64[:, :, ::1])]
+    return sigs

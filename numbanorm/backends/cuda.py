@@ -24,15 +24,26 @@ Launch shapes (kernels in ``_cuda_kernels.py``):
     ``THREADS // 32`` rows per block), beyond: block-per-row (``ROW_BLOCK``
     threads); the row stays in registers when it fits (32 values per thread).
 
-Streams: ``with context(stream):`` makes every launch and copy of the calling
-thread (a ``contextvars`` variable: thread- and task-local) go to ``stream``
-(a numba stream, a CuPy stream, a PyTorch stream or a raw ``cudaStream_t``
-handle); the default stream otherwise.
+A call's context (:func:`context`, a ``contextvars`` variable: thread- and
+task-local), entered by every public function for its whole call:
 
-Non-contiguous device input: :func:`ascontiguous` copies it on the device
-(numba arrays of up to 3 dimensions in one launch, more dimensions with one
-launch per leading index; CuPy/PyTorch inputs with their own contiguous copy).
-Reshaping a contiguous device array is a zero-copy view.
+- its stream: the ``stream=`` argument (a numba, CuPy or PyTorch stream or a
+  raw ``cudaStream_t`` handle), else the stream the user's array reports
+  through the CUDA Array Interface v3 (CuPy's and PyTorch's current stream;
+  a numba array's own stream, else the default stream).  Every launch, copy
+  and allocation of the call goes there.  Arrays are imported without a host
+  synchronisation: when one reports another stream, the call's stream waits
+  for it with an event, on the device.
+- its memory: outputs and temporaries come from the library of the user's
+  array (CuPy's memory pool, PyTorch's caching allocator), allocated on the
+  call's stream; numba's allocator for numba arrays.
+
+Views are built here, never with numba's device ``transpose`` (a copy on
+hardware, FIELD-NOTES): :func:`permute` permutes shape and strides over the
+same memory, so a channels-last tensor reduces without a copy.  Other
+non-contiguous input is copied by :func:`ascontiguous` on the device.
+Launches go through :func:`_launch` (cached configurations, no
+low-occupancy warnings for the small grids of small inputs).
 
 The module-level launch parameters (``THREADS`` ...) are read at each call, so
 tests set them small to run multi-block and merge paths in the simulator.
@@ -43,7 +54,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import Any
+import threading
+import warnings
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -94,23 +107,51 @@ APPLY_MAX_BLOCKS = 8192  # apply grid cap (grid-stride beyond)
 BLOCKS_TARGET = None  # blocks wanted to fill the GPU; None: 4 per SM (4 in the simulator)
 MAX_GRID_YZ = 65535  # CUDA limit of gridDim.y / gridDim.z
 
-_STREAM: contextvars.ContextVar = contextvars.ContextVar("numbanorm_cuda_stream", default=0)
+# ------------------------------------------------------ the call's context
 
 
-# ----------------------------------------------------------------- streams
+class _Call(NamedTuple):
+    """What every launch, copy and allocation of a call uses: its stream (a
+    numba stream, 0 for the legacy default stream) and the library of the
+    user's arrays ("numba", "cupy", "torch"; ``like`` one of them)."""
+
+    stream: Any
+    lib: str
+    like: Any
+
+
+# (the default is a NamedTuple: immutable)
+_CALL: contextvars.ContextVar = contextvars.ContextVar(
+    "numbanorm_cuda_call",
+    default=_Call(0, "numba", None),  # noqa: B039
+)
+
+# numba stream objects for raw handles, built once per handle (CAI v3 also
+# names the legacy and per-thread default streams 1 and 2: valid driver
+# handles, CU_STREAM_LEGACY and CU_STREAM_PER_THREAD)
+_EXTERNAL: dict = {}
+
+
+def _external(ptr: int):
+    s = _EXTERNAL.get(ptr)
+    if s is None:
+        if len(_EXTERNAL) > 256:
+            _EXTERNAL.clear()
+        s = _EXTERNAL[ptr] = cuda.external_stream(ptr)
+    return s
 
 
 def _as_numba_stream(stream: Any):
     """A numba stream for a numba/CuPy/PyTorch stream or a raw handle (0: default)."""
     if stream is None:
         return 0
-    if isinstance(stream, (int, np.integer)):
-        return cuda.external_stream(int(stream)) if stream else 0
+    if isinstance(stream, (int, np.integer)) and not isinstance(stream, bool):
+        return _external(int(stream)) if stream else 0
     ptr = getattr(stream, "ptr", None)  # CuPy
     if ptr is None:
         ptr = getattr(stream, "cuda_stream", None)  # PyTorch
     if ptr is not None:
-        return cuda.external_stream(int(ptr)) if ptr else 0
+        return _external(int(ptr)) if ptr else 0
     if hasattr(stream, "synchronize"):  # a numba stream (also the simulator's)
         return stream
     raise TypeError(
@@ -118,24 +159,127 @@ def _as_numba_stream(stream: Any):
     )
 
 
+def _library(x: Any) -> str:
+    mod = type(x).__module__
+    if mod.startswith("cupy"):
+        return "cupy"
+    if mod.startswith("torch"):
+        return "torch"
+    return "numba"
+
+
+def _handle(s) -> int:
+    """The raw handle of a numba stream (0 for the legacy default stream)."""
+    if not s:
+        return 0
+    h = getattr(s, "handle", None)
+    if h is None:  # the simulator's streams have no handle
+        return id(s)
+    h = getattr(h, "value", h)  # a ctypes or cuda-bindings handle
+    try:
+        return int(h or 0)
+    except TypeError:
+        return int(s)
+
+
+def _producer_stream(x: Any):
+    """The stream a user's array was produced on, as the CUDA Array Interface
+    v3 reports it (None: no ordering needed), for ``x`` of any library."""
+    if _is_numba_device_array(x):
+        return getattr(x, "stream", 0) or 0
+    if type(x).__module__.startswith("torch") and getattr(x, "requires_grad", False):
+        x = x.detach()
+    ptr = x.__cuda_array_interface__.get("stream")
+    if ptr is None or ptr == 1:  # none reported, or the legacy default stream
+        return 0
+    return _external(int(ptr))
+
+
 @contextlib.contextmanager
-def context(stream: Any = None):
-    """Run every launch and copy of this thread inside the block on ``stream``."""
-    token = _STREAM.set(_as_numba_stream(stream))
+def context(stream: Any = None, like: Any = None):
+    """Every launch, copy and allocation of this thread inside the block:
+    on ``stream`` (None: the stream ``like`` reports, else the enclosing
+    call's), with memory from ``like``'s library (else the enclosing
+    call's).  A contextvars variable: thread- and task-local."""
+    cur = _CALL.get()
+    if stream is None and like is None:
+        yield
+        return
+    lib = cur.lib if like is None else _library(like)
+    if stream is not None:
+        s = _as_numba_stream(stream)
+    elif like is not None:
+        s = _producer_stream(like)
+    else:
+        s = cur.stream
+    token = _CALL.set(_Call(s, lib, cur.like if like is None else like))
     try:
         yield
     finally:
-        _STREAM.reset(token)
+        _CALL.reset(token)
 
 
 def _stream():
-    return _STREAM.get()
+    return _CALL.get().stream
 
 
 def _sync(stream) -> None:
     """Wait for ``stream`` (after an asynchronous device-to-host copy)."""
     if stream:
         stream.synchronize()
+
+
+# one event per thread, re-recorded for each ordering (a wait enqueued on a
+# stream keeps the state of the event at the time of the wait)
+_EVENT = threading.local()
+
+
+def _order_after(producer) -> None:
+    """Make the call's stream wait for the work enqueued so far on
+    ``producer`` (a numba stream or 0), without blocking the host: the
+    consumer's duty under the CUDA Array Interface v3 (its ``stream``)."""
+    ours = _stream()
+    if _handle(producer) == _handle(ours) or SIMULATOR:
+        return
+    ev = getattr(_EVENT, "ev", None)
+    if ev is None:
+        ev = _EVENT.ev = cuda.event(timing=False)
+    ev.record(producer)
+    ev.wait(ours)
+
+
+# ------------------------------------------------------------ launches
+
+try:  # numba-cuda's own class (not numba's: a filter naming that one misses it)
+    from numba.cuda.core.errors import NumbaPerformanceWarning as _PerfWarning
+except ImportError:  # pragma: no cover - older numba-cuda
+    from numba.core.errors import NumbaPerformanceWarning as _PerfWarning
+
+# configured launches, by (kernel, grid, block, stream handle)
+_LAUNCHES: dict = {}
+
+
+def _launch(kernel, grid, block, *args) -> None:
+    """``kernel[grid, block, stream](*args)`` on the call's stream.
+
+    numba-cuda warns (NumbaPerformanceWarning) when it configures a launch of
+    fewer than 128 blocks: every launch of a small input, by design here, and
+    an error under ``-W error``.  The warning is about the caller's choice of
+    grid, which is ours: it is silenced while the configuration is built,
+    once per key (configurations are cached)."""
+    s = _stream()
+    key = (kernel, grid, block, _handle(s))
+    # (the simulator configures the kernel object itself: nothing to cache)
+    cfg = None if SIMULATOR else _LAUNCHES.get(key)
+    if cfg is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", _PerfWarning)
+            cfg = kernel[grid, block, s]
+        if not SIMULATOR:
+            if len(_LAUNCHES) > 1024:
+                _LAUNCHES.clear()
+            _LAUNCHES[key] = cfg
+    cfg(*args)
 
 
 # ------------------------------------------------------------ array helpers
@@ -150,19 +294,30 @@ def _is_numba_device_array(x: Any) -> bool:
 
 
 def as_device(x: Any):
-    """``x`` as a numba device array, zero-copy (numba arrays are returned as is)."""
+    """``x`` as a numba device array, zero-copy (numba arrays are returned as
+    is).  A CuPy array or PyTorch tensor is imported without synchronising:
+    the call's stream is ordered after the stream it reports (CUDA Array
+    Interface v3) with an event, on the device."""
     if _is_numba_device_array(x):
         return x
-    if hasattr(x, "__cuda_array_interface__"):
-        if SIMULATOR:
-            raise TypeError(
-                f"the CUDA simulator cannot use {type(x).__name__} "
-                "(__cuda_array_interface__ needs a real GPU); pass numba.cuda.to_device arrays"
-            )
-        if type(x).__module__.startswith("torch") and getattr(x, "requires_grad", False):
-            x = x.detach()  # torch refuses the interface on tensors that require grad
-        return cuda.as_cuda_array(x)
-    raise TypeError(f"expected a CUDA array, got {type(x).__name__}")
+    if type(x).__module__.startswith("torch") and getattr(x, "requires_grad", False):
+        x = x.detach()  # torch refuses the interface on tensors that require grad
+    try:
+        desc = x.__cuda_array_interface__
+    except AttributeError:
+        raise TypeError(f"expected a CUDA array, got {type(x).__name__}") from None
+    if SIMULATOR:
+        raise TypeError(
+            f"the CUDA simulator cannot use {type(x).__name__} "
+            "(__cuda_array_interface__ needs a real GPU); pass numba.cuda.to_device arrays"
+        )
+    d = cuda.from_cuda_array_interface(desc, owner=x, sync=False)
+    ptr = desc.get("stream")
+    if ptr is not None and ptr != 1:
+        _order_after(_external(int(ptr)))
+    elif ptr == 1:
+        _order_after(0)
+    return d
 
 
 def _is_c_contiguous(a) -> bool:
@@ -177,7 +332,6 @@ def _copy_nd(src, dst) -> None:
     """Elementwise device copy between same-shape arrays of any strides."""
     if src.size == 0:
         return
-    s = _stream()
     if src.ndim == 0:
         src, dst = src.reshape(1), dst.reshape(1)
     if src.ndim > 3:
@@ -186,24 +340,70 @@ def _copy_nd(src, dst) -> None:
         return
     kern = (_k._copy1, _k._copy2, _k._copy3)[src.ndim - 1]
     blocks, threads = _launch_1d(src.size)
-    kern[blocks, threads, s](src, dst)
+    _launch(kern, blocks, threads, src, dst)
+
+
+def permute(x: Any, perm) -> Any:
+    """A view of the device array ``x`` with axes in the order ``perm``: the
+    same memory with shape and strides permuted.  Built here because numba's
+    device ``transpose`` copies 2-D arrays into new memory (and raises beyond
+    2-D), where the simulator returns a view (FIELD-NOTES)."""
+    d = as_device(x)
+    perm = tuple(int(a) for a in perm)
+    if perm == tuple(range(d.ndim)):
+        return d
+    shape = tuple(d.shape[a] for a in perm)
+    strides = tuple(d.strides[a] for a in perm)
+    if SIMULATOR:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        return FakeCUDAArray(np.lib.stride_tricks.as_strided(d._ary, shape, strides), stream=d.stream)
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    return DeviceNDArray(shape, strides, d.dtype, stream=d.stream, gpu_data=d.gpu_data)
+
+
+def copy(src: Any, dst: Any) -> None:
+    """dst[...] = src on the device, any strides, on the call's stream."""
+    _copy_nd(as_device(src), as_device(dst))
+
+
+def _alloc(shape, dtype):
+    """A new device array (numba view) from the call's library: CuPy's memory
+    pool or PyTorch's caching allocator when the user's arrays are theirs
+    (on the call's stream, which their pools order reuse by), numba's
+    allocator otherwise."""
+    dtype = np.dtype(dtype)
+    call = _CALL.get()
+    shape = tuple(int(n) for n in np.atleast_1d(shape)) if not isinstance(shape, int) else (shape,)
+    if call.lib == "cupy":
+        import cupy
+
+        h = _handle(call.stream)
+        st = cupy.cuda.ExternalStream(h) if h else cupy.cuda.Stream.null
+        with cupy.cuda.Device(call.like.device.id), st:
+            a = cupy.empty(shape, dtype)
+        return cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=a, sync=False)
+    if call.lib == "torch":
+        import torch
+
+        dev = call.like.device
+        h = _handle(call.stream)
+        st = torch.cuda.ExternalStream(h, device=dev) if h else torch.cuda.default_stream(dev)
+        tdt = torch.from_numpy(np.empty(0, dtype)).dtype
+        with torch.cuda.stream(st):
+            a = torch.empty(shape, dtype=tdt, device=dev)
+        return cuda.from_cuda_array_interface(a.__cuda_array_interface__, owner=a, sync=False)
+    return cuda.device_array(shape, dtype, stream=call.stream)
 
 
 def ascontiguous(x: Any):
-    """A C-contiguous numba device array with the values of ``x`` (copies only if strided)."""
-    mod = type(x).__module__
-    if not _is_numba_device_array(x) and x.ndim > 3:
-        # one library-native copy instead of one launch per leading index
-        if mod.startswith("torch"):
-            x = x.contiguous()
-        elif mod.startswith("cupy"):
-            import cupy
-
-            x = cupy.ascontiguousarray(x)
+    """A C-contiguous numba device array with the values of ``x`` (copies
+    only if strided; the copy on the call's stream, from its library)."""
     d = as_device(x)
     if _is_c_contiguous(d):
         return d
-    out = cuda.device_array(d.shape, d.dtype, stream=_stream())
+    out = _alloc(d.shape, d.dtype)
     _copy_nd(d, out)
     return out
 
@@ -214,20 +414,26 @@ def reshape(a: Any, shape) -> Any:
 
 
 def empty(shape, dtype, like: Any = None):
-    """A new uninitialized device array; memory from CuPy/PyTorch when ``like`` is theirs."""
-    dtype = np.dtype(dtype)
-    mod = type(like).__module__ if like is not None else ""
+    """A new uninitialized device array (a numba view), from the library of
+    ``like`` (else the call's): CuPy's pool, PyTorch's allocator, numba's."""
+    if like is not None and _CALL.get().like is None and not _is_numba_device_array(like):
+        with context(like=like):
+            return _alloc(shape, dtype)
+    return _alloc(shape, dtype)
+
+
+def device_of(x: Any) -> int | None:
+    """The CUDA device ordinal of a user's array (None: not known)."""
+    mod = type(x).__module__
     if mod.startswith("cupy"):
-        import cupy
-
-        with cupy.cuda.Device(like.device.id):
-            return as_device(cupy.empty(shape, dtype))
+        return int(x.device.id)
     if mod.startswith("torch"):
-        import torch
-
-        tdt = torch.from_numpy(np.empty(0, dtype)).dtype
-        return as_device(torch.empty(shape, dtype=tdt, device=like.device))
-    return cuda.device_array(shape, dtype, stream=_stream())
+        return int(x.device.index) if x.device.index is not None else None
+    if SIMULATOR:
+        return None
+    ctx = getattr(getattr(x, "gpu_data", None), "context", None)
+    dev = getattr(ctx, "device", None)
+    return int(dev.id) if dev is not None else None
 
 
 def to_host(a: Any) -> np.ndarray:
@@ -241,12 +447,17 @@ def to_host(a: Any) -> np.ndarray:
 
 
 def from_host(a: Any, like: Any = None):
-    """A numba device copy of host array ``a``."""
-    return cuda.to_device(np.ascontiguousarray(a), stream=_stream())
+    """A device copy of host array ``a`` (memory from the call's library)."""
+    h = np.ascontiguousarray(a)
+    d = empty(h.shape, h.dtype, like=like)
+    if h.size:
+        d.copy_to_device(h, stream=_stream())
+    return d
 
 
 def wrap(a: Any, like: Any):
-    """``a`` (a numba device array) as the array type of the user's input ``like``, zero-copy."""
+    """``a`` (a numba device array) as the array type of the user's input
+    ``like``, zero-copy (its memory came from that library: see _alloc)."""
     mod = type(like).__module__
     if mod.startswith("cupy"):
         import cupy
@@ -267,7 +478,7 @@ def copy_into(dst: Any, host: Any) -> None:
     if _is_c_contiguous(d):
         d.copy_to_device(h, stream=s)
     else:
-        _copy_nd(cuda.to_device(h, stream=s), d)
+        _copy_nd(from_host(h), d)
     _sync(s)
 
 
@@ -317,36 +528,41 @@ def moments(x3: Any, skipnan: bool, minmax: bool, want_moments: bool = True) -> 
     """Per-(p, k) count, mean, M2 (and min, max) over axis 1 of a (P, R, K) device array.
 
     Returns host float64 (P, K) arrays as :class:`numbanorm.backends.Moments`;
-    min/max are None unless ``minmax``.  Accumulation is float64 (two-pass per
-    thread chunk, Chan merges across threads and blocks; Chan, Golub & LeVeque
-    1983).  The mean's residual is carried by the merge of the row splits
-    (``chan_merge_dd``); within a block the merges carry none yet (zeros when
-    a row is not split).  The moments are always computed (``want_moments``
-    is accepted for the contract).
+    min/max are None unless ``minmax``.  Accumulation is float64 with the
+    CPU's statistics core: an exact two-pass per thread chunk
+    (``shifted_moments``), then merges across threads, warps, blocks and row
+    splits with each mean carried as an unevaluated sum (``chan_merge_dd``;
+    Chan, Golub & LeVeque 1983), so ``resid`` is the mean's rounding
+    residual as on the CPU.  The moments are always computed
+    (``want_moments`` is accepted for the contract).
     """
     x3 = as_device(x3)
     P, R, K = x3.shape
     if P * K == 0 or R == 0:
         res = np.zeros((6, P, K))
-        res[3] = np.inf
-        res[4] = -np.inf
+        res[4] = np.inf
+        res[5] = -np.inf
     else:
         s = _stream()
         block, grid, rows, splits = _tiling(P, R, K)
-        part = cuda.device_array((5, P, splits, K), np.float64, stream=s)
-        _k._moments_partial[grid, block, s](x3, bool(skipnan), bool(minmax), rows, part)
+        part = _alloc((6, P, splits, K), np.float64)
+        _launch(_k._moments_partial, grid, block, x3, bool(skipnan), bool(minmax), rows, part)
         if splits > 1:
-            fin = cuda.device_array((6, P, K), np.float64, stream=s)
+            fin = _alloc((6, P, K), np.float64)
             blocks, threads = _launch_1d(P * K)
-            _k._moments_merge[blocks, threads, s](part, fin)
-            res = fin.copy_to_host(stream=s)
+            _launch(_k._moments_merge, blocks, threads, part, fin)
         else:
-            res = np.zeros((6, P, K))
-            res[:5] = part.reshape(5, P, K).copy_to_host(stream=s)
+            fin = part.reshape(6, P, K)
+        res = fin.copy_to_host(stream=s)
         _sync(s)
+    # rows: count, mean, residual, M2, min, max (the CPU's partials); the
+    # mean + residual rounded to one float, the rest kept (Fast2Sum)
+    hi = res[1] + res[2]
+    res[2] = (res[1] - hi) + res[2]
+    res[1] = hi
     if minmax:
-        return Moments(res[0], res[1], res[2], res[3], res[4], res[5])
-    return Moments(res[0], res[1], res[2], None, None, res[5])
+        return Moments(res[0], res[1], res[3], res[4], res[5], res[2])
+    return Moments(res[0], res[1], res[3], None, None, res[2])
 
 
 def apply(x3: Any, out3: Any, center, scale, shift, lo=None, hi=None) -> None:
@@ -356,18 +572,17 @@ def apply(x3: Any, out3: Any, center, scale, shift, lo=None, hi=None) -> None:
     P, R, K = x3.shape
     if x3.size == 0:
         return
-    s = _stream()
     prm = np.empty((3, P, K))
     prm[0] = center
     prm[1] = scale
     prm[2] = shift
-    prm_d = cuda.to_device(prm, stream=s)
+    prm_d = from_host(prm)
     clip = lo is not None or hi is not None
     lo = -math.inf if lo is None else float(lo)
     hi = math.inf if hi is None else float(hi)
     gy = min(P, MAX_GRID_YZ)
     gx = max(1, min(math.ceil(R * K / THREADS), APPLY_MAX_BLOCKS // gy))
-    _k._apply[(gx, gy), THREADS, s](x3.reshape(P, R * K), out3.reshape(P, R * K), prm_d, clip, lo, hi)
+    _launch(_k._apply, (gx, gy), THREADS, x3.reshape(P, R * K), out3.reshape(P, R * K), prm_d, clip, lo, hi)
 
 
 def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float | None = None):
@@ -395,8 +610,8 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     wb = np.empty((2, D))
     wb[0] = 1.0 if weight is None else np.asarray(weight, np.float64).reshape(-1)
     wb[1] = 0.0 if bias is None else np.asarray(bias, np.float64).reshape(-1)
-    wb_d = cuda.to_device(wb, stream=s)
-    stats = cuda.device_array((2, R), np.float64, stream=s)
+    wb_d = from_host(wb)
+    stats = _alloc((2, R), np.float64)
     if D <= ROW_WARP_MAX_D:
         group = min(ROW_GROUP, _k._MAX_BLOCK)
         rows_per_block = max(1, min(THREADS, _k._MAX_BLOCK) // group)
@@ -404,7 +619,7 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
         group = min(ROW_BLOCK, _k._MAX_BLOCK)
         rows_per_block = 1
     blocks = max(1, min(math.ceil(R / rows_per_block), ROW_MAX_BLOCKS))
-    _k._row_norm[blocks, (group, rows_per_block), s](x2, out2, wb_d, float(eps), bool(rms), stats)
+    _launch(_k._row_norm, blocks, (group, rows_per_block), x2, out2, wb_d, float(eps), bool(rms), stats)
     res = stats.copy_to_host(stream=s)
     _sync(s)
     return res[0], res[1]
@@ -430,8 +645,8 @@ def pnorm_nan(x3: Any, p: float, skipnan: bool) -> np.ndarray:
     mode = 0 if p == 1.0 else 1 if p == 2.0 else 2 if math.isinf(p) else 3
     s = _stream()
     block, grid, rows, splits = _tiling(P, R, K)
-    acc = cuda.device_array((P, splits, K), np.float64, stream=s)
-    _k._pnorm_partial[grid, block, s](x3, mode, p, bool(skipnan), rows, acc)
+    acc = _alloc((P, splits, K), np.float64)
+    _launch(_k._pnorm_partial, grid, block, x3, mode, p, bool(skipnan), rows, acc)
     part = acc.copy_to_host(stream=s)
     _sync(s)
     # the S partials of a row are few: merged here (np.max propagates NaN)

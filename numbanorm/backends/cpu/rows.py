@@ -31,7 +31,7 @@ from ..._config import (
     PREFETCH_MIN_ROW_BYTES,
     ROW_CHUNK,
 )
-from ..._stats import inv_std, pnorm_finish
+from ..._stats import inv_std, inv_std_array, pnorm_finish
 from ._elementwise import affine_span
 from ._intrinsics import in_place, max2, min2, prefetch, resident, stream_span, streams
 from ._tasks import nsplit, run, run_serial, task, threads, widen
@@ -327,10 +327,10 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
             with np.errstate(invalid="ignore", divide="ignore"):
                 if rms:
                     # E[x^2] = M2/n + mean^2: a sum of non-negatives, no cancellation
-                    rstd[:] = inv_std.py_func(q / cnt + mu * mu, eps)
+                    rstd[:] = inv_std_array(q / cnt + mu * mu, eps)
                 else:
                     mean[:] = mu
-                    rstd[:] = inv_std.py_func(q / cnt, eps)
+                    rstd[:] = inv_std_array(q / cnt, eps)
         run(segment_task, R * nseg, x2, out2, W, B, eps, pf, nseg, mean, rstd, same=same)
     else:
         # streaming stores only into an out= buffer written before

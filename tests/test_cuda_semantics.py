@@ -1,0 +1,405 @@
+"""The CUDA backend where numba's simulator differs from a GPU (issue 16).
+
+Each test pins one defect that the plain simulator hid: numba's device
+``transpose`` copies on hardware, numba-cuda warns on small grids, a call's
+every step must stay on its stream, torch tensors that require grad, the
+warp-shuffle reductions, imports without a host synchronisation, memory from
+the user's library, and merges as exact as the CPU's.  The hardware
+behaviour is patched into the simulator by tests/cudasim_honest.py; the
+rest is checked by recording what the backend does.
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+cuda = pytest.importorskip("numba.cuda")
+from numba.core import config  # noqa: E402
+
+SIM = bool(config.ENABLE_CUDASIM)
+if not SIM and not cuda.is_available():
+    pytest.skip("no CUDA GPU and the CUDA simulator is off", allow_module_level=True)
+
+import numbanorm as nbn  # noqa: E402
+import numbanorm.backends.cuda as cb  # noqa: E402
+from numbanorm import backends  # noqa: E402
+from numbanorm.backends import _cuda_kernels as kern  # noqa: E402
+
+F32, F64 = np.float32, np.float64
+
+try:
+    import cudasim_honest as honest
+except ImportError:  # pragma: no cover - run from another directory
+    honest = None
+
+
+@pytest.fixture
+def honest_sim():
+    """The simulator with hardware's transpose and low-occupancy warnings."""
+    if not SIM:
+        yield  # real hardware is honest already
+        return
+    if honest is None:
+        pytest.skip("tests/cudasim_honest.py not importable")
+    undo = honest.install()
+    yield
+    if callable(undo):
+        undo()
+
+
+def host(a):
+    return a.copy_to_host() if hasattr(a, "copy_to_host") else np.asarray(a)
+
+
+# ---------------------------------------------------------------- defect 2
+
+
+TRANSPOSE_CASES = {
+    "lp_normalize (1, 8)": (lambda x: nbn.lp_normalize(x, p=2.0, axis=1), (1, 8), False),
+    "standardize (1, 8) axis=1": (lambda x: nbn.standardize(x, axis=1), (1, 8), False),
+    "eval batch_norm (1, 8)": (
+        lambda x: nbn.batch_norm(x, np.zeros(8), np.ones(8), training=False),
+        (1, 8),
+        False,
+    ),
+    "standardize transposed (5, 6)": (lambda x: nbn.standardize(x, axis=0), (6, 5), True),
+    "layer_norm transposed (6, 5)": (lambda x: nbn.layer_norm(x, 6), (6, 5), True),
+    "batch_norm channels-last NCHW view": (
+        lambda x: nbn.batch_norm(x, training=True),
+        (2, 3, 4, 5),  # stored NHWC, seen as NCHW below
+        "nhwc",
+    ),
+}
+
+
+def _device_input(shape, how, rng):
+    x = rng.standard_normal(shape) * 3 + 1
+    if how is True:  # a transposed view of a C-contiguous device array
+        d = cb.permute(cuda.to_device(x), (1, 0))
+        return x.T, d
+    if how == "nhwc":
+        n, c, h, w = shape
+        xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+        return xl.transpose(0, 3, 1, 2), cb.permute(cuda.to_device(xl), (0, 3, 1, 2))
+    return x, cuda.to_device(x)
+
+
+@pytest.mark.parametrize("case", list(TRANSPOSE_CASES))
+def test_layouts_with_hardware_transpose(case, honest_sim, rng):
+    f, shape, how = TRANSPOSE_CASES[case]
+    x, d = _device_input(shape, how, rng)
+    got = host(f(d))
+    want = f(np.array(x))
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+
+
+def test_permute_is_a_view_of_the_same_memory(rng):
+    x = rng.standard_normal((2, 3, 4))
+    d = cuda.to_device(x)
+    v = cb.permute(d, (2, 0, 1))
+    assert v.shape == (4, 2, 3)
+    assert v.strides == tuple(d.strides[a] for a in (2, 0, 1))
+    np.testing.assert_array_equal(host(v), x.transpose(2, 0, 1))
+    if SIM:  # the same memory: a write through the source shows in the view
+        d[1, 2, 3] = 42.0
+        assert host(v)[3, 1, 2] == 42.0
+
+
+def test_no_device_transpose_anywhere(monkeypatch, rng):
+    """No code path calls numba's device transpose (a copy on hardware)."""
+    if not SIM:
+        pytest.skip("patches the simulator's array class")
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    def refuse(self, axes=None):
+        raise AssertionError("numba's device transpose called")
+
+    monkeypatch.setattr(FakeCUDAArray, "transpose", refuse)
+    x = rng.standard_normal((2, 3, 4, 5))
+    xl = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    d = cb.permute(cuda.to_device(xl), (0, 3, 1, 2))
+    np.testing.assert_allclose(host(nbn.batch_norm(d, training=True)), nbn.batch_norm(x, training=True))
+    np.testing.assert_allclose(host(nbn.instance_norm(d)), nbn.instance_norm(x))
+    np.testing.assert_allclose(host(nbn.standardize(d, axis=(0, 2, 3))), nbn.standardize(x, axis=(0, 2, 3)))
+
+
+# ---------------------------------------------------------------- defect 1
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda d: nbn.layer_norm(d, 7),
+        lambda d: nbn.batch_norm(d, training=True),
+        lambda d: nbn.minmax_scale(d, axis=0),
+        lambda d: nbn.lp_normalize(d, p=3.0, axis=1),
+    ],
+    ids=["layer_norm", "batch_norm", "minmax_scale", "lp_normalize"],
+)
+def test_small_launches_do_not_warn(call, honest_sim, rng):
+    """numba-cuda warns on grids under 128 blocks; tests turn warnings into
+    errors, and users should not see warnings about our launch choices."""
+    d = cuda.to_device(rng.standard_normal((2, 6, 7)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        call(d)
+
+
+def test_the_emulated_warning_is_live(honest_sim):
+    """The honest simulator does warn on a small grid launched directly (so
+    the test above can fail)."""
+    if not SIM:
+        pytest.skip("checks the simulator patch")
+    a = cuda.to_device(np.zeros(4))
+    with pytest.warns(Warning, match="under-utilization"):
+        kern._copy1[1, 4](a, a)
+
+
+# ---------------------------------------------------------------- defect 4
+
+
+def test_every_step_of_a_call_runs_on_its_stream(monkeypatch, rng):
+    seen = []
+    orig_launch, orig_alloc = cb._launch, cb._alloc
+
+    def launch(k, grid, block, *args):
+        seen.append(("launch", k.__name__ if hasattr(k, "__name__") else str(k), cb._stream()))
+        return orig_launch(k, grid, block, *args)
+
+    def alloc(shape, dtype):
+        seen.append(("alloc", shape, cb._stream()))
+        return orig_alloc(shape, dtype)
+
+    monkeypatch.setattr(cb, "_launch", launch)
+    monkeypatch.setattr(cb, "_alloc", alloc)
+    x = rng.standard_normal((6, 5))
+    s = cuda.stream()
+    # a transposed x (ascontiguous copies it) and a transposed out (the
+    # result is copied into it): steps that ran outside the stream before
+    d = cb.permute(cuda.to_device(np.ascontiguousarray(x.T)), (1, 0))
+    o = cb.permute(cuda.device_array((5, 6)), (1, 0))
+    nbn.layer_norm(d, 5, out=o, stream=s)
+    s.synchronize()
+    np.testing.assert_allclose(host(o), nbn.layer_norm(x, 5), rtol=1e-9, atol=1e-9)
+    assert any(k == "launch" and "copy" in n for k, n, _ in seen)  # the copies ran
+    assert seen and all(st is s for *_, st in seen), seen
+
+
+def test_stream_none_keeps_the_arrays_stream(rng):
+    """stream=None runs on the stream x reports (a numba array's own)."""
+    s = cuda.stream()
+    d = cuda.to_device(rng.standard_normal((3, 4)), stream=s)
+    if getattr(d, "stream", 0) is not s:  # the simulator's to_device drops it
+        d.stream = s
+    with cb.context(like=d):
+        assert cb._stream() is s
+    with cb.context(None, like=cuda.to_device(np.zeros(2))):
+        assert not cb._stream()
+
+
+# ---------------------------------------------------------------- defect 5
+
+
+def test_torch_tensor_that_requires_grad_is_recognised_without_raising():
+    torch = pytest.importorskip("torch")
+    t = torch.zeros(3, 4, requires_grad=True)
+    assert backends.is_cuda_array(t) is False  # a CPU tensor; no RuntimeError
+    with pytest.raises(TypeError, match="x must be an array"):
+        nbn.layer_norm(t, 4)
+
+
+def test_as_device_detaches_a_tensor_that_requires_grad(monkeypatch):
+    """The CUDA import path reads the interface of the detached tensor."""
+    calls = []
+
+    class FakeTensor:
+        __module__ = "torch"
+        requires_grad = True
+
+        @property
+        def __cuda_array_interface__(self):
+            raise RuntimeError("Can't get __cuda_array_interface__ on Variable that requires grad")
+
+        def detach(self):
+            t = types.SimpleNamespace(requires_grad=False)
+            t.__cuda_array_interface__ = {"stream": None}
+            calls.append("detach")
+            return t
+
+    monkeypatch.setattr(cb, "SIMULATOR", False)
+    monkeypatch.setattr(cb, "_is_numba_device_array", lambda x: False)
+    monkeypatch.setattr(
+        cb.cuda, "from_cuda_array_interface", lambda desc, owner, sync: ("view", sync), raising=False
+    )
+    assert cb.as_device(FakeTensor()) == ("view", False)
+    assert calls == ["detach"]
+
+
+# ---------------------------------------------------------------- defect 3
+
+
+def test_import_does_not_synchronise_and_orders_the_stream(monkeypatch):
+    """A CuPy/torch array is imported with sync=False; when it reports
+    another stream, the call's stream waits for it with an event."""
+    ordered, got = [], {}
+
+    class Producer:
+        __cuda_array_interface__ = {"stream": 777, "shape": (2,), "typestr": "<f4", "version": 3}
+
+    def fake_from_cai(desc, owner, sync):
+        got["sync"] = sync
+        return "view"
+
+    monkeypatch.setattr(cb, "SIMULATOR", False)
+    monkeypatch.setattr(cb, "_is_numba_device_array", lambda x: False)
+    monkeypatch.setattr(cb.cuda, "from_cuda_array_interface", fake_from_cai, raising=False)
+    monkeypatch.setattr(cb, "_external", lambda ptr: ("stream", ptr))
+    monkeypatch.setattr(cb, "_order_after", lambda s: ordered.append(s))
+    assert cb.as_device(Producer()) == "view"
+    assert got["sync"] is False
+    assert ordered == [("stream", 777)]
+
+
+def test_order_after_waits_on_the_device_only(monkeypatch):
+    events = []
+
+    class Ev:
+        def record(self, stream):
+            events.append(("record", stream))
+
+        def wait(self, stream):
+            events.append(("wait", stream))
+
+    monkeypatch.setattr(cb, "SIMULATOR", False)
+    monkeypatch.setattr(cb.cuda, "event", lambda timing=False: Ev())
+    monkeypatch.setattr(cb, "_EVENT", types.SimpleNamespace())
+    monkeypatch.setattr(cb, "_handle", lambda s: s if isinstance(s, int) else s[1])
+    ours = ("ours", 5)
+    token = cb._CALL.set(cb._Call(ours, "numba", None))
+    try:
+        cb._order_after(("theirs", 9))
+        cb._order_after(("same", 5))  # the call's own stream: nothing to do
+    finally:
+        cb._CALL.reset(token)
+    assert events == [("record", ("theirs", 9)), ("wait", ours)]
+
+
+# ---------------------------------------------------------------- defect 7
+
+
+def test_outputs_and_temporaries_come_from_the_users_library(monkeypatch):
+    """CuPy input: memory from cupy.empty on the call's stream (its pool)."""
+    pool = []
+
+    class CupyArray:
+        __module__ = "cupy"
+
+        def __init__(self, shape, dtype):
+            self.buf = np.zeros(shape, dtype)
+            self.device = types.SimpleNamespace(id=0)
+            self.__cuda_array_interface__ = {"stream": None}
+
+    class Ctx:
+        def __init__(self, *a):
+            pass
+
+        def __enter__(self):
+            pool.append("enter")
+
+        def __exit__(self, *a):
+            return False
+
+    fake = types.ModuleType("cupy")
+    fake.empty = lambda shape, dtype: pool.append((shape, np.dtype(dtype))) or CupyArray(shape, dtype)
+    null = types.SimpleNamespace(null=Ctx())
+    fake.cuda = types.SimpleNamespace(Device=Ctx, ExternalStream=Ctx, Stream=null)
+    monkeypatch.setitem(__import__("sys").modules, "cupy", fake)
+    view = lambda desc, owner, sync: ("numba view of", owner)  # noqa: E731
+    monkeypatch.setattr(cb.cuda, "from_cuda_array_interface", view, raising=False)
+    like = CupyArray((1,), np.float32)
+    v = cb.empty((3, 4), np.float32, like=like)
+    assert v[0] == "numba view of" and isinstance(v[1], CupyArray)
+    assert ((3, 4), np.dtype(np.float32)) in pool
+    # inside a call on CuPy input, temporaries too
+    pool.clear()
+    monkeypatch.setattr(cb, "_producer_stream", lambda x: 0)
+    with cb.context(like=like):
+        cb._alloc((6, 2, 1, 3), np.float64)
+    assert ((6, 2, 1, 3), np.dtype(np.float64)) in pool
+
+
+def test_numba_input_uses_numba_memory(rng):
+    d = cuda.to_device(rng.standard_normal((2, 6, 7)))
+    y = nbn.layer_norm(d, 7)
+    assert type(y) is type(d)
+
+
+# ---------------------------------------------------------------- defect 6
+
+
+def test_warp_shuffle_paths(monkeypatch, rng):
+    """The shuffle reductions (moments over rows, warp-per-row row_norm) at
+    the default launch sizes, with shuffles emulated in the simulator."""
+    if SIM:
+        if honest is None or not hasattr(honest, "install"):
+            pytest.skip("tests/cudasim_honest.py not importable")
+        undo = honest.install()
+        monkeypatch.setattr(kern, "_HAVE_SHFL", True)
+    else:
+        undo = None
+    try:
+        x = rng.standard_normal((2, 300)) * 2 + 1e3
+        m = cb.moments(cuda.to_device(x.reshape(2, 300, 1)), False, True)
+        np.testing.assert_allclose(m.mean[:, 0] + m.resid[:, 0], x.mean(1), rtol=1e-15)
+        np.testing.assert_allclose(m.m2[:, 0], ((x - x.mean(1, keepdims=True)) ** 2).sum(1), rtol=1e-12)
+        np.testing.assert_array_equal(m.min[:, 0], x.min(1))
+        xr = rng.standard_normal((3, 40))
+        got = host(nbn.layer_norm(cuda.to_device(xr), 40))
+        np.testing.assert_allclose(got, nbn.layer_norm(xr, 40), rtol=1e-10, atol=1e-10)
+    finally:
+        if callable(undo):
+            undo()
+
+
+# ---------------------------------------------------------------- defect 8
+
+
+def test_gpu_moments_carry_the_mean_residual_as_the_cpu(rng):
+    from numbanorm.backends import cpu as cpu_backend
+
+    x = rng.standard_normal((2, 200, 3)) + 1e6
+    g = cb.moments(cuda.to_device(x), False, False)
+    c = cpu_backend.moments(x, False, False)
+    np.testing.assert_array_equal(g.count, c.count)
+    # the exact mean as an unevaluated sum: equal to ~1e-16 of the spread
+    np.testing.assert_allclose((g.mean - c.mean) + (g.resid - c.resid), 0.0, atol=1e-15)
+    assert np.any(g.resid != 0.0)
+    np.testing.assert_allclose(g.m2, c.m2, rtol=1e-13)
+
+
+def test_running_stats_fed_gpu_chunks_are_exact(monkeypatch, rng):
+    """Chunks merged into RunningStats from the GPU as exactly as from the
+    CPU (~1e-15 relative on 1e6 + randn; 1e-11 before the residual)."""
+    monkeypatch.setattr(cb, "THREADS", 16)
+    monkeypatch.setattr(cb, "BLOCKS_TARGET", 4)
+    x = rng.standard_normal((3000, 2)) + 1e6
+    gpu, cpu = nbn.RunningStats(), nbn.RunningStats()
+    for i in range(0, 3000, 300):
+        gpu.update(cuda.to_device(x[i : i + 300]), axis=0)
+        cpu.update(x[i : i + 300], axis=0)
+    exact = np.array([np.var(np.longdouble(x[:, j]) - np.longdouble(1e6)) for j in range(2)], dtype=F64)
+    np.testing.assert_allclose(cpu.var(), exact, rtol=1e-14)
+    np.testing.assert_allclose(gpu.var(), exact, rtol=1e-14)
+
+
+def test_running_stats_on_another_device_are_a_value_error(monkeypatch, rng):
+    x = cuda.to_device(rng.standard_normal((3, 4, 5)))
+    rm, rv = cuda.to_device(np.zeros(4)), cuda.to_device(np.ones(4))
+    monkeypatch.setattr(cb, "device_of", lambda a: 1 if a is rm else 0)
+    with pytest.raises(ValueError, match="running_mean is on CUDA device 1 but x is on device 0"):
+        nbn.batch_norm(x, rm, rv, training=True)
+    np.testing.assert_array_equal(rm.copy_to_host(), np.zeros(4))  # untouched
