@@ -22,6 +22,20 @@ if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _has_gpu():
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
+    # The simulator made honest where it is known to differ from a GPU
+    # (tests/cudasim_honest.py): numba's device transpose copies, small grids
+    # warn (an error here: filterwarnings), warp shuffles exist.  The kernels
+    # then take their shuffle reductions wherever a GPU would (the module
+    # reads _HAVE_SHFL live in the simulator), so no test depends on
+    # simulator-only behaviour.
+    import cudasim_honest  # noqa: E402
+
+    if cudasim_honest.install():
+        from numbanorm.backends import _cuda_kernels
+
+        _cuda_kernels._HAVE_SHFL = True
+
 
 @pytest.fixture
 def rng():

@@ -38,7 +38,12 @@ SMALL = dict(
 
 
 @pytest.fixture(autouse=True)
-def small_launch(monkeypatch):
+def small_launch(request, monkeypatch):
+    """Small launch sizes, so that tiny shapes take multi-block and merge
+    paths (tests marked ``default_launch`` keep the module's own sizes: the
+    launches a GPU gets)."""
+    if request.node.get_closest_marker("default_launch"):
+        return
     for name, val in SMALL.items():
         monkeypatch.setattr(cb, name, val)
 
@@ -79,6 +84,17 @@ def test_matches_cpu(op, dtype, rng):
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(host(g), w, **TOL[dtype])
     np.testing.assert_array_equal(d.copy_to_host(), x)  # input not modified
+
+
+@pytest.mark.default_launch
+@pytest.mark.parametrize("op", list(OPS))
+def test_matches_cpu_at_default_launch_sizes(op, rng):
+    """The launch sizes a GPU gets (256-thread blocks, warp-per-row rows)."""
+    x = (rng.standard_normal((2, 6, 7)) * 3 + 2).astype(F32)
+    got = as_tuple(OPS[op](cuda.to_device(x)))
+    want = as_tuple(OPS[op](x.copy()))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(host(g), w, **TOL[F32])
 
 
 @pytest.mark.parametrize("op", ["layer_norm", "batch_norm", "lp_normalize"])
