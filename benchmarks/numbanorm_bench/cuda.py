@@ -7,12 +7,14 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import json
 import math
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -196,16 +198,7 @@ def run_cuda(opts: argparse.Namespace) -> dict[str, Any]:
     print(f"numbanorm bench (cuda, {kind} arrays): kernel time by CUDA events, median of {opts.repeat}")
     print("time = numbanorm with out= (kernel only); allocating calls are in the JSON as 'numbanorm_alloc'")
     print(HEAD)
-    for size in opts.sizes:
-        for dtype in opts.dtypes:
-            for op in opts.ops:
-                case = Case(op, size, dtype, shapes[size][OPS[op][1]])
-                res = _cuda_case(case, nbn, gpu, torch, opts, simulator)
-                results.append(res)
-                print(row(res), flush=True)
-                gc.collect()
-    latency = _cuda_latency(nbn, gpu, torch, opts) if opts.latency else []
-    return {
+    report: dict[str, Any] = {
         "schema": SCHEMA,
         "device": "cuda",
         "simulator": simulator,
@@ -214,9 +207,36 @@ def run_cuda(opts: argparse.Namespace) -> dict[str, Any]:
         "settings": settings(opts),
         "definitions": definitions("cuda"),
         "results": results,
-        "latency": latency,
+        "latency": [],
         "startup": None,
     }
+    for size in opts.sizes:
+        for dtype in opts.dtypes:
+            for op in opts.ops:
+                case = Case(op, size, dtype, shapes[size][OPS[op][1]])
+                res = _cuda_case(case, nbn, gpu, torch, opts, simulator)
+                results.append(res)
+                print(row(res), flush=True)
+                _write_partial(opts.json, report)
+                gc.collect()
+    report["latency"] = _cuda_latency(nbn, gpu, torch, opts) if opts.latency else []
+    return report
+
+
+def _write_partial(path: str | None, report: dict[str, Any]) -> None:
+    """The report so far, marked ``"partial": true``, so that a run cut short
+    (a timeout, a crash) keeps its finished cases; the complete report
+    (written by cli.main) replaces it.  Written to a temporary file and
+    renamed, so the file is always whole JSON."""
+    if not path:
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text(json.dumps({**report, "partial": True}, indent=1, allow_nan=False, default=str) + "\n")
+        os.replace(tmp, path)
+    except (OSError, ValueError) as e:  # never fail the run over a progress file
+        print(f"note: partial report not written ({short(e)})", file=sys.stderr)
 
 
 def _cuda_case(
