@@ -216,9 +216,10 @@ def test_as_device_detaches_a_tensor_that_requires_grad(monkeypatch):
     """The CUDA import path reads the interface of the detached tensor."""
     calls = []
 
-    class FakeTensor:
+    class FakeTensor:  # a CUDA tensor that requires grad, as torch behaves
         __module__ = "torch"
         requires_grad = True
+        is_cuda = True
 
         @property
         def __cuda_array_interface__(self):
@@ -235,6 +236,7 @@ def test_as_device_detaches_a_tensor_that_requires_grad(monkeypatch):
     monkeypatch.setattr(
         cb.cuda, "from_cuda_array_interface", lambda desc, owner, sync: ("view", sync), raising=False
     )
+    assert backends.is_cuda_array(FakeTensor())  # was: RuntimeError from hasattr
     assert cb.as_device(FakeTensor()) == ("view", False)
     assert calls == ["detach"]
 
