@@ -8,6 +8,7 @@ and the running statistics untouched.
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import numbers
 from typing import Any
@@ -61,8 +62,11 @@ class Input:
             if isinstance(x, np.ndarray):
                 arr = x
             elif _is_dask(x):
+                # the public functions send Dask arrays to backends.dask before
+                # any check here (on_call_stream); this path takes in-memory arrays
                 raise TypeError(
-                    f"{name} is a dask array: dask arrays are not supported yet (call .compute() first)"
+                    f"{name} is a dask array: this path takes in-memory arrays "
+                    "(the public functions take dask arrays lazily)"
                 )
             else:
                 try:
@@ -90,9 +94,15 @@ def on_call_stream(fn):
     else the one x reports), memory from x's library.  NumPy input passes
     straight through."""
 
+    sig = inspect.signature(fn)
+
     @functools.wraps(fn)
     def call(x, *args, **kwargs):
-        if type(x) is np.ndarray or not backends.is_cuda_array(x):
+        if type(x) is np.ndarray:
+            return fn(x, *args, **kwargs)
+        if _is_dask(x):
+            return _dask_call(fn.__name__, sig, x, args, kwargs)
+        if not backends.is_cuda_array(x):
             return fn(x, *args, **kwargs)
         with backends.backend_for(x).context(kwargs.get("stream"), like=x):
             return fn(x, *args, **kwargs)
@@ -102,6 +112,20 @@ def on_call_stream(fn):
 
 def _is_dask(x: Any) -> bool:
     return type(x).__module__.startswith("dask.")
+
+
+def _dask_call(name: str, sig: inspect.Signature, x: Any, args: tuple, kwargs: dict) -> Any:
+    """A public function on a Dask collection: its Dask implementation
+    (``numbanorm.backends.dask``, imported here: dask stays optional), with
+    the arguments bound by the public signature (the same TypeError for a
+    wrong call)."""
+    from .backends import dask as dask_backend
+
+    if not dask_backend.is_dask_array(x):
+        raise TypeError(f"x must be an array (a dask.array.Array for dask input), got {type(x).__name__}")
+    bound = sig.bind(x, *args, **kwargs)
+    bound.apply_defaults()
+    return dask_backend.call(name, bound)
 
 
 def check_eps(eps: Any, name: str = "eps") -> float:
