@@ -138,7 +138,8 @@ def _compile_all(outdir: str) -> dict:
             try:
                 if kern is None:
                     raise AttributeError(f"{KERNELS_MODULE} has no attribute {name!r}")
-                ptx, resty = cuda.compile_ptx(kern.py_func, sig, cc=CC)
+                lb = kern.targetoptions.get("launch_bounds")  # as the kernel is compiled
+                ptx, resty = cuda.compile_ptx(kern.py_func, sig, cc=CC, launch_bounds=lb)
                 path = os.path.join(outdir, f"{name}-{j}.ptx")
                 with open(path, "w") as f:
                     f.write(ptx)

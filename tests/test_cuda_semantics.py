@@ -405,3 +405,25 @@ def test_running_stats_on_another_device_are_a_value_error(monkeypatch, rng):
     with pytest.raises(ValueError, match="running_mean is on CUDA device 1 but x is on device 0"):
         nbn.batch_norm(x, rm, rv, training=True)
     np.testing.assert_array_equal(rm.copy_to_host(), np.zeros(4))  # untouched
+
+
+# ------------------------------------------------------- kernel shapes (17)
+
+
+@pytest.mark.parametrize("K", [1, 3, 31, 32, 33, 70])
+@pytest.mark.parametrize("clip", [False, True])
+def test_apply_kernels_by_column_count(K, clip, rng):
+    """rows (K == 1), flat with shared parameters (K < 32), a thread per
+    column (K >= 32): each against the CPU, with clipping and NaN."""
+    x = rng.standard_normal((3, 37, K)) * 2
+    x[1, 5, 0] = np.nan
+    c, s, h = (rng.standard_normal((3, K)) for _ in range(3))
+    lo, hi = (-0.5, 0.5) if clip else (None, None)
+    from numbanorm.backends import cpu as cpu_backend
+
+    want = np.empty_like(x)
+    cpu_backend.apply(x, want, c, s, h, lo, hi)
+    out = cuda.device_array(x.shape)
+    cb.apply(cuda.to_device(x), out, c, s, h, lo, hi)
+    np.testing.assert_allclose(host(out), want, rtol=1e-14, atol=1e-14)
+    assert np.isnan(host(out)[1, 5, 0])

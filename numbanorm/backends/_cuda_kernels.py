@@ -48,7 +48,29 @@ _MAX_BLOCK = 256
 # into the thread's triple with one Chan merge -- one division per _CH values
 # instead of Welford's one per value, and no E[x^2] - E[x]^2 cancellation
 # (guarded by test_cuda_primitives.py::test_accuracy_float32_large_mean).
-_CH = 8
+_CH = 16
+
+# Blocks of _MAX_BLOCK threads that must fit on an SM at once (launch bounds:
+# ptxas keeps each kernel within 65536 / (_MAX_BLOCK * _MIN_BLOCKS) = 64
+# registers): 1024 threads per SM, each with _UNROLL loads in flight.
+_MIN_BLOCKS = 4
+_MIN_BLOCKS_MOMENTS = 2  # 512 threads per SM, _CH = 16 loads in flight each
+
+
+def _kernel(launch_bounds):
+    """``cuda.jit`` with launch bounds (ptxas then fits the kernel's
+    registers to that many resident blocks); the simulator's jit takes none."""
+    return cuda.jit if SIMULATOR else cuda.jit(launch_bounds=launch_bounds)
+
+
+# Elements in flight per thread in the apply and p-norm loops (loaded before
+# any is used; NOTES.md section 23: bytes in flight by Little's law).
+_UNROLL = 8
+_UNROLL_COLS = 4  # _apply_cols also tracks a column per element
+
+# Columns from which the apply runs one thread per column (_apply_wide, the
+# parameters in registers); fewer: flat, parameters in shared memory.
+_WIDE_K = 32
 
 # Row elements per thread kept in registers by row_norm (warp-per-row keeps
 # D <= 32 * 32 = 1024 on chip; block-per-row up to 256 * 32 = 8192).  Longer
@@ -83,7 +105,7 @@ def _pow2_ceil(n):
     return p
 
 
-@cuda.jit
+@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS_MOMENTS))
 def _moments_partial(x, skipnan, minmax, rows_per_split, part):
     """Partial (count, mean, mean residual, M2, min, max) over one row split
     of a (p, k-tile): the CPU's statistics core, so both backends are exact
@@ -99,7 +121,7 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
     sh_q = cuda.shared.array(_MAX_BLOCK, float64)
     sh_lo = cuda.shared.array(_MAX_BLOCK, float64)
     sh_hi = cuda.shared.array(_MAX_BLOCK, float64)
-    buf = cuda.local.array(_CH, float64)
+    buf = cuda.local.array(_CH, x.dtype)  # x's dtype: half the registers of float64
     P, R, K = x.shape
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
@@ -120,14 +142,23 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
         hi = -math.inf
         if k < K:
             for r in range(r0 + ty, r1, _CH * TY):
+                # the chunk's loads first, all in flight before any is used
+                # (constant trip counts: unrolled, buf in registers); a full
+                # chunk loads without bounds tests
+                m = min(_CH, (r1 - r + TY - 1) // TY)
+                if m == _CH:
+                    for j in range(_CH):
+                        buf[j] = x[p, r + j * TY, k]
+                else:
+                    for j in range(_CH):
+                        if j < m:
+                            buf[j] = x[p, r + j * TY, k]
                 # pass 1 over the chunk: count, sum about 0 (and min/max)
                 c = 0.0
                 tot = 0.0
-                for j in range(_CH):  # constant trip count: unrolled, buf in registers
-                    rr = r + j * TY
-                    if rr < r1:
-                        v = float64(x[p, rr, k])
-                        buf[j] = v
+                for j in range(_CH):
+                    if j < m:
+                        v = float64(buf[j])
                         if not (skipnan and v != v):
                             c += 1.0
                             tot += v
@@ -141,8 +172,8 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
                     s1 = 0.0
                     s2 = 0.0
                     for j in range(_CH):
-                        if r + j * TY < r1:
-                            v = buf[j]
+                        if j < m:
+                            v = float64(buf[j])
                             if not (skipnan and v != v):
                                 d = v - cm
                                 s1 += d
@@ -268,11 +299,27 @@ def _moments_merge(part, res):
         res[5, p, k] = hi
 
 
-@cuda.jit
+@cuda.jit(device=True)
+def _pnorm_add(a, v, mode, p_exp, skipnan):
+    """a plus |x| = v's term of the p-norm (mode 0: p=1, 1: p=2, 3: other p),
+    or the running max (mode 2); NaN left out when skipnan."""
+    if skipnan and v != v:
+        return a
+    if mode == 0:
+        return a + v
+    if mode == 1:
+        return a + v * v
+    if mode == 2:
+        return _nanmax(a, v)
+    return a + v**p_exp
+
+
+@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))
 def _pnorm_partial(x, mode, p_exp, skipnan, rows_per_split, acc):
     """Partial sum |x|**p (mode 0: p=1, 1: p=2, 3: other p) or max |x| (mode 2)."""
     # x: (P, R, K); acc: (P, S, K); same tiling as _moments_partial
     sh = cuda.shared.array(_MAX_BLOCK, float64)
+    buf = cuda.local.array(_UNROLL, x.dtype)
     P, R, K = x.shape
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
@@ -286,18 +333,17 @@ def _pnorm_partial(x, mode, p_exp, skipnan, rows_per_split, acc):
     for p in range(cuda.blockIdx.z, P, cuda.gridDim.z):
         a = 0.0  # sum of non-negative terms, or running max of |x| (>= 0)
         if k < K:
-            for r in range(r0 + ty, r1, TY):
-                v = abs(float64(x[p, r, k]))
-                if skipnan and v != v:
-                    continue
-                if mode == 0:
-                    a += v
-                elif mode == 1:
-                    a += v * v
-                elif mode == 2:
-                    a = _nanmax(a, v)
-                else:
-                    a += v**p_exp
+            r = r0 + ty
+            # _UNROLL loads in flight per step (issued before any is used)
+            while r + (_UNROLL - 1) * TY < r1:
+                for u in range(_UNROLL):
+                    buf[u] = x[p, r + u * TY, k]
+                for u in range(_UNROLL):
+                    a = _pnorm_add(a, abs(float64(buf[u])), mode, p_exp, skipnan)
+                r += _UNROLL * TY
+            while r < r1:
+                a = _pnorm_add(a, abs(float64(x[p, r, k])), mode, p_exp, skipnan)
+                r += TY
         sh[t] = a
         cuda.syncthreads()
         step = _pow2_ceil(TY) // 2
@@ -314,27 +360,129 @@ def _pnorm_partial(x, mode, p_exp, skipnan, rows_per_split, acc):
         cuda.syncthreads()
 
 
-@cuda.jit
-def _apply(x, out, prm, clip, lo, hi):
-    """out = clip((x - center) * scale + shift, lo, hi), float64 arithmetic, grid-stride."""
-    # x, out: (P, R*K) views of (P, R, K); prm: (3, P, K) = center, scale, shift
-    # grid (gx, <=P): y walks p (params fixed per p), x walks the flat R*K
-    # plane; one modulo per element to find k (none when K == 1).
+@cuda.jit(device=True)
+def _clip(y, clip, lo, hi):
+    """y clipped to [lo, hi] when ``clip`` (NaN passes)."""
+    if clip:
+        if y < lo:
+            y = lo
+        elif y > hi:
+            y = hi
+    return y
+
+
+@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))
+def _apply_rows(x, out, prm, clip, lo, hi):
+    """out = clip((x - center) * scale + shift, lo, hi) with one parameter
+    set per row p (K == 1), float64 arithmetic."""
+    # x, out: (P, R) ; prm: (3, P, 1).  Grid (gx, <=P): y walks p, x the
+    # row, grid-stride; _UNROLL elements in flight per thread and step (a
+    # warp's loads of one element coalesced, all issued before any is used).
+    buf = cuda.local.array(_UNROLL, x.dtype)
+    P, R = x.shape
+    tid = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    nth = cuda.gridDim.x * cuda.blockDim.x
+    for p in range(cuda.blockIdx.y, P, cuda.gridDim.y):
+        c = prm[0, p, 0]
+        a = prm[1, p, 0]
+        b = prm[2, p, 0]
+        j = tid
+        while j + (_UNROLL - 1) * nth < R:
+            for u in range(_UNROLL):
+                buf[u] = x[p, j + u * nth]
+            for u in range(_UNROLL):
+                out[p, j + u * nth] = _clip((float64(buf[u]) - c) * a + b, clip, lo, hi)
+            j += _UNROLL * nth
+        while j < R:
+            out[p, j] = _clip((float64(x[p, j]) - c) * a + b, clip, lo, hi)
+            j += nth
+
+
+@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))
+def _apply_cols(x, out, prm, clip, lo, hi):
+    """out = clip((x - center) * scale + shift, lo, hi) with parameters per
+    column k of each p, for few columns (1 < K < _WIDE_K), float64
+    arithmetic."""
+    # x, out: (P, R*K) views of (P, R, K); prm: (3, P, K).  As _apply_rows,
+    # flat over the R*K plane (a warp's loads coalesced whatever K); the
+    # column of element j is tracked by additions with wrap-around (no
+    # division per element: a 64-bit % was a call in the SASS) and the
+    # parameters are staged in shared memory.
+    sc = cuda.shared.array(_WIDE_K, float64)
+    ss = cuda.shared.array(_WIDE_K, float64)
+    sh = cuda.shared.array(_WIDE_K, float64)
+    buf = cuda.local.array(_UNROLL_COLS, x.dtype)
     P, RK = x.shape
     K = prm.shape[2]
-    start = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    stride = cuda.gridDim.x * cuda.blockDim.x
+    tid = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    nth = cuda.gridDim.x * cuda.blockDim.x
+    dk = nth % K  # column advance between a thread's consecutive elements
+    dstep = (_UNROLL_COLS * nth) % K
+    k0 = tid % K
     for p in range(cuda.blockIdx.y, P, cuda.gridDim.y):
-        for j in range(start, RK, stride):
-            k = 0 if K == 1 else j % K
-            y = (float64(x[p, j]) - prm[0, p, k]) * prm[1, p, k] + prm[2, p, k]
-            if clip:
-                # comparisons are False for NaN: NaN passes through unclipped
-                if y < lo:
-                    y = lo
-                elif y > hi:
-                    y = hi
-            out[p, j] = y
+        for i in range(cuda.threadIdx.x, K, cuda.blockDim.x):
+            sc[i] = prm[0, p, i]
+            ss[i] = prm[1, p, i]
+            sh[i] = prm[2, p, i]
+        cuda.syncthreads()
+        j = tid
+        k = k0
+        while j + (_UNROLL_COLS - 1) * nth < RK:
+            for u in range(_UNROLL_COLS):
+                buf[u] = x[p, j + u * nth]
+            kk = k
+            for u in range(_UNROLL_COLS):
+                y = (float64(buf[u]) - sc[kk]) * ss[kk] + sh[kk]
+                out[p, j + u * nth] = _clip(y, clip, lo, hi)
+                kk += dk
+                if kk >= K:
+                    kk -= K
+            j += _UNROLL_COLS * nth
+            k += dstep
+            if k >= K:
+                k -= K
+        while j < RK:
+            y = (float64(x[p, j]) - sc[k]) * ss[k] + sh[k]
+            out[p, j] = _clip(y, clip, lo, hi)
+            j += nth
+            k += dk
+            if k >= K:
+                k -= K
+        cuda.syncthreads()  # the staged parameters are reused by the next p
+
+
+@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))
+def _apply_wide(x, out, prm, clip, lo, hi):
+    """out = clip((x - center) * scale + shift, lo, hi) with parameters per
+    column k of each p, for many columns (K >= _WIDE_K: channels last,
+    feature columns), float64 arithmetic."""
+    # x, out: (P, R, K); prm: (3, P, K).  Block (TX, TY): tx along K (a
+    # warp's loads of one row coalesced), ty along R; grid (ceil(K/TX), gy,
+    # <=P).  A thread's column is fixed: its parameters live in registers;
+    # _UNROLL rows in flight per step.
+    buf = cuda.local.array(_UNROLL, x.dtype)
+    P, R, K = x.shape
+    k = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
+    r0 = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+    nr = cuda.gridDim.y * cuda.blockDim.y
+    if k >= K:
+        return
+    for p in range(cuda.blockIdx.z, P, cuda.gridDim.z):
+        c = prm[0, p, k]
+        a = prm[1, p, k]
+        b = prm[2, p, k]
+        xp = x[p]
+        op = out[p]
+        r = r0
+        while r + (_UNROLL - 1) * nr < R:
+            for u in range(_UNROLL):
+                buf[u] = xp[r + u * nr, k]
+            for u in range(_UNROLL):
+                op[r + u * nr, k] = _clip((float64(buf[u]) - c) * a + b, clip, lo, hi)
+            r += _UNROLL * nr
+        while r < R:
+            op[r, k] = _clip((float64(xp[r, k]) - c) * a + b, clip, lo, hi)
+            r += nr
 
 
 @cuda.jit(device=True)
@@ -383,7 +531,7 @@ def _row_norm(x, out, wb, eps, rms, stats):
     # x, out: (R, D); wb: (2, D) float64 = weight, bias; stats: (2, R) = mean, rstd
     # block (G, RB): RB rows per block; grid-stride over rows in RB steps.
     sh = cuda.shared.array(_MAX_BLOCK, float64)
-    buf = cuda.local.array(_NREG, float64)
+    buf = cuda.local.array(_NREG, x.dtype)  # x's dtype: half the registers of float64
     R, D = x.shape
     g = cuda.threadIdx.x
     G = cuda.blockDim.x
@@ -399,11 +547,15 @@ def _row_norm(x, out, wb, eps, rms, stats):
         s = 0.0
         if active:
             if cached:
-                for j in range(_NREG):  # constant trip count: unrolled, registers
+                # the row's loads first (constant trip counts: unrolled,
+                # registers), all in flight before any is used
+                for j in range(_NREG):
                     d = g + j * G
                     if d < D:
-                        v = float64(x[r, d])
-                        buf[j] = v
+                        buf[j] = x[r, d]
+                for j in range(_NREG):
+                    if g + j * G < D:
+                        v = float64(buf[j])
                         s += v * v if rms else v
             else:
                 for d in range(g, D, G):
@@ -422,7 +574,7 @@ def _row_norm(x, out, wb, eps, rms, stats):
                 if cached:
                     for j in range(_NREG):
                         if g + j * G < D:
-                            dv = buf[j] - mu
+                            dv = float64(buf[j]) - mu
                             s += dv * dv
                 else:
                     for d in range(g, D, G):
@@ -440,7 +592,7 @@ def _row_norm(x, out, wb, eps, rms, stats):
                 for j in range(_NREG):
                     d = g + j * G
                     if d < D:
-                        out[r, d] = (buf[j] - mu) * rstd * wb[0, d] + wb[1, d]
+                        out[r, d] = (float64(buf[j]) - mu) * rstd * wb[0, d] + wb[1, d]
             else:
                 for d in range(g, D, G):
                     out[r, d] = (float64(x[r, d]) - mu) * rstd * wb[0, d] + wb[1, d]
@@ -492,7 +644,9 @@ def launch_signatures():
         add = lambda name, *args: sigs.setdefault(name, []).append(tuple(args))  # noqa: E731
         add("_moments_partial", dt[:, :, ::1], t.boolean, t.boolean, t.int64, f64[:, :, :, ::1])
         add("_pnorm_partial", dt[:, :, ::1], t.int64, f64, t.boolean, t.int64, f64[:, :, ::1])
-        add("_apply", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
+        add("_apply_rows", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
+        add("_apply_cols", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
+        add("_apply_wide", dt[:, :, ::1], dt[:, :, ::1], f64[:, :, ::1], t.boolean, f64, f64)
         add("_row_norm", dt[:, ::1], dt[:, ::1], f64[:, ::1], f64, t.boolean, f64[:, ::1])
         add("_copy1", dt[:], dt[::1])
         add("_copy2", dt[:, :], dt[:, ::1])

@@ -18,7 +18,12 @@ Launch shapes (kernels in ``_cuda_kernels.py``):
     each row range is split into ``S`` parts whose partial
     ``(count, mean, M2, min, max)`` are Chan-merged by a second small kernel.
 ``apply``
-    grid-stride elementwise over the ``(P, R*K)`` view; grid ``(gx, P)``.
+    ``K == 1``: grid-stride over each row of the ``(P, R)`` view, grid
+    ``(gx, P)``; ``1 < K < 32``: the same over the flat ``(P, R*K)`` plane
+    with the column tracked by additions and the parameters in shared memory;
+    ``K >= 32``: a thread per column (its parameters in registers), ``TY``
+    threads along R, grid ``(ceil(K/32), gy, P)``.  Each thread keeps
+    ``_UNROLL`` loads in flight.
 ``row_norm``
     ``D <= ROW_WARP_MAX_D``: warp-per-row (``ROW_GROUP`` = 32 threads per row,
     ``THREADS // 32`` rows per block), beyond: block-per-row (``ROW_BLOCK``
@@ -580,9 +585,20 @@ def apply(x3: Any, out3: Any, center, scale, shift, lo=None, hi=None) -> None:
     clip = lo is not None or hi is not None
     lo = -math.inf if lo is None else float(lo)
     hi = math.inf if hi is None else float(hi)
+    if K >= _k._WIDE_K:
+        # a thread per column (its parameters in registers), TY threads along R
+        tx = min(32, THREADS)
+        ty = max(1, THREADS // tx)
+        kt = math.ceil(K / tx)
+        gz = min(P, MAX_GRID_YZ)
+        gy = max(1, min(math.ceil(_blocks_target() / (kt * gz)), math.ceil(R / ty), MAX_GRID_YZ))
+        gy = max(1, min(gy, APPLY_MAX_BLOCKS // max(1, kt * gz)))
+        _launch(_k._apply_wide, (kt, gy, gz), (tx, ty), x3, out3, prm_d, clip, lo, hi)
+        return
     gy = min(P, MAX_GRID_YZ)
     gx = max(1, min(math.ceil(R * K / THREADS), APPLY_MAX_BLOCKS // gy))
-    _launch(_k._apply, (gx, gy), THREADS, x3.reshape(P, R * K), out3.reshape(P, R * K), prm_d, clip, lo, hi)
+    kern = _k._apply_rows if K == 1 else _k._apply_cols
+    _launch(kern, (gx, gy), THREADS, x3.reshape(P, R * K), out3.reshape(P, R * K), prm_d, clip, lo, hi)
 
 
 def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float | None = None):
