@@ -55,7 +55,7 @@ _FM = set(FASTMATH)
 # --------------------------------------------------------------------------
 
 
-@kernel()
+@kernel(nogil=True)
 def _merge_into_state(cnt, mean, res, m2, mn, mx, nans, c2, mu2, r2, q2, mn2, mx2, nans2, minmax):
     """Chan-merge chunk moments (``*2``) into the state in place; all (F,).
 
@@ -78,14 +78,14 @@ def _merge_into_state(cnt, mean, res, m2, mn, mx, nans, c2, mu2, r2, q2, mn2, mx
         nans[f] += nans2[f]
 
 
-@kernel()
+@kernel(nogil=True)
 def _finalize_var(cnt, m2, ddof, out):
     """out[f] = M2 / (count - ddof), NaN where count - ddof <= 0; all (F,)."""
     for f in range(cnt.shape[0]):
         out[f] = variance(cnt[f], m2[f], ddof)
 
 
-@kernel(parallel=True, fastmath=_FM)
+@kernel(parallel=True, fastmath=_FM, nogil=True)
 def _weighted_moments(x3, w, nsplit):
     """Weighted (count, mean, M2, min, max, nan) of x3 (N, S, F) over N and S.
 

@@ -119,7 +119,7 @@ def _affine_span(v, o, mh, ml, r, w, b, nt):
             o[d] = ((v[d] - mh) - ml) * (r * w[d]) + b[d]
 
 
-@njit(fastmath=_FME, error_model="numpy")
+@njit(fastmath=_FME, error_model="numpy", nogil=True)
 def hilo_affine(v, mh, ml, a, b):
     """((v - mh) - ml) * a + b without 'reassoc', which could fold the mean's
     hi/lo split into one rounded subtraction.  Called per element from

@@ -6,7 +6,7 @@ generic ``prange`` loop that calls it for every ``t``.  The serial kernel is
 compiled as a C callback (``numba.cfunc``), once per argument types, and the
 loop calls it through its address.
 
-Why not ``@njit(parallel=True)`` around the kernel body, or a ``prange`` over
+Why not ``@njit(parallel=True, nogil=True)`` around the kernel body, or a ``prange`` over
 a call to an ``@njit`` function?  Compile time (benchmarks/NOTES.md section
 21).  numba links the LLVM IR of every callee into its caller's module and
 optimizes and compiles it again there: a kernel called from a parfor's
@@ -60,7 +60,7 @@ def _call(typingctx, addr, t, args):
     return types.void(addr, t, args), codegen
 
 
-@kernel(parallel=True)
+@kernel(parallel=True, nogil=True)
 def prange_tasks(addr, ntask, args):
     """Run tasks 0 .. ntask-1 of the kernel at ``addr`` on numba's threads.
     ``args``: the tuple of the kernel's arguments (a plain tuple, not

@@ -119,7 +119,7 @@ def apply_lanes(stream, same, clip):
     return apply_lanes_task
 
 
-@njit(error_model="numpy")
+@njit(error_model="numpy", nogil=True)
 def lowered_param(center, scale, shift, T):
     """One parameter set in x's dtype T, as lane_params lowers them: the
     center rounded to T, the part of it T cannot hold moved into the shift,

@@ -61,7 +61,7 @@ def bn_pipe_ok(P: int, C: int, S: int, isz: int) -> bool:
     )
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def apply_row_moments(u, v, o, ch, sc, sh, stream, same):
     """apply_span(v, o, ...) while the moments of row u (as long as v) are
     summed in the same loops: (count, mean, residual, M2) of u by
@@ -275,7 +275,7 @@ def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, aargs):
     prange_tasks(aaddr, ntask, aargs)
 
 
-@kernel(error_model="numpy")
+@kernel(error_model="numpy", nogil=True)
 def _bn_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, rm, rv, w, b, train, update, mom, eps, out):
     """batch_norm's merges, parameters (batch_norm_params; out (4, C): mean,
     rstd, scale, shift) and apply task, in one call."""
@@ -287,7 +287,7 @@ def _bn_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, rm, rv, w, b, train, 
     apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, aargs)
 
 
-@kernel(error_model="numpy")
+@kernel(error_model="numpy", nogil=True)
 def _standardize_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, ddof, with_mean, with_std, out):
     """standardize's merges, parameters (out (4, C): center, std, scale,
     shift 0) and apply task."""
@@ -297,7 +297,7 @@ def _standardize_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, ddof, with_m
     apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, aargs)
 
 
-@kernel(error_model="numpy")
+@kernel(error_model="numpy", nogil=True)
 def _minmax_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, flo, fhi, out):
     """minmax_scale's merges, parameters (out (3, C): min, scale, shift lo)
     and apply task."""

@@ -46,7 +46,7 @@ def absorb_shifted(n, mean, res, m2, tn, sh, t1, t2):
     return chan_merge_dd(n, mean, res, m2, tn, cm, cr, q)
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def shifted_sums(u, sh):
     """(sum(u - sh), sum((u - sh)**2)) in float64."""
     s1 = 0.0
@@ -58,7 +58,7 @@ def shifted_sums(u, sh):
     return s1, s2
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def segment_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2):
     """One chunk w of :func:`segment_moments`, given its shifted sums s1, s2 about sh.
 
@@ -86,7 +86,7 @@ def segment_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2):
     return n, mean, res, m2, np.float64(T(mean)), 0.0, 0.0, 0.0
 
 
-@njit(fastmath=_FM, error_model="numpy")
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def segment_moments(v, lo, hi):
     """(count, mean, mean residual, M2) of v[lo:hi]: shifted sums per
     ROW_CHUNK chunk about a shift near the mean (v[lo], then the running

@@ -21,7 +21,7 @@ _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)
 
 
-@kernel(fastmath=_FM, error_model="numpy")
+@kernel(fastmath=_FM, error_model="numpy", nogil=True)
 def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
     """Layer/RMS/instance/group norm of a small x2 (R, D), serial, in one loop nest.
 
@@ -76,7 +76,7 @@ def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
                     o2[r, base + j] = (np.float64(x2[r, base + j]) - cm) * a + b
 
 
-@kernel(fastmath=_FM, error_model="numpy")
+@kernel(fastmath=_FM, error_model="numpy", nogil=True)
 def channel_moments(x3, skipnan, cnt, mean, m2):
     """Per-channel (count, mean, M2) of x3 (A, C, S) over A and S: the
     corrected two-pass in float64 (Chan, Golub & LeVeque 1983, eq. 1.7),
@@ -141,7 +141,7 @@ def channel_moments(x3, skipnan, cnt, mean, m2):
             m2[c] = math.nan
 
 
-@kernel(fastmath=_FME, error_model="numpy")
+@kernel(fastmath=_FME, error_model="numpy", nogil=True)
 def channel_apply(x3, y3, center, scale, shift, clip, lo, hi):
     """y3 = clip((x3 - center) * scale + shift) per channel of x3 (A, C, S),
     formed in float64 and rounded once (parameters (C,) float64)."""
@@ -170,7 +170,7 @@ def channel_apply(x3, y3, center, scale, shift, clip, lo, hi):
                 y3[a, c, j] = y
 
 
-@kernel(fastmath=_FM, error_model="numpy")
+@kernel(fastmath=_FM, error_model="numpy", nogil=True)
 def batch_norm_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
     """Batch norm of a small x3 (A, C, S) with channels on axis 1, one serial
     kernel: batch statistics (training) or the running ones, the running
@@ -202,7 +202,7 @@ def batch_norm_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean
     channel_apply(x3, y3, mean, scale, shift, False, 0.0, 0.0)
 
 
-@kernel(fastmath=_FM, error_model="numpy")
+@kernel(fastmath=_FM, error_model="numpy", nogil=True)
 def standardize_small(x3, y3, ddof, with_mean, with_std, center, sd):
     """preprocessing.standardize of a small x3 (A, C, S) over A and S, one
     serial kernel (NaN left out of the statistics; constant features, by
@@ -228,7 +228,7 @@ def standardize_small(x3, y3, ddof, with_mean, with_std, center, sd):
     channel_apply(x3, y3, center, scale, np.zeros(C), False, 0.0, 0.0)
 
 
-@kernel(fastmath=_FME, error_model="numpy")
+@kernel(fastmath=_FME, error_model="numpy", nogil=True)
 def minmax_small(x3, y3, lo, hi, clip):
     """preprocessing.minmax_scale of a small x3 (A, C, S) over A and S, one
     serial kernel (NaN left out of min/max; a zero range counts as 1)."""
