@@ -590,8 +590,9 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_sta
         return y, user_out, None, None
     sshape = inp.shape[: inp.ndim - len(ns)] + (1,) * len(ns)
     sd = V.stats_dtype(inp.dtype)
-    mean = np.asarray(mean, np.float64).reshape(sshape).astype(sd)
-    rstd = np.asarray(rstd, np.float64).reshape(sshape).astype(sd)
+    # (the row kernel's statistics come to the host only when asked for)
+    mean = np.asarray(be.to_host(mean), np.float64).reshape(sshape).astype(sd)
+    rstd = np.asarray(be.to_host(rstd), np.float64).reshape(sshape).astype(sd)
     return y, user_out, mean, rstd
 
 

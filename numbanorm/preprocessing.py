@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _validate as V
-from ._reduce import apply_affine, kept_shape, normalize_axis, reduce_moments, reduce_pnorm
+from ._reduce import _is_c_contiguous, apply_affine, kept_shape, normalize_axis, reduce_moments, reduce_pnorm
 from ._stats import constant_features, minmax_factor, standardize_params
 from .backends.cpu import shortcuts
 from .functional import rows_fusable
@@ -359,6 +359,12 @@ def minmax_scale(
     return user_out if user_out is not None else be.wrap(y, like=inp.orig)
 
 
+def _rows_on_device(inp, y) -> bool:
+    """C-contiguous CUDA x and y: lp_normalize over the last axis takes the
+    fused row kernel (the norm of a row while it is in registers)."""
+    return inp.backend.NAME == "cuda" and _is_c_contiguous(inp.arr) and _is_c_contiguous(y)
+
+
 @V.on_call_stream
 def lp_normalize(
     x: ArrayLike | Any,
@@ -474,8 +480,9 @@ def lp_normalize(
     inp, axes = _prep(x, axis)
     y, user_out = V.out_array(out, inp)
     be = inp.backend
-    if axes == (inp.ndim - 1,) and rows_fusable(inp, y):
-        # rows along the last axis: norm and output fused per cache-resident row
+    if axes == (inp.ndim - 1,) and (rows_fusable(inp, y) or _rows_on_device(inp, y)):
+        # rows along the last axis: norm and output fused per cache-resident
+        # row (CPU) or per row kept in registers (CUDA): one read of x
         D = inp.shape[-1]
         R = inp.arr.size // D
         one, zero = np.ones((1, 1)), np.zeros((1, 1))

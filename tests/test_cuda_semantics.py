@@ -427,3 +427,73 @@ def test_apply_kernels_by_column_count(K, clip, rng):
     cb.apply(cuda.to_device(x), out, c, s, h, lo, hi)
     np.testing.assert_allclose(host(out), want, rtol=1e-14, atol=1e-14)
     assert np.isnan(host(out)[1, 5, 0])
+
+
+def _count_host_copies(monkeypatch):
+    """Count device-to-host copies and stream synchronisations."""
+    n = {"d2h": 0, "sync": 0}
+    if SIM:
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as Arr
+    else:
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray as Arr
+    orig = Arr.copy_to_host
+
+    def copy_to_host(self, *a, **k):
+        n["d2h"] += 1
+        return orig(self, *a, **k)
+
+    monkeypatch.setattr(Arr, "copy_to_host", copy_to_host)
+    orig_sync = cb._sync
+
+    def sync(s):
+        n["sync"] += 1
+        return orig_sync(s)
+
+    monkeypatch.setattr(cb, "_sync", sync)
+    return n
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda d: nbn.layer_norm(d, 7),
+        lambda d: nbn.layer_norm(d, 7, np.ones(7), np.zeros(7)),
+        lambda d: nbn.rms_norm(d, 7),
+        lambda d: nbn.lp_normalize(d, axis=-1),
+        lambda d: nbn.lp_normalize(d, p=np.inf, axis=-1),
+    ],
+    ids=["layer_norm", "layer_norm_affine", "rms_norm", "lp_normalize", "lp_inf"],
+)
+def test_row_ops_without_stats_make_no_host_copy(call, monkeypatch, rng):
+    x = rng.standard_normal((2, 6, 7))
+    d = cuda.to_device(x)
+    n = _count_host_copies(monkeypatch)
+    y = call(d)
+    assert n == {"d2h": 0, "sync": 0}
+    np.testing.assert_allclose(y.copy_to_host(), call(x), rtol=1e-10, atol=1e-12)
+
+
+def test_row_stats_come_to_the_host_when_asked(monkeypatch, rng):
+    d = cuda.to_device(rng.standard_normal((3, 7)))
+    n = _count_host_copies(monkeypatch)
+    nbn.layer_norm(d, 7, return_stats=True)
+    assert n["d2h"] >= 2
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0, 3.0, np.inf])
+def test_lp_normalize_rows_in_one_kernel(p, monkeypatch, rng):
+    """lp_normalize over the last axis: one launch (the row kernel)."""
+    launches = []
+    orig = cb._launch
+    monkeypatch.setattr(cb, "_launch", lambda k, *a: launches.append(k.__name__) or orig(k, *a))
+    x = rng.standard_normal((4, 9))
+    x[1, 3] = np.nan
+    x[2] = 0.0
+    with warnings.catch_warnings():
+        # 0 * inf of the zero row: NaN on a GPU, a NumPy warning in the simulator
+        warnings.simplefilter("ignore", RuntimeWarning)
+        y = nbn.lp_normalize(cuda.to_device(x), p=p, axis=-1, eps=0.0)
+    assert launches == ["_row_norm"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = nbn.lp_normalize(x, p=p, axis=-1, eps=0.0)
+    np.testing.assert_allclose(y.copy_to_host(), want, rtol=1e-12, atol=1e-14)

@@ -64,7 +64,8 @@ class Backend(Protocol):
 
     def row_norm(self, x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float | None = None):
         """Fused norm of each row: out2[r] = (x2[r] - mean[r]) * rstd[r] *
-        weight + bias, returning host (mean, rstd), each (R,) float64.  The
+        weight + bias, returning (mean, rstd), each (R,) float64 arrays of
+        the backend (device arrays on CUDA: ``to_host`` when needed).  The
         statistic: layer norm (rms False, p None), RMS norm (rms True: mean
         0, rstd 1/rms) or ``1/max(||x2[r]||_p, eps)`` (p given: mean 0, NaN
         left out of the norm).  weight/bias: (RW, S) arrays of x's dtype

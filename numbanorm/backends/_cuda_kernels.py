@@ -486,38 +486,47 @@ def _apply_wide(x, out, prm, clip, lo, hi):
 
 
 @cuda.jit(device=True)
-def _group_sum(v, sh, g, G, rb):
-    """Sum of v over the G threads of row-group rb (all block threads must call)."""
+def _combine(a, b, is_max):
+    """a + b, or the larger of the two (is_max: the max-norm)."""
+    if is_max:
+        return b if b > a else a
+    return a + b
+
+
+@cuda.jit(device=True)
+def _group_reduce(v, sh, g, G, rb, is_max):
+    """Sum (or max) of v over the G threads of row-group rb (all block
+    threads must call)."""
     # sh: (_MAX_BLOCK,) shared scratch; thread (g, rb) of a (G, RB) block
     if _HAVE_SHFL and G == _WARP:
         # warp-per-row: butterfly shuffles, every lane gets the total
         off = _WARP // 2
         while off > 0:
-            v += cuda.shfl_xor_sync(_FULL_MASK, v, off)
+            v = _combine(v, cuda.shfl_xor_sync(_FULL_MASK, v, off), is_max)
             off //= 2
         return v
     base = rb * G
     if _HAVE_SHFL and G % _WARP == 0:
-        # block-per-row: shuffles inside each warp, then the G/32 warp sums
+        # block-per-row: shuffles inside each warp, then the G/32 warp totals
         off = _WARP // 2
         while off > 0:
-            v += cuda.shfl_xor_sync(_FULL_MASK, v, off)
+            v = _combine(v, cuda.shfl_xor_sync(_FULL_MASK, v, off), is_max)
             off //= 2
         if g % _WARP == 0:
             sh[base + g // _WARP] = v
         cuda.syncthreads()
-        tot = 0.0
-        for i in range(G // _WARP):
-            tot += sh[base + i]
+        tot = sh[base]
+        for i in range(1, G // _WARP):
+            tot = _combine(tot, sh[base + i], is_max)
         cuda.syncthreads()
         return tot
-    # shared-memory tree (simulator, or group sizes that are not warp multiples)
+    # shared-memory tree (group sizes that are not warp multiples)
     sh[base + g] = v
     cuda.syncthreads()
     step = _pow2_ceil(G) // 2
     while step > 0:
         if g < step and g + step < G:
-            sh[base + g] += sh[base + g + step]
+            sh[base + g] = _combine(sh[base + g], sh[base + g + step], is_max)
         cuda.syncthreads()
         step //= 2
     tot = sh[base]
@@ -525,9 +534,34 @@ def _group_sum(v, sh, g, G, rb):
     return tot
 
 
+@cuda.jit(device=True)
+def _row_term(s, v, mode, pmode, p_exp):
+    """Pass 1 of a row: s plus v's term (layer norm: v; RMS: v*v; p-norms:
+    |v|**p or the running max of |v|, NaN left out)."""
+    if mode == 0:
+        return s + v
+    if mode == 1:
+        return s + v * v
+    return _pnorm_add(s, abs(v), pmode, p_exp, True)
+
+
+@cuda.jit(device=True)
+def _pnorm_root(s, p_exp, pmode):
+    """||x||_p from s = sum |x|**p (pmode 2: s is already max |x|): the
+    scalar twin of _stats.pnorm_finish, whose np.sqrt has no CUDA version."""
+    if pmode == 0 or pmode == 2:
+        return s
+    if pmode == 1:
+        return math.sqrt(s)
+    return s ** (1.0 / p_exp)
+
+
 @cuda.jit
-def _row_norm(x, out, wb, eps, rms, stats):
-    """Fused layer/RMS norm; G threads per row (G=32: warp-per-row; G=block: block-per-row)."""
+def _row_norm(x, out, wb, eps, mode, p_exp, stats):
+    """Fused layer norm (mode 0), RMS norm (1) or lp_normalize (2: x /
+    max(||x||_p, eps), NaN left out of the norm) of each row, in one read
+    while the row fits the group's registers; G threads per row (G=32:
+    warp-per-row; G=block: block-per-row)."""
     # x, out: (R, D); wb: (2, D) float64 = weight, bias; stats: (2, R) = mean, rstd
     # block (G, RB): RB rows per block; grid-stride over rows in RB steps.
     sh = cuda.shared.array(_MAX_BLOCK, float64)
@@ -539,11 +573,15 @@ def _row_norm(x, out, wb, eps, rms, stats):
     RB = cuda.blockDim.y
     cached = D <= G * _NREG  # the whole row fits in the group's registers
     dn = float64(D)
+    # p-norm kind: 0 p=1, 1 p=2, 2 p=inf (a max), 3 other p
+    pmode = 0 if p_exp == 1.0 else (1 if p_exp == 2.0 else (2 if p_exp == math.inf else 3))
+    is_max = mode == 2 and pmode == 2
     # the base loop is block-uniform: every thread reaches every syncthreads
     for base in range(cuda.blockIdx.x * RB, R, cuda.gridDim.x * RB):
         r = base + rb
         active = r < R
-        # pass 1: sum (layer norm) or sum of squares (RMS norm), float64
+        # pass 1: sum (layer norm), sum of squares (RMS norm) or the p-norm's
+        # sum (or max), float64
         s = 0.0
         if active:
             if cached:
@@ -555,16 +593,19 @@ def _row_norm(x, out, wb, eps, rms, stats):
                         buf[j] = x[r, d]
                 for j in range(_NREG):
                     if g + j * G < D:
-                        v = float64(buf[j])
-                        s += v * v if rms else v
+                        s = _row_term(s, float64(buf[j]), mode, pmode, p_exp)
             else:
                 for d in range(g, D, G):
-                    v = float64(x[r, d])
-                    s += v * v if rms else v
-        tot = _group_sum(s, sh, g, G, rb)
-        if rms:
-            mu = 0.0
+                    s = _row_term(s, float64(x[r, d]), mode, pmode, p_exp)
+        tot = _group_reduce(s, sh, g, G, rb, is_max)
+        mu = 0.0
+        if mode == 2:
+            den = _pnorm_root(tot, p_exp, pmode)
+            den = den if den > eps else eps
+            rstd = 1.0 / den if den != 0.0 else math.inf  # (the simulator raises on 1/0)
+        elif mode == 1:
             var = tot / dn  # mean square: no subtraction, no cancellation
+            rstd = inv_std(var, eps) if var + eps != 0.0 else math.inf
         else:
             mu = tot / dn
             # pass 2: exact two-pass variance around the row mean (never
@@ -580,13 +621,12 @@ def _row_norm(x, out, wb, eps, rms, stats):
                     for d in range(g, D, G):
                         dv = float64(x[r, d]) - mu
                         s += dv * dv
-            q = _group_sum(s, sh, g, G, rb)
+            q = _group_reduce(s, sh, g, G, rb, False)
             var = variance(dn, q, 0.0)
-        if active:
             # var + eps == 0 (eps=0, constant row) is inf on the GPU; guarded
-            # so the simulator (which runs inv_std on the CPU, where a zero
-            # division raises) agrees.
+            # so the simulator (which runs inv_std on the CPU) agrees.
             rstd = inv_std(var, eps) if var + eps != 0.0 else math.inf
+        if active:
             # pass 3: normalize, scale, shift; cast to out's dtype on store
             if cached:
                 for j in range(_NREG):
@@ -647,7 +687,7 @@ def launch_signatures():
         add("_apply_rows", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
         add("_apply_cols", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
         add("_apply_wide", dt[:, :, ::1], dt[:, :, ::1], f64[:, :, ::1], t.boolean, f64, f64)
-        add("_row_norm", dt[:, ::1], dt[:, ::1], f64[:, ::1], f64, t.boolean, f64[:, ::1])
+        add("_row_norm", dt[:, ::1], dt[:, ::1], f64[:, ::1], f64, t.int64, f64, f64[:, ::1])
         add("_copy1", dt[:], dt[::1])
         add("_copy2", dt[:, :], dt[:, ::1])
         add("_copy3", dt[:, :, :], dt[:, :, ::1])

@@ -602,32 +602,27 @@ def apply(x3: Any, out3: Any, center, scale, shift, lo=None, hi=None) -> None:
 
 
 def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float | None = None):
-    """Fused layer norm (rms=False) or RMS norm of each row of a (R, D) device
-    array; with ``p``, ``x / max(||x||_p, eps)`` (the p-norms by ``pnorm``,
-    then ``apply``: two passes).  weight/bias: (1, D) or (1, 1) host arrays
-    (ROW_NORM_GROUPED is False here).
+    """Fused layer norm (rms=False), RMS norm, or with ``p`` ``x /
+    max(||x||_p, eps)`` (NaN left out of the norm) of each row of a (R, D)
+    device array, in one kernel: one read of x while a row fits the
+    registers of its warp (D <= 1024) or block (D <= 8192).  weight/bias:
+    (1, D) or (1, 1) host arrays (ROW_NORM_GROUPED is False here).
 
-    Returns host float64 ``(mean, rstd)`` of shape (R,) (mean is zeros for RMS
-    and p-norms).
+    Returns ``(mean, rstd)`` as (R,) float64 *device* arrays (mean 0 for RMS
+    and p-norms): nothing is copied to the host unless the caller asks
+    (``to_host``).
     """
     x2 = as_device(x2)
     out2 = as_device(out2)
     R, D = x2.shape
+    stats = _alloc((2, R), np.float64)
     if R == 0 or D == 0:
-        nan = np.full(R, np.nan)
-        return (np.zeros(R) if (rms or p is not None) else nan.copy()), nan
-    if p is not None:
-        with np.errstate(divide="ignore"):
-            rstd = 1.0 / np.maximum(pnorm(x2.reshape(R, D, 1), p)[:, 0], eps)
-        zero = np.zeros((R, 1))
-        apply(x2.reshape(R, D, 1), out2.reshape(R, D, 1), zero, rstd.reshape(R, 1), zero)
-        return np.zeros(R), rstd
-    s = _stream()
+        return stats[0], stats[1]
+    mode = 2 if p is not None else (1 if rms else 0)
     wb = np.empty((2, D))
     wb[0] = 1.0 if weight is None else np.asarray(weight, np.float64).reshape(-1)
     wb[1] = 0.0 if bias is None else np.asarray(bias, np.float64).reshape(-1)
     wb_d = from_host(wb)
-    stats = _alloc((2, R), np.float64)
     if D <= ROW_WARP_MAX_D:
         group = min(ROW_GROUP, _k._MAX_BLOCK)
         rows_per_block = max(1, min(THREADS, _k._MAX_BLOCK) // group)
@@ -635,10 +630,9 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
         group = min(ROW_BLOCK, _k._MAX_BLOCK)
         rows_per_block = 1
     blocks = max(1, min(math.ceil(R / rows_per_block), ROW_MAX_BLOCKS))
-    _launch(_k._row_norm, blocks, (group, rows_per_block), x2, out2, wb_d, float(eps), bool(rms), stats)
-    res = stats.copy_to_host(stream=s)
-    _sync(s)
-    return res[0], res[1]
+    pe = 0.0 if p is None else float(p)
+    _launch(_k._row_norm, blocks, (group, rows_per_block), x2, out2, wb_d, float(eps), mode, pe, stats)
+    return stats[0], stats[1]
 
 
 def pnorm(x3: Any, p: float) -> np.ndarray:
