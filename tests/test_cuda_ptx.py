@@ -395,3 +395,33 @@ def test_kernel_assembles_without_spills(ptx_results, ptxas, name, tmp_path):
 
 if __name__ == "__main__":
     print(json.dumps(_compile_all(sys.argv[1])))
+
+
+_CACHE_PROBE = """
+import json, os
+os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
+from numbanorm.backends import _cuda_kernels as k
+from numbanorm._cache import package_stamp
+out = {}
+for name in k.launch_signatures():
+    c = getattr(getattr(k, name), "_cache", None)
+    loc = getattr(getattr(c, "_impl", None), "locator", None)
+    out[name] = [type(c).__name__, loc is not None and loc.get_source_stamp() == package_stamp()]
+print(json.dumps(out))
+"""
+
+
+def test_kernels_are_cached_on_disk_under_the_package_stamp():
+    """Every launched kernel has numba-cuda's disk cache, keyed on the whole
+    package's source (a second process loads instead of compiling; a
+    changed device function in _stats.py recompiles).  Importing the kernel
+    module needs no GPU."""
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _CACHE_PROBE], capture_output=True, text=True, env=env, timeout=120
+    )
+    if proc.returncode != 0 and "CudaSupportError" in proc.stderr:
+        pytest.skip("numba-cuda cannot be imported with the simulator off here")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got and all(v == ["_PackageCUDACache", True] for v in got.values()), got

@@ -497,3 +497,21 @@ def test_lp_normalize_rows_in_one_kernel(p, monkeypatch, rng):
     with np.errstate(invalid="ignore", divide="ignore"):
         want = nbn.lp_normalize(x, p=p, axis=-1, eps=0.0)
     np.testing.assert_allclose(y.copy_to_host(), want, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.skipif(SIM, reason="numba-cuda's disk cache needs a GPU to compile")
+def test_a_second_process_loads_the_kernels_from_disk(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np; from numba import cuda; import numbanorm as nbn;"
+        "from numbanorm.backends import _cuda_kernels as k;"
+        "nbn.layer_norm(cuda.to_device(np.ones((4, 8), np.float32)), 8);"
+        "print(sum(k._row_norm._cache_hits.values()), sum(k._row_norm._cache_misses.values()))"
+    )
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path), "NUMBA_ENABLE_CUDASIM": "0"}
+    cmd = [sys.executable, "-c", code]
+    runs = [subprocess.run(cmd, capture_output=True, text=True, env=env) for _ in "12"]
+    hits_misses = [tuple(map(int, r.stdout.split())) for r in runs]
+    assert hits_misses[0] == (0, 1) and hits_misses[1] == (1, 0), (hits_misses, runs[1].stderr[-500:])

@@ -27,6 +27,7 @@ import math
 from numba import cuda, float64
 from numba.core import config
 
+from .._config import CACHE
 from .._stats import chan_merge_dd, inv_std, shifted_moments, variance
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
@@ -57,10 +58,43 @@ _MIN_BLOCKS = 4
 _MIN_BLOCKS_MOMENTS = 2  # 512 threads per SM, _CH = 16 loads in flight each
 
 
-def _kernel(launch_bounds):
-    """``cuda.jit`` with launch bounds (ptxas then fits the kernel's
-    registers to that many resident blocks); the simulator's jit takes none."""
-    return cuda.jit if SIMULATOR else cuda.jit(launch_bounds=launch_bounds)
+def _package_cache(kern):
+    """numba-cuda's on-disk cache for a kernel, keyed (like the CPU kernels',
+    numbanorm/_cache.py) on the source of the whole package: numba keys a
+    kernel on its own file, so a changed device function of ``_stats.py``
+    would keep its old code in the cached kernel."""
+    from numba.cuda.core import caching as cc
+    from numba.cuda.dispatcher import CUDACache, CUDACacheImpl
+
+    from .._cache import package_stamp
+
+    class _Stamp:
+        def get_source_stamp(self):
+            return package_stamp()
+
+    locators = [
+        type(f"_Pkg{c.__name__}", (_Stamp, c), {})
+        for c in (cc._UserProvidedCacheLocator, cc._InTreeCacheLocator, cc._UserWideCacheLocator)
+    ]
+    impl = type("_PackageCUDACacheImpl", (CUDACacheImpl,), {"_locator_classes": locators})
+    cache = type("_PackageCUDACache", (CUDACache,), {"_impl_class": impl})
+    kern._cache = cache(kern.py_func)
+    return kern
+
+
+def _kernel(launch_bounds=None):
+    """``cuda.jit`` for a kernel: launch bounds (ptxas then fits its
+    registers to that many resident blocks) and the on-disk cache
+    (_package_cache: a new process loads it instead of compiling, 0.1-2.3 s
+    per kernel and dtype); the simulator's jit takes neither."""
+    if SIMULATOR:
+        return cuda.jit
+
+    def deco(pyfunc):
+        kern = cuda.jit(launch_bounds=launch_bounds)(pyfunc) if launch_bounds else cuda.jit(pyfunc)
+        return _package_cache(kern) if CACHE else kern
+
+    return deco
 
 
 # Elements in flight per thread in the apply and p-norm loops (loaded before
@@ -267,7 +301,7 @@ def _warp_merge(n, mu, r, q, lo, hi):
     return n, mu, r, q, lo, hi
 
 
-@cuda.jit
+@_kernel()
 def _moments_merge(part, res):
     """Chan-merge the S partials of each (p, k), in order (deterministic),
     carrying the mean's rounding residual (chan_merge_dd)."""
@@ -556,7 +590,7 @@ def _pnorm_root(s, p_exp, pmode):
     return s ** (1.0 / p_exp)
 
 
-@cuda.jit
+@_kernel()
 def _row_norm(x, out, wb, eps, mode, p_exp, stats):
     """Fused layer norm (mode 0), RMS norm (1) or lp_normalize (2: x /
     max(||x||_p, eps), NaN left out of the norm) of each row, in one read
@@ -641,7 +675,7 @@ def _row_norm(x, out, wb, eps, mode, p_exp, stats):
                 stats[1, r] = rstd
 
 
-@cuda.jit
+@_kernel()
 def _copy1(src, dst):
     """dst[...] = src[...] for a strided 1-D src into a contiguous dst (grid-stride)."""
     # src, dst: (A,)
@@ -649,7 +683,7 @@ def _copy1(src, dst):
         dst[i] = src[i]
 
 
-@cuda.jit
+@_kernel()
 def _copy2(src, dst):
     """dst[...] = src[...] for a strided 2-D src into a C-contiguous dst (grid-stride)."""
     # src, dst: (A, B)
@@ -659,7 +693,7 @@ def _copy2(src, dst):
         dst[a, i - a * B] = src[a, i - a * B]
 
 
-@cuda.jit
+@_kernel()
 def _copy3(src, dst):
     """dst[...] = src[...] for a strided 3-D src into a C-contiguous dst (grid-stride)."""
     # src, dst: (A, B, C)
