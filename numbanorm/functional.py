@@ -517,9 +517,11 @@ def instance_norm(
         W = (w if w is not None else np.ones(C)).reshape(C, 1)
         B = (b if b is not None else np.zeros(C)).reshape(C, 1)
         mean, rstd = _fused_rows(inp, y, N * C, W, B, eps, stream)
+        if not return_stats:  # (CUDA: the statistics stay on the device)
+            return _finish(inp, y, user_out, None)
         sd = V.stats_dtype(inp.dtype)
-        stats = (mean.reshape(N, C).astype(sd), rstd.reshape(N, C).astype(sd))
-        return _finish(inp, y, user_out, stats if return_stats else None)
+        mean, rstd = inp.backend.to_host(mean), inp.backend.to_host(rstd)
+        return _finish(inp, y, user_out, (mean.reshape(N, C).astype(sd), rstd.reshape(N, C).astype(sd)))
     with inp.backend.context(stream):
         if use_input_stats:
             cnt, mean, var, m2 = _channel_stats(inp, axes)  # (N, C)
@@ -994,9 +996,11 @@ def group_norm(
         W = (w if w is not None else np.ones(C)).reshape(G, C // G)
         B = (b if b is not None else np.zeros(C)).reshape(G, C // G)
         mean, rstd = _fused_rows(inp, y, N * G, W, B, eps, stream)
+        if not return_stats:  # (CUDA: the statistics stay on the device)
+            return _finish(inp, y, user_out, None)
         sd = V.stats_dtype(inp.dtype)
-        stats = (mean.reshape(N, G).astype(sd), rstd.reshape(N, G).astype(sd))
-        return _finish(inp, y, user_out, stats if return_stats else None)
+        mean, rstd = be.to_host(mean), be.to_host(rstd)
+        return _finish(inp, y, user_out, (mean.reshape(N, G).astype(sd), rstd.reshape(N, G).astype(sd)))
     # split the channel axis into (G, C/G): a view for any layout with the
     # channel axis contiguous in memory order (NCHW and NHWC alike)
     xc = inp.arr

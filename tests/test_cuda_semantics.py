@@ -482,7 +482,8 @@ def test_row_stats_come_to_the_host_when_asked(monkeypatch, rng):
 
 @pytest.mark.parametrize("p", [1.0, 2.0, 3.0, np.inf])
 def test_lp_normalize_rows_in_one_kernel(p, monkeypatch, rng):
-    """lp_normalize over the last axis: one launch (the row kernel)."""
+    """lp_normalize over the last axis: one launch (the row kernel) for p =
+    1, 2, inf; other p: the p-norms, then apply."""
     launches = []
     orig = cb._launch
     monkeypatch.setattr(cb, "_launch", lambda k, *a: launches.append(k.__name__) or orig(k, *a))
@@ -493,7 +494,7 @@ def test_lp_normalize_rows_in_one_kernel(p, monkeypatch, rng):
         # 0 * inf of the zero row: NaN on a GPU, a NumPy warning in the simulator
         warnings.simplefilter("ignore", RuntimeWarning)
         y = nbn.lp_normalize(cuda.to_device(x), p=p, axis=-1, eps=0.0)
-    assert launches == ["_row_norm"]
+    assert launches == (["_row_lp"] if p != 3.0 else ["_pnorm_partial", "_apply_rows"])
     with np.errstate(invalid="ignore", divide="ignore"):
         want = nbn.lp_normalize(x, p=p, axis=-1, eps=0.0)
     np.testing.assert_allclose(y.copy_to_host(), want, rtol=1e-12, atol=1e-14)
@@ -515,3 +516,25 @@ def test_a_second_process_loads_the_kernels_from_disk(tmp_path):
     runs = [subprocess.run(cmd, capture_output=True, text=True, env=env) for _ in "12"]
     hits_misses = [tuple(map(int, r.stdout.split())) for r in runs]
     assert hits_misses[0] == (0, 1) and hits_misses[1] == (1, 0), (hits_misses, runs[1].stderr[-500:])
+
+
+@pytest.mark.parametrize("op", ["instance_norm", "group_norm", "group_norm_affine", "instance_norm_affine"])
+def test_instance_and_group_norm_in_one_kernel(op, monkeypatch, rng):
+    """Channels-first instance/group norm: rows with weights per row or per
+    row segment, one launch of the row kernel, no host copy."""
+    launches = []
+    orig = cb._launch
+    monkeypatch.setattr(cb, "_launch", lambda k, *a: launches.append(k.__name__) or orig(k, *a))
+    x = rng.standard_normal((2, 6, 5)) * 2 + 1
+    w, b = rng.standard_normal(6), rng.standard_normal(6)
+    f = {
+        "instance_norm": lambda a: nbn.instance_norm(a),
+        "instance_norm_affine": lambda a: nbn.instance_norm(a, weight=w, bias=b),
+        "group_norm": lambda a: nbn.group_norm(a, 3),
+        "group_norm_affine": lambda a: nbn.group_norm(a, 3, w, b),
+    }[op]
+    n = _count_host_copies(monkeypatch)
+    y = f(cuda.to_device(x))
+    assert n == {"d2h": 0, "sync": 0}
+    assert launches == ["_row_layer"]
+    np.testing.assert_allclose(y.copy_to_host(), f(x), rtol=1e-10, atol=1e-12)

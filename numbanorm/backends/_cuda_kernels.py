@@ -570,13 +570,22 @@ def _group_reduce(v, sh, g, G, rb, is_max):
 
 @cuda.jit(device=True)
 def _row_term(s, v, mode, pmode, p_exp):
-    """Pass 1 of a row: s plus v's term (layer norm: v; RMS: v*v; p-norms:
-    |v|**p or the running max of |v|, NaN left out)."""
+    """Pass 1 of a row: s plus v's term (layer norm: v; RMS: v*v; p-norms
+    of p = 1, 2, inf: |v|, v*v or the running max of |v|, NaN left out)."""
     if mode == 0:
         return s + v
     if mode == 1:
         return s + v * v
-    return _pnorm_add(s, abs(v), pmode, p_exp, True)
+    # p = 1, 2 or inf only (a pow per element made the kernel spill: other
+    # p take pnorm + apply)
+    a = abs(v)
+    if a != a:
+        return s
+    if pmode == 0:
+        return s + a
+    if pmode == 1:
+        return s + a * a
+    return a if a > s else s
 
 
 @cuda.jit(device=True)
@@ -590,14 +599,72 @@ def _pnorm_root(s, p_exp, pmode):
     return s ** (1.0 / p_exp)
 
 
-@_kernel()
-def _row_norm(x, out, wb, eps, mode, p_exp, stats):
-    """Fused layer norm (mode 0), RMS norm (1) or lp_normalize (2: x /
-    max(||x||_p, eps), NaN left out of the norm) of each row, in one read
-    while the row fits the group's registers; G threads per row (G=32:
-    warp-per-row; G=block: block-per-row)."""
-    # x, out: (R, D); wb: (2, D) float64 = weight, bias; stats: (2, R) = mean, rstd
-    # block (G, RB): RB rows per block; grid-stride over rows in RB steps.
+@cuda.jit(device=True)
+def _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps):
+    """(mean, rstd) of row r, read into ``buf`` when ``cached`` (kept there
+    for the output pass): layer norm (mode 0: exact two-pass about the row
+    mean), RMS norm (1), p-norm (2: 1/max(||x||_p, eps), NaN left out).
+    Every thread of the block calls (group reductions)."""
+    D = x.shape[1]
+    dn = float64(D)
+    # p-norm kind: 0 p=1, 1 p=2, 2 p=inf (a max), 3 other p
+    pmode = 0 if p_exp == 1.0 else (1 if p_exp == 2.0 else (2 if p_exp == math.inf else 3))
+    # pass 1: sum (layer norm), sum of squares (RMS norm) or the p-norm's sum
+    # (or max), float64
+    s = 0.0
+    if active:
+        if cached:
+            # the row's loads first (constant trip counts: unrolled,
+            # registers), all in flight before any is used
+            for j in range(_NREG):
+                d = g + j * G
+                if d < D:
+                    buf[j] = x[r, d]
+            for j in range(_NREG):
+                if g + j * G < D:
+                    s = _row_term(s, float64(buf[j]), mode, pmode, p_exp)
+        else:
+            for d in range(g, D, G):
+                s = _row_term(s, float64(x[r, d]), mode, pmode, p_exp)
+    tot = _group_reduce(s, sh, g, G, rb, mode == 2 and pmode == 2)
+    if mode == 2:
+        den = _pnorm_root(tot, p_exp, pmode)
+        den = den if den > eps else eps
+        return 0.0, (1.0 / den if den != 0.0 else math.inf)  # (the simulator raises on 1/0)
+    if mode == 1:
+        var = tot / dn  # mean square: no subtraction, no cancellation
+        return 0.0, (inv_std(var, eps) if var + eps != 0.0 else math.inf)
+    mu = tot / dn
+    # pass 2: exact two-pass variance around the row mean (never E[x^2] -
+    # E[x]^2; guarded by test_cuda_primitives accuracy tests)
+    s = 0.0
+    if active:
+        if cached:
+            for j in range(_NREG):
+                if g + j * G < D:
+                    dv = float64(buf[j]) - mu
+                    s += dv * dv
+        else:
+            for d in range(g, D, G):
+                dv = float64(x[r, d]) - mu
+                s += dv * dv
+    var = variance(dn, _group_reduce(s, sh, g, G, rb, False), 0.0)
+    # var + eps == 0 (eps=0, constant row) is inf on the GPU; guarded so the
+    # simulator (which runs inv_std on the CPU) agrees.
+    return mu, (inv_std(var, eps) if var + eps != 0.0 else math.inf)
+
+
+@(cuda.jit(device=True) if SIMULATOR else cuda.jit(device=True, forceinline=True))
+def _row_norm_body(x, out, wb, eps, mode, p_exp, stats):
+    """The row kernels' body (mode a constant of each kernel: the others'
+    code is not compiled in): statistics of each row (_row_stats), then
+    out = (x - mean) * rstd * weight + bias, one read of x while the row
+    fits the group's registers; G threads per row (G=32: warp-per-row;
+    G=block: block-per-row)."""
+    # x, out: (R, D); wb: (2, RW, S) float64: row r takes wb[:, r % RW] in S
+    # equal segments (layer norm: (2, 1, D), instance norm: (2, C, 1), group
+    # norm: (2, G, C/G)); stats: (2, R) = mean, rstd.  Block (G, RB): RB rows
+    # per block; grid-stride over rows in RB steps.
     sh = cuda.shared.array(_MAX_BLOCK, float64)
     buf = cuda.local.array(_NREG, x.dtype)  # x's dtype: half the registers of float64
     R, D = x.shape
@@ -606,73 +673,65 @@ def _row_norm(x, out, wb, eps, mode, p_exp, stats):
     rb = cuda.threadIdx.y
     RB = cuda.blockDim.y
     cached = D <= G * _NREG  # the whole row fits in the group's registers
-    dn = float64(D)
-    # p-norm kind: 0 p=1, 1 p=2, 2 p=inf (a max), 3 other p
-    pmode = 0 if p_exp == 1.0 else (1 if p_exp == 2.0 else (2 if p_exp == math.inf else 3))
-    is_max = mode == 2 and pmode == 2
+    RW = wb.shape[1]
+    seglen = D // wb.shape[2]
+    # element d = g + j*G takes segment d // seglen, tracked by additions
+    # from thread g's first segment (no division per element)
+    sg0 = g // seglen
+    rm0 = g - sg0 * seglen
+    dq = G // seglen
+    dr = G - dq * seglen
     # the base loop is block-uniform: every thread reaches every syncthreads
     for base in range(cuda.blockIdx.x * RB, R, cuda.gridDim.x * RB):
         r = base + rb
         active = r < R
-        # pass 1: sum (layer norm), sum of squares (RMS norm) or the p-norm's
-        # sum (or max), float64
-        s = 0.0
+        mu, rstd = _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps)
         if active:
-            if cached:
-                # the row's loads first (constant trip counts: unrolled,
-                # registers), all in flight before any is used
-                for j in range(_NREG):
-                    d = g + j * G
-                    if d < D:
-                        buf[j] = x[r, d]
-                for j in range(_NREG):
-                    if g + j * G < D:
-                        s = _row_term(s, float64(buf[j]), mode, pmode, p_exp)
-            else:
-                for d in range(g, D, G):
-                    s = _row_term(s, float64(x[r, d]), mode, pmode, p_exp)
-        tot = _group_reduce(s, sh, g, G, rb, is_max)
-        mu = 0.0
-        if mode == 2:
-            den = _pnorm_root(tot, p_exp, pmode)
-            den = den if den > eps else eps
-            rstd = 1.0 / den if den != 0.0 else math.inf  # (the simulator raises on 1/0)
-        elif mode == 1:
-            var = tot / dn  # mean square: no subtraction, no cancellation
-            rstd = inv_std(var, eps) if var + eps != 0.0 else math.inf
-        else:
-            mu = tot / dn
-            # pass 2: exact two-pass variance around the row mean (never
-            # E[x^2] - E[x]^2; guarded by test_cuda_primitives accuracy tests)
-            s = 0.0
-            if active:
-                if cached:
-                    for j in range(_NREG):
-                        if g + j * G < D:
-                            dv = float64(buf[j]) - mu
-                            s += dv * dv
-                else:
-                    for d in range(g, D, G):
-                        dv = float64(x[r, d]) - mu
-                        s += dv * dv
-            q = _group_reduce(s, sh, g, G, rb, False)
-            var = variance(dn, q, 0.0)
-            # var + eps == 0 (eps=0, constant row) is inf on the GPU; guarded
-            # so the simulator (which runs inv_std on the CPU) agrees.
-            rstd = inv_std(var, eps) if var + eps != 0.0 else math.inf
-        if active:
-            # pass 3: normalize, scale, shift; cast to out's dtype on store
+            # normalize, scale, shift; cast to out's dtype on store
+            wr = wb[0, r % RW]
+            br = wb[1, r % RW]
+            sg = sg0
+            rm = rm0
             if cached:
                 for j in range(_NREG):
                     d = g + j * G
                     if d < D:
-                        out[r, d] = (float64(buf[j]) - mu) * rstd * wb[0, d] + wb[1, d]
+                        out[r, d] = (float64(buf[j]) - mu) * rstd * wr[sg] + br[sg]
+                    sg += dq
+                    rm += dr
+                    if rm >= seglen:
+                        rm -= seglen
+                        sg += 1
             else:
                 for d in range(g, D, G):
-                    out[r, d] = (float64(x[r, d]) - mu) * rstd * wb[0, d] + wb[1, d]
+                    out[r, d] = (float64(x[r, d]) - mu) * rstd * wr[sg] + br[sg]
+                    sg += dq
+                    rm += dr
+                    if rm >= seglen:
+                        rm -= seglen
+                        sg += 1
             if g == 0:
                 stats[0, r] = mu
                 stats[1, r] = rstd
+
+
+@_kernel()
+def _row_layer(x, out, wb, eps, stats):
+    """Layer norm of each row (also instance and group norm as rows)."""
+    _row_norm_body(x, out, wb, eps, 0, 0.0, stats)
+
+
+@_kernel()
+def _row_rms(x, out, wb, eps, stats):
+    """RMS norm of each row."""
+    _row_norm_body(x, out, wb, eps, 1, 0.0, stats)
+
+
+@_kernel()
+def _row_lp(x, out, wb, eps, p_exp, stats):
+    """lp_normalize of each row for p = 1, 2, inf: x / max(||x||_p, eps),
+    NaN left out of the norm."""
+    _row_norm_body(x, out, wb, eps, 2, p_exp, stats)
 
 
 @_kernel()
@@ -721,7 +780,9 @@ def launch_signatures():
         add("_apply_rows", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
         add("_apply_cols", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
         add("_apply_wide", dt[:, :, ::1], dt[:, :, ::1], f64[:, :, ::1], t.boolean, f64, f64)
-        add("_row_norm", dt[:, ::1], dt[:, ::1], f64[:, ::1], f64, t.int64, f64, f64[:, ::1])
+        add("_row_layer", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64[:, ::1])
+        add("_row_rms", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64[:, ::1])
+        add("_row_lp", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64, f64[:, ::1])
         add("_copy1", dt[:], dt[::1])
         add("_copy2", dt[:, :], dt[:, ::1])
         add("_copy3", dt[:, :, :], dt[:, :, ::1])

@@ -76,8 +76,8 @@ from . import Moments  # noqa: E402
 
 SIMULATOR = bool(_numba_config.ENABLE_CUDASIM)
 NAME = "cuda"
-# row_norm takes (1, D) weights only (per-row/segment weights: not fused here)
-ROW_NORM_GROUPED = False
+# row_norm takes (RW, S) weights: instance and group norm run as rows
+ROW_NORM_GROUPED = True
 
 
 def _require_gpu() -> None:
@@ -605,8 +605,11 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     """Fused layer norm (rms=False), RMS norm, or with ``p`` ``x /
     max(||x||_p, eps)`` (NaN left out of the norm) of each row of a (R, D)
     device array, in one kernel: one read of x while a row fits the
-    registers of its warp (D <= 1024) or block (D <= 8192).  weight/bias:
-    (1, D) or (1, 1) host arrays (ROW_NORM_GROUPED is False here).
+    registers of its warp (D <= 1024) or block (D <= 8192); p other than 1,
+    2 and inf: the p-norms, then apply (two reads).  weight/bias:
+    (RW, S) host arrays: row r takes row r % RW, in S equal segments
+    (ROW_NORM_GROUPED: instance norm RW = C, S = 1; group norm RW = G,
+    S = C/G; layer norm (1, D)).
 
     Returns ``(mean, rstd)`` as (R,) float64 *device* arrays (mean 0 for RMS
     and p-norms): nothing is copied to the host unless the caller asks
@@ -615,14 +618,25 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     x2 = as_device(x2)
     out2 = as_device(out2)
     R, D = x2.shape
+    if p is not None and float(p) not in (1.0, 2.0, math.inf):
+        # other p: a pow per element would make the row kernel spill; the
+        # p-norms (pnorm), then apply (two reads)
+        with np.errstate(divide="ignore"):
+            rstd = 1.0 / np.maximum(pnorm(x2.reshape(R, D, 1), p)[:, 0], eps)
+        zero = np.zeros((R, 1))
+        apply(x2.reshape(R, D, 1), out2.reshape(R, D, 1), zero, rstd.reshape(R, 1), zero)
+        return from_host(np.zeros(R)), from_host(rstd)
     stats = _alloc((2, R), np.float64)
     if R == 0 or D == 0:
         return stats[0], stats[1]
     mode = 2 if p is not None else (1 if rms else 0)
-    wb = np.empty((2, D))
-    wb[0] = 1.0 if weight is None else np.asarray(weight, np.float64).reshape(-1)
-    wb[1] = 0.0 if bias is None else np.asarray(bias, np.float64).reshape(-1)
-    wb_d = from_host(wb)
+    w = np.ones((1, 1)) if weight is None else np.asarray(weight, np.float64)
+    b = np.zeros((1, 1)) if bias is None else np.asarray(bias, np.float64)
+    w = w.reshape(1, -1) if w.ndim < 2 else w
+    b = b.reshape(1, -1) if b.ndim < 2 else b
+    if w.shape != b.shape or D % w.shape[1]:
+        raise ValueError(f"row_norm: weight {w.shape} and bias {b.shape} must be (RW, S), S dividing D={D}")
+    wb_d = from_host(np.stack([w, b]))
     if D <= ROW_WARP_MAX_D:
         group = min(ROW_GROUP, _k._MAX_BLOCK)
         rows_per_block = max(1, min(THREADS, _k._MAX_BLOCK) // group)
@@ -630,8 +644,13 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
         group = min(ROW_BLOCK, _k._MAX_BLOCK)
         rows_per_block = 1
     blocks = max(1, min(math.ceil(R / rows_per_block), ROW_MAX_BLOCKS))
-    pe = 0.0 if p is None else float(p)
-    _launch(_k._row_norm, blocks, (group, rows_per_block), x2, out2, wb_d, float(eps), mode, pe, stats)
+    launch = (blocks, (group, rows_per_block))
+    if mode == 2:
+        _launch(_k._row_lp, *launch, x2, out2, wb_d, float(eps), float(p), stats)
+    elif mode == 1:
+        _launch(_k._row_rms, *launch, x2, out2, wb_d, float(eps), stats)
+    else:
+        _launch(_k._row_layer, *launch, x2, out2, wb_d, float(eps), stats)
     return stats[0], stats[1]
 
 
