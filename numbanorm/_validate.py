@@ -123,7 +123,10 @@ def _dask_call(name: str, sig: inspect.Signature, x: Any, args: tuple, kwargs: d
 
     if not dask_backend.is_dask_array(x):
         raise TypeError(f"x must be an array (a dask.array.Array for dask input), got {type(x).__name__}")
-    bound = sig.bind(x, *args, **kwargs)
+    try:
+        bound = sig.bind(x, *args, **kwargs)
+    except TypeError as e:  # the message of a direct call
+        raise TypeError(f"{name}() {e}") from None
     bound.apply_defaults()
     return dask_backend.call(name, bound)
 

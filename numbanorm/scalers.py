@@ -23,6 +23,13 @@ Differences from scikit-learn, all deliberate:
   feature) instead of scanning the input for it; ``fit`` still rejects it
   (found for free in the statistics);
 - no sparse input (a clear ``TypeError``), no ``feature_names_in_``.
+
+Dask arrays: ``fit``/``partial_fit`` compute the statistics on the scheduler
+in use (one tree of numbanorm's moments, each chunk read once) and keep NumPy
+fitted attributes, so ``partial_fit`` works batch by batch on Dask arrays too;
+``transform``/``inverse_transform``/``fit_transform`` return lazy Dask arrays
+with the input's chunks (``copy=False`` cannot write into a Dask array and is
+ignored).  ``sample_weight`` takes NumPy input only.
 """
 
 from __future__ import annotations
@@ -272,16 +279,34 @@ class _BaseScaler:
         must match the fitted one.
         """
         name = type(self).__name__
+        if type(X).__module__.startswith("dask."):
+            return self._validate_dask(X, reset=reset)
         if _is_sparse(X):
             raise TypeError(f"{name} does not support sparse input: pass a dense array (e.g. X.toarray()).")
         x = np.asarray(X)
         if x.dtype.kind == "O":
             x = x.astype(np.float64)  # TypeError for non-numbers, as np.asarray(float)
-        if x.dtype.kind == "c":
+        return self._check_shapes(x, reset=reset)
+
+    def _validate_dask(self, X: Any, *, reset: bool) -> tuple[Any, tuple[int, ...]]:
+        """_validate for a Dask array: the same checks on its dtype and shape
+        (nothing is computed); the data stays a lazy Dask array."""
+        from .backends import dask as dask_backend
+
+        if not dask_backend.is_dask_array(X):
+            raise TypeError(f"{type(self).__name__}: expected a dask.array.Array, got {type(X).__name__}")
+        if any(isinstance(n, float) and math.isnan(n) for n in X.shape):
+            raise ValueError(f"X has unknown chunk sizes (shape {X.shape}): call X.compute_chunk_sizes()")
+        return self._check_shapes(X, reset=reset)
+
+    def _check_shapes(self, x: Any, *, reset: bool) -> tuple[Any, tuple[int, ...]]:
+        name = type(self).__name__
+        dt = np.dtype(x.dtype)
+        if dt.kind == "c":
             raise ValueError(f"Complex data not supported\n{x}\n")
-        if x.dtype.kind not in "fiub":
+        if dt.kind not in "fiub":
             raise TypeError(f"{name}: unsupported dtype {x.dtype}")
-        if x.dtype.kind != "f" or x.dtype.itemsize > 8:
+        if dt.kind != "f" or dt.itemsize > 8:
             x = x.astype(np.float64)
         if x.ndim < 2:
             raise ValueError(
@@ -332,6 +357,11 @@ class _BaseScaler:
         """Validate ``X`` against the fit and return clip((X - center) * scale + shift)."""
         self._check_is_fitted()
         x, axes = self._validate(X, reset=False)
+        if type(x).__module__.startswith("dask."):
+            # lazy: one output task per chunk (copy=False cannot write a Dask array)
+            from .backends import dask as dask_backend
+
+            return dask_backend.apply_params(x, axes, center, scale, shift, lo=lo, hi=hi)
         copy = self.copy if copy is None else copy
         inplace = not copy and x is X and x.flags.writeable
         out = x if inplace else np.empty_like(x)

@@ -359,9 +359,12 @@ class RunningStats:
 
         Parameters
         ----------
-        chunk : array_like or CUDA array
+        chunk : array_like, CUDA array or dask.array.Array
             Data of a float16/32/64, integer or bool dtype (a NumPy array,
-            or anything with ``__cuda_array_interface__`` of float32/64).  Its
+            anything with ``__cuda_array_interface__`` of float32/64, or a
+            Dask array: its statistics are computed now, on the scheduler in
+            use, as one tree of numbanorm's moments over its chunks, each
+            chunk read once, and merged into this accumulator).  Its
             shape without the ``axis`` axes (the kept shape) must be the same
             for every update.
         axis : int or tuple of int, default 0
@@ -386,7 +389,7 @@ class RunningStats:
             negative or non-finite values, or axis 0 is not reduced.
         TypeError
             An unsupported dtype (complex, object, ...), a non-integer
-            ``axis``, or ``sample_weight`` with a CUDA chunk.
+            ``axis``, or ``sample_weight`` with a CUDA or Dask chunk.
 
         References
         ----------
@@ -410,6 +413,8 @@ class RunningStats:
         >>> w.count, w.mean
         (array([4.]), array([2.5]))
         """
+        if type(chunk).__module__.startswith("dask."):
+            return self._update_dask(chunk, axis, sample_weight)
         x = as_float_array(chunk, "chunk")
         shape = tuple(x.shape)
         axes = normalize_axis(axis, len(shape))
@@ -429,6 +434,31 @@ class RunningStats:
         _merge_into_state(
             self._cnt, self._mean, self._res, self._m2, self._mn, self._mx, self._nans,
             cnt, mom.mean.reshape(-1), res, mom.m2.reshape(-1), mn, mx, nans, self._minmax,
+        )  # fmt: skip
+        return self
+
+    def _update_dask(self, chunk, axis, sample_weight) -> RunningStats:
+        """update() of a Dask array: the statistics tree (one read of each
+        chunk, numbanorm's moments merged with Chan's formula) computed now on
+        the scheduler in use, then merged into the state here."""
+        from .backends import dask as dask_backend
+
+        x = dask_backend.as_input(chunk, "chunk")
+        if sample_weight is not None:
+            raise TypeError("sample_weight: weighted updates take NumPy arrays only (not dask arrays)")
+        shape = tuple(int(n) for n in x.shape)
+        axes = normalize_axis(axis, len(shape))
+        self._check_shape(kept_shape(shape, axes), "chunk")
+        n_red = math.prod(shape[a] for a in axes)
+        if n_red == 0 or x.size == 0:
+            return self
+        mom = dask_backend.compute_moments(x, axes, skipnan=True, minmax=self._minmax)
+        f = {name: np.ascontiguousarray(mom[name]).reshape(-1) for name in mom.dtype.names}
+        cnt = f["count"]
+        nans = (n_red - cnt).astype(np.int64)
+        _merge_into_state(
+            self._cnt, self._mean, self._res, self._m2, self._mn, self._mx, self._nans,
+            cnt, f["mean"], f["resid"], f["m2"], f["min"], f["max"], nans, self._minmax,
         )  # fmt: skip
         return self
 

@@ -71,6 +71,7 @@ from dask.array.utils import meta_from_array
 from dask.graph_manipulation import clone
 
 from .. import _validate as V
+from .._config import MIN_TASK_ELEMS
 from .._reduce import apply_affine, kept_shape, normalize_axis, reduce_moments, reduce_pnorm
 from .._stats import (
     batch_norm_params,
@@ -177,10 +178,13 @@ def threads_per_task() -> int:
 
 
 @contextlib.contextmanager
-def task_threads():
+def task_threads(size: int | None = None):
     """Run the body with :func:`threads_per_task` numba threads (thread-local
-    in numba, restored after)."""
-    n = threads_per_task()
+    in numba, restored after); one for a chunk of at most ``MIN_TASK_ELEMS``
+    elements (``size``), which the kernels do in one piece anyway: waking
+    numba's pool for it cost ~4 ms per task on a busy 2-core machine, 0.3 ms
+    with one thread (FIELD-NOTES, Dask)."""
+    n = 1 if size is not None and size <= MIN_TASK_ELEMS else threads_per_task()
     prev = numba.get_num_threads()
     if n == prev:
         yield
@@ -225,7 +229,7 @@ def chunk_moments(block, axis, keepdims=True, skipnan=False, minmax=False, want_
     if 0 in block.shape:
         return part
     be, arr, ctx = _on_device(block)
-    with ctx, task_threads():
+    with ctx, task_threads(block.size):
         m = reduce_moments(arr, axes, skipnan=skipnan, minmax=minmax, moments=want_moments, backend=be)
     seen = m.count > 0
     part["count"] = m.count.reshape(shape)
@@ -257,11 +261,13 @@ def merge_moments(parts, axis, keepdims=True, **_):
     return out
 
 
-def aggregate_moments(parts, axis, keepdims=True, **_):
+def aggregate_moments(parts, axis, keepdims=True, finish=None, **_):
     """The aggregate step: the last merge, then reduce_moments' finish (the
-    mean rounded to one float, its residual kept; NaN for empty groups)."""
-    out = merge_moments(parts, axis)
-    return finish_moments(out)
+    mean rounded to one float, its residual kept; NaN for empty groups);
+    ``finish`` (a function of the statistics: an op's parameters) runs in
+    the same task."""
+    out = finish_moments(merge_moments(parts, axis))
+    return out if finish is None else finish(out)
 
 
 def finish_moments(out: np.ndarray) -> np.ndarray:
@@ -277,40 +283,51 @@ def finish_moments(out: np.ndarray) -> np.ndarray:
     return out
 
 
-def _moments_block(block, axes, skipnan, minmax, want_moments):
-    return finish_moments(chunk_moments(block, axes, True, skipnan, minmax, want_moments))
+def _moments_block(block, axes, skipnan, minmax, want_moments, finish=None):
+    out = finish_moments(chunk_moments(block, axes, True, skipnan, minmax, want_moments))
+    return out if finish is None else finish(out)
 
 
-def moments(x, axes, *, skipnan: bool, minmax: bool, want_moments: bool = True, split_every=None):
+def moments(
+    x, axes, *, skipnan: bool, minmax: bool, want_moments: bool = True, split_every=None,
+    finish=None, dtype=MOMENTS,
+):  # fmt: skip
     """Lazy statistics of ``x`` over ``axes``: a :data:`MOMENTS` Dask array of
     x's shape with the reduced axes of size 1 (chunked as x along the kept
     axes), finalized like ``_reduce.reduce_moments`` (NaN for empty groups).
 
     One task per chunk (numbanorm's moments of the chunk), then a
-    ``split_every`` tree of Chan merges; no tree when no axis is reduced.
+    ``split_every`` tree of Chan merges; no tree when every group lies in
+    one chunk.  ``finish`` (a module-level function, or a partial of one,
+    from the statistics to an array of ``dtype`` of the same shape: an op's
+    parameters) runs in the last task of the tree.
     """
     axes = tuple(axes)
-    meta = meta_from_array(np.empty(0), ndim=x.ndim, dtype=MOMENTS)
+    meta = meta_from_array(np.empty(0), ndim=x.ndim, dtype=dtype)
     if not axes or all(len(x.chunks[a]) == 1 for a in axes):
         # every group inside one chunk: finalize each chunk's partial, no tree
         chunks = tuple(((1,) if i in axes else c) for i, c in enumerate(x.chunks))
         return da.map_blocks(
-            _moments_block, x, axes, skipnan, minmax, want_moments,
-            chunks=chunks, dtype=MOMENTS, meta=meta, token="numbanorm-moments",
+            _moments_block, x, axes, skipnan, minmax, want_moments, finish,
+            chunks=chunks, dtype=dtype, meta=meta, token="numbanorm-moments",
         )  # fmt: skip
-    return da.reduction(
+    red = da.reduction(
         x,
         partial(chunk_moments, skipnan=skipnan, minmax=minmax, want_moments=want_moments),
-        aggregate_moments,
+        partial(aggregate_moments, finish=finish),
         axis=axes,
         keepdims=True,
         dtype=MOMENTS,
         combine=merge_moments,
         split_every=split_every,
         concatenate=True,
-        meta=meta,
+        meta=meta_from_array(np.empty(0), ndim=x.ndim, dtype=MOMENTS),
         name="numbanorm-moments",
     )
+    if dtype == MOMENTS:
+        return red
+    # the last task returns ``finish``'s dtype: the same graph, labelled so
+    return da.Array(red.dask, red.name, red.chunks, meta=meta)
 
 
 def compute_moments(x, axes, *, skipnan: bool, minmax: bool, want_moments: bool = True) -> np.ndarray:
@@ -343,7 +360,7 @@ def apply_block(block, prm, axes, lo=None, hi=None, weight=None, bias=None, bloc
         if 0 in block.shape:
             return out
         if weight is None and bias is None:
-            with task_threads():
+            with task_threads(block.size):
                 apply_affine(arr, axes, center, scale, shift, out=out, lo=lo, hi=hi, backend=be)
             return be.wrap(out, like=block)
         # (x - mean) * rstd * weight + bias in float64, rounded once
@@ -351,7 +368,8 @@ def apply_block(block, prm, axes, lo=None, hi=None, weight=None, bias=None, bloc
         wb = []
         for p in (weight, bias):
             if p is not None and loc is not None:
-                p = p[tuple(slice(*loc[a]) for a in range(len(loc)))]  # noqa: PLW2901
+                # the chunk's part of the normalized axes (size-1 axes broadcast)
+                p = p[tuple(slice(*loc[a]) if p.shape[a] > 1 else slice(None) for a in range(len(loc)))]  # noqa: PLW2901
             wb.append(p)
         c = center.reshape(shape)
         s = scale.reshape(shape)
@@ -364,6 +382,18 @@ def apply_block(block, prm, axes, lo=None, hi=None, weight=None, bias=None, bloc
         if wb[1] is not None:
             y = y + wb[1]
         return y.astype(block.dtype)
+
+
+def apply_params(x, axes, center, scale, shift, lo=None, hi=None):
+    """:func:`apply` with NumPy parameters broadcastable to the kept shape
+    (the scalers' fitted statistics): one output task per chunk."""
+    axes = tuple(axes)
+    ks = kept_shape(x.shape, axes)
+    shape = _keep_shape(x.shape, axes)
+    prm = np.zeros(shape, _PRM)
+    for name, v in (("center", center), ("scale", scale), ("shift", shift)):
+        prm[name] = np.broadcast_to(np.asarray(v, dtype=np.float64), ks).reshape(shape)
+    return apply(x, axes, prm, lo=lo, hi=hi)
 
 
 def _reread(x):
@@ -415,7 +445,7 @@ def op_block(block, name, args, kwargs, cslice=None, block_info=None):
             kw["num_groups"] = (b - a) // per
     if 0 in block.shape:
         return block.astype(block.dtype) if not kw.get("return_stats") else None
-    with task_threads():
+    with task_threads(block.size):
         return fn(block, *args, **kw)
 
 
@@ -430,7 +460,7 @@ def map_ops(x, name, args, kwargs, stats=(), cslice=None):
     N-D chunks given as x.ndim chunks with 1 on the spatial axes), the
     statistics returned too."""
     meta = meta_from_array(x._meta, ndim=x.ndim, dtype=x.dtype)
-    kw = dict(kwargs, return_stats=bool(stats))
+    kw = dict(kwargs, return_stats=True) if stats else dict(kwargs)
     common = {"cslice": cslice} if cslice else {}
     if not stats:
         return da.map_blocks(
@@ -466,7 +496,7 @@ def _whole(x, axes) -> bool:
 # --------------------------------------------------------------------------
 
 
-def _as_input(x, name: str = "x"):
+def as_input(x, name: str = "x"):
     """x as a float Dask array of the result dtype (integers lazily to float64)."""
     if not isinstance(x, da.Array):
         raise TypeError(f"{name} must be a dask.array.Array or an array, got {type(x).__name__}")
@@ -658,14 +688,14 @@ def _as_1d_dask(a, chunks):
 def standardize(
     x, axis=0, *, ddof=0, with_mean=True, with_std=True, out=None, return_stats=False, stream=None
 ):
-    x = _as_input(x)
+    x = as_input(x)
     axes = normalize_axis(axis, x.ndim)
     _nonempty(x)
     if isinstance(ddof, bool) or not isinstance(ddof, numbers.Integral) or ddof < 0:
         raise ValueError(f"ddof must be a non-negative int, got {ddof!r}")
     _check_out(out, x)
-    s = moments(x, axes, skipnan=True, minmax=False)
-    prm = s.map_blocks(_standardize_prm, ddof, with_mean, with_std, dtype=_PRM, token="numbanorm-params")
+    fin = partial(_standardize_prm, ddof=ddof, with_mean=with_mean, with_std=with_std)
+    prm = moments(x, axes, skipnan=True, minmax=False, finish=fin, dtype=_PRM)
     y = _finish(apply(x, axes, prm), out)
     if not return_stats:
         return y
@@ -679,12 +709,12 @@ def minmax_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None, s
         raise TypeError(f"feature_range must be a pair of numbers, got {feature_range!r}") from None
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"feature_range must be finite with min < max, got {tuple(feature_range)!r}")
-    x = _as_input(x)
+    x = as_input(x)
     axes = normalize_axis(axis, x.ndim)
     _nonempty(x)
     _check_out(out, x)
-    s = moments(x, axes, skipnan=True, minmax=True, want_moments=False)
-    prm = s.map_blocks(_minmax_prm, lo, hi, dtype=_PRM, token="numbanorm-params")
+    fin = partial(_minmax_prm, lo=lo, hi=hi)
+    prm = moments(x, axes, skipnan=True, minmax=True, want_moments=False, finish=fin, dtype=_PRM)
     y = apply(x, axes, prm, lo=lo if clip else None, hi=hi if clip else None)
     return _finish(y, out)
 
@@ -695,7 +725,7 @@ def _chunk_pnorm(block, axis, keepdims=True, p=2.0, **_):
     if 0 in block.shape:
         return np.zeros(shape)
     be, arr, ctx = _on_device(block)
-    with ctx, task_threads():
+    with ctx, task_threads(block.size):
         return np.asarray(reduce_pnorm(arr, axes, p, backend=be), dtype=np.float64).reshape(shape)
 
 
@@ -715,7 +745,7 @@ def lp_normalize(x, p=2.0, axis=-1, eps=1e-12, *, out=None, stream=None):
     if not p > 0:
         raise ValueError(f"p must be > 0, got {p!r}")
     eps = V.check_eps(eps)
-    x = _as_input(x)
+    x = as_input(x)
     axes = normalize_axis(axis, x.ndim)
     _nonempty(x)
     _check_out(out, x)
@@ -759,8 +789,9 @@ def _row_op(name, x, normalized_shape, weight, bias, eps, out, return_stats, rms
         if not return_stats:
             return _finish(res, out)
         return (_finish(res[0], out), *res[1:])
-    s = moments(x, axes, skipnan=False, minmax=False)
-    prm = s.map_blocks(_norm_prm, eps, rms, dtype=_PRM, token="numbanorm-params")
+    prm = moments(
+        x, axes, skipnan=False, minmax=False, finish=partial(_norm_prm, eps=eps, rms=rms), dtype=_PRM
+    )
     full = (1,) * (x.ndim - len(ns)) + ns
     wf = None if w is None else np.asarray(w, np.float64).reshape(full)
     bf = None if b is None else np.asarray(b, np.float64).reshape(full)
@@ -774,13 +805,13 @@ def _row_op(name, x, normalized_shape, weight, bias, eps, out, return_stats, rms
 def layer_norm(
     x, normalized_shape, weight=None, bias=None, eps=1e-5, *, out=None, return_stats=False, stream=None
 ):
-    x = _as_input(x)
+    x = as_input(x)
     eps = V.check_eps(eps)
     return _row_op("layer_norm", x, normalized_shape, weight, bias, eps, out, return_stats, False)
 
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_stats=False, stream=None):
-    x = _as_input(x)
+    x = as_input(x)
     eps = float(np.finfo(x.dtype).eps) if eps is None else V.check_eps(eps)
     return _row_op("rms_norm", x, normalized_shape, weight, None, eps, out, return_stats, True)
 
@@ -793,7 +824,7 @@ def batch_norm(
     x, running_mean=None, running_var=None, weight=None, bias=None, training=False, momentum=0.1,
     eps=1e-5, *, channel_axis=1, out=None, return_stats=False, stream=None, _host_running=False,
 ):  # fmt: skip
-    x = _as_input(x)
+    x = as_input(x)
     if x.ndim < 2:
         raise ValueError(f"x must have at least 2 dimensions (N, C, ...), got shape {tuple(x.shape)}")
     ca = V.channel_axis(channel_axis, x.ndim)
@@ -862,7 +893,7 @@ def instance_norm(
     x, running_mean=None, running_var=None, weight=None, bias=None, use_input_stats=True, momentum=0.1,
     eps=1e-5, *, channel_axis=1, out=None, return_stats=False, stream=None, _host_running=False,
 ):  # fmt: skip
-    x = _as_input(x)
+    x = as_input(x)
     if x.ndim < 3:
         raise ValueError(f"x must have at least 3 dimensions (N, C, *spatial), got shape {tuple(x.shape)}")
     ca = V.channel_axis(channel_axis, x.ndim)
@@ -972,7 +1003,7 @@ def group_norm(
     return_stats=False,
     stream=None,
 ):
-    x = _as_input(x)
+    x = as_input(x)
     if x.ndim < 2:
         raise ValueError(f"x must have at least 2 dimensions (N, C, ...), got shape {tuple(x.shape)}")
     ca = V.channel_axis(channel_axis, x.ndim)
