@@ -1,0 +1,81 @@
+"""numbanorm on a dask.distributed LocalCluster of two worker processes.
+
+One cluster for the module (starting one takes a few seconds); each test is
+a few small graphs.  Functions in the graphs pickle by reference (a kernel
+defined in __main__ would be pickled by value and compiled on each worker).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+distributed = pytest.importorskip("distributed")
+da = pytest.importorskip("dask.array")
+import dask  # noqa: E402
+
+import numbanorm as nbn  # noqa: E402
+import numbanorm.dask  # noqa: E402
+from numbanorm.backends import dask as dbe  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        dask.config.set({"distributed.worker.daemon": False, "distributed.admin.tick.limit": "10s"}),
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="2GiB"
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def _probe(b):
+    return np.full(b.shape, dbe.threads_per_task(), np.int64)
+
+
+def test_distributed_bitwise_and_warm(client):
+    info = numbanorm.dask.warmup(client, dtypes=("float32",))
+    assert len(info) == 2 and all("seconds" in v for v in info.values())
+    rng = np.random.default_rng(0)
+    xn = (rng.standard_normal((3000, 5)) + 1e6).astype(np.float32)
+    x = da.from_array(xn, chunks=(333, 2))
+    ys = [
+        nbn.standardize(x),
+        nbn.batch_norm(x, training=True),
+        nbn.minmax_scale(x),
+        nbn.layer_norm(x, 5),
+        nbn.lp_normalize(x, axis=0),
+    ]
+    with dask.config.set({dbe.THREADS_KEY: 1}):
+        ref = dask.compute(*ys, scheduler="sync")
+    got = client.compute(ys, sync=True)
+    for a, b in zip(ref, got, strict=True):
+        assert np.array_equal(a, b)
+    # one numba thread per task: the nanny's OMP_NUM_THREADS=1, one thread per worker
+    threads = client.compute(da.zeros(4, chunks=1).map_blocks(_probe, dtype=np.int64), sync=True)
+    assert set(threads) == {1}
+    # (one test: with pytest-xdist, tests of a module may go to two processes,
+    # each of which would start a cluster)
+    _scaler_and_running_stats(client)
+
+
+def _scaler_and_running_stats(client):
+    rng = np.random.default_rng(1)
+    xn = (rng.standard_normal((2000, 4)) * 3 + 1e5).astype(np.float32)
+    x = da.from_array(xn, chunks=(300, 4)).persist()
+    sc = nbn.StandardScaler().partial_fit(x[:1000]).partial_fit(x[1000:])
+    ref = nbn.StandardScaler().fit(xn)
+    np.testing.assert_allclose(sc.var_, ref.var_, rtol=1e-12)
+    t = client.compute(sc.transform(x), sync=True)
+    np.testing.assert_allclose(t, ref.transform(xn), atol=1e-5)
+    rm = da.zeros(4, chunks=2)
+    rv = da.ones(4, chunks=2)
+    y = nbn.batch_norm(x, rm, rv, training=True)
+    rm_ref, rv_ref = np.zeros(4), np.ones(4)
+    y_ref = nbn.batch_norm(xn, rm_ref, rv_ref, training=True)
+    y, rm_v, rv_v = client.compute([y, rm, rv], sync=True)
+    np.testing.assert_allclose(rm_v, rm_ref, rtol=1e-12)
+    np.testing.assert_allclose(rv_v, rv_ref, rtol=1e-12)
+    np.testing.assert_allclose(y, y_ref, atol=1e-5)
