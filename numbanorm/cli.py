@@ -31,6 +31,18 @@ up front, not a crash later), flushed and renamed over ``OUT.npy`` at the end.
 A failure, Ctrl-C or SIGTERM removes the temporary file; ``OUT.npy`` is never
 partial.
 
+Zarr stores
+-----------
+``IN`` may also be a Zarr array store (a directory with ``zarr.json`` or
+``.zarray``; needs ``pip install "numbanorm[dask]"``).  It is read with
+``dask.array.from_zarr`` in its own chunks and processed by numbanorm's Dask
+backend: on local threads by default, or on a running ``dask.distributed``
+cluster with ``--scheduler ADDRESS``.  ``stats`` computes one statistics tree
+(each chunk read once); ``standardize``/``minmax`` write a Zarr store
+``OUT`` (each chunk read at most twice): into a temporary store beside it,
+renamed over ``OUT`` at the end, removed on any failure, so ``OUT`` is never
+partial.  ``--chunk-size`` and the progress bar apply to .npy files only.
+
 Exit status: 0 success; 2 usage error (bad option, missing input file,
 ``--axis`` out of range, output directory missing); 1 any other failure (not
 an .npy file, unsupported dtype, output not writable, disk full, interrupted).
@@ -133,7 +145,7 @@ def _build_parser() -> _Parser:
     sub.required = True
 
     def common(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("input", metavar="IN.npy", help="input .npy file (memory-mapped)")
+        sp.add_argument("input", metavar="IN", help="input .npy file (memory-mapped) or Zarr array store")
         sp.add_argument(
             "--axis", nargs="+", default=["0"], metavar="A",
             help="axes reduced over, e.g. '--axis 0' or '--axis 0 2 3' or '--axis 0,2,3' (default 0)",
@@ -143,6 +155,10 @@ def _build_parser() -> _Parser:
             help=f"bytes per chunk, e.g. 64MB, 1GiB (default {DEFAULT_CHUNK})",
         )  # fmt: skip
         sp.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        sp.add_argument(
+            "--scheduler", metavar="ADDRESS", default=None,
+            help="a running dask.distributed scheduler (Zarr input; default: local threads)",
+        )  # fmt: skip
 
     s = sub.add_parser("stats", help="per-feature count, NaN count, mean, std, min, max")
     common(s)
@@ -155,7 +171,13 @@ def _build_parser() -> _Parser:
     ):
         c = sub.add_parser(name, help=helptext)
         common(c)
-        c.add_argument("-o", "--output", required=True, metavar="OUT.npy", help="output .npy file")
+        c.add_argument(
+            "-o",
+            "--output",
+            required=True,
+            metavar="OUT",
+            help="output .npy file (a Zarr store for Zarr input)",
+        )
         if name == "minmax":
             c.add_argument("--range", nargs=2, type=float, default=(0.0, 1.0), metavar=("LO", "HI"))
             c.add_argument("--clip", action="store_true", help="clip the output to the range")
@@ -479,6 +501,14 @@ def _json_value(a: np.ndarray) -> Any:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
+    if _is_zarr(args.input):
+        z = _Zarr(args.input, args)
+        axes = _axes_for(z, args)
+        with z.scheduler():
+            st = z.stats(axes)
+        return _print_stats(args, z, axes, st)
+    if args.scheduler is not None:
+        raise UsageError(f"{PROG}: --scheduler takes a Zarr input; {args.input} is a .npy file")
     npy = _Npy(args.input)
     axes = _axes_for(npy, args)
     progress = _Progress(npy.nbytes, "stats", args.quiet)
@@ -487,6 +517,10 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     st = {k: npy.to_user(v) for k, v in st.items()}
+    return _print_stats(args, npy, axes, st)
+
+
+def _print_stats(args: argparse.Namespace, npy: Any, axes: tuple[int, ...], st: dict) -> int:
     st["count"] = st["count"].astype(np.int64)
     if args.json:
         doc = {
@@ -537,6 +571,14 @@ def _cmd_transform(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{PROG}: --range: LO must be smaller than HI, got {args.range[0]:g} {args.range[1]:g}"
         )
+    if _is_zarr(args.input):
+        z = _Zarr(args.input, args)
+        axes = _axes_for(z, args)
+        with _terminate_as_exception(), z.scheduler():
+            z.transform(cmd, axes, args)
+        return 0
+    if args.scheduler is not None:
+        raise UsageError(f"{PROG}: --scheduler takes a Zarr input; {args.input} is a .npy file")
     npy = _Npy(args.input)
     axes = _axes_for(npy, args)
     caxes = npy.caxes(axes)
@@ -569,6 +611,131 @@ def _cmd_transform(args: argparse.Namespace) -> int:
             progress.close()
             out.discard()
     return 0
+
+
+# --------------------------------------------------------------------------
+# Zarr stores, through numbanorm's Dask backend
+# --------------------------------------------------------------------------
+
+
+def _is_zarr(path: str) -> bool:
+    return os.path.isdir(path) and any(
+        os.path.exists(os.path.join(path, m)) for m in ("zarr.json", ".zarray", ".zgroup")
+    )
+
+
+class _Zarr:
+    """A Zarr array store as a Dask array (its own chunks)."""
+
+    def __init__(self, path: str, args: argparse.Namespace) -> None:
+        self.path = path
+        self.address = args.scheduler
+        try:
+            import dask.array as da
+        except ImportError:
+            raise CLIError(f'{PROG}: {path}: Zarr input needs dask: pip install "numbanorm[dask]"') from None
+        try:
+            self.x = da.from_zarr(path)
+        except ImportError as e:
+            raise CLIError(
+                f'{PROG}: {path}: Zarr input needs zarr ({e}): pip install "numbanorm[dask]"'
+            ) from None
+        except Exception as e:  # not an array store (a group, a broken store)
+            raise CLIError(f"{PROG}: {path}: not a Zarr array ({type(e).__name__}: {e})") from None
+        self.shape = tuple(int(n) for n in self.x.shape)
+        self.ndim = len(self.shape)
+        self.dtype = np.dtype(self.x.dtype)
+        dt = self.dtype
+        if dt.kind not in "fiub" or (dt.kind == "f" and dt.itemsize > 8):
+            raise CLIError(f"{PROG}: {path}: unsupported dtype {dt} (float16/32/64, integer or bool)")
+
+    @contextmanager
+    def scheduler(self) -> Iterator[None]:
+        import dask
+
+        if self.address is None:
+            with dask.config.set(scheduler="threads"):
+                yield
+            return
+        try:
+            from distributed import Client
+        except ImportError:
+            raise CLIError(
+                f'{PROG}: --scheduler needs dask.distributed: pip install "numbanorm[dask]"'
+            ) from None
+        try:
+            client = Client(self.address)  # (timeout: distributed.comm.timeouts.connect)
+        except Exception as e:
+            raise CLIError(
+                f"{PROG}: --scheduler {self.address}: cannot connect ({type(e).__name__}: {e})"
+            ) from None
+        try:
+            yield
+        finally:
+            client.close()
+
+    def stats(self, axes: tuple[int, ...]) -> dict[str, np.ndarray]:
+        from ._reduce import kept_shape
+        from .streaming import RunningStats
+
+        rs = RunningStats().update(self.x, axes)
+        if rs.shape is None or math.prod(self.shape) == 0:
+            ks = kept_shape(self.shape, axes)
+            nan = np.full(ks, np.nan)
+            return dict(
+                count=np.zeros(ks), nan_count=np.zeros(ks, np.int64), mean=nan, std=nan, min=nan, max=nan
+            )
+        return dict(
+            count=rs.count, nan_count=rs.nan_count, mean=rs.mean, std=rs.std(), min=rs.min, max=rs.max
+        )
+
+    def transform(self, cmd: str, axes: tuple[int, ...], args: argparse.Namespace) -> None:
+        import shutil
+
+        import dask.array as da
+
+        import numbanorm as nbn
+
+        target = args.output
+        outdir = os.path.dirname(os.path.abspath(target)) or "."
+        if os.path.exists(target) and not _is_zarr(target):
+            raise UsageError(f"{PROG}: {target}: exists and is not a Zarr store (not overwritten)")
+        if not os.path.isdir(outdir):
+            what = "is not a directory" if os.path.exists(outdir) else "does not exist"
+            raise UsageError(f"{PROG}: output directory {outdir} {what}")
+        if os.path.abspath(target) == os.path.abspath(self.path):
+            raise UsageError(f"{PROG}: {target}: the output must not be the input store")
+        try:
+            tmp = tempfile.mkdtemp(
+                prefix=f".{os.path.basename(os.path.abspath(target))}.", suffix=".tmp", dir=outdir
+            )
+        except PermissionError:
+            raise CLIError(f"{PROG}: output directory {outdir} is not writable") from None
+        try:
+            if math.prod(self.shape) == 0:
+                y = self.x.astype(np.float64 if self.dtype.kind != "f" else self.dtype)
+            elif cmd == "standardize":
+                y = nbn.standardize(self.x, axis=axes)
+            else:
+                lo, hi = args.range
+                y = nbn.minmax_scale(self.x, (lo, hi), axis=axes, clip=args.clip)
+            da.to_zarr(y, tmp, overwrite=True)
+            old = None
+            if os.path.exists(target):  # replace a previous store: move it aside first
+                old = tempfile.mkdtemp(
+                    prefix=f".{os.path.basename(os.path.abspath(target))}.", suffix=".old", dir=outdir
+                )
+                os.rmdir(old)
+                os.replace(target, old)
+            os.replace(tmp, target)
+            tmp = None
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        except (TypeError, ValueError) as e:
+            raise CLIError(f"{PROG}: {self.path}: {e}") from None
+        finally:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------

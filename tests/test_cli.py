@@ -246,3 +246,76 @@ def test_sigint_leaves_no_output(tmp_path):
     assert proc.wait() == 1, err
     assert err.strip() == "numbanorm: interrupted"
     assert not out.exists() and _leftovers(tmp_path) == []
+
+
+# --------------------------------------------------------------------------
+# Zarr stores (numbanorm's Dask backend)
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def zstore(data, tmp_path):
+    pytest.importorskip("zarr")
+    da = pytest.importorskip("dask.array")
+    _, x = data
+    path = tmp_path / "x.zarr"
+    da.to_zarr(da.from_array(x, chunks=(37, 2)), str(path))
+    return path, x
+
+
+def test_zarr_stats_and_transforms(zstore, data, tmp_path, capsys):
+    z, x = zstore
+    p, _ = data
+    rc, out, err = run(["stats", z, "--json"], capsys)
+    assert rc == 0 and err == ""
+    rc2, out2, _ = run(["stats", p, "--json"], capsys)
+    doc, ref = json.loads(out), json.loads(out2)
+    for k in ("count", "nan_count", "min", "max", "shape", "features_shape"):
+        assert doc[k] == ref[k], k
+    np.testing.assert_allclose(doc["mean"], ref["mean"], rtol=1e-14)
+    np.testing.assert_allclose(doc["std"], ref["std"], rtol=1e-12)
+    import dask.array as da
+
+    o = tmp_path / "z.zarr"
+    for argv, expect in [
+        (["standardize", z, "-o", o], nbn.standardize(x)),
+        (["minmax", z, "-o", o, "--range", "-1", "1", "--clip"], nbn.minmax_scale(x, (-1, 1), clip=True)),
+        (["standardize", z, "-o", o, "--axis", "1"], nbn.standardize(x, axis=1)),
+    ]:
+        rc, out, err = run(argv, capsys)  # (the second and third replace the first's store)
+        assert (rc, out, err) == (0, "", "")
+        got = da.from_zarr(str(o)).compute()
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, expect, rtol=1e-6, atol=1e-6)
+    assert [p for p in os.listdir(tmp_path) if p.endswith((".tmp", ".old"))] == []
+
+
+def test_zarr_errors_and_atomicity(zstore, data, tmp_path, capsys, monkeypatch):
+    z, _ = zstore
+    p, _ = data
+    o = tmp_path / "out.zarr"
+    cases = [
+        (["stats", z, "--axis", "3"], 2, "out of range"),
+        (["standardize", z, "-o", tmp_path / "nodir" / "o.zarr"], 2, "does not exist"),
+        (["standardize", z, "-o", p], 2, "not a Zarr store"),
+        (["stats", p, "--scheduler", "tcp://127.0.0.1:1"], 2, "--scheduler takes a Zarr input"),
+        (["standardize", z, "-o", o, "--scheduler", "tcp://127.0.0.1:1"], 1, "cannot connect"),
+    ]
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}):
+        for argv, status, text in cases:
+            rc, out, err = run(argv, capsys)
+            assert rc == status, (argv, err)
+            assert text in err and err.count("\n") == 1 and "Traceback" not in err, err
+    assert not o.exists()
+    # a failure while writing leaves neither a partial OUT nor a temporary store
+    import numbanorm.backends.dask as dbe
+
+    def boom(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(dbe, "apply_block", boom)
+    rc, _, err = run(["standardize", z, "-o", o], capsys)
+    assert rc == 1 and "out of memory" in err
+    assert not o.exists() and [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
