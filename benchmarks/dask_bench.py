@@ -1,0 +1,225 @@
+"""numbanorm on Dask arrays against Dask's own expressions and dask-ml (issue 18).
+
+On a ``dask.distributed.LocalCluster`` (default 2 worker processes x 1
+thread), with the data created on the workers (``da.random`` + 1e6, float32,
+persisted), times, best of ``--repeat`` after a warm-up run:
+
+- statistics: ``nbn.RunningStats().update(x)`` (one tree of numbanorm's
+  moments, to the client) and ``nbn.StandardScaler().fit(x)`` against
+  ``dask.compute(x.mean(0), x.var(0))`` and dask-ml's ``StandardScaler().fit``;
+- standardize: ``nbn.standardize(x)`` against the naive
+  ``(x - x.mean(0)) / x.std(0)`` and dask-ml's ``fit_transform``, each
+  computed on the workers and summed (no transfer to the client, nothing
+  kept);
+
+and the accuracy of each: the relative variance error against a float64
+two-pass reference, the output's largest error against the float64 z-score.
+Prints a Markdown table and writes JSON (``--json PATH``).
+
+Usage::
+
+    python benchmarks/dask_bench.py [--rows 6400000] [--cols 10] [--chunk-rows 200000]
+                                    [--workers 2] [--threads 1] [--repeat 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+
+def _best(fn, repeat, cleanup=None):
+    """Best time of ``repeat`` runs after a warm-up; ``cleanup(result)``
+    after each run, untimed (persisted outputs are released: persisting the
+    same keys again would find them in memory)."""
+    res = fn()  # warm-up (kernels, graphs)
+    ts = []
+    for _ in range(repeat):
+        if cleanup:
+            cleanup(res)
+        t0 = time.perf_counter()
+        res = fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts), res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=6_400_000)
+    ap.add_argument("--cols", type=int, default=10)
+    ap.add_argument("--chunk-rows", type=int, default=200_000)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+
+    import dask
+    import dask.array as da
+    from distributed import Client, LocalCluster, wait
+
+    import numbanorm as nbn
+    import numbanorm.dask
+
+    try:
+        from dask_ml.preprocessing import StandardScaler as DaskMLScaler
+    except ImportError:  # pragma: no cover
+        DaskMLScaler = None
+
+    cluster = LocalCluster(
+        n_workers=args.workers, threads_per_worker=args.threads, processes=True, dashboard_address=None
+    )
+    client = Client(cluster)
+    try:
+        numbanorm.dask.warmup(client, dtypes=("float32",))
+        rng = da.random.default_rng(0)
+        x = (
+            rng.standard_normal((args.rows, args.cols), chunks=(args.chunk_rows, args.cols), dtype=np.float32)
+            + np.float32(1e6)
+        ).persist()
+        wait(x)
+        nbytes = x.nbytes
+        # float64 references (on the client: a copy of the data), exact to
+        # rounding with math.fsum (NumPy's float64 mean along axis 0 of a 2-D
+        # array is a plain loop: 1.2e-11 relative variance error here)
+        import math
+
+        xh = x.compute().astype(np.float64)
+        mean64 = np.array([math.fsum(xh[:, j].tolist()) / len(xh) for j in range(xh.shape[1])])
+        var64 = np.array(
+            [math.fsum(((xh[:, j] - mean64[j]) ** 2).tolist()) / len(xh) for j in range(xh.shape[1])]
+        )
+        std64 = np.sqrt(var64)
+
+        def var_err(v):
+            return float(np.max(np.abs(np.asarray(v, np.float64) / var64 - 1)))
+
+        def z_err(make):
+            yh = client.compute(make(), sync=True)
+            return float(np.max(np.abs(yh.astype(np.float64) - (xh - mean64) / std64)))
+
+        rows = []
+
+        def record(group, name, fn, acc=None):
+            t, res = _best(fn, args.repeat)
+            err = acc(res) if acc else None
+            rows.append(
+                {
+                    "group": group,
+                    "name": name,
+                    "ms": t * 1e3,
+                    "GBps": nbytes / t / 1e9,
+                    "error": err,
+                }
+            )
+            print(f"{group:12s} {name:40s} {t * 1e3:9.1f} ms", flush=True)
+
+        record(
+            "statistics",
+            "numbanorm RunningStats.update",
+            lambda: nbn.RunningStats().update(x),
+            lambda r: var_err(r.var()),
+        )
+        record(
+            "statistics",
+            "numbanorm StandardScaler.fit",
+            lambda: nbn.StandardScaler().fit(x),
+            lambda r: var_err(r.var_),
+        )
+        record(
+            "statistics",
+            "dask.compute(x.mean(0), x.var(0))",
+            lambda: dask.compute(x.mean(0), x.var(0)),
+            lambda r: var_err(r[1]),
+        )
+        if DaskMLScaler is not None:
+            record(
+                "statistics",
+                "dask-ml StandardScaler.fit",
+                lambda: DaskMLScaler().fit(x),
+                lambda r: var_err(r.var_),
+            )
+
+        def reduced(make):
+            # the output's sum: every output chunk is computed on the workers,
+            # nothing is kept or sent (persisting the same keys again would
+            # find the last run's chunks in memory); the error of a separate
+            # run, to the client
+            def run():
+                y = make()
+                y.sum().compute()
+                return make
+
+            return run
+
+        record("standardize", "numbanorm standardize", reduced(lambda: nbn.standardize(x)), z_err)
+        with dask.config.set({numbanorm.dask.REREAD_KEY: False}):
+            record(
+                "standardize", "numbanorm standardize, no clone", reduced(lambda: nbn.standardize(x)), z_err
+            )
+        record(
+            "standardize",
+            "naive (x - x.mean(0)) / x.std(0)",
+            reduced(lambda: (x - x.mean(0)) / x.std(0)),
+            z_err,
+        )
+        if DaskMLScaler is not None:
+            record(
+                "standardize",
+                "dask-ml StandardScaler.fit_transform",
+                reduced(lambda: DaskMLScaler().fit_transform(x)),
+                z_err,
+            )
+        graph = nbn.standardize(x)
+        ntasks = sum(
+            1
+            for k in graph.__dask_graph__()
+            if str(k[0] if isinstance(k, tuple) else k).startswith("numbanorm-")
+        )
+    finally:
+        client.close()
+        cluster.close()
+
+    base = {r["name"]: r["ms"] for r in rows}
+    print()
+    print(
+        f"LocalCluster {args.workers} workers x {args.threads} thread(s); x float32 1e6 + randn "
+        f"{args.rows} x {args.cols} ({nbytes / 2**20:.0f} MiB), chunks of {args.chunk_rows} rows "
+        f"({x.npartitions} chunks); best of {args.repeat}"
+    )
+    print(f"numbanorm tasks per chunk (standardize): {ntasks / x.npartitions:.2f}")
+    print()
+    print("| group | run | ms | GB/s | numbanorm's speed-up | error |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        ref = (
+            base["numbanorm RunningStats.update"]
+            if r["group"] == "statistics"
+            else base["numbanorm standardize"]
+        )
+        kind = "var rel." if r["group"] == "statistics" else "z abs."
+        print(
+            f"| {r['group']} | {r['name']} | {r['ms']:.1f} | {r['GBps']:.2f} | {r['ms'] / ref:.1f}x "
+            f"| {kind} {r['error']:.2g} |"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(
+                {
+                    "args": vars(args),
+                    "nbytes": nbytes,
+                    "chunks": x.npartitions,
+                    "tasks_per_chunk": ntasks / x.npartitions,
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
