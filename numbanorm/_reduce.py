@@ -17,7 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import backends
-from ._stats import merge_mid, pnorm_finish
+from ._stats import merge_mid, pnorm_finish_array
 
 
 class Moments(NamedTuple):
@@ -306,7 +306,7 @@ def reduce_pnorm(x, axis, p, *, backend=None) -> np.ndarray:
             nrm = v.max(axis=1)
         else:
             with np.errstate(over="ignore"):
-                nrm = pnorm_finish.py_func((v**p).sum(axis=1), p)
+                nrm = pnorm_finish_array((v**p).sum(axis=1), p)
     kept_perm = [a for a in perm if a not in axes]
     nrm = nrm.reshape(tuple(x.shape[a] for a in kept_perm))
     if len(kept_perm) > 1:

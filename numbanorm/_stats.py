@@ -167,7 +167,18 @@ def running_update(old, new, momentum):
 @njit(fastmath=False)
 def pnorm_finish(s, p):
     """``||x||_p`` from ``s = sum |x|**p`` (finite p > 0; p = inf is a max,
-    not a sum).  Its ``py_func`` serves arrays (overflow to inf, as torch)."""
+    not a sum), of scalars in CPU kernels and CUDA device code
+    (``math.sqrt``: numba-cuda has no ``np.sqrt`` of scalars); arrays take
+    :func:`pnorm_finish_array`, the same operations elementwise."""
+    if p == 1.0:
+        return s
+    if p == 2.0:
+        return math.sqrt(s)
+    return s ** (1.0 / p)
+
+
+def pnorm_finish_array(s, p):
+    """:func:`pnorm_finish` of NumPy arrays (overflow to inf, as torch)."""
     if p == 1.0:
         return s
     if p == 2.0:

@@ -28,7 +28,7 @@ from numba import cuda, float64
 from numba.core import config
 
 from .._config import CACHE
-from .._stats import chan_merge_dd, inv_std, shifted_moments, variance
+from .._stats import chan_merge_dd, inv_std, pnorm_finish, shifted_moments, variance
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
@@ -589,17 +589,6 @@ def _row_term(s, v, mode, pmode, p_exp):
 
 
 @cuda.jit(device=True)
-def _pnorm_root(s, p_exp, pmode):
-    """||x||_p from s = sum |x|**p (pmode 2: s is already max |x|): the
-    scalar twin of _stats.pnorm_finish, whose np.sqrt has no CUDA version."""
-    if pmode == 0 or pmode == 2:
-        return s
-    if pmode == 1:
-        return math.sqrt(s)
-    return s ** (1.0 / p_exp)
-
-
-@cuda.jit(device=True)
 def _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps):
     """(mean, rstd) of row r, read into ``buf`` when ``cached`` (kept there
     for the output pass): layer norm (mode 0: exact two-pass about the row
@@ -628,7 +617,7 @@ def _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps):
                 s = _row_term(s, float64(x[r, d]), mode, pmode, p_exp)
     tot = _group_reduce(s, sh, g, G, rb, mode == 2 and pmode == 2)
     if mode == 2:
-        den = _pnorm_root(tot, p_exp, pmode)
+        den = tot if pmode == 2 else pnorm_finish(tot, p_exp)
         den = den if den > eps else eps
         return 0.0, (1.0 / den if den != 0.0 else math.inf)  # (the simulator raises on 1/0)
     if mode == 1:

@@ -71,7 +71,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("numbanorm's CUDA backend needs numba-cuda: pip install 'numbanorm[cuda]'") from exc
 
-from .._stats import pnorm_finish  # noqa: E402
+from .._stats import pnorm_finish_array  # noqa: E402
 from . import Moments  # noqa: E402
 
 SIMULATOR = bool(_numba_config.ENABLE_CUDASIM)
@@ -682,4 +682,4 @@ def pnorm_nan(x3: Any, p: float, skipnan: bool) -> np.ndarray:
     if mode == 2:
         return part.max(axis=1)
     with np.errstate(over="ignore"):
-        return pnorm_finish.py_func(part.sum(axis=1), p)
+        return pnorm_finish_array(part.sum(axis=1), p)

@@ -78,7 +78,7 @@ from .._stats import (
     inv_std_array,
     merge_mid,
     minmax_factor,
-    pnorm_finish,
+    pnorm_finish_array,
     running_update,
     standardize_params,
 )
@@ -753,7 +753,7 @@ def _merge_pnorm(parts, axis, keepdims=True, p=2.0, **_):
     if np.isinf(p):
         return parts.max(axis=axes, keepdims=True)
     with np.errstate(over="ignore"):
-        return pnorm_finish.py_func((parts**p).sum(axis=axes, keepdims=True), p)
+        return pnorm_finish_array((parts**p).sum(axis=axes, keepdims=True), p)
 
 
 def lp_normalize(x, p=2.0, axis=-1, eps=1e-12, *, out=None, stream=None):

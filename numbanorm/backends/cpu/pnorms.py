@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..._config import FASTMATH
-from ..._stats import pnorm_finish
+from ..._stats import pnorm_finish_array
 from ._intrinsics import max2, min2
 from ._tasks import nsplit, run, task, widen
 from .axis_stats import lane_rows, lanes_for
@@ -71,4 +71,4 @@ def pnorm(x3, p):
     run(pnorm_task, ntask, x3.reshape(P, R * K), K, L, nchunk, p, np.empty((ntask, L)), part, kind=p_kind(p))
     if p == np.inf:
         return part.max(axis=1)
-    return pnorm_finish(part.sum(axis=1), p)
+    return pnorm_finish_array(part.sum(axis=1), p)
