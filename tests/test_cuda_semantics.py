@@ -55,6 +55,16 @@ def host(a):
     return a.copy_to_host() if hasattr(a, "copy_to_host") else np.asarray(a)
 
 
+@pytest.fixture
+def small_launch(monkeypatch):
+    """Small launch sizes (the simulator runs a Python thread per CUDA
+    thread); the paths under test do not depend on them (tests/test_cuda.py
+    runs every op at the default sizes too)."""
+    small = dict(THREADS=16, WARP_LAUNCH=8, BLOCKS_TARGET=4, ROW_GROUP=4, ROW_WARP_MAX_D=8, ROW_BLOCK=8)
+    for name, val in small.items():
+        monkeypatch.setattr(cb, name, val)
+
+
 # ---------------------------------------------------------------- defect 2
 
 
@@ -89,7 +99,7 @@ def _device_input(shape, how, rng):
 
 
 @pytest.mark.parametrize("case", list(TRANSPOSE_CASES))
-def test_layouts_with_hardware_transpose(case, honest_sim, rng):
+def test_layouts_with_hardware_transpose(case, honest_sim, small_launch, rng):
     f, shape, how = TRANSPOSE_CASES[case]
     x, d = _device_input(shape, how, rng)
     got = host(f(d))
@@ -109,7 +119,7 @@ def test_permute_is_a_view_of_the_same_memory(rng):
         assert host(v)[3, 1, 2] == 42.0
 
 
-def test_no_device_transpose_anywhere(monkeypatch, rng):
+def test_no_device_transpose_anywhere(monkeypatch, small_launch, rng):
     """No code path calls numba's device transpose (a copy on hardware)."""
     if not SIM:
         pytest.skip("patches the simulator's array class")
@@ -140,7 +150,7 @@ def test_no_device_transpose_anywhere(monkeypatch, rng):
     ],
     ids=["layer_norm", "batch_norm", "minmax_scale", "lp_normalize"],
 )
-def test_small_launches_do_not_warn(call, honest_sim, rng):
+def test_small_launches_do_not_warn(call, honest_sim, small_launch, rng):
     """numba-cuda warns on grids under 128 blocks; tests turn warnings into
     errors, and users should not see warnings about our launch choices."""
     d = cuda.to_device(rng.standard_normal((2, 6, 7)))
@@ -412,7 +422,7 @@ def test_running_stats_on_another_device_are_a_value_error(monkeypatch, rng):
 
 @pytest.mark.parametrize("K", [1, 3, 31, 32, 33, 70])
 @pytest.mark.parametrize("clip", [False, True])
-def test_apply_kernels_by_column_count(K, clip, rng):
+def test_apply_kernels_by_column_count(K, clip, small_launch, rng):
     """rows (K == 1), flat with shared parameters (K < 32), a thread per
     column (K >= 32): each against the CPU, with clipping and NaN."""
     x = rng.standard_normal((3, 37, K)) * 2
