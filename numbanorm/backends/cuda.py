@@ -2,9 +2,11 @@
 
 Takes numba device arrays (also the CUDA simulator's), and anything with
 ``__cuda_array_interface__`` (CuPy arrays, PyTorch CUDA tensors) through
-:func:`as_device`, a zero-copy numba view.  Results are numba device arrays;
-:func:`wrap` turns them back into the user's array type, again zero-copy.
-Statistics come back as small host ``float64`` arrays, as the contract asks.
+:func:`as_device`, a zero-copy numba view.  Results are numba device arrays
+(over memory of the user's library); :func:`wrap` turns them back into the
+user's array type, again zero-copy.  ``moments`` and ``pnorm`` return small
+host ``float64`` arrays, as the contract asks; ``row_norm`` leaves its
+statistics on the device.
 
 Launch shapes (kernels in ``_cuda_kernels.py``):
 
@@ -15,8 +17,9 @@ Launch shapes (kernels in ``_cuda_kernels.py``):
     For ``K == 1`` (row reductions) ``TX = 1`` and ``TY`` grows with the row,
     from one warp (short rows) to ``THREADS``.  The grid is
     ``(ceil(K/TX), S, P)``; when ``P * ceil(K/TX)`` blocks cannot fill the GPU
-    each row range is split into ``S`` parts whose partial
-    ``(count, mean, M2, min, max)`` are Chan-merged by a second small kernel.
+    each row range is split into ``S`` parts whose partial ``(count, mean,
+    mean residual, M2, min, max)`` are Chan-merged by a second small kernel.
+    A thread loads a chunk of ``_CH`` rows before using any.
 ``apply``
     ``K == 1``: grid-stride over each row of the ``(P, R)`` view, grid
     ``(gx, P)``; ``1 < K < 32``: the same over the flat ``(P, R*K)`` plane
@@ -27,7 +30,9 @@ Launch shapes (kernels in ``_cuda_kernels.py``):
 ``row_norm``
     ``D <= ROW_WARP_MAX_D``: warp-per-row (``ROW_GROUP`` = 32 threads per row,
     ``THREADS // 32`` rows per block), beyond: block-per-row (``ROW_BLOCK``
-    threads); the row stays in registers when it fits (32 values per thread).
+    threads); the row stays in registers when it fits (32 values per thread),
+    so x is read once.  One kernel per statistic (layer, RMS, p-norm); the
+    weights per element, per row or per row segment (instance, group norm).
 
 A call's context (:func:`context`, a ``contextvars`` variable: thread- and
 task-local), entered by every public function for its whole call:
