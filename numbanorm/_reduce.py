@@ -269,6 +269,34 @@ def apply_affine(x, axis, center, scale, shift, *, out, lo=None, hi=None, backen
 
     ``out`` must have x's shape and dtype; it may be x itself.  Returns out.
     """
+
+    def launch(be, xv, tv, layout):
+        ps = layout((center, scale, shift))
+        be.apply(xv, tv, ps[0], ps[1], ps[2], lo, hi)
+
+    return _apply_view_of(x, axis, out, backend, launch)
+
+
+def apply_gathered(x, axis, gather, *, out, backend=None):
+    """out = (x - c) * s + h with parameters that live on the backend: the
+    planner gives ``gather(be, xv, tv, index)`` the apply view of x and out
+    and ``index`` (P, K) int64, the flat kept-shape index (C order) of each
+    view entry's parameters, so that the backend lays them out itself (the
+    CUDA backend without a copy to the host).  Returns out."""
+
+    def launch(be, xv, tv, layout):
+        kshape = kept_shape(x.shape, tuple(axis))
+        idx = np.arange(int(np.prod(kshape, dtype=np.int64)), dtype=np.float64).reshape(kshape)
+        gather(be, xv, tv, layout((idx,))[0].astype(np.int64))
+
+    return _apply_view_of(x, axis, out, backend, launch)
+
+
+def _apply_view_of(x, axis, out, backend, launch):
+    """The (P, R, K) apply view of x and out (no copy for layouts ordered by
+    stride; out through x's layout, else a temporary copied back), then
+    ``launch(be, x view, out view, layout)``, where ``layout(params)`` lays
+    kept-shape arrays out as the view's (n, P, K)."""
     be = backend or backends.backend_for(x)
     axes = tuple(axis)
     xc, perm = _layout(x, be)
@@ -282,8 +310,12 @@ def apply_affine(x, axis, center, scale, shift, *, out, lo=None, hi=None, backen
     red = {perm.index(a) for a in axes}
     runs = _runs(shape_c, red)
     view, groups = _apply_view(runs)
-    ps = _params((center, scale, shift), tuple(x.shape), axes, perm, runs, groups, view)
-    be.apply(xc.reshape(view), target.reshape(view), ps[0], ps[1], ps[2], lo, hi)
+    launch(
+        be,
+        xc.reshape(view),
+        target.reshape(view),
+        lambda params: _params(params, tuple(x.shape), axes, perm, runs, groups, view),
+    )
     if not direct:
         be.copy(target, oc)
     return out

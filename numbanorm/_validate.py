@@ -175,6 +175,23 @@ def param(p: Any, shape: tuple[int, ...], name: str, dtype: Any = np.float64):
     return a.astype(dtype)
 
 
+def device_array(p: Any, shape: tuple[int, ...], name: str, inp: Input, kinds: str = "biuf"):
+    """A CUDA array argument kept on the device (no copy to the host):
+    checked for shape, dtype kind and x's device; returns it as is."""
+    be = backends.backend_for(p)
+    d = be.as_device(p)
+    dt = np.dtype(d.dtype)
+    if dt.kind not in kinds:
+        what = "a float" if kinds == "f" else "a real"
+        raise TypeError(f"{name} must be {what} array, got dtype {dt}")
+    if tuple(d.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(d.shape)}")
+    dx, dp = be.device_of(inp.orig), be.device_of(p)
+    if dx is not None and dp is not None and dx != dp:
+        raise ValueError(f"{name} is on CUDA device {dp} but x is on device {dx}")
+    return d
+
+
 def running(p: Any, C: int, name: str, inp: Input, update: bool, host_ok: bool = False):
     """A running-stat array of shape (C,); returns (original, host float64 copy).
 

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _validate as V
-from ._reduce import _is_c_contiguous, apply_affine, reduce_moments
+from ._reduce import _is_c_contiguous, apply_affine, apply_gathered, reduce_moments
 from ._stats import batch_norm_params, inv_std_array, running_update
 from .backends.cpu import shortcuts
 
@@ -285,6 +285,9 @@ def batch_norm(
     C = inp.shape[ca]
     eps = V.check_eps(eps)
     mom = V.check_momentum(momentum)
+    if not training and _on_device(inp, running_mean, running_var):
+        rs = (running_mean, running_var)
+        return _batch_norm_eval_device(inp, *rs, weight, bias, eps, ca, out, return_stats)
     w = V.param(weight, (C,), "weight")
     b = V.param(bias, (C,), "bias")
     rm_o, rm = V.running(running_mean, C, "running_mean", inp, bool(training), _host_running)
@@ -325,6 +328,41 @@ def batch_norm(
         _write_running(rv_o, rv)
     sd = V.stats_dtype(inp.dtype)
     return _finish(inp, y, user_out, (mean.astype(sd), rstd.astype(sd)) if return_stats else None)
+
+
+def _on_device(inp: V.Input, running_mean, running_var) -> bool:
+    """CUDA x with its running statistics on the device."""
+    cuda_array = V.backends.is_cuda_array
+    return inp.backend.NAME == "cuda" and cuda_array(running_mean) and cuda_array(running_var)
+
+
+def _batch_norm_eval_device(inp, running_mean, running_var, weight, bias, eps, ca, out, return_stats):
+    """Eval batch_norm of a CUDA x with running statistics on the device:
+    the parameters are computed there (batch_norm_params' arithmetic) from
+    the running statistics and weight/bias (device or host), so the call
+    copies nothing to the host and does not synchronise unless the
+    statistics are returned."""
+    C = inp.shape[ca]
+    dev = V.backends.is_cuda_array
+    w = V.device_array(weight, (C,), "weight", inp) if dev(weight) else V.param(weight, (C,), "weight")
+    b = V.device_array(bias, (C,), "bias", inp) if dev(bias) else V.param(bias, (C,), "bias")
+    rm = V.device_array(running_mean, (C,), "running_mean", inp, "f")
+    rv = V.device_array(running_var, (C,), "running_var", inp, "f")
+    inp.require_nonempty()
+    y, user_out = V.out_array(out, inp)
+    be = inp.backend
+    axes = tuple(a for a in range(inp.ndim) if a != ca)
+
+    def gather(be, xv, tv, index):
+        be.batch_norm_eval(xv, tv, index, rm, rv, w, b, eps)
+
+    apply_gathered(inp.arr, axes, gather, out=y, backend=be)
+    if not return_stats:
+        return _finish(inp, y, user_out, None)
+    sd = V.stats_dtype(inp.dtype)
+    mean = np.asarray(be.to_host(rm), np.float64)
+    rstd = _rstd(np.asarray(be.to_host(rv), np.float64), eps)
+    return _finish(inp, y, user_out, (mean.astype(sd), rstd.astype(sd)))
 
 
 @V.on_call_stream

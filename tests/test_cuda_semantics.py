@@ -548,3 +548,43 @@ def test_instance_and_group_norm_in_one_kernel(op, monkeypatch, rng):
     assert n == {"d2h": 0, "sync": 0}
     assert launches == ["_row_layer"]
     np.testing.assert_allclose(y.copy_to_host(), f(x), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "2d"])
+@pytest.mark.parametrize("params", ["none", "host", "device"])
+def test_eval_batch_norm_with_device_running_stats_stays_on_the_device(layout, params, monkeypatch, rng):
+    """Running statistics (and weights) on the device: the parameters are
+    computed there; no copy to the host, no synchronisation, the CPU's bits
+    to rounding."""
+    C = 6
+    shape = {"nchw": (2, C, 5), "nhwc": (2, 5, C), "2d": (7, C)}[layout]
+    ca = -1 if layout == "nhwc" else 1
+    x = rng.standard_normal(shape) * 2 + 1
+    rm = rng.standard_normal(C).astype(F32)
+    rv = (rng.random(C) + 0.5).astype(F32)
+    w = rng.standard_normal(C) if params != "none" else None
+    b = rng.standard_normal(C) if params != "none" else None
+    dw = cuda.to_device(w) if params == "device" else w
+    db = cuda.to_device(b) if params == "device" else b
+    d_rm, d_rv = cuda.to_device(rm), cuda.to_device(rv)
+    n = _count_host_copies(monkeypatch)
+    y = nbn.batch_norm(cuda.to_device(x), d_rm, d_rv, dw, db, training=False, channel_axis=ca)
+    assert n == {"d2h": 0, "sync": 0}
+    want = nbn.batch_norm(x, rm, rv, w, b, training=False, channel_axis=ca)
+    np.testing.assert_allclose(y.copy_to_host(), want, rtol=1e-12, atol=1e-12)
+    got = nbn.batch_norm(cuda.to_device(x), d_rm, d_rv, dw, db, channel_axis=ca, return_stats=True)
+    want = nbn.batch_norm(x, rm, rv, w, b, channel_axis=ca, return_stats=True)
+    for g, wnt in zip(got, want, strict=True):
+        np.testing.assert_allclose(host(g), wnt, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(d_rm.copy_to_host(), rm)  # eval: untouched
+
+
+def test_eval_batch_norm_device_running_stats_errors(rng):
+    x = cuda.to_device(rng.standard_normal((2, 4, 3)))
+    good = cuda.to_device(np.ones(4))
+    with pytest.raises(ValueError, match=r"running_mean must have shape \(4,\), got \(5,\)"):
+        nbn.batch_norm(x, cuda.to_device(np.ones(5)), good)
+    with pytest.raises(TypeError, match="running_var must be a float array"):
+        nbn.batch_norm(x, good, cuda.to_device(np.ones(4, np.int32)))
+    with pytest.raises(ValueError, match=r"weight must have shape \(4,\)"):
+        nbn.batch_norm(x, good, good, cuda.to_device(np.ones(3)))

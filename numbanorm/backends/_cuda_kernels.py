@@ -302,6 +302,26 @@ def _warp_merge(n, mu, r, q, lo, hi):
 
 
 @_kernel()
+def _bn_eval_prm(index, chans, eps, prm):
+    """Eval batch_norm's parameters of each apply-view entry: center the
+    running mean, scale inv_std(running var) * weight, shift the bias, of
+    channel index[p, k] (batch_norm_params' eval arithmetic, on the device)."""
+    # index: (P, K) int64; chans: (4, C) float64 = running mean, running
+    # var, weight, bias; prm: (3, P, K)
+    P = index.shape[0]
+    K = index.shape[1]
+    for i in range(cuda.grid(1), P * K, cuda.gridsize(1)):
+        p = i // K
+        k = i - p * K
+        c = index[p, k]
+        v = chans[1, c]
+        rs = inv_std(v, eps) if v + eps != 0.0 else math.inf  # (the simulator raises on 1/0)
+        prm[0, p, k] = chans[0, c]
+        prm[1, p, k] = rs * chans[2, c]
+        prm[2, p, k] = chans[3, c]
+
+
+@_kernel()
 def _moments_merge(part, res):
     """Chan-merge the S partials of each (p, k), in order (deterministic),
     carrying the mean's rounding residual (chan_merge_dd)."""
@@ -773,7 +793,9 @@ def launch_signatures():
         add("_row_rms", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64[:, ::1])
         add("_row_lp", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64, f64[:, ::1])
         add("_copy1", dt[:], dt[::1])
+        add("_copy1", dt[:], f64[::1])  # device parameters cast to float64 (batch_norm_eval)
         add("_copy2", dt[:, :], dt[:, ::1])
         add("_copy3", dt[:, :, :], dt[:, :, ::1])
     sigs["_moments_merge"] = [(f64[:, :, :, ::1], f64[:, :, ::1])]
+    sigs["_bn_eval_prm"] = [(t.int64[:, ::1], f64[:, ::1], f64, f64[:, :, ::1])]
     return sigs

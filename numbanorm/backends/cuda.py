@@ -586,7 +586,42 @@ def apply(x3: Any, out3: Any, center, scale, shift, lo=None, hi=None) -> None:
     prm[0] = center
     prm[1] = scale
     prm[2] = shift
-    prm_d = from_host(prm)
+    _apply_prm(x3, out3, from_host(prm), lo, hi)
+
+
+def batch_norm_eval(x3: Any, out3: Any, index, rm, rv, w, b, eps: float) -> None:
+    """Eval batch_norm with device running statistics: the parameters of the
+    (P, R, K) view (entry (p, k) takes channel ``index[p, k]``, host int64)
+    computed on the device from ``rm``, ``rv`` (the user's device arrays,
+    any float dtype) and ``w``, ``b`` (device or host (C,) arrays, or None),
+    then the apply: no copy to the host, no synchronisation."""
+    x3 = as_device(x3)
+    out3 = as_device(out3)
+    P, R, K = x3.shape
+    C = int(rm.shape[0])
+    chans = _alloc((4, C), np.float64)  # rm, rv, w, b as float64
+    for i, a, fill in ((0, rm, None), (1, rv, None), (2, w, 1.0), (3, b, 0.0)):
+        if a is None:
+            from_host_into(chans[i], np.full(C, fill))
+        elif isinstance(a, np.ndarray):
+            from_host_into(chans[i], np.asarray(a, np.float64))
+        else:
+            _copy_nd(as_device(a), chans[i])  # (a dtype cast on the device)
+    prm = _alloc((3, P, K), np.float64)
+    idx = from_host(np.ascontiguousarray(index, np.int64))
+    blocks, threads = _launch_1d(P * K)
+    _launch(_k._bn_eval_prm, blocks, threads, idx, chans, float(eps), prm)
+    _apply_prm(x3, out3, prm, None, None)
+
+
+def from_host_into(d: Any, h: np.ndarray) -> None:
+    """Copy host ``h`` into the existing contiguous device array ``d`` (on the call's stream)."""
+    d.copy_to_device(np.ascontiguousarray(h, dtype=d.dtype), stream=_stream())
+
+
+def _apply_prm(x3, out3, prm_d, lo, hi) -> None:
+    """The apply kernels with device parameters prm_d (3, P, K) float64."""
+    P, R, K = x3.shape
     clip = lo is not None or hi is not None
     lo = -math.inf if lo is None else float(lo)
     hi = math.inf if hi is None else float(hi)
