@@ -336,12 +336,15 @@ def _on_device(inp: V.Input, running_mean, running_var) -> bool:
     return inp.backend.NAME == "cuda" and cuda_array(running_mean) and cuda_array(running_var)
 
 
-def _batch_norm_eval_device(inp, running_mean, running_var, weight, bias, eps, ca, out, return_stats):
-    """Eval batch_norm of a CUDA x with running statistics on the device:
-    the parameters are computed there (batch_norm_params' arithmetic) from
-    the running statistics and weight/bias (device or host), so the call
-    copies nothing to the host and does not synchronise unless the
-    statistics are returned."""
+def _batch_norm_eval_device(
+    inp, running_mean, running_var, weight, bias, eps, ca, out, return_stats, per_sample=False
+):
+    """Eval batch_norm (instance_norm with ``per_sample``: statistics of
+    the kept (N, C)) of a CUDA x with running statistics on the device: the
+    parameters are computed there (batch_norm_params' arithmetic) from the
+    running statistics and weight/bias (device or host), so the call copies
+    nothing to the host and does not synchronise unless the statistics are
+    returned."""
     C = inp.shape[ca]
     dev = V.backends.is_cuda_array
     w = V.device_array(weight, (C,), "weight", inp) if dev(weight) else V.param(weight, (C,), "weight")
@@ -351,10 +354,12 @@ def _batch_norm_eval_device(inp, running_mean, running_var, weight, bias, eps, c
     inp.require_nonempty()
     y, user_out = V.out_array(out, inp)
     be = inp.backend
-    axes = tuple(a for a in range(inp.ndim) if a != ca)
+    kept = (0, ca) if per_sample else (ca,)
+    axes = tuple(a for a in range(inp.ndim) if a not in kept)
 
     def gather(be, xv, tv, index):
-        be.batch_norm_eval(xv, tv, index, rm, rv, w, b, eps)
+        # kept-shape index -> channel (instance norm: n * C + c)
+        be.batch_norm_eval(xv, tv, index % C, rm, rv, w, b, eps)
 
     apply_gathered(inp.arr, axes, gather, out=y, backend=be)
     if not return_stats:
@@ -362,6 +367,8 @@ def _batch_norm_eval_device(inp, running_mean, running_var, weight, bias, eps, c
     sd = V.stats_dtype(inp.dtype)
     mean = np.asarray(be.to_host(rm), np.float64)
     rstd = _rstd(np.asarray(be.to_host(rv), np.float64), eps)
+    if per_sample:
+        mean, rstd = (np.broadcast_to(a, (inp.shape[0], C)) for a in (mean, rstd))
     return _finish(inp, y, user_out, (mean.astype(sd), rstd.astype(sd)))
 
 
@@ -534,6 +541,9 @@ def instance_norm(
     N, C = inp.shape[0], inp.shape[ca]
     eps = V.check_eps(eps)
     mom = V.check_momentum(momentum)
+    if not use_input_stats and _on_device(inp, running_mean, running_var):
+        rs = (running_mean, running_var)
+        return _batch_norm_eval_device(inp, *rs, weight, bias, eps, ca, out, return_stats, per_sample=True)
     w = V.param(weight, (C,), "weight")
     b = V.param(bias, (C,), "bias")
     rm_o, rm = V.running(running_mean, C, "running_mean", inp, bool(use_input_stats), _host_running)

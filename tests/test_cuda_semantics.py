@@ -588,3 +588,23 @@ def test_eval_batch_norm_device_running_stats_errors(rng):
         nbn.batch_norm(x, good, cuda.to_device(np.ones(4, np.int32)))
     with pytest.raises(ValueError, match=r"weight must have shape \(4,\)"):
         nbn.batch_norm(x, good, good, cuda.to_device(np.ones(3)))
+
+
+@pytest.mark.parametrize("ca", [1, -1])
+def test_instance_norm_eval_with_device_running_stats_stays_on_the_device(ca, monkeypatch, rng):
+    C = 4
+    x = rng.standard_normal((3, C, 5) if ca == 1 else (3, 5, C)) + 2
+    rm, rv = rng.standard_normal(C), rng.random(C) + 0.5
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    d_rm, d_rv = cuda.to_device(rm), cuda.to_device(rv)
+    kw = dict(use_input_stats=False, channel_axis=ca)
+    n = _count_host_copies(monkeypatch)
+    y = nbn.instance_norm(cuda.to_device(x), d_rm, d_rv, cuda.to_device(w), b, **kw)
+    assert n == {"d2h": 0, "sync": 0}
+    np.testing.assert_allclose(
+        y.copy_to_host(), nbn.instance_norm(x, rm, rv, w, b, **kw), rtol=1e-12, atol=1e-12
+    )
+    got = nbn.instance_norm(cuda.to_device(x), d_rm, d_rv, w, b, return_stats=True, **kw)
+    want = nbn.instance_norm(x, rm, rv, w, b, return_stats=True, **kw)
+    for g, wnt in zip(got, want, strict=True):
+        np.testing.assert_allclose(host(g), wnt, rtol=1e-12, atol=1e-12)
