@@ -186,10 +186,27 @@ def device_array(p: Any, shape: tuple[int, ...], name: str, inp: Input, kinds: s
         raise TypeError(f"{name} must be {what} array, got dtype {dt}")
     if tuple(d.shape) != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(d.shape)}")
+    same_device(p, inp, name)
+    return d
+
+
+def same_device(p: Any, inp: Input, name: str) -> None:
+    """ValueError when the CUDA array ``p`` is on another device than x."""
+    be = backends.backend_for(p)
     dx, dp = be.device_of(inp.orig), be.device_of(p)
     if dx is not None and dp is not None and dx != dp:
         raise ValueError(f"{name} is on CUDA device {dp} but x is on device {dx}")
-    return d
+
+
+def feature_range(fr: Any) -> tuple[float, float]:
+    """(lo, hi) of a min-max scaling: finite numbers with lo < hi."""
+    try:
+        lo, hi = (float(v) for v in fr)
+    except (TypeError, ValueError):
+        raise TypeError(f"feature_range must be a pair of numbers, got {fr!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
+        raise ValueError(f"feature_range must be finite with min < max, got {tuple(fr)!r}")
+    return lo, hi
 
 
 def running(p: Any, C: int, name: str, inp: Input, update: bool, host_ok: bool = False):
@@ -207,9 +224,7 @@ def running(p: Any, C: int, name: str, inp: Input, update: bool, host_ok: bool =
     if on_dev:
         be = backends.backend_for(p)
         if x_dev:
-            dx, dp = be.device_of(inp.orig), be.device_of(p)
-            if dx is not None and dp is not None and dx != dp:
-                raise ValueError(f"{name} is on CUDA device {dp} but x is on device {dx}")
+            same_device(p, inp, name)
         d = be.as_device(p)
         host = np.asarray(be.to_host(d))
         dt = np.dtype(d.dtype)

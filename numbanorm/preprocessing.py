@@ -327,12 +327,7 @@ def minmax_scale(
     >>> nbn.minmax_scale(np.array([[1.0, 2.0], [1.0, np.nan], [1.0, 4.0]]), (-1, 1)).tolist()
     [[-1.0, -1.0], [-1.0, nan], [-1.0, 1.0]]
     """
-    try:
-        lo, hi = (float(v) for v in feature_range)
-    except (TypeError, ValueError):
-        raise TypeError(f"feature_range must be a pair of numbers, got {feature_range!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise ValueError(f"feature_range must be finite with min < max, got {tuple(feature_range)!r}")
+    lo, hi = V.feature_range(feature_range)
     if stream is None:
         y = shortcuts.minmax_scale(x, lo, hi, axis, clip, out)
         if y is not None:

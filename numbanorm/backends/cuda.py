@@ -192,17 +192,29 @@ def _handle(s) -> int:
         return int(s)
 
 
+def _detached(x: Any) -> Any:
+    """torch refuses the interface on tensors that require grad: detach them."""
+    if type(x).__module__.startswith("torch") and getattr(x, "requires_grad", False):
+        return x.detach()
+    return x
+
+
+def _cai_stream(desc: dict):
+    """The stream a CUDA Array Interface v3 description reports: None (no
+    ordering needed), 0 (1: the legacy default stream) or a numba stream."""
+    ptr = desc.get("stream")
+    if ptr is None:
+        return None
+    return 0 if ptr == 1 else _external(int(ptr))
+
+
 def _producer_stream(x: Any):
-    """The stream a user's array was produced on, as the CUDA Array Interface
-    v3 reports it (None: no ordering needed), for ``x`` of any library."""
+    """The stream a user's array was produced on (0 when none is reported),
+    for ``x`` of any library."""
     if _is_numba_device_array(x):
         return getattr(x, "stream", 0) or 0
-    if type(x).__module__.startswith("torch") and getattr(x, "requires_grad", False):
-        x = x.detach()
-    ptr = x.__cuda_array_interface__.get("stream")
-    if ptr is None or ptr == 1:  # none reported, or the legacy default stream
-        return 0
-    return _external(int(ptr))
+    s = _cai_stream(_detached(x).__cuda_array_interface__)
+    return 0 if s is None else s
 
 
 @contextlib.contextmanager
@@ -310,8 +322,7 @@ def as_device(x: Any):
     Interface v3) with an event, on the device."""
     if _is_numba_device_array(x):
         return x
-    if type(x).__module__.startswith("torch") and getattr(x, "requires_grad", False):
-        x = x.detach()  # torch refuses the interface on tensors that require grad
+    x = _detached(x)
     try:
         desc = x.__cuda_array_interface__
     except AttributeError:
@@ -322,11 +333,9 @@ def as_device(x: Any):
             "(__cuda_array_interface__ needs a real GPU); pass numba.cuda.to_device arrays"
         )
     d = cuda.from_cuda_array_interface(desc, owner=x, sync=False)
-    ptr = desc.get("stream")
-    if ptr is not None and ptr != 1:
-        _order_after(_external(int(ptr)))
-    elif ptr == 1:
-        _order_after(0)
+    producer = _cai_stream(desc)
+    if producer is not None:
+        _order_after(producer)
     return d
 
 
@@ -599,24 +608,24 @@ def batch_norm_eval(x3: Any, out3: Any, index, rm, rv, w, b, eps: float) -> None
     out3 = as_device(out3)
     P, R, K = x3.shape
     C = int(rm.shape[0])
-    chans = _alloc((4, C), np.float64)  # rm, rv, w, b as float64
-    for i, a, fill in ((0, rm, None), (1, rv, None), (2, w, 1.0), (3, b, 0.0)):
-        if a is None:
-            from_host_into(chans[i], np.full(C, fill))
-        elif isinstance(a, np.ndarray):
-            from_host_into(chans[i], np.asarray(a, np.float64))
-        else:
-            _copy_nd(as_device(a), chans[i])  # (a dtype cast on the device)
+    # rm, rv, w, b as float64 (4, C): the host ones in one upload, the device
+    # ones cast into their rows on the device
+    host = np.zeros((4, C))
+    host[2] = 1.0
+    on_device = []
+    for i, a in enumerate((rm, rv, w, b)):
+        if isinstance(a, np.ndarray):
+            host[i] = a
+        elif a is not None:
+            on_device.append((i, as_device(a)))
+    chans = from_host(host)
+    for i, a in on_device:
+        _copy_nd(a, chans[i])
     prm = _alloc((3, P, K), np.float64)
     idx = from_host(np.ascontiguousarray(index, np.int64))
     blocks, threads = _launch_1d(P * K)
     _launch(_k._bn_eval_prm, blocks, threads, idx, chans, float(eps), prm)
     _apply_prm(x3, out3, prm, None, None)
-
-
-def from_host_into(d: Any, h: np.ndarray) -> None:
-    """Copy host ``h`` into the existing contiguous device array ``d`` (on the call's stream)."""
-    d.copy_to_device(np.ascontiguousarray(h, dtype=d.dtype), stream=_stream())
 
 
 def _apply_prm(x3, out3, prm_d, lo, hi) -> None:

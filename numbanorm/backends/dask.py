@@ -721,12 +721,7 @@ def standardize(
 
 
 def minmax_scale(x, feature_range=(0.0, 1.0), axis=0, *, clip=False, out=None, stream=None):
-    try:
-        lo, hi = (float(v) for v in feature_range)
-    except (TypeError, ValueError):
-        raise TypeError(f"feature_range must be a pair of numbers, got {feature_range!r}") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
-        raise ValueError(f"feature_range must be finite with min < max, got {tuple(feature_range)!r}")
+    lo, hi = V.feature_range(feature_range)
     x = as_input(x)
     axes = normalize_axis(axis, x.ndim)
     _nonempty(x)
