@@ -3,6 +3,12 @@
 Everything here runs before any kernel: a bad argument gives a ValueError or
 TypeError naming the argument and the expected and given values, and leaves x
 and the running statistics untouched.
+
+Masked arrays (``numpy.ma``): standardize, minmax_scale and lp_normalize
+(which leave NaN out of their statistics) leave masked entries out the same
+way and return their result masked where x was; the deep-learning norms, and
+every parameter, running statistic or ``out=``, refuse them with a TypeError
+naming the argument (MASK_SKIPPING, _masked_call).
 """
 
 from __future__ import annotations
@@ -30,10 +36,84 @@ def result_dtype(dtype: Any, name: str = "x") -> np.dtype:
     raise TypeError(f"{name} must have a float16, float32, float64, integer or bool dtype, got {dt}")
 
 
+def rms_default_eps(dtype: Any) -> float:
+    """``rms_norm``'s ``eps=None``: PyTorch 2.13's default, the machine
+    epsilon of the op's math type: float32's for float16 input (PyTorch
+    computes float16 in float32), the dtype's own for float32/float64, and
+    float64's for integer or bool input (computed in float64).  One home for
+    every backend (tests/test_loose_ends.py::test_rms_norm_default_eps)."""
+    dt = result_dtype(dtype)
+    return float(np.finfo(np.float32 if dt == np.float16 else dt).eps)
+
+
 def stats_dtype(dt: np.dtype) -> np.dtype:
     """Dtype of returned statistics: float32 for float16/32 inputs (as
     PyTorch's CUDA kernels), float64 for float64."""
     return np.dtype(np.float64) if dt == np.float64 else np.dtype(np.float32)
+
+
+# Masked arrays (numpy.ma).  The functions that leave NaN out of their
+# statistics (section 3 of the API) take them: masked entries are left out
+# like NaN and the output is masked where x was.  The deep-learning norms do
+# not skip NaN (a NaN makes its group's output NaN), so a mask has no meaning
+# for them: a TypeError naming x (np.asarray would silently use the values
+# under the mask).  The scalers and RunningStats honour masks too
+# (scalers._validate, streaming.as_float_array).  Guarded by
+# tests/test_loose_ends.py.
+MASK_SKIPPING = frozenset({"standardize", "minmax_scale", "lp_normalize"})
+
+_MASK_HINT = (
+    "standardize, minmax_scale, lp_normalize, the scalers and RunningStats take masked "
+    "arrays: masked entries are left out of the statistics like NaN and the output is masked"
+)
+
+
+def is_masked(x: Any) -> bool:
+    """Is ``x`` a ``numpy.ma.MaskedArray``?"""
+    return isinstance(x, np.ma.MaskedArray)
+
+
+def refuse_masked(x: Any, name: str, why: str) -> None:
+    """TypeError naming ``name`` when ``x`` is a masked array where a mask
+    cannot be honoured (a parameter, a running statistic, ``out=``)."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} must not be a numpy.ma.MaskedArray ({why}): pass np.ma.getdata({name}) "
+            f"or {name}.filled(value) to use its values as they are"
+        )
+
+
+def masked_as_nan(x: Any, name: str = "x") -> tuple[np.ndarray, np.ndarray]:
+    """(data, mask) of a masked array: its data as a new array of the result
+    dtype (float16/32/64 kept, integer and bool to float64) with NaN where
+    masked, and its boolean mask as a new array of x's shape.  x is not
+    modified."""
+    data = np.ma.getdata(x)
+    dt = result_dtype(data.dtype, name).newbyteorder("=")
+    mask = np.array(np.ma.getmaskarray(x), dtype=bool, copy=True)
+    a = np.array(data, dtype=dt, copy=True)
+    a[mask] = np.nan
+    return a, mask
+
+
+def _masked_call(fn, x: Any, args: tuple, kwargs: dict) -> Any:
+    """A public function on a masked array: the functions of MASK_SKIPPING
+    run on its data with NaN where masked and return the result masked where
+    x was (``out=`` a plain ndarray, then viewed as masked); the others raise
+    a TypeError naming x."""
+    name = fn.__name__
+    if name not in MASK_SKIPPING:
+        raise TypeError(
+            f"x is a numpy.ma.MaskedArray, which {name} refuses: it does not leave masked (or "
+            f"NaN) values out of its statistics.  Pass np.ma.getdata(x) or x.filled(value) to "
+            f"normalize the values as they are.  {_MASK_HINT}."
+        )
+    refuse_masked(kwargs.get("out"), "out", "the result is written into a plain array and returned masked")
+    data, mask = masked_as_nan(x)
+    res = fn(data, *args, **kwargs)
+    if isinstance(res, tuple):
+        return (np.ma.MaskedArray(res[0], mask=mask, copy=False), *res[1:])
+    return np.ma.MaskedArray(res, mask=mask, copy=False)
 
 
 class Input:
@@ -59,6 +139,8 @@ class Input:
                 arr = self.backend.from_host(self.backend.to_host(arr).astype(dt), like=x)
         else:
             self.backend = backends.backend_for(np.empty(0))
+            # (the public functions honour or refuse masks first: _masked_call)
+            refuse_masked(x, name, "this function does not skip masked values")
             if isinstance(x, np.ndarray):
                 arr = x
             elif _is_dask(x):
@@ -100,6 +182,8 @@ def on_call_stream(fn):
     def call(x, *args, **kwargs):
         if type(x) is np.ndarray:
             return fn(x, *args, **kwargs)
+        if isinstance(x, np.ma.MaskedArray):
+            return _masked_call(fn, x, args, kwargs)
         if _is_dask(x):
             return _dask_call(fn.__name__, sig, x, args, kwargs)
         if not backends.is_cuda_array(x):
@@ -164,6 +248,7 @@ def param(p: Any, shape: tuple[int, ...], name: str, dtype: Any = np.float64):
         return None
     if type(p) is np.ndarray and p.shape == shape and p.dtype == dtype:
         return p
+    refuse_masked(p, name, "parameters take no mask")
     if backends.is_cuda_array(p):
         a = np.asarray(backends.backend_for(p).to_host(backends.backend_for(p).as_device(p)))
     else:
@@ -216,6 +301,7 @@ def running(p: Any, C: int, name: str, inp: Input, update: bool, host_ok: bool =
     on the host); the public functions require them where x lives."""
     if p is None:
         return None, None
+    refuse_masked(p, name, "running statistics take no mask")
     on_dev = backends.is_cuda_array(p)
     x_dev = backends.is_cuda_array(inp.orig)
     if update and on_dev != x_dev and not (host_ok and not on_dev):
@@ -255,6 +341,7 @@ def out_array(out: Any, inp: Input, name: str = "out"):
             # so the kernels write y through the same view as they read x
             return _outbuf.empty_like(inp.arr), None
         return be.empty(inp.shape, inp.dtype, like=inp.orig), None
+    refuse_masked(out, name, "the result is written into a plain array")
     if backends.is_cuda_array(out) != backends.is_cuda_array(inp.orig):
         raise TypeError(
             f"{name} must be the same kind of array as x ({type(inp.orig).__name__}), "
