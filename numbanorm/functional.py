@@ -815,11 +815,11 @@ def rms_norm(
         means 1.
     eps : float or None, default None
         Added to the mean square before the square root; finite and >= 0
-        (with 0, an all-zero sample becomes NaN).  None uses the machine
-        epsilon of ``x``'s dtype, ``np.finfo(x.dtype).eps``: float16's (about
-        9.8e-4) for float16 input, float32's or float64's for those, and
+        (with 0, an all-zero sample becomes NaN).  None uses PyTorch 2.13's
+        default, the machine epsilon of the type the op computes in:
+        float32's (``np.finfo(np.float32).eps``, about 1.2e-7) for float16
+        input, ``np.finfo(x.dtype).eps`` for float32/float64 input, and
         float64's for integer or bool input (converted to float64).
-        (PyTorch 2.13 uses float32's epsilon for float16 input.)
     out : ndarray or CUDA array, optional
         Array the result is written into and returned: ``x``'s shape and the
         result dtype, the same kind of array as ``x`` (a NumPy one writable,
@@ -888,7 +888,7 @@ def rms_norm(
         if y is not None:
             return y
     inp = V.Input(x)
-    eps = float(np.finfo(inp.dtype).eps) if eps is None else V.check_eps(eps)
+    eps = V.rms_default_eps(inp.dtype) if eps is None else V.check_eps(eps)
     y, user_out, _, rstd = _row_op(inp, normalized_shape, weight, None, eps, out, True, stream, return_stats)
     return _finish(inp, y, user_out, (rstd,) if return_stats else None)
 
