@@ -10,10 +10,26 @@ imported lazily, to build tags and to raise its ``NotFittedError``.
 
 Statistics are accumulated in float64 by :class:`numbanorm.RunningStats`
 (one parallel pass over each ``partial_fit`` batch); ``transform`` is one
-parallel pass computing ``(x - center) * scale + shift`` in float64 and
-storing in the input's float dtype.  Unlike scikit-learn, both scalers take
-``axis=`` (the axes reduced over) for N-D data, e.g. ``axis=(0, 2, 3)`` for
-per-channel statistics of an ``(N, C, H, W)`` image stack.
+parallel pass computing ``(x - center) * scale + shift`` and storing in the
+input's float dtype.  Batches of at most ``MIN_TASK_ELEMS`` (32768) elements
+run one serial kernel per call instead (``backends.cpu.small``: the
+statistics folded into the state, or the transform formed in float64 and
+rounded once), without waking the thread pool, and the fitted attributes
+are formed by one serial kernel: a call on a 32 x 64 batch costs
+microseconds, also on a busy machine (tests/test_loose_ends.py).
+
+Masked arrays (``numpy.ma``) are honoured: masked entries are left out of
+the statistics as NaN is, and ``transform``/``inverse_transform`` return a
+masked array, masked where ``X`` is.
+
+scikit-learn's callbacks (``sklearn.callback``, scikit-learn >= 1.9):
+``set_callbacks`` and one fit task per ``fit``/``partial_fit``, as
+scikit-learn's own ``StandardScaler``, so a callback set on a ``Pipeline``
+reaches the scalers.  scikit-learn is imported only when callbacks are set.
+
+Unlike scikit-learn, both scalers take ``axis=`` (the axes reduced over) for
+N-D data, e.g. ``axis=(0, 2, 3)`` for per-channel statistics of an
+``(N, C, H, W)`` image stack.
 
 Differences from scikit-learn, all deliberate:
 
@@ -41,8 +57,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from ._cache import kernel
+from ._config import MIN_TASK_ELEMS
 from ._reduce import apply_affine, kept_shape, normalize_axis
-from .preprocessing import constant_features
+from ._stats import constant_feature, variance
+from ._validate import masked_as_nan
+from .backends.cpu import small
+from .backends.cpu.shortcuts import chan_view
 from .streaming import RunningStats
 
 if TYPE_CHECKING:  # annotations only: numpy.typing is not imported at run time
@@ -72,6 +93,9 @@ class NotFittedError(ValueError, AttributeError):
     """
 
 
+_INF_MSG = "Input X contains infinity or a value too large for dtype('float64')."
+
+
 def _not_fitted(est: Any) -> Exception:
     msg = (
         f"This {type(est).__name__} instance is not fitted yet. Call 'fit' with "
@@ -82,6 +106,56 @@ def _not_fitted(est: Any) -> Exception:
     except ImportError:  # pragma: no cover - sklearn is installed in CI
         return NotFittedError(msg)
     return SkNotFittedError(msg)
+
+
+@kernel(fastmath=False, error_model="numpy", nogil=True)
+def _standard_params(cnt, mean, res, m2, with_std, mean_out, var_out, scale_out):
+    """StandardScaler's fitted attributes from a RunningStats state, all (F,)
+    float64: the mean (NaN where the count is 0), the biased variance and
+    the scale (sqrt(var), 1 for features constant to rounding: scikit-learn's
+    _is_constant_feature, ``_stats.constant_feature``).  Returns whether every
+    count is the same (n_samples_seen_ is then a scalar).  Serial: O(F)."""
+    same = True
+    for f in range(cnt.shape[0]):
+        n = cnt[f]
+        same = same and n == cnt[0]
+        m = mean[f] + res[f] if n > 0.0 else math.nan
+        mean_out[f] = m
+        if with_std:
+            v = variance(n, m2[f], 0.0)
+            var_out[f] = v
+            scale_out[f] = 1.0 if constant_feature(v, m, n) else math.sqrt(v)
+    return same
+
+
+@kernel(fastmath=False, error_model="numpy", nogil=True)
+def _minmax_params(cnt, mn, mx, lo, hi, dmin, dmax, drange, scale, shift):
+    """MinMaxScaler's fitted attributes from a RunningStats state, all (F,)
+    float64: data min/max (NaN where the count is 0), their range, and the
+    map ``x * scale + shift`` onto [lo, hi]; a range below 10 float64 eps
+    counts as 1 (scikit-learn's _handle_zeros_in_scale).  Serial: O(F)."""
+    tiny = 10.0 * np.finfo(np.float64).eps
+    for f in range(cnt.shape[0]):
+        a = mn[f] if cnt[f] > 0.0 else math.nan
+        b = mx[f] if cnt[f] > 0.0 else math.nan
+        r = b - a
+        dmin[f] = a
+        dmax[f] = b
+        drange[f] = r
+        sc = (hi - lo) / (1.0 if r < tiny else r)
+        scale[f] = sc
+        shift[f] = lo - a * sc
+
+
+_NO_ARRAY = np.empty(0)
+
+
+def _flat_param(p: Any, F: int) -> np.ndarray:
+    """A transform parameter (a float or a kept-shape float64 array) as the
+    (F,) float64 array the serial kernel takes."""
+    if type(p) is np.ndarray and p.dtype == np.float64 and p.size == F and p.flags.c_contiguous:
+        return p.reshape(F)
+    return np.ascontiguousarray(np.broadcast_to(np.asarray(p, dtype=np.float64).reshape(-1), (F,)))
 
 
 def _is_sparse(X: Any) -> bool:
@@ -192,6 +266,79 @@ class _BaseScaler:
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "n_samples_seen_")
 
+    # -- scikit-learn's callbacks (sklearn.callback, scikit-learn >= 1.9) -------
+
+    def set_callbacks(self: _S, *callbacks: Any) -> _S:
+        """Set scikit-learn callbacks (``sklearn.callback``) run while fitting; returns self.
+
+        scikit-learn's callback protocol (scikit-learn >= 1.9, which is
+        imported here: it stays optional otherwise).  Each :meth:`fit` or
+        :meth:`partial_fit` call is one fit task: the callbacks' ``setup``,
+        ``on_fit_task_begin``, ``on_fit_task_end`` (``fitted_estimator`` is
+        a copy of the fitted scaler) and ``teardown`` hooks are called once,
+        as for scikit-learn's ``StandardScaler``.  Callbacks set on a
+        meta-estimator (e.g. a progress bar on a ``Pipeline``) reach the
+        scalers the same way.  No argument removes the callbacks.
+
+        Parameters
+        ----------
+        *callbacks : sklearn.callback.FitCallback
+            Callback instances.
+
+        Returns
+        -------
+        self
+            The estimator, so calls can be chained.
+
+        Raises
+        ------
+        TypeError
+            A callback does not follow scikit-learn's ``FitCallback``
+            protocol.
+        ImportError
+            scikit-learn (>= 1.9, with ``sklearn.callback``) is not installed.
+
+        Examples
+        --------
+        >>> import numbanorm as nbn
+        >>> class Report:  # a FitCallback: these four hooks
+        ...     def setup(self, estimator, context): pass
+        ...     def teardown(self, estimator, context): pass
+        ...     def on_fit_task_begin(self, estimator, context, **kw): pass
+        ...     def on_fit_task_end(self, estimator, context, *, fitted_estimator=None):
+        ...         print("fitted", fitted_estimator.mean_)
+        >>> _ = nbn.StandardScaler().set_callbacks(Report()).fit([[1.0], [3.0]])
+        fitted [2.]
+        """
+        try:
+            from sklearn.callback import CallbackSupportMixin
+        except ImportError:
+            raise ImportError(
+                "set_callbacks needs scikit-learn >= 1.9 (sklearn.callback), which is not installed"
+            ) from None
+        return CallbackSupportMixin.set_callbacks(self, *callbacks)
+
+    def _callbacks_active(self) -> bool:
+        # callbacks set on this scaler, or a meta-estimator's context to join
+        d = self.__dict__
+        return "_skl_callbacks" in d or "_parent_callback_ctx" in d
+
+    def _fit_task(self: _S, fit: Any, X: Any, y: Any, sample_weight: Any = None) -> _S:
+        """Run ``fit(X, y, sample_weight)`` as one task of scikit-learn's
+        callback protocol (its own CallbackSupportMixin and with_callbacks:
+        setup, task begin and end, teardown even when fit raises)."""
+        from sklearn.callback import CallbackSupportMixin, with_callbacks
+
+        def task(est: Any) -> Any:
+            ctx = CallbackSupportMixin._init_callback_context(est)
+            meta = {"sample_weight": sample_weight}
+            ctx.call_on_fit_task_begin(estimator=est, X=X, y=y, metadata=meta)
+            fit(X, y, sample_weight)
+            ctx.call_on_fit_task_end(estimator=est, X=X, y=y, metadata=meta, reconstruction_attributes={})
+            return est
+
+        return with_callbacks(task)(self)
+
     def _check_is_fitted(self) -> None:
         if not self.__sklearn_is_fitted__():
             raise _not_fitted(self)
@@ -283,6 +430,9 @@ class _BaseScaler:
             return self._validate_dask(X, reset=reset)
         if _is_sparse(X):
             raise TypeError(f"{name} does not support sparse input: pass a dense array (e.g. X.toarray()).")
+        if isinstance(X, np.ma.MaskedArray):
+            # masked entries are left out of the statistics like NaN (a copy)
+            return self._check_shapes(masked_as_nan(X, "X")[0], reset=reset)
         x = np.asarray(X)
         if x.dtype.kind == "O":
             x = x.astype(np.float64)  # TypeError for non-numbers, as np.asarray(float)
@@ -340,18 +490,29 @@ class _BaseScaler:
             )
         return x, axes
 
-    @staticmethod
-    def _chunk_stats(
-        x: np.ndarray, axes: tuple[int, ...], minmax: bool, sample_weight: Any = None
-    ) -> RunningStats:
-        """Statistics of one batch; ``inf`` is rejected before they are merged."""
+    def _fold(self, x: Any, axes: tuple[int, ...], minmax: bool, sample_weight: Any = None) -> None:
+        """Fold one validated batch into ``self._rs`` (made on the first
+        batch); ``inf`` is rejected before anything is merged.  A small NumPy
+        batch is folded by one serial kernel; others get the batch's own
+        RunningStats (parallel kernels, Dask, weights), checked, then merged."""
+        first = "_rs" not in self.__dict__
+        if sample_weight is None and isinstance(x, np.ndarray) and 0 < x.size <= MIN_TASK_ELEMS:
+            rs = RunningStats(minmax=minmax) if first else self._rs
+            rs._check_shape(self._kshape, "X")
+            if not rs._fold_small(x, axes, True):
+                raise ValueError(_INF_MSG)
+            self._rs = rs
+            return
         rs = RunningStats(minmax=minmax).update(x, axes, sample_weight=sample_weight)
         probe = (rs.min, rs.max) if minmax else (rs.mean,)
         seen = rs.count > 0
         for p in probe:
             if not np.all(np.isfinite(p[seen])):
-                raise ValueError("Input X contains infinity or a value too large for dtype('float64').")
-        return rs
+                raise ValueError(_INF_MSG)
+        if first:
+            self._rs = rs
+        else:
+            self._rs.merge(rs)
 
     def _affine(self, X: Any, copy: bool | None, center, scale, shift, lo=None, hi=None) -> np.ndarray:
         """Validate ``X`` against the fit and return clip((X - center) * scale + shift)."""
@@ -365,7 +526,40 @@ class _BaseScaler:
         copy = self.copy if copy is None else copy
         inplace = not copy and x is X and x.flags.writeable
         out = x if inplace else np.empty_like(x)
-        return apply_affine(x, axes, center, scale, shift, out=out, lo=lo, hi=hi)
+        if x.size <= MIN_TASK_ELEMS:
+            self._apply_small(x, axes, out, center, scale, shift, lo, hi)
+        else:
+            apply_affine(x, axes, center, scale, shift, out=out, lo=lo, hi=hi)
+        if isinstance(X, np.ma.MaskedArray):
+            return np.ma.MaskedArray(out, mask=np.ma.getmaskarray(X).copy(), copy=False)
+        return out
+
+    def _apply_small(self, x, axes, out, center, scale, shift, lo, hi) -> None:
+        """out = clip((x - center) * scale + shift) for a small x, by one
+        serial kernel (``small.channel_apply``: formed in float64, rounded
+        once) on x's (A, C, S) view, or on a copy with the reduced axes first
+        whose result goes back through the same transpose."""
+        F = math.prod(self._kshape)
+        ps = [_flat_param(p, F) for p in (center, scale, shift)]
+        clip = lo is not None
+        lo, hi = (float(lo), float(hi)) if clip else (0.0, 0.0)
+        xw = x.astype(np.float32) if x.dtype == np.float16 else x  # no float16 arithmetic in numba
+        v = chan_view(x.shape, axes) if xw.flags.c_contiguous else None
+        if v is not None:
+            x3 = xw.reshape(v)
+            if out.dtype == xw.dtype and out.flags.c_contiguous:  # (out may be x: elementwise, safe)
+                small.channel_apply(x3, out.reshape(v), *ps, clip, lo, hi)
+            else:
+                y3 = np.empty_like(x3)
+                small.channel_apply(x3, y3, *ps, clip, lo, hi)
+                out[...] = y3.reshape(x.shape)
+            return
+        order = [*axes, *(a for a in range(x.ndim) if a not in axes)]
+        xt = np.ascontiguousarray(xw.transpose(order))
+        x3 = xt.reshape(-1, F, 1)
+        y3 = np.empty_like(x3)
+        small.channel_apply(x3, y3, *ps, clip, lo, hi)
+        out.transpose(order)[...] = y3.reshape(xt.shape)
 
 
 class StandardScaler(_BaseScaler):
@@ -554,19 +748,19 @@ class StandardScaler(_BaseScaler):
         >>> bool(np.allclose(sc.var_, X.var(axis=0)))
         True
         """
+        if self._callbacks_active():
+            return self._fit_task(self._partial_fit, X, y, sample_weight)
+        return self._partial_fit(X, y, sample_weight)
+
+    def _partial_fit(self, X: Any, y: Any, sample_weight: Any) -> StandardScaler:
         first = not hasattr(self, "n_samples_seen_")
         x, axes = self._validate(X, reset=first)
         sw = None
         if sample_weight is not None:
             sw = _check_sample_weight(sample_weight, x.shape[0])
-        rs = self._chunk_stats(x, axes, False, sw)
+        self._fold(x, axes, False, sw)
         n = math.prod(x.shape[a] for a in axes)
-        if first:
-            self._rs = rs
-            self._n_total = n
-        else:
-            self._rs.merge(rs)
-            self._n_total += n
+        self._n_total = n if first else self._n_total + n
         self._finalize()
         return self
 
@@ -575,28 +769,21 @@ class StandardScaler(_BaseScaler):
         if not self.with_mean and not self.with_std:
             # scikit-learn counts non-NaN values (unweighted, int64) in this case
             counts = self._n_total - rs.nan_count
-        else:
-            counts = rs.count  # float64, sums of weights when weighted (as sklearn)
-        flat = counts.reshape(-1)
-        n = flat[0] if flat.min() == flat.max() else counts
-        self.n_samples_seen_ = n
-        if not self.with_mean and not self.with_std:
+            flat = counts.reshape(-1)
+            self.n_samples_seen_ = flat[0] if flat.min() == flat.max() else counts
             self.mean_ = None
             self.var_ = None
             self.scale_ = None
             return
-        self.mean_ = rs.mean
-        if not self.with_std:
-            self.var_ = None
-            self.scale_ = None
-            return
-        var = rs.var()
-        self.var_ = var
-        # scikit-learn's _is_constant_feature (as nbn.standardize): such features get scale 1
-        constant = constant_features(var, self.mean_, n)
-        scale = np.sqrt(var)
-        scale[constant] = 1.0
-        self.scale_ = scale
+        # counts: float64, sums of weights when weighted (as sklearn)
+        F, k = rs._cnt.shape[0], rs._shape
+        mean = np.empty(F)
+        var, scale = (np.empty(F), np.empty(F)) if self.with_std else (_NO_ARRAY, _NO_ARRAY)
+        same = _standard_params(rs._cnt, rs._mean, rs._res, rs._m2, bool(self.with_std), mean, var, scale)
+        self.n_samples_seen_ = rs._cnt[0] if same else rs._cnt.reshape(k).copy()
+        self.mean_ = mean.reshape(k)
+        self.var_ = var.reshape(k) if self.with_std else None
+        self.scale_ = scale.reshape(k) if self.with_std else None
 
     def transform(self, X: ArrayLike, copy: bool | None = None) -> np.ndarray:
         """Standardize ``X`` with the fitted statistics; NaN stays NaN.
@@ -849,25 +1036,27 @@ class MinMaxScaler(_BaseScaler):
         >>> sc.data_min_, sc.data_max_, sc.n_samples_seen_
         (array([0.]), array([4.]), 3)
         """
+        if self._callbacks_active():
+            return self._fit_task(self._partial_fit, X, y)
+        return self._partial_fit(X, y)
+
+    def _partial_fit(self, X: Any, y: Any, sample_weight: Any = None) -> MinMaxScaler:
         lo, hi = self._range()
         first = not hasattr(self, "n_samples_seen_")
         x, axes = self._validate(X, reset=first)
-        rs = self._chunk_stats(x, axes, True)
+        self._fold(x, axes, True)
         n = math.prod(x.shape[a] for a in axes)
-        if first:
-            self._rs = rs
-            self.n_samples_seen_ = n
-        else:
-            self._rs.merge(rs)
-            self.n_samples_seen_ += n
-        self.data_min_ = self._rs.min
-        self.data_max_ = self._rs.max
-        self.data_range_ = self.data_max_ - self.data_min_
-        # scikit-learn's _handle_zeros_in_scale: a range below 10 eps counts as 0
-        rng = self.data_range_.copy()
-        rng[rng < 10 * np.finfo(np.float64).eps] = 1.0
-        self.scale_ = (hi - lo) / rng
-        self.min_ = lo - self.data_min_ * self.scale_
+        self.n_samples_seen_ = n if first else self.n_samples_seen_ + n
+        rs = self._rs
+        F, k = rs._cnt.shape[0], rs._shape
+        dmin, dmax, drange, scale, shift = (np.empty(F) for _ in range(5))
+        # (scikit-learn's _handle_zeros_in_scale: a range below 10 eps counts as 1)
+        _minmax_params(rs._cnt, rs._mn, rs._mx, lo, hi, dmin, dmax, drange, scale, shift)
+        self.data_min_ = dmin.reshape(k)
+        self.data_max_ = dmax.reshape(k)
+        self.data_range_ = drange.reshape(k)
+        self.scale_ = scale.reshape(k)
+        self.min_ = shift.reshape(k)
         return self
 
     def transform(self, X: ArrayLike) -> np.ndarray:

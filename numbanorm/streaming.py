@@ -7,6 +7,10 @@ shape: the input's shape without the reduced axes), the float64 triple
 (``numbanorm._reduce.reduce_moments``: exact two-pass statistics of
 cache-resident blocks, Chan merges between them) and folds the chunk's
 triples into the state with Chan's pairwise formula (``_stats.chan_merge``).
+A chunk of at most ``MIN_TASK_ELEMS`` elements takes one serial kernel
+instead (``backends.cpu.small.fold_moments``: the same statistics and merge,
+without waking the thread pool, which cost milliseconds per tiny chunk on a
+busy machine).
 Because every combination is a Chan merge of exact partial moments, the result
 does not depend on how the data was split (tests/test_streaming.py::
 test_any_split_equals_whole).
@@ -36,11 +40,13 @@ from numba import prange
 
 from . import backends
 from ._cache import kernel
-from ._config import FASTMATH
+from ._config import FASTMATH, MIN_TASK_ELEMS
 from ._reduce import kept_shape, normalize_axis, reduce_moments
 from ._stats import chan_merge, chan_merge_dd, variance, welford_push
-from ._validate import result_dtype
+from ._validate import masked_as_nan, result_dtype
+from .backends.cpu import small
 from .backends.cpu._intrinsics import min2
+from .backends.cpu.shortcuts import chan_view
 
 if TYPE_CHECKING:  # annotations only: numpy.typing is not imported at run time
     from numpy.typing import ArrayLike
@@ -134,6 +140,31 @@ def _weighted_moments(x3, w, nsplit):
     return oc, om, oq, omn, omx, onan
 
 
+# the same kernel without the thread pool, for chunks of at most
+# MIN_TASK_ELEMS elements (prange runs as range): waking the pool for tiny
+# work cost ~ms on a busy machine (FIELD-NOTES, tests/test_loose_ends.py)
+_weighted_moments_serial = kernel(fastmath=_FM, nogil=True)(_weighted_moments.py_func)
+
+
+def small_view(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """x (non-empty, at most MIN_TASK_ELEMS elements) as the (A, C, S) view
+    the serial kernels of ``backends.cpu.small`` take: statistics per C over A
+    and S.  No copy when x is a C-contiguous float32/64 array whose kept axes
+    are adjacent (2-D data over axis 0: (rows, features, 1)); otherwise a
+    copy with the reduced axes first, (R, F, 1) (float16 widened to float32;
+    numba has no float16 arithmetic)."""
+    if x.dtype == np.float16:
+        x = x.astype(np.float32)
+    if x.flags.c_contiguous:
+        v = chan_view(x.shape, axes)
+        if v is not None:
+            return x.reshape(v)
+    kept = [a for a in range(x.ndim) if a not in axes]
+    xt = np.ascontiguousarray(x.transpose([*axes, *kept]))
+    R = math.prod(x.shape[a] for a in axes)
+    return xt.reshape(R, x.size // R, 1)
+
+
 # --------------------------------------------------------------------------
 # validation helpers (shared with numbanorm.scalers and numbanorm.cli)
 # --------------------------------------------------------------------------
@@ -162,6 +193,10 @@ def as_float_array(x: Any, name: str = "x") -> Any:
         ``x`` itself when it is already a float16/32/64 ndarray (or a
         float32/64 CUDA array), else a float64 ndarray.
 
+    A masked array (``numpy.ma``) becomes a new array of its data with NaN
+    where it is masked, so that the statistics leave masked entries out as
+    they leave NaN out.
+
     Raises
     ------
     TypeError
@@ -182,6 +217,8 @@ def as_float_array(x: Any, name: str = "x") -> Any:
         if dt not in (np.float32, np.float64):
             raise TypeError(f"{name}: CUDA arrays must be float32 or float64, got {dt}")
         return x
+    if isinstance(x, np.ma.MaskedArray):
+        return masked_as_nan(x, name)[0]
     a = np.asarray(x)
     dt = result_dtype(a.dtype, name)
     return a if dt == a.dtype else a.astype(dt)
@@ -204,7 +241,8 @@ class RunningStats:
     A feature is an index of the *kept* shape: the input's shape without the
     reduced axes (the columns of a 2-D array with the default ``axis=0``).
     Each :meth:`update` folds one chunk in, in place (one parallel pass over
-    the chunk); :meth:`merge` combines two accumulators.  The state is float64
+    the chunk; one serial pass for chunks of at most 32768 elements);
+    :meth:`merge` combines two accumulators.  The state is float64
     whatever the input dtype (float16/32/64, integer or bool; NumPy or CUDA
     arrays).  NaN is ignored: every feature has its own count, and
     :attr:`nan_count` says how many NaN it skipped.  Chunked updates in any
@@ -355,7 +393,9 @@ class RunningStats:
         LeVeque's pairwise formula [1]_, so the result does not depend on how
         the data was split.  The first update fixes the kept shape; a chunk
         with no element to reduce (e.g. 0 rows) fixes it too and adds nothing.
-        NaN values are skipped and counted in :attr:`nan_count`.
+        NaN values are skipped and counted in :attr:`nan_count`.  A masked
+        array (``numpy.ma``) is honoured: its masked entries are left out as
+        NaN is (and counted in :attr:`nan_count`).
 
         Parameters
         ----------
@@ -425,6 +465,9 @@ class RunningStats:
         n_red = math.prod(shape[a] for a in axes)
         if n_red == 0:
             return self
+        if isinstance(x, np.ndarray) and 0 < x.size <= MIN_TASK_ELEMS:
+            self._fold_small(x, axes, False)
+            return self
         mom = reduce_moments(x, axes, skipnan=True, minmax=self._minmax)
         cnt = mom.count.reshape(-1)
         res = np.zeros_like(cnt) if mom.resid is None else mom.resid.reshape(-1)
@@ -436,6 +479,17 @@ class RunningStats:
             cnt, mom.mean.reshape(-1), res, mom.m2.reshape(-1), mn, mx, nans, self._minmax,
         )  # fmt: skip
         return self
+
+    def _fold_small(self, x: np.ndarray, axes: tuple[int, ...], reject_inf: bool) -> bool:
+        """Fold a small non-empty ndarray chunk (at most MIN_TASK_ELEMS
+        elements, kept shape already checked) into the state with one serial
+        kernel (``small.fold_moments``), without the thread pool.  With
+        ``reject_inf``, a chunk whose statistics are not finite is left out
+        and False returned (the scalers' infinity check)."""
+        return small.fold_moments(
+            small_view(x, axes), self._minmax, reject_inf,
+            self._cnt, self._mean, self._res, self._m2, self._mn, self._mx, self._nans,
+        )  # fmt: skip
 
     def _update_dask(self, chunk, axis, sample_weight) -> RunningStats:
         """update() of a Dask array: the statistics tree (one read of each
@@ -488,8 +542,11 @@ class RunningStats:
         F = math.prod(x.shape[a] for a in kept)
         # (N, S, F); a view for the usual layouts, a copy otherwise
         x3 = x.transpose([0, *others, *kept]).reshape(x.shape[0], S, F)
-        nsplit = _nsplit_rows(x.shape[0], S * F)
-        c, mu, q, mn, mx, nans = _weighted_moments(x3, np.ascontiguousarray(w), nsplit)
+        if x.size <= MIN_TASK_ELEMS:  # one task: no thread pool
+            c, mu, q, mn, mx, nans = _weighted_moments_serial(x3, np.ascontiguousarray(w), 1)
+        else:
+            nsplit = _nsplit_rows(x.shape[0], S * F)
+            c, mu, q, mn, mx, nans = _weighted_moments(x3, np.ascontiguousarray(w), nsplit)
         _merge_into_state(
             self._cnt, self._mean, self._res, self._m2, self._mn, self._mx, self._nans,
             c, mu, np.zeros_like(mu), q, mn, mx, nans, self._minmax,

@@ -13,7 +13,16 @@ import numpy as np
 
 from ..._cache import kernel
 from ..._config import FASTMATH, FASTMATH_ELEMENTWISE
-from ..._stats import constant_feature, inv_std, minmax_factor, pnorm_finish, running_update, variance
+from ..._stats import (
+    chan_merge_dd,
+    constant_feature,
+    inv_std,
+    minmax_factor,
+    pnorm_finish,
+    running_update,
+    two_sum,
+    variance,
+)
 from ._intrinsics import max2
 from .rows import row_two_pass
 
@@ -265,3 +274,109 @@ def minmax_small(x3, y3, lo, hi, clip):
             mx[c] = math.nan
         scale[c] = minmax_factor(mn[c], mx[c], lo, hi)
     channel_apply(x3, y3, mn, scale, np.full(C, lo), clip, lo, hi)
+
+
+@kernel(fastmath=_FM, error_model="numpy", nogil=True)
+def fold_moments(x3, minmax, reject_inf, cnt, mean, res, m2, mn, mx, nans):
+    """Fold a small x3 (A, C, S) into a streaming state, serially: each
+    channel's (count, mean + residual, M2, min, max, NaN count) over A and S
+    (the corrected two-pass in float64, NaN left out), Chan-merged into the
+    (C,) float64 state (``_stats.chan_merge_dd``; nans int64) in place.
+
+    The small-input twin of ``numbanorm._reduce.reduce_moments`` +
+    ``streaming._merge_into_state`` for RunningStats and the scalers (no
+    thread pool: NOTES.md section 10, tests/test_loose_ends.py).  With
+    ``reject_inf``, a chunk with a channel whose mean (min or max with
+    ``minmax``) is not finite is not merged and False is returned (the
+    scalers' "Input X contains infinity"); else True.
+    """
+    A, C, S = x3.shape
+    # (A * C, S) rows; with S == 1 (channels last, e.g. 2-D data over axis 0)
+    # the inner loops run along the channels instead (they vectorize)
+    x2 = x3.reshape(A * C, S)
+    c2 = np.zeros(C)
+    s1 = np.zeros(C)
+    lo = np.full(C, np.inf)
+    hi = np.full(C, -np.inf)
+    if S == 1:
+        for a in range(A):
+            for c in range(C):
+                v = np.float64(x2[a * C + c, 0])
+                ok = v == v
+                s1[c] += v if ok else 0.0
+                c2[c] += 1.0 if ok else 0.0
+                if minmax:  # comparisons, not min(): NaN is never taken
+                    lo[c] = v if v < lo[c] else lo[c]
+                    hi[c] = v if v > hi[c] else hi[c]
+    else:
+        for a in range(A):
+            for c in range(C):
+                t = 0.0
+                k = 0.0
+                tl = lo[c]
+                th = hi[c]
+                for j in range(S):
+                    v = np.float64(x2[a * C + c, j])
+                    ok = v == v
+                    t += v if ok else 0.0
+                    k += 1.0 if ok else 0.0
+                    if minmax:
+                        tl = v if v < tl else tl
+                        th = v if v > th else th
+                s1[c] += t
+                c2[c] += k
+                lo[c] = tl
+                hi[c] = th
+    mu = np.empty(C)
+    for c in range(C):
+        mu[c] = s1[c] / c2[c] if c2[c] > 0.0 else 0.0
+    q = np.zeros(C)
+    dc = np.zeros(C)
+    if S == 1:
+        for a in range(A):
+            for c in range(C):
+                v = np.float64(x2[a * C + c, 0])
+                d = v - mu[c] if v == v else 0.0
+                q[c] += d * d
+                dc[c] += d
+    else:
+        for a in range(A):
+            for c in range(C):
+                m = mu[c]
+                tq = 0.0
+                td = 0.0
+                for j in range(S):
+                    v = np.float64(x2[a * C + c, j])
+                    d = v - m if v == v else 0.0
+                    tq += d * d
+                    td += d
+                q[c] += tq
+                dc[c] += td
+    r = np.zeros(C)
+    for c in range(C):
+        if c2[c] > 0.0:
+            corr = dc[c] / c2[c]
+            # q >= dc^2/n exactly (Cauchy-Schwarz); a select keeps Inf data's NaN
+            qc = q[c] - dc[c] * corr
+            q[c] = 0.0 if qc < 0.0 else qc
+            mu[c], r[c] = two_sum(mu[c], corr)
+            if reject_inf:
+                if minmax:
+                    bad = not (math.isfinite(lo[c]) and math.isfinite(hi[c]))
+                else:
+                    bad = not math.isfinite(mu[c])
+                if bad:
+                    return False
+    n_red = float(A * S)
+    for c in range(C):
+        if c2[c] > 0.0:
+            cnt[c], mean[c], res[c], m2[c] = chan_merge_dd(
+                cnt[c], mean[c], res[c], m2[c], c2[c], mu[c], r[c], q[c]
+            )
+            if minmax:
+                if lo[c] < mn[c]:
+                    mn[c] = lo[c]
+                if hi[c] > mx[c]:
+                    mx[c] = hi[c]
+        nans[c] += np.int64(n_red - c2[c])
+    return True
