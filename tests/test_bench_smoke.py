@@ -12,6 +12,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from numbanorm_bench import cli as bench
@@ -32,6 +33,8 @@ def _run_tiny(path: Path, *extra: str) -> int:
             "--no-torch",
             "--no-latency",
             "--no-startup",
+            "--sections",
+            "suite",
             "--json",
             str(path),
             *extra,
@@ -50,6 +53,8 @@ def test_bench_smoke_writes_documented_json(tmp_path: Path, capsys: pytest.Captu
     assert report["device"] == "cpu"
     for key in ("machine", "settings", "definitions", "results", "latency", "startup"):
         assert key in report
+    for key in ("medium", "small_ort", "scalers", "onnxruntime", "busy_neighbour"):
+        assert report[key] is None  # --sections suite
     for key in ("cpu", "cores", "numba_threads", "numpy", "numba", "torch", "numbanorm"):
         assert key in report["machine"]
     assert [(r["op"], r["size"], r["dtype"]) for r in report["results"]] == [
@@ -83,7 +88,19 @@ def test_bench_plot_or_clear_message(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 @pytest.mark.parametrize(
     "argv",
-    [["--ops", "nope"], ["--sizes", "huge"], ["--dtypes", "int8"], ["--repeat", "0"], ["--threads", "0"]],
+    [
+        ["--ops", "nope"],
+        ["--sizes", "huge"],
+        ["--dtypes", "int8"],
+        ["--repeat", "0"],
+        ["--threads", "0"],
+        ["--sections", "nope"],
+        ["--medium-sizes", "0"],
+        ["--medium-sizes", "12Q"],
+        ["--medium-sizes", "2G"],
+        ["--busy", "--sections", "suite,scalers"],
+        ["--busy", "--cold"],
+    ],
 )
 def test_bench_usage_errors(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(argv) == 2
@@ -143,3 +160,236 @@ def test_bench_cold_timeout_is_an_error_not_a_crash(
     assert r["cold"] is None and r["cached"] is None
     assert "timed out after 0.001 s" in r["errors"]["cold"]
     assert not list(tmp_path.glob("numbanorm-cold-cache-*"))
+
+
+# --------------------------------------------------------------------------
+# issue 19: medium sizes, the ONNX Runtime peer, the busy neighbour, scalers
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+HAVE_ORT = _has("onnxruntime") and _has("onnx")
+
+
+def _run_peers(path: Path, *extra: str, ops: str = "layer_norm,group_norm,minmax_scale") -> int:
+    return bench.main(
+        [
+            "--quick",
+            "--sections",
+            "medium,small-ort",
+            "--ops",
+            ops,
+            "--medium-sizes",
+            "8K",
+            "--dtypes",
+            "float32",
+            "--repeat",
+            "2",
+            "--no-numpy",
+            "--json",
+            str(path),
+            *extra,
+        ]
+    )
+
+
+def test_medium_sizes_and_small_inputs_against_ort_torch_and_floor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "peers.json"
+    assert _run_peers(path) == 0
+    out = capsys.readouterr().out
+    assert "medium sizes: numbanorm vs ONNX Runtime" in out and "small inputs" in out
+    report = json.loads(path.read_text())
+    assert report["results"] == [] and report["startup"] is None  # no suite section
+    assert report["scalers"] is None and report["busy_neighbour"] is None
+    med = report["medium"]
+    assert med["sizes"] == ["8KiB"] and med["shapes"] == "default" and med["busy"] is False
+    # 8 KiB of float32 = 2048 elements: rows (2, 1024), 64 channels of 4 x 8, 8 x 256 columns
+    assert [(r["op"], r["shape"]) for r in med["results"]] == [
+        ("layer_norm", [2, 1024]),
+        ("group_norm", [1, 64, 4, 8]),
+        ("minmax_scale", [8, 256]),
+    ]
+    torch_ok = report["machine"]["torch"] is not None
+    for r in med["results"]:
+        assert r["section"] == "medium" and r["errors"] == {}
+        assert r["x_bytes"] == 8192 and r["bytes"] == 2 * 8192
+        t = r["times_s"]
+        assert t["floor"] == min(t["copyto"], t["prange_copy"], t["stream_copy"])
+        assert r["ratios"]["numbanorm_over_floor"] == pytest.approx(t["numbanorm"] / t["floor"])
+        assert ("torch" in t) == torch_ok
+        assert r["busy_times_s"] is None and r["busy_over_idle"] is None
+    small = report["small_ort"]["results"]
+    assert [(r["op"], r["shape"]) for r in small] == [
+        ("layer_norm", [32, 64]),
+        ("group_norm", [2, 16, 8, 8]),
+        ("minmax_scale", [32, 64]),
+    ]
+    assert all("floor" not in r["times_s"] and r["errors"] == {} for r in small)
+    minmax = [r for r in med["results"] + small if r["op"] == "minmax_scale"]
+    assert all(r["ort"]["node"] is None and "no ONNX operator" in r["ort"]["note"] for r in minmax)
+    if not HAVE_ORT:
+        assert "ONNX Runtime column skipped" in report["onnxruntime"]["note"]
+        return
+    assert report["onnxruntime"]["version"] == report["machine"]["onnxruntime"]
+    for r in med["results"][:2] + small[:2]:
+        assert r["ort"]["node"] in ("LayerNormalization", "GroupNormalization")
+        assert r["ort"]["verified"]["ok"] is True
+        assert r["ort"]["graph"]  # the nodes ONNX Runtime runs after optimization
+        assert r["times_s"]["ort"] > 0
+        assert r["ratios"]["ort_over_numbanorm"] == pytest.approx(
+            r["times_s"]["ort_best" if r["section"] == "small" else "ort"] / r["times_s"]["numbanorm"]
+        )
+    assert all(r["times_s"]["ort_run"] > 0 for r in small[:2])  # session.run beside io binding
+
+
+def test_without_onnxruntime_the_column_is_skipped_with_a_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from numbanorm_bench import cpu
+
+    monkeypatch.setattr(
+        cpu, "import_ort", lambda: (None, None, "onnxruntime is not installed: column skipped")
+    )
+    path = tmp_path / "no-ort.json"
+    assert _run_peers(path, "--sections", "medium", "--no-torch", ops="layer_norm") == 0
+    assert "note: onnxruntime is not installed" in capsys.readouterr().out
+    report = json.loads(path.read_text())
+    assert report["onnxruntime"]["note"] == "onnxruntime is not installed: column skipped"
+    [r] = report["medium"]["results"]
+    assert r["ort"] is None and "ort" not in r["times_s"] and r["errors"] == {}
+
+
+@pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime (and onnx) not installed")
+def test_an_ort_output_that_differs_is_an_error_not_a_timing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from numbanorm_bench import onnx_peer
+
+    real = onnx_peer.OrtPeer.output
+    monkeypatch.setattr(onnx_peer.OrtPeer, "output", lambda self: real(self) + 1e-3)
+    path = tmp_path / "mismatch.json"
+    assert _run_peers(path, "--sections", "medium", "--no-torch", ops="layer_norm") == 1
+    assert "output differs from numbanorm's" in capsys.readouterr().err
+    [r] = json.loads(path.read_text())["medium"]["results"]
+    assert "output differs" in r["errors"]["ort"] and "ort" not in r["times_s"]
+    assert r["ort"]["verified"]["ok"] is False and r["ort"]["verified"]["max_abs_diff"] >= 1e-3
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_busy_neighbour_is_pinned_stopped_resumed_and_killed() -> None:
+    from numbanorm_bench.busy import BusyNeighbour
+
+    nb = BusyNeighbour().start()
+    try:
+        assert nb.alive() and not nb.running
+        state = lambda: Path(f"/proc/{nb.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]  # noqa: E731
+        if Path(f"/proc/{nb.pid}/stat").exists():
+            assert state() == "T"  # stopped: the idle phase
+            nb.busy()
+            assert state() in ("R", "S")
+            nb.idle()
+            assert state() == "T"
+        if len(os.sched_getaffinity(0)) >= 2:
+            assert nb.pinned and os.sched_getaffinity(nb.pid) == {max(os.sched_getaffinity(0))}
+    finally:
+        nb.stop()
+    assert _gone(nb.pid) and not nb.alive()
+    nb.stop()  # idempotent
+
+
+def _record_neighbours(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    from numbanorm_bench.busy import BusyNeighbour
+
+    pids: list[int] = []
+    start = BusyNeighbour.start
+
+    def recording_start(self: BusyNeighbour) -> BusyNeighbour:
+        out = start(self)
+        pids.append(self.pid)
+        return out
+
+    monkeypatch.setattr(BusyNeighbour, "start", recording_start)
+    return pids
+
+
+def test_busy_mode_reports_idle_and_busy_and_kills_the_neighbour(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pids = _record_neighbours(monkeypatch)
+    path = tmp_path / "busy.json"
+    assert _run_peers(path, "--busy", "--repeat", "1", "--no-torch", ops="layer_norm") == 0
+    assert "busy neighbour: process" in capsys.readouterr().out
+    [pid] = pids
+    assert _gone(pid)
+    report = json.loads(path.read_text())
+    info = report["busy_neighbour"]
+    assert info["pid"] == pid and info["returncode"] is not None
+    assert report["medium"]["busy"] is True and report["settings"]["busy"] is True
+    for r in report["medium"]["results"] + report["small_ort"]["results"]:
+        assert set(r["busy_times_s"]) == set(r["times_s"])
+        assert r["busy_over_idle"]["numbanorm"] == pytest.approx(
+            r["busy_times_s"]["numbanorm"] / r["times_s"]["numbanorm"]
+        )
+        assert set(r["sampling"]["other_processes_cores"]) == {"idle", "busy"}
+
+
+def test_busy_neighbour_is_killed_on_ctrl_c(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from numbanorm_bench import medium
+
+    pids = _record_neighbours(monkeypatch)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        assert not _gone(pids[0])  # running while the section is timed
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(medium, "measure_idle_busy", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run_peers(tmp_path / "x.json", "--busy", "--no-torch", ops="layer_norm")
+    [pid] = pids
+    assert _gone(pid)
+
+
+def test_scalers_per_call(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "scalers.json"
+    argv = ["--quick", "--sections", "scalers", "--dtypes", "float32", "--repeat", "1", "--json", str(path)]
+    assert bench.main(argv) == 0
+    assert "StandardScaler.partial_fit" in capsys.readouterr().out
+    [res] = json.loads(path.read_text())["scalers"]
+    assert res["shape"] == [32, 64] and res["dtype"] == "float32" and res["errors"] == {}
+    calls = {r["call"]: r for r in res["rows"]}
+    for est in ("StandardScaler", "MinMaxScaler"):
+        for m in ("fit", "transform", "partial_fit", "fit_transform"):
+            r = calls[f"{est}.{m}"]
+            assert r["numbanorm_us"] > 0
+            assert r["meets"] == (None if m == "fit_transform" else r["numbanorm_us"] < 50)
+    assert res["function_us"]["standardize"] > 0
+
+
+def test_medium_shapes_spread_and_sizes() -> None:
+    from numbanorm_bench.medium import parse_size, shapes_for, size_label
+
+    assert [parse_size(s) for s in ("64K", "1M", "8MiB", "4096")] == [65536, 1 << 20, 8 << 20, 4096]
+    assert size_label(65536) == "64KiB" and size_label(3 << 20) == "3MiB"
+    rows = shapes_for("rows", 64 << 10, "float32", True)
+    assert rows == [(256, 64), (64, 256), (16, 1024), (4, 4096), (1, 16384)]
+    assert shapes_for("rows", 64 << 10, "float64", True)[-1] == (2, 4096)  # no 0-row shape
+    for s in shapes_for("nchw", 1 << 20, "float32", True) + shapes_for("nhwc", 1 << 20, "float32", True):
+        assert int(np.prod(s)) * 4 == 1 << 20
+    assert shapes_for("nchw", 1 << 20, "float32", False) == [(4, 64, 32, 32)]

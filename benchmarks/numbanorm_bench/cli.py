@@ -16,11 +16,14 @@ from .cold import COLD_CALLS, run_cold
 from .cpu import run_cpu
 from .cuda import run_cuda
 from .errors import BenchError
+from .medium import MEDIUM_SIZES, QUICK_MEDIUM_SIZES, parse_size
+from .medium import summary as peer_summary
 from .plot import plot
 from .report import print_summary
 from .timing import QuietGuard
 
 _COLD_ONLY = [op for op in COLD_CALLS if op not in OPS]
+SECTIONS = ("suite", "medium", "small-ort", "scalers")
 
 
 class UsageError(Exception):
@@ -85,6 +88,32 @@ def _parser() -> argparse.ArgumentParser:
         help="--cold: skip timing numbanorm demo end to end in a fresh cache",
     )
     p.add_argument(
+        "--sections",
+        metavar="A,B",
+        help=f"cpu: comma-separated subset of {','.join(SECTIONS)} (default: all). suite = the throughput "
+        "table (--sizes), latency and start-up; medium = 64 KiB-8 MiB inputs vs ONNX Runtime, PyTorch "
+        "and the copy floor; small-ort = the small shapes vs ONNX Runtime; scalers = per-call cost",
+    )
+    p.add_argument(
+        "--medium-sizes",
+        metavar="S,S",
+        help="sizes of x for the medium section, e.g. 64K,1M,8M (default "
+        f"{','.join(MEDIUM_SIZES)}; --quick {','.join(QUICK_MEDIUM_SIZES)})",
+    )
+    p.add_argument(
+        "--medium-shapes",
+        choices=("spread", "default"),
+        help="medium section: a spread of row lengths, channel and feature counts, or one shape per "
+        "geometry (default: spread; --quick: default)",
+    )
+    p.add_argument("--no-onnx", dest="onnx", action="store_false", help="skip the ONNX Runtime peer")
+    p.add_argument(
+        "--busy",
+        action="store_true",
+        help="medium and small-ort sections: time every case idle and with one CPU-bound process "
+        "pinned to another core (interleaved), and report busy/idle",
+    )
+    p.add_argument(
         "--gpu-array",
         choices=("auto", "numba", "cupy", "torch"),
         default="auto",
@@ -143,6 +172,24 @@ def parse_options(argv: Sequence[str]) -> argparse.Namespace:
         opts.guard = guard if guard.enabled else None
     if cuda and opts.threads != [numba.get_num_threads()]:
         raise UsageError("--threads applies to --device cpu only")
+    if cuda or opts.cold:
+        if opts.busy or opts.sections is not None or opts.medium_sizes is not None:
+            raise UsageError("--busy, --sections and --medium-sizes apply to the cpu throughput run only")
+    opts.sections = _split(
+        opts.sections, SECTIONS, SECTIONS if not (cuda or opts.cold) else ("suite",), "sections"
+    )
+    try:
+        sizes = opts.medium_sizes.split(",") if opts.medium_sizes is not None else None
+        opts.medium_sizes = list(
+            dict.fromkeys(
+                parse_size(v) for v in (sizes or (QUICK_MEDIUM_SIZES if opts.quick else MEDIUM_SIZES))
+            )
+        )
+    except ValueError as e:
+        raise UsageError(f"--medium-sizes: {e}") from None
+    opts.medium_spread = (opts.medium_shapes or ("default" if opts.quick else "spread")) == "spread"
+    if opts.busy and not set(opts.sections) & {"medium", "small-ort"}:
+        raise UsageError("--busy needs the medium or small-ort section (--sections)")
     if opts.cold and len(opts.threads) > 1:
         raise UsageError("--cold takes one --threads value (the children's NUMBA_NUM_THREADS)")
     return opts
@@ -169,6 +216,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     failed = [f"{r['op']}/{r['size']}/{r['dtype']}: {r['errors']}" for r in report["results"] if r["errors"]]
     failed += [f"latency {r['op']}: {r['errors']}" for r in report["latency"] if r["errors"]]
+    for key in ("medium", "small_ort"):
+        for r in (report.get(key) or {}).get("results", []):
+            if r["errors"]:
+                failed.append(f"{key} {r['op']}/{r['size']}/{r['dtype']}/{r['shape']}: {r['errors']}")
+    for r in report.get("scalers") or []:
+        if r["errors"]:
+            failed.append(f"scalers {r['dtype']}: {r['errors']}")
     if report.get("startup") and "error" in report["startup"]:
         failed.append(f"startup: {report['startup']['error']}")
     if report.get("cold"):
@@ -179,6 +233,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cold["demo"] and cold["demo"]["error"]:
             failed.append(f"cold demo: {cold['demo']['error']}")
     print_summary(report)
+    lines = []
+    for key, what in (("medium", "medium sizes"), ("small_ort", "small inputs")):
+        if report.get(key):
+            lines += peer_summary(report[key]["results"], what)
+    for r in report.get("scalers") or []:
+        bad = [x["call"] for x in r["rows"] if x["meets"] is False]
+        lines.append(
+            f"  scalers {r['dtype']} ({r['threads']} thr) < 50 us per call: "
+            + ("ok" if not bad else "MISSES " + ", ".join(bad))
+        )
+    if lines:
+        print("\ntargets (issue 19):")
+        print("\n".join(lines))
     status = 0
     if opts.json:
         Path(opts.json).parent.mkdir(parents=True, exist_ok=True)

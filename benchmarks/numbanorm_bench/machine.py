@@ -103,6 +103,9 @@ def machine_info(torch: ModuleType | None) -> dict[str, Any]:
         "numpy": np.__version__,
         "numba": numba.__version__,
         "torch": None if torch is None else torch.__version__,
+        "onnxruntime": dist_version("onnxruntime"),
+        "onnx": dist_version("onnx"),
+        "scikit-learn": dist_version("scikit-learn"),
         "numbanorm": getattr(numbanorm, "__version__", None) or dist_version("numbanorm"),
         "numbanorm_commit": _git_commit(),
     }

@@ -147,6 +147,11 @@ def settings(opts: argparse.Namespace) -> dict[str, Any]:
         "repeat": opts.repeat,
         "threads": list(opts.threads),
         "quiet_check": bool(opts.guard),
+        "sections": list(getattr(opts, "sections", ["suite"])),
+        "medium_sizes": list(getattr(opts, "medium_sizes", [])),
+        "medium_shapes": "spread" if getattr(opts, "medium_spread", False) else "default",
+        "onnx": bool(getattr(opts, "onnx", False)),
+        "busy": bool(getattr(opts, "busy", False)),
         "argv": list(opts.argv),
     }
 

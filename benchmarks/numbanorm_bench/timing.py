@@ -22,6 +22,27 @@ def _wall(fn: Fn, number: int) -> float:
     return time.perf_counter() - t0
 
 
+SAMPLE_CAP = 20  # a sample stops after SAMPLE_CAP x min_sample_s (see _capped)
+
+
+def _capped(fn: Fn, number: int, cap_s: float) -> tuple[float, int]:
+    """(seconds, calls) of up to ``number`` calls, stopping at the first of
+    eight checkpoints past ``cap_s``: on a loaded machine a call calibrated
+    at microseconds can take a scheduler slice, and a sample of thousands of
+    such calls would run for minutes.  The mean per call stays exact."""
+    step = max(1, number // 8)
+    done = 0
+    t0 = time.perf_counter()
+    while done < number:
+        k = min(step, number - done)
+        for _ in range(k):
+            fn()
+        done += k
+        if time.perf_counter() - t0 > cap_s:
+            break
+    return time.perf_counter() - t0, done
+
+
 class QuietGuard:
     """Rejects repetitions during which other processes used the CPU.
 
@@ -63,6 +84,48 @@ class QuietGuard:
         return other_ticks <= max(2, 0.1 * wall * self.hz), other_ticks / self.hz / wall
 
 
+def _calibrate(
+    fns: dict[str, Fn], min_sample_s: float, clocks: dict[str, Callable[[Fn, int], float]]
+) -> tuple[dict[str, Fn], dict[str, int], dict[str, str]]:
+    """Warm up every candidate (two calls: compilation, first touch) and find
+    its calls per sample (>= ``min_sample_s``); failures become errors."""
+    live: dict[str, Fn] = {}
+    errors: dict[str, str] = {}
+    number: dict[str, int] = {}
+    for name, fn in fns.items():
+        clock = clocks.get(name, _wall)
+        try:
+            fn()
+            fn()
+            t = clock(fn, 1)
+        except Exception as e:  # noqa: BLE001 - any failure of a candidate is reported
+            errors[name] = short(e)
+            continue
+        live[name] = fn
+        number[name] = max(1, min(100_000, math.ceil(min_sample_s / max(t, 1e-9))))
+    return live, number, errors
+
+
+def _repetition(
+    live: dict[str, Fn],
+    number: dict[str, int],
+    clocks: dict[str, Callable[[Fn, int], float]],
+    k: int,
+    cap_s: float,
+) -> dict[str, float]:
+    """One repetition: every candidate once, in the order rotated by ``k``."""
+    names = list(live)
+    k %= len(names)
+    rep = {}
+    for name in names[k:] + names[:k]:
+        if name in clocks:
+            rep[name] = clocks[name](live[name], number[name]) / number[name]
+        else:
+            secs, calls = _capped(live[name], number[name], cap_s)
+            rep[name] = secs / calls
+    return rep
+
+
 def measure(
     fns: dict[str, Fn],
     repeat: int,
@@ -81,32 +144,14 @@ def measure(
     ``(fn, number) -> seconds`` (default: wall clock); ``guard`` re-runs
     repetitions disturbed by other processes."""
     clocks = clocks or {}
-    live: dict[str, Fn] = {}
-    errors: dict[str, str] = {}
-    number: dict[str, int] = {}
-    for name, fn in fns.items():
-        clock = clocks.get(name, _wall)
-        try:
-            fn()
-            fn()
-            t = clock(fn, 1)
-        except Exception as e:  # noqa: BLE001 - any failure of a candidate is reported
-            errors[name] = short(e)
-            continue
-        live[name] = fn
-        number[name] = max(1, min(100_000, math.ceil(min_sample_s / max(t, 1e-9))))
+    live, number, errors = _calibrate(fns, min_sample_s, clocks)
     samples: dict[str, list[float]] = {n: [] for n in live}
-    names = list(live)
     rejected = 0
     others: list[float] = []
     r = 0
-    while r < repeat and names:
-        k = r % len(names)
+    while r < repeat and live:
         start = guard.begin() if guard is not None else None
-        rep = {}
-        for name in names[k:] + names[:k]:
-            clock = clocks.get(name, _wall)
-            rep[name] = clock(live[name], number[name]) / number[name]
+        rep = _repetition(live, number, clocks, r, SAMPLE_CAP * min_sample_s)
         if guard is not None:
             ok, load = guard.quiet(start)
             if not ok and rejected < guard.max_retries:
@@ -125,3 +170,63 @@ def measure(
         "other_processes_cores": None if not others else round(statistics.median(others), 3),
     }
     return {n: statistics.median(v) for n, v in samples.items()}, errors, info
+
+
+def measure_idle_busy(
+    fns: dict[str, Fn],
+    repeat: int,
+    min_sample_s: float,
+    neighbour: Any,
+    guard: QuietGuard | None = None,
+) -> tuple[dict[str, float], dict[str, float], dict[str, str], dict[str, Any]]:
+    """Like :func:`measure`, with every repetition run twice, once with the
+    busy neighbour stopped (``neighbour.idle()``) and once with it spinning
+    (``neighbour.busy()``), the order of the two alternating; returns (idle
+    medians, busy medians, errors, sampling info).  Calibration runs idle;
+    ``guard`` re-runs idle repetitions disturbed by other processes (the
+    busy ones record how many cores the others used, the neighbour included)."""
+    neighbour.idle()
+    live, number, errors = _calibrate(fns, min_sample_s, {})
+    samples: dict[str, dict[str, list[float]]] = {p: {n: [] for n in live} for p in ("idle", "busy")}
+    rejected = 0
+    others: dict[str, list[float]] = {"idle": [], "busy": []}
+    probe = guard if guard is not None else QuietGuard(0)
+    r = 0
+    try:
+        while r < repeat and live:
+            phases = ("idle", "busy") if r % 2 == 0 else ("busy", "idle")
+            reps: dict[str, dict[str, float]] = {}
+            loads: dict[str, float] = {}
+            redo = False
+            for phase in phases:
+                (neighbour.idle if phase == "idle" else neighbour.busy)()
+                start = probe.begin()
+                reps[phase] = _repetition(live, number, {}, r, SAMPLE_CAP * min_sample_s)
+                ok, load = probe.quiet(start)
+                if phase == "idle" and guard is not None and not ok and rejected < guard.max_retries:
+                    redo = True
+                if load is not None:
+                    loads[phase] = load
+            neighbour.idle()
+            if redo and guard is not None:
+                rejected += 1
+                time.sleep(guard.pause_s)
+                continue
+            for phase, rep in reps.items():
+                for name, v in rep.items():
+                    samples[phase][name].append(v)
+            for phase, load in loads.items():
+                others[phase].append(load)
+            r += 1
+    finally:
+        neighbour.idle()
+    info = {
+        "calls_per_sample": number,
+        "repetitions": repeat,
+        "rejected_repetitions": rejected,
+        "other_processes_cores": {
+            p: None if not v else round(statistics.median(v), 3) for p, v in others.items()
+        },
+    }
+    med = {p: {n: statistics.median(v) for n, v in d.items() if v} for p, d in samples.items()}
+    return med["idle"], med["busy"], errors, info

@@ -1,0 +1,347 @@
+"""The medium-size section (64 KiB - 8 MiB inputs) and the small-input ONNX
+Runtime comparison: numbanorm against ONNX Runtime, PyTorch and a
+cache-resident copy floor, optionally idle against busy (``--busy``).
+
+Sizes are of ``x`` in its dtype (``1M`` = 1 MiB of float32 or of float64).
+For each size the shapes spread over row lengths (``rows``: layer, RMS and
+Lp norms), channel counts (``nchw`` / ``nhwc``: batch, instance and group
+norms) and feature counts (``cols``: standardize, minmax_scale); ``default``
+shapes take one of each (row length 1024, 64 channels, 256 features).
+
+Every case times, interleaved in each repetition (timing.measure): the
+numbanorm call (allocating; ``numbanorm_out`` with ``out=``), the ONNX
+Runtime session (onnx_peer.py), the PyTorch peer (cases.torch_fn) and the
+floor: the fastest of the suite's three copies of the same bytes (floors.py),
+which at these sizes run from the caches, as the ops do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from .cases import CPU_SHAPES, OPS, Case, Fn, bind, bind_out, torch_fn
+from .floors import prange_copy, prange_stream_copy
+from .onnx_peer import OrtPeers, peer_fns
+from .report import fmt, ratio
+from .timing import measure, measure_idle_busy
+
+MEDIUM_SIZES = ("64K", "256K", "1M", "4M", "8M")
+QUICK_MEDIUM_SIZES = ("64K", "1M")
+ROW_LENGTHS = (64, 256, 1024, 4096, 16384)
+CHANNELS = (16, 64, 256)
+FEATURES = (64, 256, 1024)
+DEFAULT_SPREAD = {"rows": 1024, "nchw": 64, "nhwc": 64, "cols": 256}
+MAX_SPATIAL = 32 * 32  # image geometries: H x W up to 32 x 32, then more images
+
+# Issue 19's targets at medium sizes (float32 and float64, 2 threads)
+TARGET_VS_ORT_MEDIUM = 1.5  # ort time / numbanorm time >= 1.5
+TARGET_VS_ORT_SMALL = 1.0  # small inputs: never slower than session.run
+TARGET_VS_TORCH_MEDIUM = 1.0  # never slower than PyTorch CPU
+TARGET_BUSY_OVER_IDLE = 1.5  # busy median <= 1.5 x idle median
+PEERS = ("numbanorm", "ort", "torch", "floor")
+
+_UNITS = {"": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GIB": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``64K``, ``1M``, ``1MiB``, ``65536`` -> bytes (ValueError otherwise)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KkMmGg](?:[Ii][Bb])?)?\s*", text)
+    if not m or int(m.group(1)) <= 0:
+        raise ValueError(f"not a size: {text!r} (e.g. 64K, 1M, 8MiB)")
+    n = int(m.group(1)) * _UNITS[(m.group(2) or "").upper()]
+    if n > 1 << 30:
+        raise ValueError(f"size {text!r} is over 1 GiB")
+    return n
+
+
+def size_label(nbytes: int) -> str:
+    """Bytes as ``64KiB``, ``1MiB``, ``1536B``."""
+    for unit, mult in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes % mult == 0:
+            return f"{nbytes // mult}{unit}"
+    return f"{nbytes}B"
+
+
+def shapes_for(geometry: str, nbytes: int, dtype: str, spread: bool) -> list[tuple[int, ...]]:
+    """The shapes of ``x`` (``nbytes`` in ``dtype``, rounded down to whole
+    rows or images) of one geometry; those that do not fit are left out."""
+    n = nbytes // np.dtype(dtype).itemsize
+    if geometry == "rows":
+        lengths = ROW_LENGTHS if spread else (DEFAULT_SPREAD["rows"],)
+        return [(n // d, d) for d in lengths if n // d >= 1]
+    if geometry == "cols":
+        feats = FEATURES if spread else (DEFAULT_SPREAD["cols"],)
+        return [(n // f, f) for f in feats if n // f >= 2]
+    shapes = []
+    for c in CHANNELS if spread else (DEFAULT_SPREAD[geometry],):
+        spatial = min(MAX_SPATIAL, n // c)
+        if spatial < 4:
+            continue
+        h = math.isqrt(spatial)
+        while spatial % h:
+            h -= 1
+        w = spatial // h
+        batch = n // (c * h * w)
+        shapes.append((batch, c, h, w) if geometry == "nchw" else (batch, h, w, c))
+    return shapes
+
+
+def medium_cases(ops: list[str], sizes: list[int], dtypes: list[str], spread: bool) -> list[Case]:
+    """Every op x size x dtype x shape of the medium-size section."""
+    cases = []
+    for nbytes in sizes:
+        for dtype in dtypes:
+            for op in ops:
+                for shape in shapes_for(OPS[op][1], nbytes, dtype, spread):
+                    cases.append(Case(op, size_label(nbytes), dtype, shape))
+    return cases
+
+
+def small_cases(ops: list[str], dtypes: list[str]) -> list[Case]:
+    """Every op at the suite's small shapes (32x64, 2x16x8x8, ...)."""
+    return [Case(op, "small", dt, CPU_SHAPES["small"][OPS[op][1]]) for dt in dtypes for op in ops]
+
+
+def run_case(
+    case: Case,
+    section: str,
+    nbn: ModuleType,
+    torch: ModuleType | None,
+    peers: OrtPeers | None,
+    opts: argparse.Namespace,
+    threads: int,
+    neighbour: Any,
+) -> dict[str, Any]:
+    """One row: numbanorm, ONNX Runtime, torch (and, in the medium section,
+    the floor), interleaved; idle and busy when ``neighbour`` is given."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(case.shape, dtype=np.dtype(case.dtype))
+    out = np.empty_like(x)
+    xf, df = x.reshape(-1), out.reshape(-1)
+    small = section == "small"
+    fns: dict[str, Fn] = {"numbanorm": bind(nbn, case, x)}
+    if opts.out and not small:
+        fns["numbanorm_out"] = bind_out(nbn, case, x, out, None)
+    ort_fns, ort_info, errors, session = peer_fns(
+        peers, case, x, bind(nbn, case, x), threads, feeds_too=small
+    )
+    fns.update(ort_fns)
+    if torch is not None:
+        fns["torch"] = torch_fn(case, torch.from_numpy(x), torch.from_numpy, torch)
+    floor_names = () if small else ("copyto", "prange_copy", "stream_copy")
+    if not small:
+        fns["copyto"] = lambda: np.copyto(out, x)
+        fns["prange_copy"] = lambda: prange_copy(df, xf)
+        fns["stream_copy"] = lambda: prange_stream_copy(df, xf)
+    min_sample = 0.002 if opts.quick else 0.005
+    busy_times = None
+    if neighbour is not None:
+        times, busy_times, errs, info = measure_idle_busy(fns, opts.repeat, min_sample, neighbour, opts.guard)
+    else:
+        times, errs, info = measure(fns, opts.repeat, min_sample, guard=opts.guard)
+    errors.update(errs)
+    del session  # the ONNX Runtime session lived while its candidate was timed
+    return record(case, section, threads, times, busy_times, floor_names, errors, ort_info, info)
+
+
+def _with_floor(times: dict[str, float] | None, floor_names: tuple[str, ...]) -> dict[str, float] | None:
+    if times is None:
+        return None
+    out = dict(times)
+    floors = [times[n] for n in floor_names if n in times]
+    if floors:
+        out["floor"] = min(floors)
+    if "ort" in times and "ort_run" in times:
+        out["ort_best"] = min(times["ort"], times["ort_run"])
+    return out
+
+
+def record(
+    case: Case,
+    section: str,
+    threads: int,
+    times: dict[str, float],
+    busy_times: dict[str, float] | None,
+    floor_names: tuple[str, ...],
+    errors: dict[str, str],
+    ort_info: dict[str, Any] | None,
+    info: dict[str, Any],
+) -> dict[str, Any]:
+    """The JSON record of one row (see README, "Medium sizes, ONNX Runtime, busy")."""
+    t = _with_floor(times, floor_names) or {}
+    tb = _with_floor(busy_times, floor_names)
+    nb = t.get("numbanorm")
+    small = section == "small"
+    ort = t.get("ort_best" if small else "ort")
+    ratios = {
+        "numbanorm_over_floor": ratio(nb, t.get("floor")),
+        "out_over_floor": ratio(t.get("numbanorm_out"), t.get("floor")),
+        "ort_over_numbanorm": ratio(ort, nb),
+        "torch_over_numbanorm": ratio(t.get("torch"), nb),
+        "ort_over_floor": ratio(t.get("ort"), t.get("floor")),
+        "torch_over_floor": ratio(t.get("torch"), t.get("floor")),
+    }
+    target_ort = TARGET_VS_ORT_SMALL if small else TARGET_VS_ORT_MEDIUM
+    busy_over_idle = None
+    if tb is not None:
+        busy_over_idle = {k: ratio(tb.get(k), t.get(k)) for k in t if tb.get(k) is not None}
+    meets: dict[str, bool | None] = {
+        "ort": None if ratios["ort_over_numbanorm"] is None else ratios["ort_over_numbanorm"] >= target_ort,
+        "torch": None
+        if ratios["torch_over_numbanorm"] is None
+        else ratios["torch_over_numbanorm"] >= TARGET_VS_TORCH_MEDIUM,
+        "busy": None
+        if busy_over_idle is None or busy_over_idle.get("numbanorm") is None
+        else busy_over_idle["numbanorm"] <= TARGET_BUSY_OVER_IDLE,
+    }
+    return {
+        "op": case.op,
+        "function": case.func,
+        "section": section,
+        "size": case.size,
+        "x_bytes": case.nbytes // 2,
+        "dtype": case.dtype,
+        "shape": list(case.shape),
+        "geometry": OPS[case.op][1],
+        "threads": threads,
+        "bytes": case.nbytes,
+        "times_s": t,
+        "busy_times_s": tb,
+        "busy_over_idle": busy_over_idle,
+        "gbps": {k: case.nbytes / v / 1e9 for k, v in t.items() if v > 0},
+        "ratios": ratios,
+        "targets": {
+            "ort_over_numbanorm": target_ort,
+            "torch_over_numbanorm": TARGET_VS_TORCH_MEDIUM,
+            "busy_over_idle": TARGET_BUSY_OVER_IDLE,
+        },
+        "meets": meets,
+        "ort": ort_info,
+        "sampling": info,
+        "errors": errors,
+    }
+
+
+def _us(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return f"{v * 1e3:.2f}ms" if v >= 1e-3 else f"{v * 1e6:.1f}us"
+
+
+def _x(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def head(section: str, busy: bool) -> str:
+    """The header of the printed rows (``row``)."""
+    h = f"{'op':<20} {'size':<7} {'dtype':<7} {'shape':<17} {'thr':>3}"
+    h += f" {'numbanorm':>9} {'ort':>9} {'torch':>9}"
+    h += f" {'floor':>9} {'nbn/flr':>7}" if section == "medium" else f" {'ort_run':>9}"
+    h += f" {'ort/nbn':>7} {'trch/nbn':>8}"
+    if busy:
+        h += f"  {'busy/idle: nbn':>14} {'ort':>5} {'torch':>5}"
+        h += f" {'floor':>5}" if section == "medium" else ""
+    return h
+
+
+def row(res: dict[str, Any]) -> str:
+    """One printed line: times, ratios, busy/idle; ``!`` marks missed targets."""
+    t, r = res["times_s"], res["ratios"]
+    shape = "x".join(map(str, res["shape"]))
+    s = (
+        f"{res['op']:<20} {res['size']:<7} {res['dtype']:<7} {shape:<17} {res['threads']:>3} "
+        f"{_us(t.get('numbanorm')):>9} {_us(t.get('ort')):>9} {_us(t.get('torch')):>9}"
+    )
+    medium = res["section"] == "medium"
+    s += (
+        f" {_us(t.get('floor')):>9} {_x(r['numbanorm_over_floor']):>7}"
+        if medium
+        else f" {_us(t.get('ort_run')):>9}"
+    )
+    miss = lambda k: "!" if res["meets"][k] is False else " "  # noqa: E731
+    s += f" {_x(r['ort_over_numbanorm']):>6}{miss('ort')} {_x(r['torch_over_numbanorm']):>7}{miss('torch')}"
+    b = res["busy_over_idle"]
+    if b is not None:
+        s += f"  {_x(b.get('numbanorm')):>13}{miss('busy')} {_x(b.get('ort')):>5} {_x(b.get('torch')):>5}"
+        s += f" {_x(b.get('floor')):>5}" if medium else ""
+    if res["errors"]:
+        s += f"  errors: {res['errors']}"
+    return s
+
+
+def definitions() -> dict[str, Any]:
+    """What the medium-size and small-input sections' numbers mean."""
+    return {
+        "sizes": "x.nbytes in its dtype (1MiB = 262144 float32 or 131072 float64 elements); bytes = x + y",
+        "shapes": {
+            "rows": f"(x.nbytes / itemsize / D, D) for row lengths D in {list(ROW_LENGTHS)}",
+            "nchw": f"(N, C, H, W), C in {list(CHANNELS)}, H x W up to 32 x 32, N = what remains",
+            "nhwc": "the nchw shapes with channels last",
+            "cols": f"(samples, F) for F in {list(FEATURES)}",
+            "default": f"one shape per geometry: {DEFAULT_SPREAD}",
+        },
+        "numbanorm": "the public call, allocating (numbanorm_out: with out=)",
+        "ort": "ONNX Runtime single-node model, run_with_iobinding (see onnx)",
+        "ort_run": "small inputs: session.run(None, feeds) with reused feeds",
+        "ort_best": "small inputs: the faster of ort and ort_run (the one compared)",
+        "torch": "torch.nn.functional peer on torch.from_numpy(x), same thread count",
+        "floor": "fastest of np.copyto, numba prange copy, prange streaming copy of the same bytes, "
+        "same run, into a preallocated buffer (at these sizes: from and to the caches)",
+        "numbanorm_over_floor": "numbanorm time / floor time",
+        "ort_over_numbanorm": "ONNX Runtime time / numbanorm time (> 1: numbanorm faster); "
+        f"target >= {TARGET_VS_ORT_MEDIUM} (medium), >= {TARGET_VS_ORT_SMALL} against ort_best (small)",
+        "torch_over_numbanorm": f"torch time / numbanorm time; target >= {TARGET_VS_TORCH_MEDIUM}",
+        "busy_times_s": "--busy: medians of the repetitions with the busy neighbour spinning",
+        "busy_over_idle": f"--busy: busy median / idle median per candidate; target (numbanorm) <= "
+        f"{TARGET_BUSY_OVER_IDLE}",
+    }
+
+
+def markdown(rows: list[dict[str, Any]], title: str) -> str:
+    """The rows of a section as a Markdown table."""
+    if not rows:
+        return ""
+    busy = any(r["busy_over_idle"] for r in rows)
+    medium = rows[0]["section"] == "medium"
+    h = "| op | size | dtype | shape | thr | numbanorm | ONNX Runtime | PyTorch |"
+    h += " floor | numbanorm/floor |" if medium else " ORT session.run |"
+    h += " ORT/numbanorm | torch/numbanorm |"
+    if busy:
+        h += " busy/idle numbanorm | busy/idle ORT | busy/idle torch |"
+    lines = [f"{title}\n", h, "|" + "---|" * (h.count("|") - 1)]
+    for r in rows:
+        t, q = r["times_s"], r["ratios"]
+        mark = lambda v, k, r=r: _x(v) + (" **miss**" if r["meets"][k] is False else "")  # noqa: E731
+        cells = [r["op"], r["size"], r["dtype"], "x".join(map(str, r["shape"])), str(r["threads"])]
+        cells += [_us(t.get("numbanorm")), _us(t.get("ort")), _us(t.get("torch"))]
+        cells += [_us(t.get("floor")), _x(q["numbanorm_over_floor"])] if medium else [_us(t.get("ort_run"))]
+        cells += [mark(q["ort_over_numbanorm"], "ort"), mark(q["torch_over_numbanorm"], "torch")]
+        if busy:
+            b = r["busy_over_idle"] or {}
+            cells += [mark(b.get("numbanorm"), "busy"), _x(b.get("ort")), _x(b.get("torch"))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def summary(rows: list[dict[str, Any]], what: str) -> list[str]:
+    """Lines naming the rows that miss a target of issue 19."""
+    out = []
+    for key, words in (("ort", "vs ONNX Runtime"), ("torch", "vs PyTorch"), ("busy", "busy/idle")):
+        bad = [r for r in rows if r["meets"][key] is False]
+        have = [r for r in rows if r["meets"][key] is not None]
+        if not have:
+            continue
+        out.append(f"  {what} {words}: {len(have) - len(bad)}/{len(have)} rows meet the target")
+        for r in bad[:12]:
+            shape = "x".join(map(str, r["shape"]))
+            v = r["busy_over_idle"]["numbanorm"] if key == "busy" else r["ratios"][f"{key}_over_numbanorm"]
+            out.append(f"    {r['op']} {r['size']} {r['dtype']} {shape} t={r['threads']}: {fmt(v, '.2f')}")
+        if len(bad) > 12:
+            out.append(f"    ... and {len(bad) - 12} more")
+    return out
