@@ -160,3 +160,44 @@ def test_two_stream_blocks_exact(rng, kind, K, dtype):
                 np.testing.assert_array_equal(c2, c)
                 np.testing.assert_array_equal(lo2, lo)
                 np.testing.assert_array_equal(hi2, hi)
+
+
+@pytest.mark.parametrize("kind", ["iid", "sorted", "outlier_first", "steps", "drift", "nan", "inf"])
+@pytest.mark.parametrize("K", [3, 64])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_moments_and_minmax_in_one_read_equal_the_two_passes(rng, kind, K, dtype):
+    # moments(minmax=True) runs col_moments_minmax (one read) where it used
+    # to run col_moments then col_minmax: the same bits, whichever blocks
+    # the moments refuse (and the exact task resumes), NaN skipped or not
+    R = 20000 if K == 3 else 3000
+    x = _data("iid" if kind in ("nan", "inf") else kind, (2, R, K), rng, dtype)
+    if kind == "nan":
+        x[0, R // 3, 0] = np.nan
+        x[1, R - 1, K - 1] = np.nan
+    elif kind == "inf":
+        x[0, R // 2, 1] = np.inf
+        x[1, 0, 0] = -np.inf
+    nchunk = 3
+    rb = max(64 // K, 1) * (cpu_moments.lanes_for(K) // K)  # many small blocks per task
+    for skipnan in (False, True):
+        sep = _kernel_moments(x, nchunk, rb, skipnan, True)
+        L = cpu_moments.lanes_for(K)
+        fr = cpu_moments.frame(x.reshape(2, R * K), K, L, nchunk, rb, skipnan=skipnan, stats=True)
+        run(cpu_moments.col_moments_minmax, 2 * nchunk, *fr)
+        stopped = fr[cpu_moments.F_STOP].max() >= 0
+        if stopped:
+            run(cpu_moments.col_moments_exact, 2 * nchunk, *fr)
+        part = fr[cpu_moments.F_PART]
+        fused = merge_mid(*part[:4], part[4], part[5], True)
+        for a, b in zip(sep, fused, strict=True):
+            np.testing.assert_array_equal(a, b)
+        if kind in ("sorted", "nan", "inf"):
+            assert stopped  # the resumed path is the one under test
+        # and moments() itself takes that path
+        got = cpu.moments(x, skipnan, True)
+        want = cpu.moments(x, skipnan, False)
+        mm = cpu.moments(x, skipnan, True, want_moments=False)
+        for i in (0, 1, 2, 5):
+            np.testing.assert_array_equal(got[i], want[i])
+        np.testing.assert_array_equal(got[3], mm[3])
+        np.testing.assert_array_equal(got[4], mm[4])

@@ -421,6 +421,14 @@ def col_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, sto
         g0 = min2(r1, rm + (a0 - r0))
         g1 = min2(r1, g0 + hb)
         lane_minmax(v, a0 * K, a1 * K, g0 * K, g1 * K, L, lmn, lmx, lz, nan)
+    fold_minmax(lmn, lmx, nan, K, L, skipnan, p, c, float(r1 - r0), part, True)
+
+
+@njit(error_model="numpy", inline="always")
+def fold_minmax(lmn, lmx, nan, K, L, skipnan, p, c, nrows, part, counts):
+    """Each column's min/max from its lanes into part[4], part[5] (NaN when
+    the column holds a NaN and NaN is not skipped); with ``counts``, its
+    non-NaN count (every value unless skipnan) into part[0]."""
     for k in range(K):
         mn = np.inf
         mx = -np.inf
@@ -434,7 +442,48 @@ def col_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, sto
             mx = math.nan
         part[4, p, c, k] = mn
         part[5, p, c, k] = mx
-        part[0, p, c, k] = float(r1 - r0) - nk if skipnan else float(r1 - r0)
+        if counts:
+            part[0, p, c, k] = nrows - nk if skipnan else nrows
+
+
+@task(fastmath=_FME)
+def col_moments_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+    """col_moments and col_minmax of task t (frame) in one read of x: each
+    block's min/max lanes are taken while it is cache-resident after its
+    shifted sums.  The moments stop at the first refused block as in
+    col_moments (stop[t]; col_moments_exact resumes there), the min/max go
+    on to the task's end.  Compiled without 'reassoc' as col_minmax is (its
+    NaN test); the shifted sums keep theirs (shifted_block is compiled on
+    its own).  The NaN counts use the lanes row the exact task only uses as
+    scratch."""
+    p, c, r0, r1, rm, hb = lane_blocks(xf, K, L, nseg, rb, t)
+    v = xf[p]
+    ln = lanes[t]
+    ac = acc[t]
+    start_lane_task(v, r0, r1, K, ln, ac)
+    lmn = rot[t, 0]
+    lmx = rot[t, 1]
+    lz = rot[t, 2]
+    nan = ln[_NS]
+    lmn[:] = np.inf
+    lmx[:] = -np.inf
+    nan[:] = 0.0
+    stopped = -1
+    i = 0
+    for a0 in range(r0, rm, hb):
+        a1 = min2(rm, a0 + hb)
+        g0 = min2(r1, rm + (a0 - r0))
+        g1 = min2(r1, g0 + hb)
+        if stopped < 0:
+            nb = float((a1 - a0) + (g1 - g0))
+            if shifted_block(v, a0 * K, a1 * K, g0 * K, g1 * K, L, K, nb, ln, ac) > 0:
+                stopped = i
+        lane_minmax(v, a0 * K, a1 * K, g0 * K, g1 * K, L, lmn, lmx, lz, nan)
+        i += 1
+    stop[t] = stopped
+    if stopped < 0:
+        finish_lane_task(ln, ac, K, p, c, part)
+    fold_minmax(lmn, lmx, nan, K, L, skipnan, p, c, float(r1 - r0), part, False)
 
 
 # --------------------------------------------------------------------------
@@ -535,9 +584,15 @@ def moments(x3, skipnan, minmax, want_moments=True):
         return Moments(z, z.copy(), z.copy(), lo, hi, z.copy())
     nseg, L, rb = col_split(P, R, K, x3.itemsize)
     fr = frame(x3.reshape(P, R * K), K, L, nseg, rb, skipnan=skipnan, stats=True)
-    if want_moments:
+    if want_moments and minmax and (K > 1 or skipnan):
+        # lanes: moments and min/max in one read (the exact task resumes
+        # the moments of the tasks that stopped; the min/max are complete)
+        run(col_moments_minmax, P * nseg, *fr)
+        if fr[F_STOP].max() >= 0:
+            run(col_moments_exact, P * nseg, *fr)
+    elif want_moments:
         run_moments(fr, P * nseg)
-    if minmax:
+    if minmax and not (want_moments and (K > 1 or skipnan)):
         # (its counts are per lane task: keep the moments' own, whose segments
         # may be cut elsewhere; min and max merge whatever the cut)
         cnt = fr[F_PART][0].copy() if want_moments else None
