@@ -53,16 +53,18 @@ def two_pass(x: np.ndarray) -> np.ndarray:
     return (x - mean) / np.sqrt(x.var(axis=-1, keepdims=True) + np.float32(EPS))
 
 
-def methods() -> dict:
+def methods(with_torch: bool) -> dict:
     m = {"numbanorm": lambda x: nbn.layer_norm(x, x.shape[-1])}
     try:
+        if not with_torch:
+            raise ImportError
         import torch
 
         m[f"PyTorch {torch.__version__.split('+')[0]} (CPU)"] = lambda x: torch.nn.functional.layer_norm(
             torch.from_numpy(x), (x.shape[-1],)
         ).numpy()
     except ImportError:
-        print("PyTorch is not installed: its line is left out")
+        print("PyTorch is not installed (or --no-torch): its line is left out")
     m["NumPy float32, textbook E[x²] − E[x]²"] = textbook
     m["NumPy float32, two-pass"] = two_pass
     return m
@@ -97,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", metavar="DIR", default=".", help="where accuracy.png goes (default: .)")
     p.add_argument("--rows", type=int, default=256, help="rows, each normalized on its own (256)")
     p.add_argument("--dim", type=int, default=1024, help="values per row (1024)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even when installed")
     p.add_argument("--tolerance", type=float, default=1e-5, help="max allowed numbanorm error (1e-5)")
     args = p.parse_args(argv)
     if min(args.rows, args.dim) < 2:
@@ -105,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     offsets = np.logspace(0, 6, 7)  # 1, 10, ..., 1e6
     rng = np.random.default_rng(0)
     noise = rng.standard_normal((args.rows, args.dim), dtype=np.float32)
-    ms = methods()
+    ms = methods(not args.no_torch)
     errors = {name: np.empty(len(offsets)) for name in ms}
     floor = np.empty(len(offsets))
     for i, off in enumerate(offsets):

@@ -22,7 +22,7 @@ import numpy as np
 import numbanorm as nbn
 
 
-def pipeline_search(samples: int, seed: int) -> float:
+def pipeline_search(samples: int, cv: int, seed: int) -> float:
     """Grid search over the scaler and C of a scaler + logistic regression pipeline."""
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
@@ -39,7 +39,7 @@ def pipeline_search(samples: int, seed: int) -> float:
         "scale": [nbn.StandardScaler(), nbn.MinMaxScaler(feature_range=(-1, 1))],
         "clf__C": [0.1, 1.0],
     }
-    search = GridSearchCV(pipe, grid, cv=3).fit(X_train, y_train)
+    search = GridSearchCV(pipe, grid, cv=cv).fit(X_train, y_train)
     best = search.best_params_
     print(f"best: scale={best['scale']!r}, C={best['clf__C']}; CV accuracy {search.best_score_:.3f}")
     acc = search.score(X_test, y_test)
@@ -76,6 +76,7 @@ def per_channel(images: int, seed: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=600, help="samples of the classification task (600)")
+    p.add_argument("--cv", type=int, default=3, help="cross-validation folds (3)")
     p.add_argument("--images", type=int, default=64, help="images of 3 x 16 x 16 in the stack (64)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         print("scikit-learn is not installed (pip install scikit-learn): nothing to show")
         return 0
-    acc = pipeline_search(args.samples, args.seed)
+    acc = pipeline_search(args.samples, args.cv, args.seed)
     err = per_channel(args.images, args.seed)
     if not (acc > 0.6 and err < 1e-5):
         print("error: accuracy or per-channel error off", file=sys.stderr)

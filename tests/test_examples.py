@@ -84,7 +84,7 @@ def test_out_of_core(tmp_path):
 
 
 def test_sklearn_pipeline(tmp_path):
-    out = _run("sklearn_pipeline", ["--samples", "150", "--images", "8"], tmp_path)
+    out = _run("sklearn_pipeline", ["--samples", "150", "--cv", "2", "--images", "8"], tmp_path)
     if not _has("sklearn"):
         _expect(out, r"^scikit-learn is not installed")
         return
@@ -118,7 +118,9 @@ def test_gpu(tmp_path):
 
 
 def test_accuracy_plot(tmp_path):
-    out = _run("accuracy_plot", ["--rows", "16", "--dim", "64", "--out", str(tmp_path / "fig")], tmp_path)
+    # --no-torch: importing torch costs ~1.7 s of CPU; test_numpy_inference runs an example's torch path
+    args = ["--rows", "16", "--dim", "64", "--no-torch", "--out", str(tmp_path / "fig")]
+    out = _run("accuracy_plot", args, tmp_path)
     _expect(out, r"^ 1e\+06 +[0-9.]+e-0[5-9]")  # numbanorm's column at the largest offset
     if _has("matplotlib"):
         _expect(out, r"^figure: .*accuracy\.png$")
