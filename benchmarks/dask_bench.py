@@ -2,7 +2,9 @@
 
 On a ``dask.distributed.LocalCluster`` (default 2 worker processes x 1
 thread), with the data created on the workers (``da.random`` + 1e6, float32,
-persisted), times, best of ``--repeat`` after a warm-up run:
+persisted), times after a warm-up run of each, the runs interleaved (one of
+every case per round, ``--repeat`` rounds: a shared machine's load falls on
+every case alike), medians and minima:
 
 - statistics: ``nbn.RunningStats().update(x)`` (one tree of numbanorm's
   moments, to the client) and ``nbn.StandardScaler().fit(x)`` against
@@ -10,7 +12,8 @@ persisted), times, best of ``--repeat`` after a warm-up run:
 - standardize: ``nbn.standardize(x)`` against the naive
   ``(x - x.mean(0)) / x.std(0)`` and dask-ml's ``fit_transform``, each
   computed on the workers and summed (no transfer to the client, nothing
-  kept);
+  kept); numbanorm also with its output cache off on the workers
+  (``set_output_cache(0)``: every output chunk freshly allocated);
 
 and the accuracy of each: the relative variance error against a float64
 two-pass reference, the output's largest error against the float64 z-score.
@@ -19,31 +22,35 @@ Prints a Markdown table and writes JSON (``--json PATH``).
 Usage::
 
     python benchmarks/dask_bench.py [--rows 6400000] [--cols 10] [--chunk-rows 200000]
-                                    [--workers 2] [--threads 1] [--repeat 5] [--json out.json]
+                                    [--workers 2] [--threads 1] [--repeat 9] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import numpy as np
 
 
-def _best(fn, repeat, cleanup=None):
-    """Best time of ``repeat`` runs after a warm-up; ``cleanup(result)``
-    after each run, untimed (persisted outputs are released: persisting the
-    same keys again would find them in memory)."""
-    res = fn()  # warm-up (kernels, graphs)
-    ts = []
+def _interleaved(cases, repeat):
+    """Times of every case (name -> list of seconds): a warm-up run of each,
+    then ``repeat`` rounds of one run of every case in turn."""
+    for c in cases:
+        c["fn"]()
+    times = {c["name"]: [] for c in cases}
     for _ in range(repeat):
-        if cleanup:
-            cleanup(res)
-        t0 = time.perf_counter()
-        res = fn()
-        ts.append(time.perf_counter() - t0)
-    return min(ts), res
+        for c in cases:
+            if c.get("before"):
+                c["before"]()
+            t0 = time.perf_counter()
+            c["fn"]()
+            times[c["name"]].append(time.perf_counter() - t0)
+            if c.get("after"):
+                c["after"]()
+    return times
 
 
 def main(argv=None) -> int:
@@ -53,7 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-rows", type=int, default=200_000)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
@@ -101,77 +108,75 @@ def main(argv=None) -> int:
             yh = client.compute(make(), sync=True)
             return float(np.max(np.abs(yh.astype(np.float64) - (xh - mean64) / std64)))
 
-        rows = []
-
-        def record(group, name, fn, acc=None):
-            t, res = _best(fn, args.repeat)
-            err = acc(res) if acc else None
-            rows.append(
-                {
-                    "group": group,
-                    "name": name,
-                    "ms": t * 1e3,
-                    "GBps": nbytes / t / 1e9,
-                    "error": err,
-                }
-            )
-            print(f"{group:12s} {name:40s} {t * 1e3:9.1f} ms", flush=True)
-
-        record(
-            "statistics",
-            "numbanorm RunningStats.update",
-            lambda: nbn.RunningStats().update(x),
-            lambda r: var_err(r.var()),
-        )
-        record(
-            "statistics",
-            "numbanorm StandardScaler.fit",
-            lambda: nbn.StandardScaler().fit(x),
-            lambda r: var_err(r.var_),
-        )
-        record(
-            "statistics",
-            "dask.compute(x.mean(0), x.var(0))",
-            lambda: dask.compute(x.mean(0), x.var(0)),
-            lambda r: var_err(r[1]),
-        )
-        if DaskMLScaler is not None:
-            record(
-                "statistics",
-                "dask-ml StandardScaler.fit",
-                lambda: DaskMLScaler().fit(x),
-                lambda r: var_err(r.var_),
-            )
-
         def reduced(make):
             # the output's sum: every output chunk is computed on the workers,
-            # nothing is kept or sent (persisting the same keys again would
-            # find the last run's chunks in memory); the error of a separate
-            # run, to the client
+            # nothing is kept or sent; the error of a separate run, to the client
             def run():
-                y = make()
-                y.sum().compute()
+                make().sum().compute()
                 return make
 
             return run
 
-        record("standardize", "numbanorm standardize", reduced(lambda: nbn.standardize(x)), z_err)
-        with dask.config.set({numbanorm.dask.REREAD_KEY: False}):
-            record(
-                "standardize", "numbanorm standardize, no clone", reduced(lambda: nbn.standardize(x)), z_err
-            )
-        record(
-            "standardize",
-            "naive (x - x.mean(0)) / x.std(0)",
-            reduced(lambda: (x - x.mean(0)) / x.std(0)),
-            z_err,
-        )
+        prev = {}
+
+        def cache_off():
+            prev.update(client.run(nbn.set_output_cache, 0))
+
+        def cache_on():
+            for addr, v in prev.items():
+                client.run(nbn.set_output_cache, v, workers=[addr])
+
+        stats = [
+            (
+                "numbanorm RunningStats.update",
+                lambda: nbn.RunningStats().update(x),
+                lambda r: var_err(r.var()),
+            ),
+            ("numbanorm StandardScaler.fit", lambda: nbn.StandardScaler().fit(x), lambda r: var_err(r.var_)),
+            (
+                "dask.compute(x.mean(0), x.var(0))",
+                lambda: dask.compute(x.mean(0), x.var(0)),
+                lambda r: var_err(r[1]),
+            ),
+        ]
         if DaskMLScaler is not None:
-            record(
-                "standardize",
-                "dask-ml StandardScaler.fit_transform",
-                reduced(lambda: DaskMLScaler().fit_transform(x)),
-                z_err,
+            stats.append(
+                ("dask-ml StandardScaler.fit", lambda: DaskMLScaler().fit(x), lambda r: var_err(r.var_))
+            )
+        std = [
+            ("numbanorm standardize", lambda: nbn.standardize(x), None),
+            ("numbanorm standardize, output cache off", lambda: nbn.standardize(x), (cache_off, cache_on)),
+            ("naive (x - x.mean(0)) / x.std(0)", lambda: (x - x.mean(0)) / x.std(0), None),
+        ]
+        if DaskMLScaler is not None:
+            std.append(
+                ("dask-ml StandardScaler.fit_transform", lambda: DaskMLScaler().fit_transform(x), None)
+            )
+        cases = [{"name": n, "fn": f, "group": "statistics", "acc": a} for n, f, a in stats]
+        for n, make, hooks in std:
+            c = {"name": n, "fn": reduced(make), "group": "standardize", "make": make}
+            if hooks:
+                c["before"], c["after"] = hooks
+            cases.append(c)
+        times = _interleaved(cases, args.repeat)
+        rows = []
+        for c in cases:
+            if c["group"] == "statistics":
+                err = c["acc"](c["fn"]())
+            else:
+                err = z_err(c["make"])
+            ts = times[c["name"]]
+            med = statistics.median(ts)
+            rows.append(
+                {
+                    "group": c["group"],
+                    "name": c["name"],
+                    "ms": med * 1e3,
+                    "min_ms": min(ts) * 1e3,
+                    "all_ms": [t * 1e3 for t in ts],
+                    "GBps": nbytes / med / 1e9,
+                    "error": err,
+                }
             )
         graph = nbn.standardize(x)
         ntasks = sum(
@@ -188,12 +193,12 @@ def main(argv=None) -> int:
     print(
         f"LocalCluster {args.workers} workers x {args.threads} thread(s); x float32 1e6 + randn "
         f"{args.rows} x {args.cols} ({nbytes / 2**20:.0f} MiB), chunks of {args.chunk_rows} rows "
-        f"({x.npartitions} chunks); best of {args.repeat}"
+        f"({x.npartitions} chunks); median (min) of {args.repeat} interleaved rounds"
     )
     print(f"numbanorm tasks per chunk (standardize): {ntasks / x.npartitions:.2f}")
     print()
-    print("| group | run | ms | GB/s | numbanorm's speed-up | error |")
-    print("|---|---|---:|---:|---:|---:|")
+    print("| group | run | median ms | min ms | GB/s | ratio to numbanorm (medians) | error |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         ref = (
             base["numbanorm RunningStats.update"]
@@ -202,8 +207,8 @@ def main(argv=None) -> int:
         )
         kind = "var rel." if r["group"] == "statistics" else "z abs."
         print(
-            f"| {r['group']} | {r['name']} | {r['ms']:.1f} | {r['GBps']:.2f} | {r['ms'] / ref:.1f}x "
-            f"| {kind} {r['error']:.2g} |"
+            f"| {r['group']} | {r['name']} | {r['ms']:.1f} | {r['min_ms']:.1f} | {r['GBps']:.2f} "
+            f"| {r['ms'] / ref:.1f}x | {kind} {r['error']:.2g} |"
         )
     if args.json:
         with open(args.json, "w") as f:

@@ -10,13 +10,20 @@ Functions
 warmup
     Load (or compile) numbanorm's kernels once in every worker process.
 threads_per_task
-    The numba threads a numbanorm task uses where it runs.
+    The numba threads of an output-pass task where it runs.
+exact_threads
+    The numba threads of a task whose bits depend on the kernels' split of
+    the work (statistics, p-norms, one-pass ops): the same on every
+    scheduler, so that results are bitwise identical on all of them.
 
 Configuration (``dask.config``)
 -------------------------------
 ``"numbanorm.threads-per-task"``
-    numba threads per task (default: the process's cores divided by the tasks
-    that run at once in it; see :func:`threads_per_task`).
+    numba threads per task, for every numbanorm task (default: 1 for the
+    statistics, p-norms and one-pass ops, see :func:`exact_threads`; the
+    process's cores divided by the tasks that run at once in it for the
+    output pass, see :func:`threads_per_task`).  Set it to the same value
+    wherever the graph may run to keep results bitwise identical.
 ``"numbanorm.reread"``
     True (default): the output pass of a two-pass op reads ``x`` through a
     clone of its graph, recomputing each chunk once more instead of holding
@@ -38,9 +45,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .backends.dask import REREAD_KEY, THREADS_KEY, threads_per_task
+from .backends.dask import REREAD_KEY, THREADS_KEY, exact_threads, threads_per_task
 
-__all__ = ["warmup", "threads_per_task", "THREADS_KEY", "REREAD_KEY"]
+__all__ = ["warmup", "threads_per_task", "exact_threads", "THREADS_KEY", "REREAD_KEY"]
 
 
 def _task_cases(dtype: str) -> list:

@@ -443,6 +443,63 @@ def test_scalers_on_dask():
         nbn.StandardScaler().fit(x).transform(x[:, :3])
 
 
+def _layers():
+    rng = np.random.default_rng(12)
+    out = [
+        nbn.BatchNorm(4),
+        nbn.BatchNorm(4, momentum=None, dtype=np.float64),
+        nbn.BatchNorm(4, track_running_stats=False),
+        nbn.BatchNorm(3, channel_axis=-1),
+        nbn.InstanceNorm(4),
+        nbn.InstanceNorm(4, affine=True, track_running_stats=True),
+        nbn.LayerNorm((5, 3)),
+        nbn.GroupNorm(2, 4),
+        nbn.RMSNorm(3),
+    ]
+    for layer in out:  # trained-looking affine parameters
+        for name in ("weight", "bias"):
+            p = getattr(layer, name, None)
+            if p is not None:
+                p[...] = rng.uniform(0.5, 2, p.shape)
+    return out
+
+
+@pytest.mark.parametrize("i", range(9), ids=lambda i: repr(_layers()[i]).split("(")[0] + str(i))
+def test_layers_on_dask(i):
+    """Every layer class on Dask input, training then eval then training:
+    lazy outputs equal to the same layer's on the NumPy array; running
+    statistics (NumPy buffers) updated at call time, as for the functional
+    API's NumPy running statistics, once per call however often y is
+    computed; num_batches_tracked as on NumPy."""
+    ref, lay = _layers()[i], _layers()[i]
+    rng = np.random.default_rng(13)
+    xn = (rng.standard_normal((6, 4, 5, 3)) * 2 + 3).astype(np.float32)
+    x = da.from_array(xn, chunks=(2, 2, 3, 2))  # chunks across every reduced axis
+    for mode in (True, False, True):
+        ref.train(mode)
+        lay.train(mode)
+        want = ref(xn)
+        got = lay(x)
+        assert isinstance(got, da.Array) and got.chunks == x.chunks
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            a, b = getattr(ref, name, None), getattr(lay, name, None)
+            assert (a is None) == (b is None), name
+            if a is not None:
+                assert type(b) is np.ndarray and b.dtype == a.dtype, name
+                np.testing.assert_allclose(b, a, rtol=1e-6, err_msg=name)
+        before = None if getattr(lay, "running_mean", None) is None else lay.running_mean.copy()
+        _close(want, got.compute(), np.float32)
+        got.compute()
+        if before is not None:
+            assert np.array_equal(lay.running_mean, before)  # no update by computing
+    got = lay(x, return_stats=True)
+    want = ref(xn, return_stats=True)
+    assert len(got) == len(want)
+    _close(want[0], got[0].compute(), np.float32)
+    for a, b in zip(want[1:], got[1:], strict=True):  # mean and rstd, or rstd
+        np.testing.assert_allclose(np.asarray(b), a, rtol=1e-5, atol=1e-6)
+
+
 # --------------------------------------------------------------------------
 # threads, schedulers
 # --------------------------------------------------------------------------
@@ -452,28 +509,57 @@ def _probe(b):
     return np.full(b.shape, dbe.threads_per_task(), np.int64)
 
 
+def _probe_exact(b):
+    return np.full(b.shape, dbe.exact_threads(), np.int64)
+
+
 def test_numba_threads_per_task():
     z = da.zeros((4,), chunks=1).map_blocks(_probe, dtype=np.int64)
+    ze = da.zeros((4,), chunks=1).map_blocks(_probe_exact, dtype=np.int64)
     cores = dbe._cores()
     limit = __import__("numba").config.NUMBA_NUM_THREADS
     assert set(z.compute(scheduler="sync")) == {max(1, min(limit, cores))}
     with dask.config.set(num_workers=2):
         assert set(z.compute(scheduler="threads")) == {max(1, min(limit, cores // 2))}
+    # split-dependent tasks: the same count on every scheduler
+    assert set(ze.compute(scheduler="sync")) == {1}
+    assert set(ze.compute(scheduler="threads")) == {1}
     with dask.config.set({dbe.THREADS_KEY: 1}):
         assert set(z.compute(scheduler="sync")) == {1}
+    with dask.config.set({dbe.THREADS_KEY: limit}):
+        assert set(ze.compute(scheduler="sync")) == {limit}
+
+
+def _split_sensitive():
+    """Graphs whose chunk kernels cut their work by numba's thread count:
+    1.2 MiB column chunks (the moments and p-norms cut them into 4 pieces
+    with one thread, 8 with two) and rows of 140000 values, two per chunk
+    (layer_norm's rows split over 2 or 4 tasks)."""
+    rng = np.random.default_rng(10)
+    xn = (rng.standard_normal((120_000, 5)) + 1e6).astype(np.float32)
+    x = da.from_array(xn, chunks=(60_000, 5))
+    rn = (rng.standard_normal((4, 140_000)) * 3 + 1e3).astype(np.float32)
+    r = da.from_array(rn, chunks=(2, -1))
+    return [
+        nbn.standardize(x),
+        nbn.batch_norm(x, training=True),
+        nbn.minmax_scale(x),
+        nbn.lp_normalize(x, axis=0),
+        nbn.layer_norm(r, 140_000),
+    ]
 
 
 def test_bitwise_on_local_schedulers():
-    rng = np.random.default_rng(10)
-    xn = (rng.standard_normal((3000, 5)) + 1e6).astype(np.float32)
-    x = da.from_array(xn, chunks=(333, 2))
-    ys = [nbn.standardize(x), nbn.batch_norm(x, training=True), nbn.minmax_scale(x)]
-    with dask.config.set({dbe.THREADS_KEY: 1}):
-        ref = dask.compute(*ys, scheduler="sync")
-        for sched in ("threads", "processes"):
+    """Default settings: the synchronous scheduler's task runs numba with as
+    many threads as the distributed worker's (exact_threads), so the chunk
+    kernels cut the work the same way and the bits agree."""
+    ys = _split_sensitive()
+    ref = dask.compute(*ys, scheduler="sync")
+    for sched, n in (("threads", 2), ("threads", 1), ("processes", 2)):
+        with dask.config.set(num_workers=n):
             got = dask.compute(*ys, scheduler=sched)
-            for a, b in zip(ref, got, strict=True):
-                assert np.array_equal(a, b), sched
+        for i, (a, b) in enumerate(zip(ref, got, strict=True)):
+            assert np.array_equal(a, b), (sched, n, i)
 
 
 def test_serial_kernels_release_the_gil():
@@ -488,3 +574,76 @@ def test_serial_kernels_release_the_gil():
     assert entry
     held = [d.py_func.__qualname__ for d in entry if not d.targetoptions.get("nogil")]
     assert held == []
+
+
+def _python_gap_during(call):
+    """Run ``call`` in a second thread (one numba thread: a core of its own)
+    while this thread loops in Python reading the clock; return the call's
+    seconds and the longest stretch inside it in which this thread did not
+    run.  A kernel that held the GIL would stop this thread for the whole
+    kernel; one that releases it stops it only as long as the OS does."""
+    import time
+
+    import numba
+
+    stamps, span = [], []
+    done = threading.Event()
+
+    def work():
+        numba.set_num_threads(1)  # thread-local
+        t0 = time.perf_counter()
+        call()
+        span.extend((t0, time.perf_counter()))
+        done.set()
+
+    th = threading.Thread(target=work)
+    th.start()
+    while not done.is_set():
+        stamps.append(time.perf_counter())
+    th.join()
+    t0, t1 = span
+    pts = [t0, *(t for t in stamps if t0 < t < t1), t1]
+    return t1 - t0, max(b - a for a, b in zip(pts, pts[1:], strict=False))
+
+
+def test_kernels_run_while_python_runs():
+    """Measured, not just the flags: while one thread is inside numbanorm's
+    kernels -- the parallel entry (lp_normalize with p=3 over 4M values: a
+    pow per value, ~0.1-0.2 s in one kernel) and the serial one that small
+    inputs take (the same rows through ``run_rows(serial=True)``) -- another
+    thread keeps running Python.  Held, the GIL would leave a gap of about
+    the whole call; the bound is half of it (best of 3 tries: a shared
+    machine's scheduler may pause a thread too)."""
+    from numbanorm.backends.cpu import rows
+
+    x = (np.random.default_rng(14).standard_normal((2048, 2048)) + 1).astype(np.float32)
+    o = np.empty_like(x)
+    W, B = np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32)
+    mean, rstd = np.zeros(2048), np.empty(2048)
+    calls = {
+        "parallel entry": lambda: nbn.lp_normalize(x, p=3.0, axis=0, out=o),
+        "serial entry": lambda: rows.run_rows(
+            x, o, W, B, 1e-12, 3.0, mean, rstd, rows.PNORM, False, False, serial=True
+        ),
+    }
+    import numba
+
+    @numba.njit  # the control: the same work holding the GIL
+    def held(x, out):
+        for i in range(x.size):
+            out.flat[i] = abs(x.flat[i]) ** 3.0
+
+    held(x, o)  # compiled before timing
+    secs, gap = _python_gap_during(lambda: held(x, o))
+    assert gap > 0.5 * secs, (gap, secs)  # the detector sees a held GIL
+    for name, call in calls.items():
+        call()  # compiled or loaded before timing
+        ratios = []
+        for _ in range(3):
+            secs, gap = _python_gap_during(call)
+            ratios.append(gap / secs)
+            if gap < 0.5 * secs:
+                break
+        assert min(ratios) < 0.5, (name, ratios)
+    # the serial path computed what the public function does
+    np.testing.assert_allclose(o, nbn.lp_normalize(x, p=3.0, axis=1), rtol=1e-6)

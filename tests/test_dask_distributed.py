@@ -35,24 +35,36 @@ def _probe(b):
     return np.full(b.shape, dbe.threads_per_task(), np.int64)
 
 
-def test_distributed_bitwise_and_warm(client):
-    info = numbanorm.dask.warmup(client, dtypes=("float32",))
-    assert len(info) == 2 and all("seconds" in v for v in info.values())
+def _split_sensitive():
+    """Chunks whose kernels cut the work by numba's thread count (1.2 MiB
+    column chunks; rows of 140000 values, two per chunk): at the synchronous
+    scheduler's old default (2 threads on this 2-core machine) their bits
+    differed from the workers' (1 thread)."""
     rng = np.random.default_rng(0)
-    xn = (rng.standard_normal((3000, 5)) + 1e6).astype(np.float32)
-    x = da.from_array(xn, chunks=(333, 2))
-    ys = [
+    xn = (rng.standard_normal((120_000, 5)) + 1e6).astype(np.float32)
+    x = da.from_array(xn, chunks=(60_000, 5))
+    rn = (rng.standard_normal((4, 140_000)) * 3 + 1e3).astype(np.float32)
+    r = da.from_array(rn, chunks=(2, -1))
+    small = da.from_array(xn[:3000], chunks=(333, 2))  # odd chunks, a tree of merges
+    return [
         nbn.standardize(x),
         nbn.batch_norm(x, training=True),
         nbn.minmax_scale(x),
-        nbn.layer_norm(x, 5),
         nbn.lp_normalize(x, axis=0),
+        nbn.layer_norm(r, 140_000),
+        nbn.standardize(small),
+        nbn.layer_norm(small, 5),
     ]
-    with dask.config.set({dbe.THREADS_KEY: 1}):
-        ref = dask.compute(*ys, scheduler="sync")
+
+
+def test_distributed_bitwise_and_warm(client):
+    info = numbanorm.dask.warmup(client, dtypes=("float32",))
+    assert len(info) == 2 and all("seconds" in v for v in info.values())
+    ys = _split_sensitive()
+    ref = dask.compute(*ys, scheduler="sync")  # default settings on both sides
     got = client.compute(ys, sync=True)
-    for a, b in zip(ref, got, strict=True):
-        assert np.array_equal(a, b)
+    for i, (a, b) in enumerate(zip(ref, got, strict=True)):
+        assert np.array_equal(a, b), i
     # one numba thread per task: the nanny's OMP_NUM_THREADS=1, one thread per worker
     threads = client.compute(da.zeros(4, chunks=1).map_blocks(_probe, dtype=np.int64), sync=True)
     assert set(threads) == {1}

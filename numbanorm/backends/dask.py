@@ -32,11 +32,19 @@ chunks are produced again for the output instead of being held in memory
 from the statistics pass until the tree finishes (dask#874: the naive
 ``(x - x.mean(0)) / x.std(0)`` keeps every chunk alive).  A persisted ``x``
 is not recomputed by the clone (its chunks are data).  Tasks: one moments
-task per chunk, a tree of about one merge per ``split_every`` partials, one
-parameter task per block of features and one output task per chunk.
+task per chunk, a tree of merges (:func:`tree_width`: one merge of every
+partial when they are at most 64 and 32 MiB), the parameters computed in
+the tree's last task, and one output task per chunk.
 
-Numba's threads inside a task are set by :func:`task_threads`: cores divided
-by the tasks that run at once, so a worker is never oversubscribed.  Every
+Numba's threads inside a task are set by :func:`task_threads`.  A task
+whose bits depend on how the kernels split their work (the statistics' chunk
+step, the p-norms, the one-pass ops: numbanorm's CPU kernels cut a chunk into
+``4 x threads`` pieces and merge the pieces' partials) runs with
+:func:`exact_threads` numba threads, the same number on every scheduler (1
+unless set): results are bitwise identical on the synchronous, threaded,
+processes and distributed schedulers.  The output pass (elementwise: its
+bits do not depend on the split) runs with :func:`threads_per_task`, cores
+divided by the tasks that run at once, so a worker is never oversubscribed.  Every
 function in a graph is a module-level function (pickled by reference), and
 every serial kernel releases the GIL, so the threaded, processes and
 distributed schedulers all run the kernels in parallel.
@@ -70,6 +78,7 @@ import numpy as np
 from dask.array.utils import meta_from_array
 from dask.graph_manipulation import clone
 
+from .. import _outbuf
 from .. import _validate as V
 from .._config import MIN_TASK_ELEMS
 from .._reduce import apply_affine, kept_shape, normalize_axis, reduce_moments, reduce_pnorm
@@ -93,6 +102,7 @@ __all__ = [
     "apply",
     "task_threads",
     "threads_per_task",
+    "exact_threads",
 ]
 
 #: The partial statistics of a group: a NumPy structured dtype, so that
@@ -177,14 +187,33 @@ def threads_per_task() -> int:
     return int(max(1, min(limit, int(n))))
 
 
+def exact_threads() -> int:
+    """Numba threads of a task whose result depends on the kernels' split
+    of the work (statistics, p-norms, one-pass ops): ``dask.config`` key
+    ``"numbanorm.threads-per-task"`` if set, else 1 -- the same on every
+    scheduler, so that a chunk's bits do not depend on where it runs.
+
+    (numbanorm's CPU kernels cut a chunk's reduction into up to
+    ``4 x numba.get_num_threads()`` pieces and Chan-merge their partials:
+    at the synchronous scheduler's 2 threads a 1 MiB column chunk was cut
+    into 8 pieces, at the distributed worker's 1 thread into 4, and the
+    variances differed in the last bit.)"""
+    n = dask.config.get(THREADS_KEY, None)
+    return 1 if n is None else int(max(1, min(numba.config.NUMBA_NUM_THREADS, int(n))))
+
+
 @contextlib.contextmanager
-def task_threads(size: int | None = None):
-    """Run the body with :func:`threads_per_task` numba threads (thread-local
-    in numba, restored after); one for a chunk of at most ``MIN_TASK_ELEMS``
-    elements (``size``), which the kernels do in one piece anyway: waking
-    numba's pool for it cost ~4 ms per task on a busy 2-core machine, 0.3 ms
-    with one thread (FIELD-NOTES, Dask)."""
-    n = 1 if size is not None and size <= MIN_TASK_ELEMS else threads_per_task()
+def task_threads(size: int | None = None, exact: bool = True):
+    """Run the body with :func:`exact_threads` numba threads (``exact``: a
+    task whose bits depend on the split) or :func:`threads_per_task`
+    (thread-local in numba, restored after); one for a chunk of at most
+    ``MIN_TASK_ELEMS`` elements (``size``), which the kernels do in one
+    piece anyway: waking numba's pool for it cost ~4 ms per task on a busy
+    2-core machine, 0.3 ms with one thread (FIELD-NOTES, Dask)."""
+    if size is not None and size <= MIN_TASK_ELEMS:
+        n = 1
+    else:
+        n = exact_threads() if exact else threads_per_task()
     prev = numba.get_num_threads()
     if n == prev:
         yield
@@ -288,6 +317,26 @@ def _moments_block(block, axes, skipnan, minmax, want_moments, finish=None):
     return out if finish is None else finish(out)
 
 
+#: the largest partials one merge task takes at once (bytes), and how many
+MERGE_BYTES = 32 << 20
+MERGE_MAX = 64
+
+
+def tree_width(x, axes, itemsize: int = MOMENTS.itemsize):
+    """The tree of a reduction of x over ``axes`` whose partials hold
+    ``itemsize`` bytes per kept element: flat (one merge task reading every
+    partial) when they are at most :data:`MERGE_MAX` and
+    :data:`MERGE_BYTES` in all, else that many per merge (Dask's own
+    default is 16 per merge, 4 per axis for 2 axes: on a 2-worker
+    LocalCluster each level of the tree costs a round of transfers between
+    workers)."""
+    part = itemsize * math.prod(max(x.chunks[i]) for i in range(x.ndim) if i not in axes)
+    n = max(2, min(MERGE_MAX, MERGE_BYTES // max(part, 1)))
+    if math.prod(len(x.chunks[a]) for a in axes) <= n:
+        return {a: max(2, len(x.chunks[a])) for a in axes}
+    return n
+
+
 def moments(
     x, axes, *, skipnan: bool, minmax: bool, want_moments: bool = True, split_every=None,
     finish=None, dtype=MOMENTS,
@@ -319,7 +368,7 @@ def moments(
         keepdims=True,
         dtype=MOMENTS,
         combine=merge_moments,
-        split_every=split_every,
+        split_every=split_every or tree_width(x, axes),
         concatenate=True,
         meta=meta_from_array(np.empty(0), ndim=x.ndim, dtype=MOMENTS),
         name="numbanorm-moments",
@@ -356,11 +405,11 @@ def apply_block(block, prm, axes, lo=None, hi=None, weight=None, bias=None, bloc
     center, scale, shift = (_field(prm, n, shape).reshape(ks) for n in ("center", "scale", "shift"))
     be, arr, ctx = _on_device(block)
     with ctx:
-        out = be.empty(block.shape, block.dtype, like=block) if be.NAME != "cpu" else np.empty_like(arr)
+        out = be.empty(block.shape, block.dtype, like=block) if be.NAME != "cpu" else _outbuf.empty_like(arr)
         if 0 in block.shape:
             return out
         if weight is None and bias is None:
-            with task_threads(block.size):
+            with task_threads(block.size, exact=False):
                 apply_affine(arr, axes, center, scale, shift, out=out, lo=lo, hi=hi, backend=be)
             return be.wrap(out, like=block)
         # (x - mean) * rstd * weight + bias in float64, rounded once
@@ -767,6 +816,7 @@ def lp_normalize(x, p=2.0, axis=-1, eps=1e-12, *, out=None, stream=None):
     nrm = da.reduction(
         x, partial(_chunk_pnorm, p=p), partial(_merge_pnorm, p=p), axis=axes, keepdims=True,
         dtype=np.float64, combine=partial(_merge_pnorm, p=p), concatenate=True,
+        split_every=tree_width(x, axes, 8),
         meta=np.empty((0,) * x.ndim), name="numbanorm-pnorm",
     )  # fmt: skip
     prm = nrm.map_blocks(_pnorm_prm, eps, dtype=_PRM, token="numbanorm-params")
