@@ -35,10 +35,14 @@ MAX_THREADS_PER_SM = 2048
 # loaded memory latency, over 132 SMs (Little's law: bandwidth x latency)
 NEED_BYTES_PER_SM = 4.8e12 * 600e-9 / 132
 
-# per kernel: threads per block as launched, loads of x in flight per thread
-# (a full chunk/step), and what x's elements are
-BLOCK = {"_moments_partial": 256, "_pnorm_partial": 256, "_apply_rows": 256, "_apply_cols": 256}
-BLOCK.update({"_apply_wide": 256, "_row_layer": 256, "_row_rms": 256, "_row_lp": 256})
+# per kernel: threads per block as launched (the streaming kernels; the
+# small parameter kernels get registers and spills only)
+BLOCK = {"_moments_partial": 256, "_pnorm_partial": 256, "_apply_flat": 256, "_apply_wide": 256}
+ROW_KERNELS = ("_row_layer", "_row_rms", "_row_lp", "_row_lpp")
+BLOCK.update(dict.fromkeys(ROW_KERNELS, 128))  # cuda.ROW_THREADS; D > 1024: _row_launch
+# row lengths at which the row kernels are figured (threads per row and
+# loads per thread depend on D: _cuda_kernels.row_group)
+ROW_D = (256, 1024, 4096)
 
 
 def _tools():
@@ -51,17 +55,28 @@ def _tools():
     return found
 
 
-def _in_flight(name, k):
-    """Loads of x a thread issues before using any (a full chunk or step)."""
+def _nreg(name, k):
+    return k._NREG_P if name == "_row_lpp" else k._NREG
+
+
+def _row_launch(name, k, itemsize, D):
+    """(threads per row, rows per block) as numbanorm/backends/cuda.py
+    launches them with its defaults (ROW_WARP_MAX_D 1024, ROW_GROUP 32,
+    ROW_BLOCK 256, ROW_THREADS 128)."""
+    return k.row_launch(D, itemsize, _nreg(name, k), 1024, 32, 256, 128)
+
+
+def _in_flight(name, k, itemsize, D=None):
+    """Loads of x a thread issues before using any (a full chunk or step;
+    row kernels: the thread's part of a row of D, all loaded first)."""
+    if name in ROW_KERNELS:
+        nreg = _nreg(name, k)
+        return min(nreg, -(-D // _row_launch(name, k, itemsize, D)[0]))
     return {
         "_moments_partial": k._CH,
         "_pnorm_partial": k._UNROLL,
-        "_apply_rows": k._UNROLL,
-        "_apply_cols": k._UNROLL_COLS,
+        "_apply_flat": k._UNROLL,
         "_apply_wide": k._UNROLL,
-        "_row_layer": k._NREG,
-        "_row_rms": k._NREG,
-        "_row_lp": k._NREG,
     }.get(name)
 
 
@@ -112,17 +127,25 @@ def main(argv=None) -> int:
             row = {"registers": regs, "spill_bytes": spilled}
             row.update(ldg=ldg, stg=stg)
             block = BLOCK.get(name)
-            n = _in_flight(name, k)
-            if block:
-                per_warp = -(-regs * 32 // 256) * 256  # allocated in units of 256 per warp
-                warps = min(REGS_PER_SM // per_warp, MAX_THREADS_PER_SM // 32)
-                blocks = warps // (block // 32)
-                threads = blocks * block
-                row.update(blocks_per_sm=blocks, threads_per_sm=threads, loads_in_flight=n)
-                row["bytes_in_flight_per_sm"] = threads * n * itemsize
-                row["of_need"] = round(threads * n * itemsize / NEED_BYTES_PER_SM, 2)
-            rows[name] = row
-            print(name, row)
+            for D in ROW_D if name in ROW_KERNELS else (None,):
+                r_ = dict(row)
+                key = name if D is None else f"{name} D={D}"
+                if block:
+                    n = _in_flight(name, k, itemsize, D)
+                    if D is not None:
+                        g, rpb = _row_launch(name, k, itemsize, D)
+                        block = g * rpb
+                    per_warp = -(-regs * 32 // 256) * 256  # allocated in units of 256 per warp
+                    warps = min(REGS_PER_SM // per_warp, MAX_THREADS_PER_SM // 32)
+                    blocks = warps // (block // 32)
+                    threads = blocks * block
+                    r_.update(blocks_per_sm=blocks, threads_per_sm=threads, loads_in_flight=n)
+                    if D is not None:
+                        r_["threads_per_row"] = g
+                    r_["bytes_in_flight_per_sm"] = threads * n * itemsize
+                    r_["of_need"] = round(threads * n * itemsize / NEED_BYTES_PER_SM, 2)
+                rows[key] = r_
+                print(key, r_)
     if args.json:
         with open(args.json, "w") as fh:
             out = {"dtype": args.dtype, "need_bytes_per_sm": NEED_BYTES_PER_SM, "kernels": rows}

@@ -12,7 +12,7 @@ The same planning serves every backend (NumPy, CUDA) because it only reshapes.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -196,8 +196,13 @@ def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, moments: bool = True
         a = np.asarray(a, dtype=np.float64).reshape(kshape_c)
         return np.ascontiguousarray(a.transpose(order)) if len(order) > 1 else a.reshape(kshape)
 
-    c, mu, r, q, lo, hi = (fin(a) for a in (c, mu, r, q, lo, hi))
-    # round the unevaluated mean + residual to one float, keep what is left
+    return _rounded(*(fin(a) for a in (c, mu, r, q, lo, hi)), minmax)
+
+
+def _rounded(c, mu, r, q, lo, hi, minmax) -> Moments:
+    """Moments of merged kept-shape partials: the unevaluated mean + residual
+    rounded to one float (the residual what is left), groups of count 0 with
+    mean, M2 (and min, max) NaN."""
     m_hi = mu + r
     r = (mu - m_hi) + r
     mu = m_hi
@@ -209,6 +214,103 @@ def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, moments: bool = True
             lo = np.where(empty, np.nan, lo)
             hi = np.where(empty, np.nan, hi)
     return Moments(c, mu, q, lo, hi, np.where(empty, 0.0, r) if empty.any() else r)
+
+
+# What a device finish makes of a group's statistics (Finish.kind; the CUDA
+# kernel _finish_prm): the host's batch_norm_params, standardize_params and
+# minmax_factor arithmetic.
+FIN_NORM = 0  # batch/instance/group norm: center mean, scale inv_std(M2 / n, eps) * weight, shift bias
+FIN_STANDARDIZE = 1  # standardize: center mean (or 0), scale 1 / std (ddof; constant: 1), shift 0
+FIN_MINMAX = 2  # minmax_scale: center min, scale minmax_factor(min, max, lo, hi), shift lo
+FIN_LP = 3  # lp_normalize: center 0, scale 1 / max(||x||_p, eps), shift 0
+
+
+class Finish(NamedTuple):
+    """The statistics-to-parameters step of :func:`normalize_on_device`.
+
+    Kept-shape flat index ``i`` (C order of the kept axes of ``x``) takes
+    channel ``i % channels`` (weight, bias) and the statistics group ``i``,
+    or, with ``groups`` (group norm, statistics of shape (N, groups)),
+    ``(i // channels) * groups + (i % channels) // (channels // groups)``.
+    ``running``: ``(running_mean, running_var, momentum)``, the user's
+    device arrays of shape (channels,), updated in place with the batch mean
+    and unbiased variance averaged over the groups of each channel
+    (instance norm: over the samples)."""
+
+    kind: int
+    eps: float = 0.0
+    ddof: float = 0.0
+    with_mean: bool = True
+    with_std: bool = True
+    lo: float = 0.0
+    hi: float = 1.0
+    clip: bool = False
+    weight: Any = None
+    bias: Any = None
+    channels: int = 0
+    groups: int = 0
+    running: tuple | None = None
+    p: float = 2.0
+
+
+def normalize_on_device(
+    x, axis, fin: Finish, *, out, skipnan: bool, minmax: bool, stats_x=None, stats_axis=None, backend=None
+):
+    """Statistics of ``stats_x`` (default x) over ``stats_axis`` (default
+    ``axis``), then ``out = (x - center) * scale + shift`` over ``axis``
+    with parameters that ``fin`` makes of them, all on the backend's device
+    (CUDA: moments_device, merge_device, finish_apply, running_update): no
+    copy to the host and no synchronisation.  The same (P, R, K) plans as
+    :func:`reduce_moments` and :func:`apply_affine`, so the statistics are
+    the ones reduce_moments would give, to the mean's last-bit rounding.
+
+    Returns ``stats()``: the kept-shape statistics of stats_x as host
+    :class:`Moments` (one copy to the host; call it only when they are
+    asked for; not for FIN_LP, whose statistics are p-norm sums)."""
+    be = backend or backends.backend_for(x)
+    sx = x if stats_x is None else stats_x
+    saxes = tuple(axis if stats_axis is None else stats_axis)
+    kshape = kept_shape(sx.shape, saxes)
+    xc, perm = _layout(sx, be)
+    red = {perm.index(a) for a in saxes}
+    plan = _stats_plan(_runs(tuple(xc.shape), red))
+    P, R, K = plan.view
+    J = int(np.prod(kshape, dtype=np.int64))
+    if fin.kind == FIN_LP:
+        # the p-norms' sums (max |x| for p = inf), merged, finished once
+        st = be.pnorm_device(xc.reshape(P, R, K), fin.p)
+        for a, m, b in _merges(plan.part):
+            st = be.fold_device(st.reshape(a, m, b), np.isinf(fin.p))
+        st = st.reshape(1, J)
+    else:
+        st = be.moments_device(xc.reshape(P, R, K), skipnan, minmax)
+        for a, m, b in _merges(plan.part):
+            st = be.merge_device(st.reshape(6, a, m, b))
+        st = st.reshape(6, J)
+    # group of kept index (x order) -> its column in st (xc's kept order)
+    kept_perm = [a for a in perm if a not in saxes]
+    pos = np.arange(J).reshape(tuple(sx.shape[a] for a in kept_perm))
+    pos = pos.transpose(np.argsort(kept_perm)).reshape(-1) if len(kept_perm) > 1 else pos.reshape(-1)
+    C = int(fin.channels) or 1
+    G = int(fin.groups)
+
+    def gather(be, xv, tv, index):
+        group = index if not G else (index // C) * G + (index % C) // (C // G)
+        be.finish_apply(xv, tv, st, np.stack([pos[group], index % C]), fin)
+
+    apply_gathered(x, axis, gather, out=out, backend=be)
+    if fin.running is not None:
+        rm, rv, mom = fin.running
+        ridx = pos.reshape(-1, C).T  # channel c: the groups n * C + c
+        be.running_update(st, ridx, rm, False, mom)
+        be.running_update(st, ridx, rv, True, mom)
+
+    def stats() -> Moments:
+        h = be.to_host(st)[:, pos]
+        c, mu, r, q, lo, hi = (a.reshape(kshape) for a in h)
+        return _rounded(c, mu, r, q, lo if minmax else None, hi if minmax else None, minmax)
+
+    return stats
 
 
 def _apply_view(runs):

@@ -28,7 +28,17 @@ from numba import cuda, float64
 from numba.core import config
 
 from .._config import CACHE
-from .._stats import chan_merge_dd, inv_std, pnorm_finish, shifted_moments, variance
+from .._reduce import FIN_LP, FIN_NORM, FIN_STANDARDIZE
+from .._stats import (
+    chan_merge_dd,
+    constant_feature,
+    inv_std,
+    minmax_factor,
+    pnorm_finish,
+    running_update,
+    shifted_moments,
+    variance,
+)
 
 SIMULATOR = bool(config.ENABLE_CUDASIM)
 
@@ -100,7 +110,6 @@ def _kernel(launch_bounds=None):
 # Elements in flight per thread in the apply and p-norm loops (loaded before
 # any is used; NOTES.md section 23: bytes in flight by Little's law).
 _UNROLL = 8
-_UNROLL_COLS = 4  # _apply_cols also tracks a column per element
 
 # Columns from which the apply runs one thread per column (_apply_wide, the
 # parameters in registers); fewer: flat, parameters in shared memory.
@@ -110,6 +119,37 @@ _WIDE_K = 32
 # D <= 32 * 32 = 1024 on chip; block-per-row up to 256 * 32 = 8192).  Longer
 # rows re-read x from global memory (L2) for the second and third pass.
 _NREG = 32
+_NREG_P = 16  # _row_lpp (p other than 1, 2, inf): 32 spilled around the pow call
+
+
+def row_group(D, itemsize, max_group=_WARP, nreg=None):
+    """Threads per row of the short-row launch (D <= 1024): the fewest, a
+    power of two, whose registers hold the row (_NREG values each), but at
+    least 32 bytes of consecutive elements per load (a whole memory sector)
+    and at most ``max_group`` (a warp).  Fewer threads per short row keep
+    more of a thread's _NREG loads busy: at D = 256, 8 float32 threads of 32
+    loads each instead of a warp of 8 (NOTES.md section 23)."""
+    nreg = _NREG if nreg is None else nreg
+    g = max(1, 32 // int(itemsize))
+    while g * nreg < D:
+        g *= 2
+    return max(1, min(g, int(max_group)))
+
+
+def row_launch(D, itemsize, nreg, warp_max_d, group_max, block_max, threads):
+    """(threads per row G, rows per block) of the row kernels for rows of D
+    whose kernel keeps ``nreg`` values per thread: rows up to
+    ``min(warp_max_d, group_max * nreg)`` take at most a warp (``group_max``;
+    row_group: fewer for short rows), longer ones up to ``block_max`` threads
+    (at least two warps' worth, ``2 * group_max``; the fewest that hold the
+    row, so each keeps up to nreg loads in flight); ``threads`` per block
+    (whole rows; at least one)."""
+    cap = min(int(block_max), _MAX_BLOCK)
+    if D <= min(int(warp_max_d), int(group_max) * nreg):
+        g = row_group(D, itemsize, min(int(group_max), cap), nreg)
+    else:
+        g = max(min(cap, 2 * int(group_max)), row_group(D, itemsize, cap, nreg))
+    return g, max(1, min(int(threads), _MAX_BLOCK) // g)
 
 
 # NaN must reach the min/max of its own group (Python's min/max would drop it;
@@ -322,6 +362,96 @@ def _bn_eval_prm(index, chans, eps, prm):
 
 
 @_kernel()
+def _finish_prm(st, idx, wb, kind, eps, ddof, lo, hi, p_exp, with_mean, with_std, prm):
+    """The apply parameters (center, scale, shift) of each apply-view entry
+    from its group's statistics, on the device: the host's arithmetic
+    (batch_norm_params, standardize_params, minmax_factor, lp_normalize's
+    1 / max(||x||_p, eps)) with the same scalar functions of _stats.py; a
+    group of count 0 has mean, min and max NaN (as reduce_moments gives
+    them)."""
+    # st: (6, J) = count, mean, mean residual, M2, min, max per group (for
+    # FIN_LP (1, J): sum |x|**p, or max |x| for p = inf);
+    # idx: (2, P, K) int64 = group j and channel c of entry (p, k); wb: (2,
+    # C) float64 = weight, bias per channel; prm: (3, P, K)
+    P = idx.shape[1]
+    K = idx.shape[2]
+    for i in range(cuda.grid(1), P * K, cuda.gridsize(1)):
+        p = i // K
+        k = i - p * K
+        j = idx[0, p, k]
+        if kind == FIN_LP:
+            s = st[0, j]
+            nrm = s if p_exp == math.inf else pnorm_finish(s, p_exp)
+            den = nrm if (nrm > eps or nrm != nrm) else eps  # np.maximum: NaN kept
+            prm[0, p, k] = 0.0
+            prm[1, p, k] = 1.0 / den if den != 0.0 else math.inf  # (the simulator raises on 1/0)
+            prm[2, p, k] = 0.0
+            continue
+        n = st[0, j]
+        some = n > 0.0
+        # the mean rounded with its residual (reduce_moments' Fast2Sum)
+        mean = st[1, j] + st[2, j] if some else math.nan
+        if kind == FIN_NORM:
+            c = idx[1, p, k]
+            var = st[3, j] / n if some else math.nan
+            rs = inv_std(var, eps) if var + eps != 0.0 else math.inf  # (the simulator raises on 1/0)
+            prm[0, p, k] = mean
+            prm[1, p, k] = rs * wb[0, c]
+            prm[2, p, k] = wb[1, c]
+        elif kind == FIN_STANDARDIZE:
+            var = variance(n, st[3, j] if some else math.nan, ddof)
+            std = 1.0 if constant_feature(var, mean, n) else math.sqrt(var)
+            prm[0, p, k] = mean if with_mean else 0.0
+            prm[1, p, k] = 1.0 / (std if with_std else 1.0)
+            prm[2, p, k] = 0.0
+        else:
+            mn = st[4, j] if some else math.nan
+            mx = st[5, j] if some else math.nan
+            prm[0, p, k] = mn
+            prm[1, p, k] = minmax_factor(mn, mx, lo, hi)
+            prm[2, p, k] = lo
+
+
+@_kernel()
+def _fold_sum(part, is_max, res):
+    """Sums (or maxima, NaN kept) of (A, M, B) partials over M, in order:
+    the p-norms' partial sums merged on the device."""
+    # part: (A, M, B) float64 -> res: (A, B); one thread per (a, b)
+    A = part.shape[0]
+    M = part.shape[1]
+    B = part.shape[2]
+    for i in range(cuda.grid(1), A * B, cuda.gridsize(1)):
+        a = i // B
+        b = i - a * B
+        acc = 0.0
+        for m in range(M):
+            v = part[a, m, b]
+            acc = _nanmax(acc, v) if is_max else acc + v
+        res[a, b] = acc
+
+
+@_kernel()
+def _running_stat(st, ridx, unbiased_var, momentum, r):
+    """A running statistic updated in place in the user's array ``r``, on
+    the device: ``running_update(r[c], s, momentum)`` with ``s`` the batch
+    mean (or, ``unbiased_var``, M2 / (n - 1)) of channel c averaged over its
+    groups ``ridx[c]`` (batch norm: one; instance norm: one per sample, the
+    host's ``.mean(axis=0)``: summed in order, then divided)."""
+    # st: (6, J); ridx: (C, Ns) int64; r: (C,) any float dtype
+    C = ridx.shape[0]
+    ns = ridx.shape[1]
+    for c in range(cuda.grid(1), C, cuda.gridsize(1)):
+        acc = 0.0
+        for t in range(ns):
+            j = ridx[c, t]
+            if unbiased_var:
+                acc += st[3, j] / (st[0, j] - 1.0)
+            else:
+                acc += st[1, j] + st[2, j]
+        r[c] = running_update(float64(r[c]), acc / ns, momentum)
+
+
+@_kernel()
 def _moments_merge(part, res):
     """Chan-merge the S partials of each (p, k), in order (deterministic),
     carrying the mean's rounding residual (chan_merge_dd)."""
@@ -426,83 +556,39 @@ def _clip(y, clip, lo, hi):
 
 
 @_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))
-def _apply_rows(x, out, prm, clip, lo, hi):
-    """out = clip((x - center) * scale + shift, lo, hi) with one parameter
-    set per row p (K == 1), float64 arithmetic."""
-    # x, out: (P, R) ; prm: (3, P, 1).  Grid (gx, <=P): y walks p, x the
-    # row, grid-stride; _UNROLL elements in flight per thread and step (a
-    # warp's loads of one element coalesced, all issued before any is used).
-    buf = cuda.local.array(_UNROLL, x.dtype)
-    P, R = x.shape
-    tid = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
-    nth = cuda.gridDim.x * cuda.blockDim.x
-    for p in range(cuda.blockIdx.y, P, cuda.gridDim.y):
-        c = prm[0, p, 0]
-        a = prm[1, p, 0]
-        b = prm[2, p, 0]
-        j = tid
-        while j + (_UNROLL - 1) * nth < R:
-            for u in range(_UNROLL):
-                buf[u] = x[p, j + u * nth]
-            for u in range(_UNROLL):
-                out[p, j + u * nth] = _clip((float64(buf[u]) - c) * a + b, clip, lo, hi)
-            j += _UNROLL * nth
-        while j < R:
-            out[p, j] = _clip((float64(x[p, j]) - c) * a + b, clip, lo, hi)
-            j += nth
-
-
-@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))
-def _apply_cols(x, out, prm, clip, lo, hi):
+def _apply_flat(x, out, prm, clip, lo, hi):
     """out = clip((x - center) * scale + shift, lo, hi) with parameters per
-    column k of each p, for few columns (1 < K < _WIDE_K), float64
-    arithmetic."""
-    # x, out: (P, R*K) views of (P, R, K); prm: (3, P, K).  As _apply_rows,
-    # flat over the R*K plane (a warp's loads coalesced whatever K); the
-    # column of element j is tracked by additions with wrap-around (no
-    # division per element: a 64-bit % was a call in the SASS) and the
-    # parameters are staged in shared memory.
-    sc = cuda.shared.array(_WIDE_K, float64)
-    ss = cuda.shared.array(_WIDE_K, float64)
-    sh = cuda.shared.array(_WIDE_K, float64)
-    buf = cuda.local.array(_UNROLL_COLS, x.dtype)
+    column k of each p for few columns (K < _WIDE_K; K == 1: one set per
+    row p), float64 arithmetic."""
+    # x, out: (P, R*K) views of (P, R, K); prm: (3, P, K).  Grid (gx, <=P):
+    # y walks p, x the flat R*K plane, grid-stride with a step S that is a
+    # multiple of K (the S = nth - nth % K first threads work, the < K
+    # others idle), so a thread's column t % K is fixed: its parameters in
+    # registers, no column bookkeeping or division per element; _UNROLL
+    # elements in flight per thread and step (a warp's loads coalesced).
+    buf = cuda.local.array(_UNROLL, x.dtype)
     P, RK = x.shape
     K = prm.shape[2]
     tid = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     nth = cuda.gridDim.x * cuda.blockDim.x
-    dk = nth % K  # column advance between a thread's consecutive elements
-    dstep = (_UNROLL_COLS * nth) % K
-    k0 = tid % K
+    S = nth - nth % K
+    if tid >= S:
+        return
+    k = tid % K
     for p in range(cuda.blockIdx.y, P, cuda.gridDim.y):
-        for i in range(cuda.threadIdx.x, K, cuda.blockDim.x):
-            sc[i] = prm[0, p, i]
-            ss[i] = prm[1, p, i]
-            sh[i] = prm[2, p, i]
-        cuda.syncthreads()
+        c = prm[0, p, k]
+        a = prm[1, p, k]
+        b = prm[2, p, k]
         j = tid
-        k = k0
-        while j + (_UNROLL_COLS - 1) * nth < RK:
-            for u in range(_UNROLL_COLS):
-                buf[u] = x[p, j + u * nth]
-            kk = k
-            for u in range(_UNROLL_COLS):
-                y = (float64(buf[u]) - sc[kk]) * ss[kk] + sh[kk]
-                out[p, j + u * nth] = _clip(y, clip, lo, hi)
-                kk += dk
-                if kk >= K:
-                    kk -= K
-            j += _UNROLL_COLS * nth
-            k += dstep
-            if k >= K:
-                k -= K
+        while j + (_UNROLL - 1) * S < RK:
+            for u in range(_UNROLL):
+                buf[u] = x[p, j + u * S]
+            for u in range(_UNROLL):
+                out[p, j + u * S] = _clip((float64(buf[u]) - c) * a + b, clip, lo, hi)
+            j += _UNROLL * S
         while j < RK:
-            y = (float64(x[p, j]) - sc[k]) * ss[k] + sh[k]
-            out[p, j] = _clip(y, clip, lo, hi)
-            j += nth
-            k += dk
-            if k >= K:
-                k -= K
-        cuda.syncthreads()  # the staged parameters are reused by the next p
+            out[p, j] = _clip((float64(x[p, j]) - c) * a + b, clip, lo, hi)
+            j += S
 
 
 @_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))
@@ -552,9 +638,12 @@ def _group_reduce(v, sh, g, G, rb, is_max):
     """Sum (or max) of v over the G threads of row-group rb (all block
     threads must call)."""
     # sh: (_MAX_BLOCK,) shared scratch; thread (g, rb) of a (G, RB) block
-    if _HAVE_SHFL and G == _WARP:
-        # warp-per-row: butterfly shuffles, every lane gets the total
-        off = _WARP // 2
+    if _HAVE_SHFL and G <= _WARP and _WARP % G == 0 and (G * cuda.blockDim.y) % _WARP == 0:
+        # warp-per-row, or a power-of-two part of a warp per short row (the
+        # group's lanes are consecutive, so offsets < G stay inside it; the
+        # block whole warps, so the full mask names lanes that exist):
+        # butterfly shuffles, every lane gets the total
+        off = G // 2
         while off > 0:
             v = _combine(v, cuda.shfl_xor_sync(_FULL_MASK, v, off), is_max)
             off //= 2
@@ -596,8 +685,12 @@ def _row_term(s, v, mode, pmode, p_exp):
         return s + v
     if mode == 1:
         return s + v * v
-    # p = 1, 2 or inf only (a pow per element made the kernel spill: other
-    # p take pnorm + apply)
+    if mode == 3:
+        # other p (its own kernel, _row_lpp: the pow's registers are not
+        # compiled into the others)
+        a = abs(v)
+        return s if a != a else s + a**p_exp
+    # p = 1, 2 or inf
     a = abs(v)
     if a != a:
         return s
@@ -615,6 +708,7 @@ def _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps):
     mean), RMS norm (1), p-norm (2: 1/max(||x||_p, eps), NaN left out).
     Every thread of the block calls (group reductions)."""
     D = x.shape[1]
+    nreg = buf.shape[0]
     dn = float64(D)
     # p-norm kind: 0 p=1, 1 p=2, 2 p=inf (a max), 3 other p
     pmode = 0 if p_exp == 1.0 else (1 if p_exp == 2.0 else (2 if p_exp == math.inf else 3))
@@ -625,19 +719,19 @@ def _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps):
         if cached:
             # the row's loads first (constant trip counts: unrolled,
             # registers), all in flight before any is used
-            for j in range(_NREG):
+            for j in range(nreg):
                 d = g + j * G
                 if d < D:
                     buf[j] = x[r, d]
-            for j in range(_NREG):
+            for j in range(nreg):
                 if g + j * G < D:
                     s = _row_term(s, float64(buf[j]), mode, pmode, p_exp)
         else:
             for d in range(g, D, G):
                 s = _row_term(s, float64(x[r, d]), mode, pmode, p_exp)
     tot = _group_reduce(s, sh, g, G, rb, mode == 2 and pmode == 2)
-    if mode == 2:
-        den = tot if pmode == 2 else pnorm_finish(tot, p_exp)
+    if mode >= 2:
+        den = tot if (mode == 2 and pmode == 2) else pnorm_finish(tot, p_exp)
         den = den if den > eps else eps
         return 0.0, (1.0 / den if den != 0.0 else math.inf)  # (the simulator raises on 1/0)
     if mode == 1:
@@ -649,7 +743,7 @@ def _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps):
     s = 0.0
     if active:
         if cached:
-            for j in range(_NREG):
+            for j in range(nreg):
                 if g + j * G < D:
                     dv = float64(buf[j]) - mu
                     s += dv * dv
@@ -664,7 +758,7 @@ def _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps):
 
 
 @(cuda.jit(device=True) if SIMULATOR else cuda.jit(device=True, forceinline=True))
-def _row_norm_body(x, out, wb, eps, mode, p_exp, stats):
+def _row_norm_body(x, out, wb, eps, mode, p_exp, stats, buf):
     """The row kernels' body (mode a constant of each kernel: the others'
     code is not compiled in): statistics of each row (_row_stats), then
     out = (x - mean) * rstd * weight + bias, one read of x while the row
@@ -675,13 +769,13 @@ def _row_norm_body(x, out, wb, eps, mode, p_exp, stats):
     # norm: (2, G, C/G)); stats: (2, R) = mean, rstd.  Block (G, RB): RB rows
     # per block; grid-stride over rows in RB steps.
     sh = cuda.shared.array(_MAX_BLOCK, float64)
-    buf = cuda.local.array(_NREG, x.dtype)  # x's dtype: half the registers of float64
     R, D = x.shape
     g = cuda.threadIdx.x
     G = cuda.blockDim.x
     rb = cuda.threadIdx.y
     RB = cuda.blockDim.y
-    cached = D <= G * _NREG  # the whole row fits in the group's registers
+    nreg = buf.shape[0]  # a constant once inlined: the loops over buf unroll
+    cached = D <= G * nreg  # the whole row fits in the group's registers
     RW = wb.shape[1]
     seglen = D // wb.shape[2]
     # element d = g + j*G takes segment d // seglen, tracked by additions
@@ -702,7 +796,7 @@ def _row_norm_body(x, out, wb, eps, mode, p_exp, stats):
             sg = sg0
             rm = rm0
             if cached:
-                for j in range(_NREG):
+                for j in range(nreg):
                     d = g + j * G
                     if d < D:
                         out[r, d] = (float64(buf[j]) - mu) * rstd * wr[sg] + br[sg]
@@ -727,20 +821,33 @@ def _row_norm_body(x, out, wb, eps, mode, p_exp, stats):
 @_kernel()
 def _row_layer(x, out, wb, eps, stats):
     """Layer norm of each row (also instance and group norm as rows)."""
-    _row_norm_body(x, out, wb, eps, 0, 0.0, stats)
+    buf = cuda.local.array(_NREG, x.dtype)  # x's dtype: half the registers of float64
+    _row_norm_body(x, out, wb, eps, 0, 0.0, stats, buf)
 
 
 @_kernel()
 def _row_rms(x, out, wb, eps, stats):
     """RMS norm of each row."""
-    _row_norm_body(x, out, wb, eps, 1, 0.0, stats)
+    buf = cuda.local.array(_NREG, x.dtype)
+    _row_norm_body(x, out, wb, eps, 1, 0.0, stats, buf)
 
 
 @_kernel()
 def _row_lp(x, out, wb, eps, p_exp, stats):
     """lp_normalize of each row for p = 1, 2, inf: x / max(||x||_p, eps),
     NaN left out of the norm."""
-    _row_norm_body(x, out, wb, eps, 2, p_exp, stats)
+    buf = cuda.local.array(_NREG, x.dtype)
+    _row_norm_body(x, out, wb, eps, 2, p_exp, stats, buf)
+
+
+@_kernel()
+def _row_lpp(x, out, wb, eps, p_exp, stats):
+    """lp_normalize of each row for p other than 1, 2, inf: x / max(||x||_p,
+    eps), NaN left out of the norm; one read of x while the row fits
+    (_NREG_P values per thread: the pow is a call, and the values live
+    across it take registers)."""
+    buf = cuda.local.array(_NREG_P, x.dtype)
+    _row_norm_body(x, out, wb, eps, 3, p_exp, stats, buf)
 
 
 @_kernel()
@@ -786,16 +893,32 @@ def launch_signatures():
         add = lambda name, *args: sigs.setdefault(name, []).append(tuple(args))  # noqa: E731
         add("_moments_partial", dt[:, :, ::1], t.boolean, t.boolean, t.int64, f64[:, :, :, ::1])
         add("_pnorm_partial", dt[:, :, ::1], t.int64, f64, t.boolean, t.int64, f64[:, :, ::1])
-        add("_apply_rows", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
-        add("_apply_cols", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
+        add("_apply_flat", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
         add("_apply_wide", dt[:, :, ::1], dt[:, :, ::1], f64[:, :, ::1], t.boolean, f64, f64)
         add("_row_layer", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64[:, ::1])
         add("_row_rms", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64[:, ::1])
         add("_row_lp", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64, f64[:, ::1])
+        add("_row_lpp", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64, f64[:, ::1])
         add("_copy1", dt[:], dt[::1])
         add("_copy1", dt[:], f64[::1])  # device parameters cast to float64 (batch_norm_eval)
         add("_copy2", dt[:, :], dt[:, ::1])
         add("_copy3", dt[:, :, :], dt[:, :, ::1])
+        add("_running_stat", f64[:, ::1], t.int64[:, ::1], t.boolean, f64, dt[:])
     sigs["_moments_merge"] = [(f64[:, :, :, ::1], f64[:, :, ::1])]
+    sigs["_fold_sum"] = [(f64[:, :, ::1], t.boolean, f64[:, ::1])]
+    fin = (
+        f64[:, ::1],
+        t.int64[:, :, ::1],
+        f64[:, ::1],
+        t.int64,
+        f64,
+        f64,
+        f64,
+        f64,
+        f64,
+        t.boolean,
+        t.boolean,
+    )
+    sigs["_finish_prm"] = [(*fin, f64[:, :, ::1])]
     sigs["_bn_eval_prm"] = [(t.int64[:, ::1], f64[:, ::1], f64, f64[:, :, ::1])]
     return sigs

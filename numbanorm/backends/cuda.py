@@ -5,8 +5,8 @@ Takes numba device arrays (also the CUDA simulator's), and anything with
 :func:`as_device`, a zero-copy numba view.  Results are numba device arrays
 (over memory of the user's library); :func:`wrap` turns them back into the
 user's array type, again zero-copy.  ``moments`` and ``pnorm`` return small
-host ``float64`` arrays, as the contract asks; ``row_norm`` leaves its
-statistics on the device.
+host ``float64`` arrays, as the contract asks; ``row_norm`` and the
+``*_device`` primitives leave their statistics on the device.
 
 Launch shapes (kernels in ``_cuda_kernels.py``):
 
@@ -21,18 +21,28 @@ Launch shapes (kernels in ``_cuda_kernels.py``):
     mean residual, M2, min, max)`` are Chan-merged by a second small kernel.
     A thread loads a chunk of ``_CH`` rows before using any.
 ``apply``
-    ``K == 1``: grid-stride over each row of the ``(P, R)`` view, grid
-    ``(gx, P)``; ``1 < K < 32``: the same over the flat ``(P, R*K)`` plane
-    with the column tracked by additions and the parameters in shared memory;
+    ``K < 32``: grid-stride over the flat ``(P, R*K)`` plane, grid
+    ``(gx, P)``, with a step that is a multiple of K, so that each thread
+    keeps one column and its parameters in registers;
     ``K >= 32``: a thread per column (its parameters in registers), ``TY``
     threads along R, grid ``(ceil(K/32), gy, P)``.  Each thread keeps
     ``_UNROLL`` loads in flight.
 ``row_norm``
-    ``D <= ROW_WARP_MAX_D``: warp-per-row (``ROW_GROUP`` = 32 threads per row,
-    ``THREADS // 32`` rows per block), beyond: block-per-row (``ROW_BLOCK``
-    threads); the row stays in registers when it fits (32 values per thread),
-    so x is read once.  One kernel per statistic (layer, RMS, p-norm); the
-    weights per element, per row or per row segment (instance, group norm).
+    ``G`` threads per row (``_k.row_launch``): the fewest (a power of two, at
+    least a 32-byte sector of consecutive elements per load) whose registers
+    hold the row, up to a warp for ``D <= ROW_WARP_MAX_D`` (a short row gets
+    part of a warp, so each thread still keeps up to 32 loads in flight),
+    up to ``ROW_BLOCK`` beyond; ``ROW_THREADS // G`` rows per block.  The
+    row stays in registers when it fits (32 values per thread; 16 for p
+    other than 1, 2, inf), so x is read once.  One kernel per statistic
+    (layer, RMS, p-norm, other p); the weights per element, per row or per
+    row segment (instance, group norm).
+``normalize_on_device`` (``_reduce``) primitives
+    ``moments_device`` / ``merge_device`` / ``pnorm_device`` /
+    ``fold_device`` leave the statistics on the device, ``finish_apply``
+    turns them into the apply's parameters there (``_k._finish_prm``: the
+    host's arithmetic) and ``running_update`` updates running statistics in
+    the user's arrays: statistics-then-apply ops copy nothing to the host.
 
 A call's context (:func:`context`, a ``contextvars`` variable: thread- and
 task-local), entered by every public function for its whole call:
@@ -76,6 +86,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError("numbanorm's CUDA backend needs numba-cuda: pip install 'numbanorm[cuda]'") from exc
 
+from .._reduce import FIN_MINMAX  # noqa: E402
 from .._stats import pnorm_finish_array  # noqa: E402
 from . import Moments  # noqa: E402
 
@@ -109,7 +120,10 @@ from . import _cuda_kernels as _k  # noqa: E402  (after the GPU check: a clear e
 # Launch parameters (host side, read at every call; tests patch them small).
 THREADS = 256  # threads per block of moments / pnorm / apply (<= _k._MAX_BLOCK)
 WARP_LAUNCH = 32  # smallest block for a row reduction: one warp per short row
-ROW_GROUP = 32  # threads per row in warp-per-row row_norm
+ROW_GROUP = 32  # threads per row in warp-per-row row_norm (at most; fewer for short rows)
+# threads per block of warp-per-row row_norm: the row kernels take 156-189
+# registers, so an SM holds one block of 256 threads but three of 128
+ROW_THREADS = 128
 ROW_WARP_MAX_D = 1024  # row_norm: warp-per-row up to this D, block-per-row beyond
 ROW_BLOCK = 256  # threads per row in block-per-row row_norm (<= _k._MAX_BLOCK)
 ROW_MAX_BLOCKS = 65535  # row_norm grid cap (grid-stride over rows beyond)
@@ -563,16 +577,7 @@ def moments(x3: Any, skipnan: bool, minmax: bool, want_moments: bool = True) -> 
         res[5] = -np.inf
     else:
         s = _stream()
-        block, grid, rows, splits = _tiling(P, R, K)
-        part = _alloc((6, P, splits, K), np.float64)
-        _launch(_k._moments_partial, grid, block, x3, bool(skipnan), bool(minmax), rows, part)
-        if splits > 1:
-            fin = _alloc((6, P, K), np.float64)
-            blocks, threads = _launch_1d(P * K)
-            _launch(_k._moments_merge, blocks, threads, part, fin)
-        else:
-            fin = part.reshape(6, P, K)
-        res = fin.copy_to_host(stream=s)
+        res = moments_device(x3, skipnan, minmax).copy_to_host(stream=s)
         _sync(s)
     # rows: count, mean, residual, M2, min, max (the CPU's partials); the
     # mean + residual rounded to one float, the rest kept (Fast2Sum)
@@ -582,6 +587,121 @@ def moments(x3: Any, skipnan: bool, minmax: bool, want_moments: bool = True) -> 
     if minmax:
         return Moments(res[0], res[1], res[3], res[4], res[5], res[2])
     return Moments(res[0], res[1], res[3], None, None, res[2])
+
+
+def moments_device(x3: Any, skipnan: bool, minmax: bool):
+    """:func:`moments`' statistics left on the device: a (6, P, K) float64
+    device array of count, mean, mean residual (the mean not yet rounded
+    with it), M2, min, max of each (p, k) over R (R > 0)."""
+    x3 = as_device(x3)
+    P, R, K = x3.shape
+    block, grid, rows, splits = _tiling(P, R, K)
+    part = _alloc((6, P, splits, K), np.float64)
+    _launch(_k._moments_partial, grid, block, x3, bool(skipnan), bool(minmax), rows, part)
+    if splits == 1:
+        return part.reshape(6, P, K)
+    return merge_device(part)
+
+
+def merge_device(part: Any):
+    """(6, A, M, B) partial statistics (count, mean, residual, M2, min, max)
+    Chan-merged over M in order on the device (the host's ``merge_mid``):
+    (6, A, B)."""
+    _, A, M, B = part.shape
+    res = _alloc((6, A, B), np.float64)
+    if A * B:
+        blocks, threads = _launch_1d(A * B)
+        _launch(_k._moments_merge, blocks, threads, part, res)
+    return res
+
+
+def _f64_rows(arrays, fill, C: int) -> Any:
+    """A (len(arrays), C) float64 device array of (C,) host or device arrays
+    (None: ``fill[i]``): the host ones in one upload, the device ones cast
+    into their rows on the device."""
+    host = np.empty((len(arrays), C))
+    on_device = []
+    for i, a in enumerate(arrays):
+        if a is None:
+            host[i] = fill[i]
+        elif isinstance(a, np.ndarray):
+            host[i] = a
+        else:
+            host[i] = 0.0
+            on_device.append((i, as_device(a)))
+    rows = from_host(host)
+    for i, a in on_device:
+        _copy_nd(a, rows[i])
+    return rows
+
+
+def finish_apply(x3: Any, out3: Any, st: Any, idx, fin):
+    """The apply of a (P, R, K) view with parameters computed on the device
+    from group statistics ``st`` ((6, J) device float64, of moments_device /
+    merge_device): entry (p, k) takes group ``idx[0, p, k]`` and channel
+    ``idx[1, p, k]`` (host int64 (2, P, K)); ``fin`` (``_reduce.Finish``)
+    names the arithmetic (``_k.FIN_*``), its constants and the per-channel
+    weight and bias (host or device (C,) arrays, or None).  No copy to the
+    host, no synchronisation.  Returns the (3, P, K) device parameters
+    (center, scale, shift)."""
+    x3 = as_device(x3)
+    out3 = as_device(out3)
+    P, R, K = x3.shape
+    prm = _alloc((3, P, K), np.float64)
+    if P * K == 0:
+        return prm
+    wb = _f64_rows((fin.weight, fin.bias), (1.0, 0.0), max(1, int(fin.channels)))
+    blocks, threads = _launch_1d(P * K)
+    consts = (float(fin.eps), float(fin.ddof), float(fin.lo), float(fin.hi), float(fin.p))
+    flags = (bool(fin.with_mean), bool(fin.with_std))
+    idx_d = from_host(np.asarray(idx, np.int64))
+    _launch(_k._finish_prm, blocks, threads, st, idx_d, wb, int(fin.kind), *consts, *flags, prm)
+    clip = fin.kind == FIN_MINMAX and fin.clip  # (only minmax_scale clips)
+    if R:
+        _apply_prm(x3, out3, prm, fin.lo if clip else None, fin.hi if clip else None)
+    return prm
+
+
+def pnorm_device(x3: Any, p: float, skipnan: bool = True):
+    """:func:`pnorm_nan`'s sums left on the device, not yet finished: a (P,
+    K) float64 device array of sum |x|**p over R (max |x| for p = inf), NaN
+    left out unless ``skipnan`` is False."""
+    x3 = as_device(x3)
+    P, R, K = x3.shape
+    p = float(p)
+    if P * K == 0 or R == 0:
+        return from_host(np.zeros((P, K)))
+    mode = 0 if p == 1.0 else 1 if p == 2.0 else 2 if math.isinf(p) else 3
+    block, grid, rows, splits = _tiling(P, R, K)
+    acc = _alloc((P, splits, K), np.float64)
+    _launch(_k._pnorm_partial, grid, block, x3, mode, p, bool(skipnan), rows, acc)
+    if splits == 1:
+        return acc.reshape(P, K)
+    return fold_device(acc, mode == 2)
+
+
+def fold_device(part: Any, is_max: bool):
+    """(A, M, B) partial sums (maxima with ``is_max``, NaN kept) folded over
+    M in order on the device: (A, B)."""
+    A, M, B = part.shape
+    res = _alloc((A, B), np.float64)
+    if A * B:
+        blocks, threads = _launch_1d(A * B)
+        _launch(_k._fold_sum, blocks, threads, part, bool(is_max), res)
+    return res
+
+
+def running_update(st: Any, ridx, running: Any, unbiased_var: bool, momentum: float) -> None:
+    """``running`` (the user's (C,) device array, any float dtype) updated
+    in place on the device from group statistics ``st`` (6, J): channel c
+    averages groups ``ridx[c]`` (host int64 (C, Ns)); see _k._running_stat."""
+    r = as_device(running)
+    C = int(r.shape[0])
+    if C == 0:
+        return
+    blocks, threads = _launch_1d(C)
+    ridx = from_host(np.asarray(ridx, np.int64))
+    _launch(_k._running_stat, blocks, threads, st, ridx, bool(unbiased_var), float(momentum), r)
 
 
 def apply(x3: Any, out3: Any, center, scale, shift, lo=None, hi=None) -> None:
@@ -607,20 +727,8 @@ def batch_norm_eval(x3: Any, out3: Any, index, rm, rv, w, b, eps: float) -> None
     x3 = as_device(x3)
     out3 = as_device(out3)
     P, R, K = x3.shape
-    C = int(rm.shape[0])
-    # rm, rv, w, b as float64 (4, C): the host ones in one upload, the device
-    # ones cast into their rows on the device
-    host = np.zeros((4, C))
-    host[2] = 1.0
-    on_device = []
-    for i, a in enumerate((rm, rv, w, b)):
-        if isinstance(a, np.ndarray):
-            host[i] = a
-        elif a is not None:
-            on_device.append((i, as_device(a)))
-    chans = from_host(host)
-    for i, a in on_device:
-        _copy_nd(a, chans[i])
+    # rm, rv, w, b as float64 (4, C)
+    chans = _f64_rows((rm, rv, w, b), (0.0, 0.0, 1.0, 0.0), int(rm.shape[0]))
     prm = _alloc((3, P, K), np.float64)
     idx = from_host(np.ascontiguousarray(index, np.int64))
     blocks, threads = _launch_1d(P * K)
@@ -644,18 +752,21 @@ def _apply_prm(x3, out3, prm_d, lo, hi) -> None:
         gy = max(1, min(gy, APPLY_MAX_BLOCKS // max(1, kt * gz)))
         _launch(_k._apply_wide, (kt, gy, gz), (tx, ty), x3, out3, prm_d, clip, lo, hi)
         return
+    # flat over the R*K plane, a grid-stride step that is a multiple of K
+    # (so at least K threads)
     gy = min(P, MAX_GRID_YZ)
-    gx = max(1, min(math.ceil(R * K / THREADS), APPLY_MAX_BLOCKS // gy))
-    kern = _k._apply_rows if K == 1 else _k._apply_cols
-    _launch(kern, (gx, gy), THREADS, x3.reshape(P, R * K), out3.reshape(P, R * K), prm_d, clip, lo, hi)
+    gx = max(1, math.ceil(K / THREADS), min(math.ceil(R * K / THREADS), APPLY_MAX_BLOCKS // gy))
+    x2, o2 = x3.reshape(P, R * K), out3.reshape(P, R * K)
+    _launch(_k._apply_flat, (gx, gy), THREADS, x2, o2, prm_d, clip, lo, hi)
 
 
 def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float | None = None):
     """Fused layer norm (rms=False), RMS norm, or with ``p`` ``x /
     max(||x||_p, eps)`` (NaN left out of the norm) of each row of a (R, D)
     device array, in one kernel: one read of x while a row fits the
-    registers of its warp (D <= 1024) or block (D <= 8192); p other than 1,
-    2 and inf: the p-norms, then apply (two reads).  weight/bias:
+    registers of its threads (_NREG = 32 values each: D <= 8192; p other
+    than 1, 2 and inf _NREG_P = 16: D <= 4096), else x re-read (from L2)
+    for the later passes.  Threads per row: _k.row_launch.  weight/bias:
     (RW, S) host arrays: row r takes row r % RW, in S equal segments
     (ROW_NORM_GROUPED: instance norm RW = C, S = 1; group norm RW = G,
     S = C/G; layer norm (1, D)).
@@ -667,18 +778,17 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     x2 = as_device(x2)
     out2 = as_device(out2)
     R, D = x2.shape
-    if p is not None and float(p) not in (1.0, 2.0, math.inf):
-        # other p: a pow per element would make the row kernel spill; the
-        # p-norms (pnorm), then apply (two reads)
-        with np.errstate(divide="ignore"):
-            rstd = 1.0 / np.maximum(pnorm(x2.reshape(R, D, 1), p)[:, 0], eps)
-        zero = np.zeros((R, 1))
-        apply(x2.reshape(R, D, 1), out2.reshape(R, D, 1), zero, rstd.reshape(R, 1), zero)
-        return from_host(np.zeros(R)), from_host(rstd)
     stats = _alloc((2, R), np.float64)
     if R == 0 or D == 0:
         return stats[0], stats[1]
-    mode = 2 if p is not None else (1 if rms else 0)
+    # one kernel per statistic (the others' code not compiled in); p other
+    # than 1, 2, inf: its own (the pow is a call: fewer values per thread)
+    if p is None:
+        kern, nreg, extra = (_k._row_rms if rms else _k._row_layer), _k._NREG, ()
+    elif float(p) in (1.0, 2.0, math.inf):
+        kern, nreg, extra = _k._row_lp, _k._NREG, (float(p),)
+    else:
+        kern, nreg, extra = _k._row_lpp, _k._NREG_P, (float(p),)
     w = np.ones((1, 1)) if weight is None else np.asarray(weight, np.float64)
     b = np.zeros((1, 1)) if bias is None else np.asarray(bias, np.float64)
     w = w.reshape(1, -1) if w.ndim < 2 else w
@@ -686,20 +796,11 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     if w.shape != b.shape or D % w.shape[1]:
         raise ValueError(f"row_norm: weight {w.shape} and bias {b.shape} must be (RW, S), S dividing D={D}")
     wb_d = from_host(np.stack([w, b]))
-    if D <= ROW_WARP_MAX_D:
-        group = min(ROW_GROUP, _k._MAX_BLOCK)
-        rows_per_block = max(1, min(THREADS, _k._MAX_BLOCK) // group)
-    else:
-        group = min(ROW_BLOCK, _k._MAX_BLOCK)
-        rows_per_block = 1
+    group, rows_per_block = _k.row_launch(
+        D, x2.dtype.itemsize, nreg, ROW_WARP_MAX_D, ROW_GROUP, ROW_BLOCK, min(THREADS, ROW_THREADS)
+    )
     blocks = max(1, min(math.ceil(R / rows_per_block), ROW_MAX_BLOCKS))
-    launch = (blocks, (group, rows_per_block))
-    if mode == 2:
-        _launch(_k._row_lp, *launch, x2, out2, wb_d, float(eps), float(p), stats)
-    elif mode == 1:
-        _launch(_k._row_rms, *launch, x2, out2, wb_d, float(eps), stats)
-    else:
-        _launch(_k._row_layer, *launch, x2, out2, wb_d, float(eps), stats)
+    _launch(kern, blocks, (group, rows_per_block), x2, out2, wb_d, float(eps), *extra, stats)
     return stats[0], stats[1]
 
 
@@ -720,15 +821,10 @@ def pnorm_nan(x3: Any, p: float, skipnan: bool) -> np.ndarray:
     p = float(p)
     if P * K == 0 or R == 0:
         return np.zeros((P, K))
-    mode = 0 if p == 1.0 else 1 if p == 2.0 else 2 if math.isinf(p) else 3
     s = _stream()
-    block, grid, rows, splits = _tiling(P, R, K)
-    acc = _alloc((P, splits, K), np.float64)
-    _launch(_k._pnorm_partial, grid, block, x3, mode, p, bool(skipnan), rows, acc)
-    part = acc.copy_to_host(stream=s)
+    tot = pnorm_device(x3, p, skipnan).copy_to_host(stream=s)
     _sync(s)
-    # the S partials of a row are few: merged here (np.max propagates NaN)
-    if mode == 2:
-        return part.max(axis=1)
+    if math.isinf(p):
+        return tot
     with np.errstate(over="ignore"):
-        return pnorm_finish_array(part.sum(axis=1), p)
+        return pnorm_finish_array(tot, p)
