@@ -534,14 +534,16 @@ def _split_sensitive():
     """Graphs whose chunk kernels cut their work by numba's thread count:
     1.2 MiB column chunks (the moments and p-norms cut them into 4 pieces
     with one thread, 8 with two) and rows of 140000 values, two per chunk
-    (layer_norm's rows split over 2 or 4 tasks)."""
+    (layer_norm's rows split over 2 or 4 tasks).  With 1 and 2 numba
+    threads per task, standardize's std and layer_norm's output differed
+    in their last bits (the float32 outputs of the column ops did not)."""
     rng = np.random.default_rng(10)
     xn = (rng.standard_normal((120_000, 5)) + 1e6).astype(np.float32)
     x = da.from_array(xn, chunks=(60_000, 5))
     rn = (rng.standard_normal((4, 140_000)) * 3 + 1e3).astype(np.float32)
     r = da.from_array(rn, chunks=(2, -1))
     return [
-        nbn.standardize(x),
+        *nbn.standardize(x, return_stats=True),  # the std's last bits too
         nbn.batch_norm(x, training=True),
         nbn.minmax_scale(x),
         nbn.lp_normalize(x, axis=0),

@@ -38,8 +38,8 @@ def _probe(b):
 def _split_sensitive():
     """Chunks whose kernels cut the work by numba's thread count (1.2 MiB
     column chunks; rows of 140000 values, two per chunk): at the synchronous
-    scheduler's old default (2 threads on this 2-core machine) their bits
-    differed from the workers' (1 thread)."""
+    scheduler's old default (2 threads on this 2-core machine) standardize's
+    std and layer_norm's output differed from the workers' (1 thread)."""
     rng = np.random.default_rng(0)
     xn = (rng.standard_normal((120_000, 5)) + 1e6).astype(np.float32)
     x = da.from_array(xn, chunks=(60_000, 5))
@@ -47,7 +47,7 @@ def _split_sensitive():
     r = da.from_array(rn, chunks=(2, -1))
     small = da.from_array(xn[:3000], chunks=(333, 2))  # odd chunks, a tree of merges
     return [
-        nbn.standardize(x),
+        *nbn.standardize(x, return_stats=True),  # the std's last bits too
         nbn.batch_norm(x, training=True),
         nbn.minmax_scale(x),
         nbn.lp_normalize(x, axis=0),
