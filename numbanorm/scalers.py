@@ -1062,7 +1062,8 @@ class MinMaxScaler(_BaseScaler):
     def transform(self, X: ArrayLike) -> np.ndarray:
         """Scale ``X`` to ``feature_range`` (clipped when ``clip``); NaN stays NaN.
 
-        Computes ``X * scale_ + min_`` in one parallel pass, in float64,
+        Computes ``X * scale_ + min_`` (as ``(X - data_min_) * scale_ + lo``,
+        without cancellation) in one parallel pass, in float64,
         stored in ``X``'s float dtype; values outside the fitted range land
         outside ``feature_range`` unless ``clip``.  Infinity passes through.
         With ``copy=False`` and a writable float16/32/64 ndarray ``X``, ``X``
@@ -1099,7 +1100,7 @@ class MinMaxScaler(_BaseScaler):
         """
         self._check_is_fitted()
         lo, hi = self._range() if self.clip else (None, None)
-        return self._affine(X, None, 0.0, self.scale_, self.min_, lo, hi)
+        return self._affine(X, None, self.data_min_, self.scale_, self._lo(), lo, hi)
 
     def inverse_transform(self, X: ArrayLike) -> np.ndarray:
         """Undo :meth:`transform`: ``(X - min_) / scale_``.
@@ -1132,7 +1133,15 @@ class MinMaxScaler(_BaseScaler):
                [3.]])
         """
         self._check_is_fitted()
-        return self._affine(X, None, self.min_, 1.0 / self.scale_, 0.0)
+        return self._affine(X, None, self._lo(), 1.0 / self.scale_, self.data_min_)
+
+    def _lo(self) -> np.ndarray:
+        """``min_ + data_min_ * scale_`` (lo, to rounding): ``X * scale_ +
+        min_`` is computed as ``(X - data_min_) * scale_ + _lo()``, whose
+        difference is exact in X's dtype for X near the data (float32 at
+        1e5 + randn: ``X * scale_ + min_`` cancels to ~1e-4 absolute error,
+        this gives ~1e-7; tests/test_loose_ends.py)."""
+        return self.min_ + self.data_min_ * self.scale_
 
 
 def _check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray:

@@ -320,7 +320,8 @@ def test_small_path_matches_general_path(rng, monkeypatch, shape, axis, dtype, o
         if cls is nbn.StandardScaler:
             fwd, inv = (a.mean_, 1.0 / a.scale_, 0.0), (0.0, a.scale_, a.mean_)
         else:
-            fwd, inv = (0.0, a.scale_, a.min_), (a.min_, 1.0 / a.scale_, 0.0)
+            lo = a.min_ + a.data_min_ * a.scale_  # X * scale_ + min_ as (X - data_min_) * scale_ + lo
+            fwd, inv = (a.data_min_, a.scale_, lo), (lo, 1.0 / a.scale_, a.data_min_)
         t = a.transform(x)
         assert t.dtype == dtype
         _assert_affine(t, x, *fwd, axes)
@@ -432,3 +433,20 @@ def test_callbacks_without_sklearn(monkeypatch, rng):
     assert sc.transform(X).shape == X.shape
     with pytest.raises(ImportError, match="set_callbacks needs scikit-learn"):
         sc.set_callbacks()
+
+
+@pytest.mark.parametrize("n", [300, 30_000])  # the serial path and the parallel one
+def test_minmax_float32_far_from_zero_is_accurate(rng, n):
+    """MinMaxScaler forms X * scale_ + min_ as (X - data_min_) * scale_ + lo:
+    float32 data at 1e5 keep their digits (X * scale_ + min_ in float32
+    cancelled to ~1e-4), on every path, the Dask one included."""
+    x = (rng.standard_normal((n, 5)) * 4 + 1e5).astype(np.float32)
+    sc = nbn.MinMaxScaler().fit(x)
+    ref = x.astype(np.float64) * sc.scale_ + sc.min_
+    t = sc.transform(x)
+    assert t.dtype == np.float32
+    np.testing.assert_allclose(t, ref, rtol=0, atol=5e-7)
+    np.testing.assert_allclose(sc.inverse_transform(t), x, rtol=2e-7)
+    da = pytest.importorskip("dask.array")
+    td = sc.transform(da.from_array(x, chunks=(n // 3, 2))).compute()
+    np.testing.assert_allclose(td, ref, rtol=0, atol=5e-7)
