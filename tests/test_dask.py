@@ -649,3 +649,88 @@ def test_kernels_run_while_python_runs():
         assert min(ratios) < 0.5, (name, ratios)
     # the serial path computed what the public function does
     np.testing.assert_allclose(o, nbn.lp_normalize(x, p=3.0, axis=1), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------
+# chunks of CUDA arrays (numba device arrays; the CUDA simulator without a GPU)
+# --------------------------------------------------------------------------
+
+
+def _to_device(b):
+    from numba import cuda
+
+    return cuda.to_device(np.ascontiguousarray(b))
+
+
+def _to_host_checked(b):
+    from numbanorm.backends import is_cuda_array
+
+    assert is_cuda_array(b), type(b)  # the output chunk stayed on the device
+    return b.copy_to_host()
+
+
+def test_device_chunks_run_the_cuda_backend(monkeypatch):
+    """Chunks that are CUDA arrays run the CUDA backend's primitives (counted)
+    and give device chunks back: statistics tree (moments, min/max,
+    p-norms), output pass, one-pass ops, layer norm with weights across
+    chunks, statistics; values as the NumPy path's."""
+    from numbanorm.backends import cuda as cb
+
+    small = dict(THREADS=16, WARP_LAUNCH=8, BLOCKS_TARGET=4, ROW_GROUP=4, ROW_WARP_MAX_D=8, ROW_BLOCK=8)
+    for name, val in small.items():  # (the simulator runs a Python thread per CUDA thread)
+        monkeypatch.setattr(cb, name, val)
+    calls = {}
+    for prim in ("moments", "apply", "row_norm", "pnorm"):
+        orig = getattr(cb, prim)
+
+        def spy(*a, _orig=orig, _name=prim, **k):
+            calls[_name] = calls.get(_name, 0) + 1
+            return _orig(*a, **k)
+
+        monkeypatch.setattr(cb, prim, spy)
+    rng = np.random.default_rng(15)
+    xn = (rng.standard_normal((12, 4)) * 2 + 100).astype(np.float32)
+    x = da.from_array(xn, chunks=(4, 2)).map_blocks(_to_device, dtype=xn.dtype)
+    w, b = rng.uniform(0.5, 2, 4), rng.standard_normal(4)
+    cases = [
+        (lambda a: nbn.standardize(a, return_stats=True), "moments"),
+        (lambda a: nbn.minmax_scale(a), "moments"),
+        (lambda a: nbn.lp_normalize(a, axis=0), "pnorm"),
+        (lambda a: nbn.batch_norm(a, training=True), "apply"),
+        (lambda a: nbn.layer_norm(a, 4, w, b), None),  # rows across chunks: weighted pass
+        (lambda a: nbn.layer_norm(a, 4, w, b, return_stats=True), "row_norm"),
+    ]
+    xw = da.from_array(xn, chunks=(4, 4)).map_blocks(_to_device, dtype=xn.dtype)  # whole rows
+    for i, (make, prim) in enumerate(cases):
+        calls.clear()
+        want = make(xn)
+        got = make(xw if i == len(cases) - 1 else x)
+        want = want if isinstance(want, tuple) else (want,)
+        got = got if isinstance(got, tuple) else (got,)
+        y = got[0].map_blocks(_to_host_checked, dtype=xn.dtype).compute(scheduler="sync")
+        _close(want[0], y, np.float32)
+        for a, s in zip(want[1:], got[1:], strict=True):
+            s = s.map_blocks(lambda c: c.copy_to_host() if hasattr(c, "copy_to_host") else c)
+            np.testing.assert_allclose(np.asarray(s.compute(scheduler="sync")), a, rtol=1e-5)
+        if prim:
+            assert calls.get(prim), (prim, calls)
+        assert "moments" in calls or "pnorm" in calls or "row_norm" in calls  # never the CPU
+
+
+def test_empty_chunks_with_statistics():
+    """A chunk of no rows in a one-pass op with return_stats: empty output
+    and statistics laid out like the others'."""
+    rng = np.random.default_rng(16)
+    xn = rng.standard_normal((8, 3))
+    x = da.from_array(xn, chunks=((4, 0, 4), (3,)))
+    for got, want in zip(
+        nbn.layer_norm(x, 3, return_stats=True), nbn.layer_norm(xn, 3, return_stats=True), strict=True
+    ):
+        np.testing.assert_array_equal(got.compute(), want)
+    xi = rng.standard_normal((4, 4, 3))
+    x = da.from_array(xi, chunks=((2, 0, 2), 2, 3))
+    for name, args in (("instance_norm", ()), ("group_norm", (2,))):
+        got = getattr(nbn, name)(x, *args, return_stats=True)
+        want = getattr(nbn, name)(xi, *args, return_stats=True)
+        for g, v in zip(got, want, strict=True):
+            _close(v, g.compute(), np.float64)  # (chunks of 2 samples: the small kernels)

@@ -44,13 +44,17 @@ step, the p-norms, the one-pass ops: numbanorm's CPU kernels cut a chunk into
 unless set): results are bitwise identical on the synchronous, threaded,
 processes and distributed schedulers.  The output pass (elementwise: its
 bits do not depend on the split) runs with :func:`threads_per_task`, cores
-divided by the tasks that run at once, so a worker is never oversubscribed.  Every
-function in a graph is a module-level function (pickled by reference), and
-every serial kernel releases the GIL, so the threaded, processes and
-distributed schedulers all run the kernels in parallel.
+divided by the tasks that run at once, so a worker is never oversubscribed.
+Every function in a graph is a module-level function (pickled by
+reference), and every serial kernel releases the GIL, so the threaded,
+processes and distributed schedulers all run the kernels in parallel.
 
-Chunks of CuPy arrays run the CUDA backend (``backends.backend_for`` on each
-chunk); that path has not been run on a GPU.
+Chunks of CUDA arrays (CuPy's, numba's, torch's) run the CUDA backend
+(``backends.backend_for`` on each chunk): the moments and p-norm chunk
+steps return host partials (the backend's statistics are host arrays), so
+the tree is NumPy's; the output pass and the one-pass ops return chunks of
+the input's array type (``meta`` from x's).  Tested with numba device
+arrays under the CUDA simulator; not run with CuPy or on a GPU.
 
 References
 ----------
@@ -404,15 +408,7 @@ def apply_block(block, prm, axes, lo=None, hi=None, weight=None, bias=None, bloc
     ks = kept_shape(block.shape, axes)
     center, scale, shift = (_field(prm, n, shape).reshape(ks) for n in ("center", "scale", "shift"))
     be, arr, ctx = _on_device(block)
-    with ctx:
-        out = be.empty(block.shape, block.dtype, like=block) if be.NAME != "cpu" else _outbuf.empty_like(arr)
-        if 0 in block.shape:
-            return out
-        if weight is None and bias is None:
-            with task_threads(block.size, exact=False):
-                apply_affine(arr, axes, center, scale, shift, out=out, lo=lo, hi=hi, backend=be)
-            return be.wrap(out, like=block)
-        # (x - mean) * rstd * weight + bias in float64, rounded once
+    if weight is not None or bias is not None:
         loc = block_info[0]["array-location"] if block_info else None
         wb = []
         for p in (weight, bias):
@@ -420,17 +416,40 @@ def apply_block(block, prm, axes, lo=None, hi=None, weight=None, bias=None, bloc
                 # the chunk's part of the normalized axes (size-1 axes broadcast)
                 p = p[tuple(slice(*loc[a]) if p.shape[a] > 1 else slice(None) for a in range(len(loc)))]  # noqa: PLW2901
             wb.append(p)
-        c = center.reshape(shape)
-        s = scale.reshape(shape)
-        if be.NAME != "cpu":  # pragma: no cover - CUDA arrays (untested on hardware)
-            c, s = be.from_host(c, like=block), be.from_host(s, like=block)
-            wb = [None if p is None else be.from_host(p, like=block) for p in wb]
-        y = (block.astype(np.float64) - c) * s
-        if wb[0] is not None:
-            y = y * wb[0]
-        if wb[1] is not None:
-            y = y + wb[1]
+        return _weighted(block, be, center.reshape(shape), scale.reshape(shape), *wb)
+    with ctx:
+        out = be.empty(block.shape, block.dtype, like=block) if be.NAME != "cpu" else _outbuf.empty_like(arr)
+        if 0 not in block.shape:
+            with task_threads(block.size, exact=False):
+                apply_affine(arr, axes, center, scale, shift, out=out, lo=lo, hi=hi, backend=be)
+        return be.wrap(out, like=block)
+
+
+def _weighted(block, be, c, s, w, b):
+    """``(x - c) * s * w + b`` in float64, rounded once to x's dtype (layer/RMS
+    norm with affine parameters when the normalized axes span chunks): with
+    NumPy's arithmetic for a NumPy chunk, CuPy's for a CuPy chunk (the
+    parameters copied to its device), through the host for other device
+    arrays (numba's, torch's: no float64 elementwise arithmetic here)."""
+
+    def formula(xa, dev):
+        y = (xa.astype(np.float64) - dev(c)) * dev(s)
+        if w is not None:
+            y = y * dev(w)
+        if b is not None:
+            y = y + dev(b)
         return y.astype(block.dtype)
+
+    if be.NAME == "cpu":
+        return formula(np.asarray(block), np.asarray)
+    if type(block).__module__.startswith("cupy"):  # pragma: no cover - no CuPy here
+        import cupy
+
+        with block.device:
+            return formula(block, cupy.asarray)
+    with be.context(None, like=block):
+        y = formula(be.to_host(be.as_device(block)), np.asarray)
+        return be.wrap(be.from_host(y, like=block), like=block)
 
 
 def apply_params(x, axes, center, scale, shift, lo=None, hi=None):
@@ -494,10 +513,13 @@ def apply(x, axes, prm, lo=None, hi=None, weight=None, bias=None):
 # --------------------------------------------------------------------------
 
 
-def op_block(block, name, args, kwargs, cslice=None, block_info=None):
+def op_block(block, name, args, kwargs, cslice=None, empty=(), block_info=None):
     """One chunk through the in-memory public function ``name`` (NumPy or
     CUDA kernels); ``cslice``: (axis, params) whose per-channel entries are
-    sliced to the chunk's channels (weight, bias) by their names."""
+    sliced to the chunk's channels (weight, bias) by their names.  An empty
+    chunk gives an empty output and, with ``return_stats``, empty statistics
+    laid out by ``empty`` (per statistic: dtype, per-axis size rule of
+    :func:`_stat_rule`, axes the public function does not return)."""
     from .. import functional, preprocessing
 
     fn = getattr(functional, name, None) or getattr(preprocessing, name)
@@ -511,9 +533,37 @@ def op_block(block, name, args, kwargs, cslice=None, block_info=None):
         if per:  # group_norm: groups in this chunk
             kw["num_groups"] = (b - a) // per
     if 0 in block.shape:
-        return block.astype(block.dtype) if not kw.get("return_stats") else None
+        y = block.astype(block.dtype)
+        if not kw.get("return_stats"):
+            return y
+        be = backend_for(block)
+        stats = []
+        for dt, rule, drop in empty:
+            sizes = zip(block.shape, rule, strict=True)
+            shape = [n if r is None else (1 if r == 0 else n // r) for n, r in sizes]
+            shape = tuple(n for i, n in enumerate(shape) if i not in drop)
+            if be.NAME == "cpu":
+                stats.append(np.empty(shape, dt))
+            else:
+                with be.context(None, like=block):
+                    stats.append(be.wrap(be.empty(shape, dt, like=block), like=block))
+        return (y, *stats)
     with task_threads(block.size):
         return fn(block, *args, **kw)
+
+
+def _stat_rule(xchunks, schunks) -> tuple:
+    """Per axis, a statistic's chunk size from x's: None the same, 0 one,
+    r > 0 x's divided by r (groups of r channels)."""
+    rule = []
+    for xc, sc in zip(xchunks, schunks, strict=True):
+        if tuple(sc) == tuple(xc):
+            rule.append(None)
+        elif tuple(sc) == (1,):
+            rule.append(0)
+        else:
+            rule.append(next(a // b for a, b in zip(xc, sc, strict=True) if b))
+    return tuple(rule)
 
 
 def _getitem(t, i, expand=()):
@@ -533,9 +583,10 @@ def map_ops(x, name, args, kwargs, stats=(), cslice=None):
         return da.map_blocks(
             op_block, x, name, args, kw, dtype=x.dtype, meta=meta, token=f"numbanorm-{name}", **common
         )
+    empty = tuple((dt, _stat_rule(x.chunks, chunks), squeeze) for dt, chunks, squeeze in stats)
     t = da.map_blocks(
         op_block, x, name, args, kw, dtype=object, meta=np.empty((0,) * x.ndim, object),
-        token=f"numbanorm-{name}", **common,
+        token=f"numbanorm-{name}", empty=empty, **common,
     )  # fmt: skip
     outs = [t.map_blocks(_getitem, 0, dtype=x.dtype, meta=meta, chunks=x.chunks)]
     for i, (dt, chunks, squeeze) in enumerate(stats, 1):
