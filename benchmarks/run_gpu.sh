@@ -11,10 +11,18 @@
 #   3. gpu-check-<gpu>.jsonl  benchmarks/gpu_check.py: every op on the GPU at
 #                           the benchmark's shapes against CPU numbanorm in
 #                           float64, one JSON line per case as it finishes
-#   4. gpu-<gpu>.json/.png  `numbanorm bench --device cuda` (the JSON is
+#   4. cuda-kernels-<gpu>.jsonl  benchmarks/cuda_kernels_bench.py: each CUDA
+#                           kernel shape of issue 17 (short/long rows, other
+#                           p, channels-last with few and many channels, the
+#                           device finish of the statistics ops) as effective
+#                           bandwidth over the device-to-device copy of the
+#                           same run, torch's time, and the host copies and
+#                           synchronisations of one call (NOTES.md section 23
+#                           has the static predictions to compare)
+#   5. gpu-<gpu>.json/.png  `numbanorm bench --device cuda` (the JSON is
 #                           rewritten after every case, "partial": true
 #                           until the run completes)
-#   5. a summary line with each stage's exit status
+#   6. a summary line with each stage's exit status
 # run_gpu-<gpu>.log holds everything printed.  Results go to $OUT when set
 # (a remote runner's output folder), else to benchmarks/results/.
 # Extra arguments go to `numbanorm bench --device cuda`, e.g. --quick or
@@ -40,7 +48,9 @@ start=$SECONDS
 TEST_CAP=120     # seconds per test module at most
 CHECK_CAP=150    # gpu_check.py at most
 CHECK_MIN=90     # kept back for the check while the tests run
-BENCH_MIN=120    # kept back for the benchmark while the tests and the check run
+KERNELS_CAP=120  # cuda_kernels_bench.py at most
+KERNELS_MIN=60   # kept back for it while the tests and the check run
+BENCH_MIN=120    # kept back for the benchmark while the tests, the check and the kernels run
 
 # min(cap, seconds left in the budget - reserve), or 0 when under 15 s
 stage_timeout() {
@@ -58,6 +68,7 @@ gpu="${gpu:-no-gpu}"
 envf="$dest/env-$gpu.txt"
 testsf="$dest/gpu-tests-$gpu.txt"
 checkf="$dest/gpu-check-$gpu.jsonl"
+kernelsf="$dest/cuda-kernels-$gpu.jsonl"
 benchf="$dest/gpu-$gpu.json"
 plotf="$dest/gpu-$gpu.png"
 logf="$dest/run_gpu-$gpu.log"
@@ -138,7 +149,7 @@ stage_tests() {
     for t in tests/test_cuda*.py; do
         [ -e "$t" ] || continue
         t0=$SECONDS
-        to=$(stage_timeout "$TEST_CAP" $((CHECK_MIN + BENCH_MIN)))
+        to=$(stage_timeout "$TEST_CAP" $((CHECK_MIN + KERNELS_MIN + BENCH_MIN)))
         # (a newline first: a module cut off by its timeout may end mid-line)
         if ((to == 0)); then
             note="not run: no time left in the budget"
@@ -165,17 +176,26 @@ stage_tests() {
 
 stage_check() {
     local to
-    to=$(stage_timeout "$CHECK_CAP" "$BENCH_MIN")
+    to=$(stage_timeout "$CHECK_CAP" $((KERNELS_MIN + BENCH_MIN)))
     echo "== 3. correctness at the benchmark's shapes (gpu_check.py, timeout ${to}s) -> $checkf"
     rm -f "$checkf"
     ((to == 0)) && { echo "   not run: no time left in the budget"; return 124; }
     timeout -k 10 "$to" "$PY" benchmarks/gpu_check.py --out "$checkf"
 }
 
+stage_kernels() {
+    local to
+    to=$(stage_timeout "$KERNELS_CAP" "$BENCH_MIN")
+    echo "== 4. kernel shapes against the copy (cuda_kernels_bench.py, timeout ${to}s) -> $kernelsf"
+    rm -f "$kernelsf"
+    ((to == 0)) && { echo "   not run: no time left in the budget"; return 124; }
+    timeout -k 10 "$to" "$PY" benchmarks/cuda_kernels_bench.py --out "$kernelsf"
+}
+
 stage_bench() {
     local to
     to=$(stage_timeout 100000 5)
-    echo "== 4. GPU benchmark (timeout ${to}s) -> $benchf"
+    echo "== 5. GPU benchmark (timeout ${to}s) -> $benchf"
     ((to == 0)) && { echo "   not run: no time left in the budget"; return 124; }
     timeout -k 10 "$to" "$PY" -m numbanorm_bench --device cuda --json "$benchf" --plot "$plotf" "$@"
 }
@@ -187,7 +207,7 @@ main() {
     echo "   exit $env_rc"
     if ! timeout 30 "$PY" -c "from numba import cuda; import sys; sys.exit(0 if cuda.is_available() else 1)"; then
         echo "run_gpu.sh: no usable CUDA GPU (numba.cuda.is_available() is False); see $envf; nothing else run" >&2
-        echo "run_gpu.sh: env $env_rc, tests -, check -, bench -; $((SECONDS - start)) s"
+        echo "run_gpu.sh: env $env_rc, tests -, check -, kernels -, bench -; $((SECONDS - start)) s"
         return 1
     fi
     stage_tests
@@ -195,14 +215,17 @@ main() {
     stage_check
     check_rc=$?
     echo "   exit $check_rc"
+    stage_kernels
+    kernels_rc=$?
+    echo "   exit $kernels_rc"
     stage_bench "$@"
     bench_rc=$?
     echo "   exit $bench_rc"
-    echo "run_gpu.sh: env $env_rc, tests $tests_rc (${tests_detail# }), check $check_rc, bench $bench_rc;" \
-        "$((SECONDS - start)) s; results in $dest"
-    ((env_rc == 0 && tests_rc == 0 && check_rc == 0 && bench_rc == 0))
+    echo "run_gpu.sh: env $env_rc, tests $tests_rc (${tests_detail# }), check $check_rc, kernels $kernels_rc," \
+        "bench $bench_rc; $((SECONDS - start)) s; results in $dest"
+    ((env_rc == 0 && tests_rc == 0 && check_rc == 0 && kernels_rc == 0 && bench_rc == 0))
 }
 
-rm -f "$testsf" "$checkf" "$benchf" "$benchf.tmp" "$plotf"
+rm -f "$testsf" "$checkf" "$kernelsf" "$benchf" "$benchf.tmp" "$plotf"
 main "$@" 2>&1 | tee "$logf"
 exit "${PIPESTATUS[0]}"

@@ -579,15 +579,17 @@ def _apply_flat(x, out, prm, clip, lo, hi):
         c = prm[0, p, k]
         a = prm[1, p, k]
         b = prm[2, p, k]
+        xp = x[p]
+        op = out[p]
         j = tid
         while j + (_UNROLL - 1) * S < RK:
             for u in range(_UNROLL):
-                buf[u] = x[p, j + u * S]
+                buf[u] = xp[j + u * S]
             for u in range(_UNROLL):
-                out[p, j + u * S] = _clip((float64(buf[u]) - c) * a + b, clip, lo, hi)
+                op[j + u * S] = _clip((float64(buf[u]) - c) * a + b, clip, lo, hi)
             j += _UNROLL * S
         while j < RK:
-            out[p, j] = _clip((float64(x[p, j]) - c) * a + b, clip, lo, hi)
+            op[j] = _clip((float64(xp[j]) - c) * a + b, clip, lo, hi)
             j += S
 
 
