@@ -393,3 +393,21 @@ def test_medium_shapes_spread_and_sizes() -> None:
     for s in shapes_for("nchw", 1 << 20, "float32", True) + shapes_for("nhwc", 1 << 20, "float32", True):
         assert int(np.prod(s)) * 4 == 1 << 20
     assert shapes_for("nchw", 1 << 20, "float32", False) == [(4, 64, 32, 32)]
+
+
+@pytest.mark.skipif(not HAVE_ORT, reason="onnxruntime (and onnx) not installed")
+def test_an_operator_ort_cannot_run_is_a_note_not_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from numbanorm_bench import onnx_peer
+
+    def no_kernel(*args: object) -> None:
+        raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : Could not find an implementation")
+
+    monkeypatch.setattr(onnx_peer.OrtPeers, "peer", no_kernel)
+    path = tmp_path / "gap.json"
+    assert _run_peers(path, "--sections", "medium", "--no-torch", ops="layer_norm") == 0
+    assert "no ONNX Runtime time: ONNX Runtime" in capsys.readouterr().out
+    [r] = json.loads(path.read_text())["medium"]["results"]
+    assert r["errors"] == {} and "ort" not in r["times_s"]
+    assert "has no CPU kernel for LayerNormalization in float32" in r["ort"]["note"]

@@ -19,20 +19,24 @@ The suite lives in ``benchmarks/numbanorm_bench`` of the source tree and
 installs beside numbanorm (pyproject.toml); ``numbanorm bench`` reaches it
 through ``numbanorm/_bench.py``.  One module per concern:
 
-==============  ============================================================
-``cases``       the ops, shapes, targets and call arguments; the torch peers
-``timing``      interleaved sampling and the guard against other processes
-``floors``      the copy kernels of the CPU and GPU floors
-``numpy_ops``   the NumPy baselines
-``cpu``         the CPU runner (throughput and small-input latency)
-``cuda``        the CUDA runner
-``startup``     start-up of a new process (warm and cold kernel cache)
-``cold``        ``--cold``: first calls of every op in fresh processes and caches
-``machine``     host, CPU, library versions, load average
-``report``      result records, the printed table, JSON definitions, Markdown
-``plot``        the throughput / floor figure
-``cli``         the ``numbanorm bench`` command line
-==============  ============================================================
+================ ============================================================================
+``cases``        the ops, shapes, targets and call arguments; the torch peers
+``timing``       interleaved sampling and the guard against other processes
+``floors``       the copy kernels of the CPU and GPU floors
+``numpy_ops``    the NumPy baselines
+``cpu``          the CPU runner (every section: throughput, latency, the rest below)
+``medium``       medium sizes (64 KiB-8 MiB) and small inputs vs ONNX Runtime, PyTorch, floor
+``onnx_peer``    the ONNX Runtime peer: single-node models, checked against numbanorm
+``busy``         the busy neighbour of ``--busy`` (idle vs busy, interleaved)
+``scaler_calls`` per-call times of the scalers
+``cuda``         the CUDA runner
+``startup``      start-up of a new process (warm and cold kernel cache)
+``cold``         ``--cold``: first calls of every op in fresh processes and caches
+``machine``      host, CPU, library versions, load average
+``report``       result records, the printed table, JSON definitions, Markdown
+``plot``         the throughput / floor figure
+``cli``          the ``numbanorm bench`` command line
+================ ============================================================================
 
 Run ``numbanorm bench --help`` or see ``benchmarks/README.md``.
 """

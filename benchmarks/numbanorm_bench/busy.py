@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Any
 
+from .errors import BenchError
+
 # Spins until its parent changes (the parent died).  On Linux the kernel also
 # kills it with the parent (PR_SET_PDEATHSIG = 1), which covers the case of a
 # stopped child whose parent was killed.
@@ -60,6 +62,8 @@ class BusyNeighbour:
         """Start the child, pinned where possible, stopped (idle) at first."""
         if self.proc is not None:
             raise RuntimeError("the busy neighbour is already started")
+        if not hasattr(signal, "SIGSTOP"):
+            raise BenchError("--busy needs POSIX signals (SIGSTOP/SIGCONT), not available here")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", _CHILD, str(os.getpid())],
             stdin=subprocess.DEVNULL,
@@ -86,19 +90,29 @@ class BusyNeighbour:
             raise
         return self
 
+    def _signal(self, sig: int, until: int) -> None:
+        """Send ``sig`` and wait until the child reports the change
+        (``waitpid`` with WUNTRACED / WCONTINUED): a signal is acted on only
+        when the child next runs, which on a loaded machine takes a while."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, sig)
+        try:
+            os.waitpid(self.proc.pid, until)
+        except ChildProcessError:  # it died (and was reaped): stop() copes
+            pass
+        time.sleep(SETTLE_S)
+
     def busy(self) -> None:
         """Let the child spin (SIGCONT)."""
         if self.proc is not None and not self.running:
-            os.kill(self.proc.pid, signal.SIGCONT)
+            self._signal(signal.SIGCONT, os.WCONTINUED)
             self.running = True
-            time.sleep(SETTLE_S)
 
     def idle(self) -> None:
         """Stop the child (SIGSTOP): it uses no CPU until ``busy()``."""
         if self.proc is not None and self.running:
-            os.kill(self.proc.pid, signal.SIGSTOP)
+            self._signal(signal.SIGSTOP, os.WUNTRACED)
             self.running = False
-            time.sleep(SETTLE_S)
 
     def stop(self) -> None:
         """Kill the child and reap it (SIGKILL also ends a stopped process)."""

@@ -270,6 +270,9 @@ def row(res: dict[str, Any]) -> str:
     if b is not None:
         s += f"  {_x(b.get('numbanorm')):>13}{miss('busy')} {_x(b.get('ort')):>5} {_x(b.get('torch')):>5}"
         s += f" {_x(b.get('floor')):>5}" if medium else ""
+    ort = res["ort"] or {}
+    if ort.get("node") and "ort" not in t and not res["errors"].get("ort"):
+        s += f"  (no ONNX Runtime time: {ort.get('note', '')[:100]})"
     if res["errors"]:
         s += f"  errors: {res['errors']}"
     return s
@@ -345,3 +348,29 @@ def summary(rows: list[dict[str, Any]], what: str) -> list[str]:
         if len(bad) > 12:
             out.append(f"    ... and {len(bad) - 12} more")
     return out
+
+
+def report_markdown(report: dict[str, Any]) -> str:
+    """The medium-size, small-input and scaler sections of a report as
+    Markdown (run_cpu.py appends it to the headline table)."""
+    from .scaler_calls import markdown as scalers_markdown
+
+    parts = []
+    where = report["machine"].get("cpu")
+    ort = (report.get("onnxruntime") or {}).get("version")
+    note = (report.get("onnxruntime") or {}).get("note")
+    peers = f"ONNX Runtime {ort}" if ort else f"no ONNX Runtime ({note})"
+    nb = report.get("busy_neighbour")
+    busy = "" if not nb else f"; busy/idle = with one CPU-bound process on CPU {nb['cpu']} / without"
+    for key, title in (("medium", "Medium sizes"), ("small_ort", "Small inputs")):
+        sec = report.get(key)
+        if sec and sec["results"]:
+            parts.append(
+                markdown(
+                    sec["results"],
+                    f"{title}, {where}, {peers}, torch {report['machine'].get('torch')}{busy}:",
+                )
+            )
+    if report.get("scalers"):
+        parts.append(scalers_markdown(report["scalers"]))
+    return "\n".join(parts)
