@@ -7,9 +7,10 @@ process's environment passed through (``NUMBA_CACHE_DIR``;
 ``NUMBA_ENABLE_CUDASIM``, which tests/conftest.py sets without a GPU: the GPU
 example must then say that there is no GPU and exit 0, not run in the
 simulator), this checkout first on ``PYTHONPATH`` and ``-W error``.  One
-interpreter for all of them: starting Python, importing numba, numbanorm and
-PyTorch and loading the kernels once instead of six times took the test from
-~18 to ~12 s of CPU.  They run in a temporary directory and write only there
+interpreter for all of them (test-suite time): Python, numba, numbanorm and
+PyTorch start once instead of six times (~1.2 s of CPU per interpreter with
+numbanorm, ~1.7 s more with PyTorch, on a busy 2-core machine).  They run
+in a temporary directory and write only there
 (``--out``).  The examples check their own numbers (against float64 NumPy,
 PyTorch, ...) and exit 1 when they are off; here each one's exit status and
 the lines that show it got to its point are checked.  Shapes are tiny and
