@@ -10,11 +10,11 @@ simulator), this checkout first on ``PYTHONPATH`` and ``-W error``.  One
 interpreter for all of them (test-suite time): Python, numba, numbanorm and
 PyTorch start once instead of six times (~1.2 s of CPU per interpreter with
 numbanorm, ~1.7 s more with PyTorch, on a busy 2-core machine).  They run
-in a temporary directory and write only there
-(``--out``).  The examples check their own numbers (against float64 NumPy,
-PyTorch, ...) and exit 1 when they are off; here each one's exit status and
-the lines that show it got to its point are checked.  Shapes are tiny and
-float32 only, so that the kernels they load are few.
+in a temporary directory and write only there (``--out``).  The examples
+check their own numbers (against float64 NumPy, PyTorch, ...) and exit 1
+when they are off; here each one's exit status and the lines that show it
+got to its point are checked.  Shapes are tiny and float32 only, so that
+the kernels they load are few.
 """
 
 from __future__ import annotations
