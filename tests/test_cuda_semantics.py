@@ -354,8 +354,9 @@ def test_numba_input_uses_numba_memory(rng):
 
 
 def test_warp_shuffle_paths(monkeypatch, rng):
-    """The shuffle reductions (moments over rows, warp-per-row row_norm) at
-    the default launch sizes, with shuffles emulated in the simulator."""
+    """The shuffle reductions (moments over rows, row_norm's sub-warp
+    groups) at the default launch sizes, with shuffles emulated in the
+    simulator."""
     if SIM:
         if honest is None or not hasattr(honest, "install"):
             pytest.skip("tests/cudasim_honest.py not importable")
@@ -369,9 +370,12 @@ def test_warp_shuffle_paths(monkeypatch, rng):
         np.testing.assert_allclose(m.mean[:, 0] + m.resid[:, 0], x.mean(1), rtol=1e-15)
         np.testing.assert_allclose(m.m2[:, 0], ((x - x.mean(1, keepdims=True)) ** 2).sum(1), rtol=1e-12)
         np.testing.assert_array_equal(m.min[:, 0], x.min(1))
+        # short rows: 4 threads per row (sub-warp butterflies), 32 rows per block
         xr = rng.standard_normal((3, 40))
         got = host(nbn.layer_norm(cuda.to_device(xr), 40))
         np.testing.assert_allclose(got, nbn.layer_norm(xr, 40), rtol=1e-10, atol=1e-10)
+        got = host(nbn.lp_normalize(cuda.to_device(xr), 3.0, axis=-1))  # _row_lpp
+        np.testing.assert_allclose(got, nbn.lp_normalize(xr, 3.0, axis=-1), rtol=1e-12, atol=1e-14)
     finally:
         if callable(undo):
             undo()
