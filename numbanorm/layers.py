@@ -5,9 +5,12 @@ The layers hold NumPy parameters and buffers under PyTorch's key names
 ``num_batches_tracked``), so ``load_state_dict`` accepts a PyTorch module's
 ``state_dict()`` directly, and they call the functions of
 :mod:`numbanorm.functional` exactly as ``torch.nn`` modules call
-``torch.nn.functional``.  Inputs may be NumPy or CUDA arrays; parameters and
-buffers stay on the host (they are tiny) and running statistics are updated
-there.
+``torch.nn.functional``.  Inputs may be NumPy, CUDA or Dask arrays;
+parameters and buffers stay on the host (they are tiny) and running
+statistics are updated there.  On a Dask array a layer returns a lazy
+array, and in training mode its running statistics (NumPy buffers) are
+updated at call time after an eager statistics pass, as the functional
+API's NumPy running statistics are (tests/test_dask.py).
 
 References
 ----------
