@@ -574,7 +574,9 @@ class StandardScaler(_BaseScaler):
     by ``transform``; infinity is rejected by ``fit``.  Near-constant features
     (variance within rounding of 0, scikit-learn's test) get ``scale_`` 1.
     ``transform`` keeps float16/32/64 dtypes and returns float64 for other
-    input.
+    input.  A masked array (``numpy.ma``) is honoured: masked entries are
+    left out of the statistics like NaN, and ``transform`` and
+    ``inverse_transform`` return a masked array, masked where ``X`` is.
 
     Parameters
     ----------
@@ -883,7 +885,9 @@ class MinMaxScaler(_BaseScaler):
     folded batch by batch by :class:`~numbanorm.RunningStats`.  NaN is
     ignored when fitting and kept by ``transform``; infinity is rejected by
     ``fit``.  ``transform`` keeps float16/32/64 dtypes and returns float64
-    for other input.
+    for other input.  A masked array (``numpy.ma``) is honoured as by
+    :class:`StandardScaler`: masked entries are left out like NaN and the
+    outputs are masked where ``X`` is.
 
     Parameters
     ----------
