@@ -48,7 +48,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _validate as V
-from ._reduce import _is_c_contiguous, apply_affine, apply_gathered, reduce_moments
+from ._reduce import (
+    FIN_NORM,
+    Finish,
+    _is_c_contiguous,
+    apply_affine,
+    apply_gathered,
+    normalize_on_device,
+    reduce_moments,
+)
 from ._stats import batch_norm_params, inv_std_array, running_update
 from .backends.cpu import shortcuts
 
@@ -288,6 +296,9 @@ def batch_norm(
     if not training and _on_device(inp, running_mean, running_var):
         rs = (running_mean, running_var)
         return _batch_norm_eval_device(inp, *rs, weight, bias, eps, ca, out, return_stats)
+    if training and _train_on_device(inp, running_mean, running_var):
+        rs = (running_mean, running_var)
+        return _norm_train_device(inp, *rs, weight, bias, mom, eps, ca, out, return_stats, stream)
     w = V.param(weight, (C,), "weight")
     b = V.param(bias, (C,), "bias")
     rm_o, rm = V.running(running_mean, C, "running_mean", inp, bool(training), _host_running)
@@ -336,6 +347,76 @@ def _on_device(inp: V.Input, running_mean, running_var) -> bool:
     return inp.backend.NAME == "cuda" and cuda_array(running_mean) and cuda_array(running_var)
 
 
+def _train_on_device(inp: V.Input, running_mean, running_var) -> bool:
+    """CUDA x with its running statistics on the device, or none."""
+    none = running_mean is None and running_var is None
+    return inp.backend.NAME == "cuda" and (none or _on_device(inp, running_mean, running_var))
+
+
+def _weights_where_they_are(inp: V.Input, weight, bias, C: int):
+    """weight, bias: device arrays of a CUDA x kept on the device, the
+    others as host float64."""
+
+    def dev(a):
+        return inp.backend.NAME == "cuda" and V.backends.is_cuda_array(a)
+
+    w = V.device_array(weight, (C,), "weight", inp) if dev(weight) else V.param(weight, (C,), "weight")
+    b = V.device_array(bias, (C,), "bias", inp) if dev(bias) else V.param(bias, (C,), "bias")
+    return w, b
+
+
+def _norm_train_device(
+    inp, running_mean, running_var, weight, bias, mom, eps, ca, out, return_stats, stream, per_sample=False
+):
+    """Training batch_norm (instance_norm with ``per_sample``: groups of the
+    kept (N, C)) of a CUDA x with running statistics on the device or none:
+    statistics, parameters, running updates and output all on the device
+    (``_reduce.normalize_on_device``, the host's arithmetic), so the call
+    copies nothing to the host and does not synchronise unless the
+    statistics are returned.  Channels-first instance norm without running
+    statistics and with host weights keeps the one-read row kernel."""
+    C = inp.shape[ca]
+    w, b = _weights_where_they_are(inp, weight, bias, C)
+    running = None
+    if running_mean is not None:
+        rm = V.device_array(running_mean, (C,), "running_mean", inp, "f")
+        rv = V.device_array(running_var, (C,), "running_var", inp, "f")
+        running = (rm, rv, mom)
+    inp.require_nonempty()
+    kept = (0, ca) if per_sample else (ca,)
+    axes = tuple(a for a in range(inp.ndim) if a not in kept)
+    if math.prod(inp.shape[a] for a in axes) <= 1:
+        what = "spatial element" if per_sample else "value per channel"
+        raise ValueError(f"Expected more than 1 {what} when training, got input of shape {inp.shape}")
+    y, user_out = V.out_array(out, inp)
+    host_w = not any(V.backends.is_cuda_array(a) for a in (w, b))
+    if per_sample and running is None and host_w and _fusable(inp, ca, y):
+        return _instance_rows(inp, y, user_out, w, b, eps, stream, return_stats)
+    with inp.backend.context(stream):
+        fin = Finish(FIN_NORM, eps, weight=w, bias=b, channels=C, running=running)
+        kw = dict(out=y, skipnan=False, minmax=False, backend=inp.backend)
+        stats = normalize_on_device(inp.arr, axes, fin, **kw)
+    if not return_stats:
+        return _finish(inp, y, user_out, None)
+    m = stats()
+    sd = V.stats_dtype(inp.dtype)
+    return _finish(inp, y, user_out, (m.mean.astype(sd), _rstd(m.m2 / m.count, eps).astype(sd)))
+
+
+def _instance_rows(inp, y, user_out, w, b, eps, stream, return_stats):
+    """Channels-first instance norm as (N*C, spatial) rows, one weight per
+    row: one read of x (the row in cache or registers)."""
+    N, C = inp.shape[0], inp.shape[1]
+    W = (w if w is not None else np.ones(C)).reshape(C, 1)
+    B = (b if b is not None else np.zeros(C)).reshape(C, 1)
+    mean, rstd = _fused_rows(inp, y, N * C, W, B, eps, stream)
+    if not return_stats:  # (CUDA: the statistics stay on the device)
+        return _finish(inp, y, user_out, None)
+    sd = V.stats_dtype(inp.dtype)
+    mean, rstd = inp.backend.to_host(mean), inp.backend.to_host(rstd)
+    return _finish(inp, y, user_out, (mean.reshape(N, C).astype(sd), rstd.reshape(N, C).astype(sd)))
+
+
 def _batch_norm_eval_device(
     inp, running_mean, running_var, weight, bias, eps, ca, out, return_stats, per_sample=False
 ):
@@ -346,9 +427,7 @@ def _batch_norm_eval_device(
     nothing to the host and does not synchronise unless the statistics are
     returned."""
     C = inp.shape[ca]
-    dev = V.backends.is_cuda_array
-    w = V.device_array(weight, (C,), "weight", inp) if dev(weight) else V.param(weight, (C,), "weight")
-    b = V.device_array(bias, (C,), "bias", inp) if dev(bias) else V.param(bias, (C,), "bias")
+    w, b = _weights_where_they_are(inp, weight, bias, C)
     rm = V.device_array(running_mean, (C,), "running_mean", inp, "f")
     rv = V.device_array(running_var, (C,), "running_var", inp, "f")
     inp.require_nonempty()
@@ -544,6 +623,10 @@ def instance_norm(
     if not use_input_stats and _on_device(inp, running_mean, running_var):
         rs = (running_mean, running_var)
         return _batch_norm_eval_device(inp, *rs, weight, bias, eps, ca, out, return_stats, per_sample=True)
+    if use_input_stats and _train_on_device(inp, running_mean, running_var):
+        rs = (running_mean, running_var)
+        args = (weight, bias, mom, eps, ca, out, return_stats, stream)
+        return _norm_train_device(inp, *rs, *args, per_sample=True)
     w = V.param(weight, (C,), "weight")
     b = V.param(bias, (C,), "bias")
     rm_o, rm = V.running(running_mean, C, "running_mean", inp, bool(use_input_stats), _host_running)
@@ -561,15 +644,7 @@ def instance_norm(
         )
     y, user_out = V.out_array(out, inp)
     if use_input_stats and rm is None and _fusable(inp, ca, y):
-        # (N*C, spatial) rows, one weight per row: one read of x (row in cache)
-        W = (w if w is not None else np.ones(C)).reshape(C, 1)
-        B = (b if b is not None else np.zeros(C)).reshape(C, 1)
-        mean, rstd = _fused_rows(inp, y, N * C, W, B, eps, stream)
-        if not return_stats:  # (CUDA: the statistics stay on the device)
-            return _finish(inp, y, user_out, None)
-        sd = V.stats_dtype(inp.dtype)
-        mean, rstd = inp.backend.to_host(mean), inp.backend.to_host(rstd)
-        return _finish(inp, y, user_out, (mean.reshape(N, C).astype(sd), rstd.reshape(N, C).astype(sd)))
+        return _instance_rows(inp, y, user_out, w, b, eps, stream, return_stats)
     with inp.backend.context(stream):
         if use_input_stats:
             cnt, mean, var, m2 = _channel_stats(inp, axes)  # (N, C)
@@ -1034,12 +1109,12 @@ def group_norm(
     if G <= 0 or C % G:
         raise ValueError(f"num_groups={num_groups} must be positive and divide the number of channels C={C}")
     eps = V.check_eps(eps)
-    w = V.param(weight, (C,), "weight")
-    b = V.param(bias, (C,), "bias")
+    w, b = _weights_where_they_are(inp, weight, bias, C)
     inp.require_nonempty()
     y, user_out = V.out_array(out, inp)
     be = inp.backend
-    if _fusable(inp, ca, y):
+    host_w = not any(V.backends.is_cuda_array(a) for a in (w, b))
+    if host_w and _fusable(inp, ca, y):
         # (N*G, C/G*spatial) rows, weights per channel = per row segment
         W = (w if w is not None else np.ones(C)).reshape(G, C // G)
         B = (b if b is not None else np.zeros(C)).reshape(G, C // G)
@@ -1058,6 +1133,19 @@ def group_norm(
     except Exception:
         xg = be.ascontiguous(xc).reshape(gshape)
     gaxes = tuple(a for a in range(1, len(gshape)) if a != ca)
+    axes = tuple(a for a in range(1, inp.ndim) if a != ca)
+    if be.NAME == "cuda":
+        # statistics of the (N, G) groups, parameters and output on the
+        # device: no copy to the host unless the statistics are returned
+        with be.context(stream):
+            fin = Finish(FIN_NORM, eps, weight=w, bias=b, channels=C, groups=G)
+            kw = dict(out=y, skipnan=False, minmax=False, backend=be)
+            stats = normalize_on_device(inp.arr, axes, fin, stats_x=xg, stats_axis=gaxes, **kw)
+        if not return_stats:
+            return _finish(inp, y, user_out, None)
+        m = stats()
+        sd = V.stats_dtype(inp.dtype)
+        return _finish(inp, y, user_out, (m.mean.astype(sd), _rstd(m.m2 / m.count, eps).astype(sd)))
     with be.context(stream):
         m = reduce_moments(xg, gaxes, skipnan=False, minmax=False, backend=be)  # (N, G)
         mean = m.mean
@@ -1065,7 +1153,6 @@ def group_norm(
         cmean = np.repeat(mean, C // G, axis=1)
         scale = np.repeat(rstd, C // G, axis=1) * (w if w is not None else 1.0)
         shift = np.broadcast_to(b if b is not None else np.zeros(C), (N, C))
-        axes = tuple(a for a in range(1, inp.ndim) if a != ca)
         apply_affine(inp.arr, axes, cmean, scale, shift, out=y, backend=be)
     sd = V.stats_dtype(inp.dtype)
     return _finish(inp, y, user_out, (mean.astype(sd), rstd.astype(sd)) if return_stats else None)

@@ -39,7 +39,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import _validate as V
-from ._reduce import _is_c_contiguous, apply_affine, kept_shape, normalize_axis, reduce_moments, reduce_pnorm
+from ._reduce import (
+    FIN_LP,
+    FIN_MINMAX,
+    FIN_STANDARDIZE,
+    Finish,
+    _is_c_contiguous,
+    apply_affine,
+    kept_shape,
+    normalize_axis,
+    normalize_on_device,
+    reduce_moments,
+    reduce_pnorm,
+)
 from ._stats import constant_features, minmax_factor, standardize_params
 from .backends.cpu import shortcuts
 from .functional import rows_fusable
@@ -207,7 +219,8 @@ def standardize(
     if small is not None:
         mean, std = (a.reshape(kept_shape(inp.shape, axes)) for a in small)
     else:
-        mean, std = _standardize_general(inp, axes, y, ddof, with_mean, with_std, be, stream)
+        args = (ddof, with_mean, with_std, be, stream, return_stats)
+        mean, std = _standardize_general(inp, axes, y, *args)
     res = user_out if user_out is not None else be.wrap(y, like=inp.orig)
     if not return_stats:
         return res
@@ -215,15 +228,26 @@ def standardize(
     return res, _keep(mean, sh, axes), _keep(std, sh, axes)
 
 
-def _standardize_general(inp, axes, y, ddof, with_mean, with_std, be, stream):
-    """standardize through the backend primitives; returns the mean and std used."""
+def _standardize_general(inp, axes, y, ddof, with_mean, with_std, be, stream, want_stats=True):
+    """standardize through the backend primitives; returns the mean and std
+    used (CUDA: all on the device, the statistics brought to the host only
+    when ``want_stats``; else None, None)."""
     with be.context(stream):
-        m = reduce_moments(inp.arr, axes, skipnan=True, minmax=False, backend=be)
+        if be.NAME == "cuda":
+            flags = dict(with_mean=bool(with_mean), with_std=bool(with_std))
+            fin = Finish(FIN_STANDARDIZE, ddof=float(ddof), **flags)
+            stats = normalize_on_device(inp.arr, axes, fin, out=y, skipnan=True, minmax=False, backend=be)
+            if not want_stats:
+                return None, None
+            m = stats()
+        else:
+            m = reduce_moments(inp.arr, axes, skipnan=True, minmax=False, backend=be)
         flat = [np.ascontiguousarray(a).reshape(-1) for a in (m.count, m.mean, m.m2)]
         prm = np.empty((3, flat[0].size))  # center, std, scale
         standardize_params(*flat, float(ddof), bool(with_mean), bool(with_std), *prm)
         mean, std, scale = (a.reshape(m.mean.shape) for a in prm)
-        apply_affine(inp.arr, axes, mean, scale, np.zeros_like(mean), out=y, backend=be)
+        if be.NAME != "cuda":
+            apply_affine(inp.arr, axes, mean, scale, np.zeros_like(mean), out=y, backend=be)
     return mean, std
 
 
@@ -337,6 +361,12 @@ def minmax_scale(
     be = inp.backend
     if shortcuts.minmax_general_small(inp, axes, y, lo, hi, clip):
         return user_out if user_out is not None else y
+    if be.NAME == "cuda":
+        # min, max, parameters and output on the device: no copy to the host
+        with be.context(stream):
+            fin = Finish(FIN_MINMAX, lo=float(lo), hi=float(hi), clip=bool(clip))
+            normalize_on_device(inp.arr, axes, fin, out=y, skipnan=True, minmax=True, backend=be)
+        return user_out if user_out is not None else be.wrap(y, like=inp.orig)
     with be.context(stream):
         m = reduce_moments(inp.arr, axes, skipnan=True, minmax=True, moments=False, backend=be)
         scale = minmax_factor.py_func(m.min, m.max, lo, hi)
@@ -483,6 +513,12 @@ def lp_normalize(
         one, zero = np.ones((1, 1)), np.zeros((1, 1))
         with be.context(stream):
             be.row_norm(inp.arr.reshape(R, D), y.reshape(R, D), one, zero, eps, False, p=p)
+        return user_out if user_out is not None else be.wrap(y, like=inp.orig)
+    if be.NAME == "cuda":
+        # the p-norms' sums, 1 / max(norm, eps) and the output on the device
+        with be.context(stream):
+            fin = Finish(FIN_LP, eps, p=p)
+            normalize_on_device(inp.arr, axes, fin, out=y, skipnan=True, minmax=False, backend=be)
         return user_out if user_out is not None else be.wrap(y, like=inp.orig)
     with be.context(stream):
         nrm = reduce_pnorm(inp.arr, axes, p, backend=be)
