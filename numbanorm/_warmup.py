@@ -165,6 +165,15 @@ def cases(dtype: str) -> list[tuple[str, Callable[[], object]]]:
     add("StandardScaler weights", lambda: nbn.StandardScaler().fit(tab, sample_weight=np.ones(len(tab))))
     add("MinMaxScaler", lambda: nbn.MinMaxScaler().fit(tab).transform(tab))
     add("MinMaxScaler partial_fit", lambda: nbn.MinMaxScaler().partial_fit(small.reshape(-1, 16)))
+    # small batches take the serial kernels (backends/cpu/small.py)
+    s16 = small.reshape(-1, 16)
+    add("RunningStats small", lambda: nbn.RunningStats().update(s16).update(s16[:3]))
+    add("StandardScaler small", lambda: nbn.StandardScaler().fit(s16).transform(s16))
+    add(
+        "StandardScaler weights small",
+        lambda: nbn.StandardScaler().fit(s16, sample_weight=np.ones(len(s16))).partial_fit(s16),
+    )
+    add("MinMaxScaler small", lambda: nbn.MinMaxScaler().fit(s16).transform(s16))
     return [(f"{dtype} {name}", f) for name, f in out]
 
 

@@ -114,7 +114,9 @@ def standardize(
         Data of a float16/32/64, integer or bool dtype.  A NumPy array (any
         strides, read-only allowed), anything ``np.asarray`` takes, or a CUDA
         array (anything with ``__cuda_array_interface__``), which runs on the
-        GPU.
+        GPU.  A masked array (``numpy.ma``) is honoured: masked entries are
+        left out like NaN and the result is masked where ``x`` is (``out``
+        must then be a plain ndarray).
     axis : int, tuple of int or None, default 0
         The axes reduced over (0: per column of a 2-D array), an int or a
         tuple of ints, negative values counting from the end; None reduces
@@ -281,7 +283,9 @@ def minmax_scale(
         Data of a float16/32/64, integer or bool dtype.  A NumPy array (any
         strides, read-only allowed), anything ``np.asarray`` takes, or a CUDA
         array (anything with ``__cuda_array_interface__``), which runs on the
-        GPU.
+        GPU.  A masked array (``numpy.ma``) is honoured: masked entries are
+        left out like NaN and the result is masked where ``x`` is (``out``
+        must then be a plain ndarray).
     feature_range : (float, float), default (0.0, 1.0)
         The target ``(lo, hi)``: finite numbers with ``lo < hi``.
     axis : int, tuple of int or None, default 0
@@ -419,7 +423,9 @@ def lp_normalize(
         Data of a float16/32/64, integer or bool dtype.  A NumPy array (any
         strides, read-only allowed), anything ``np.asarray`` takes, or a CUDA
         array (anything with ``__cuda_array_interface__``), which runs on the
-        GPU.
+        GPU.  A masked array (``numpy.ma``) is honoured: masked entries are
+        left out like NaN and the result is masked where ``x`` is (``out``
+        must then be a plain ndarray).
     p : float, default 2.0
         The exponent of the norm: any positive real number, or ``inf``.
     axis : int, tuple of int or None, default -1
