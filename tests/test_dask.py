@@ -689,7 +689,7 @@ def test_device_chunks_run_the_cuda_backend(monkeypatch):
 
         monkeypatch.setattr(cb, prim, spy)
     rng = np.random.default_rng(15)
-    xn = (rng.standard_normal((12, 4)) * 2 + 100).astype(np.float32)
+    xn = (rng.standard_normal((8, 4)) * 2 + 100).astype(np.float32)
     x = da.from_array(xn, chunks=(4, 2)).map_blocks(_to_device, dtype=xn.dtype)
     w, b = rng.uniform(0.5, 2, 4), rng.standard_normal(4)
     cases = [
