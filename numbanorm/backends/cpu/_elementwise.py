@@ -21,7 +21,6 @@ from numba import njit
 
 from ..._config import FASTMATH, FASTMATH_ELEMENTWISE
 from ._intrinsics import stream_store
-from ._tasks import inner
 
 _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)
@@ -120,7 +119,7 @@ def _affine_span(v, o, mh, ml, r, w, b, nt):
             o[d] = ((v[d] - mh) - ml) * (r * w[d]) + b[d]
 
 
-@inner(fastmath=_FME, error_model="numpy", nogil=True)
+@njit(fastmath=_FME, error_model="numpy", nogil=True)
 def hilo_affine(v, mh, ml, a, b):
     """((v - mh) - ml) * a + b without 'reassoc', which could fold the mean's
     hi/lo split into one rounded subtraction.  Called per element from

@@ -29,7 +29,6 @@ from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils, sigutils
 from numba.core.ccallback import CFunc
-from numba.core.registry import CPUDispatcher
 from numba.extending import intrinsic
 
 from ..._cache import PackageCache, kernel
@@ -162,32 +161,6 @@ def task(*, fastmath, variants=()):
     """Decorator: ``@task(fastmath=...)`` makes a :class:`Task` of a kernel
     (of a kernel factory, with ``variants``)."""
     return lambda make: Task(make, fastmath, variants)
-
-
-class _Inner(CPUDispatcher):
-    """A dispatcher for functions that only compiled code calls (see
-    :func:`inner`): calling it from Python raises instead of jumping into a
-    CPython wrapper that was never made."""
-
-    def __call__(self, *args, **kwargs):
-        name = self.py_func.__qualname__
-        raise TypeError(f"{name} is an inner kernel function: compiled code calls it, not Python")
-
-
-def inner(**options):
-    """``@njit(**options)`` for a helper that only compiled code calls: compiled
-    without numba's CPython and C-callback wrappers, which a kernel linking
-    the helper never uses, and which numba otherwise generates, optimizes
-    and turns into machine code with every helper (benchmarks/NOTES.md
-    section 21d).
-    Calling such a helper from Python raises TypeError (a plain njit
-    dispatcher without its wrapper would crash)."""
-
-    def deco(pyfunc):
-        opts = {**options, "nopython": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
-        return _Inner(pyfunc, targetoptions=opts)
-
-    return deco
 
 
 # numba's fallback 'workqueue' threading layer aborts the process when two

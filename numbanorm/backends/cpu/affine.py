@@ -19,7 +19,7 @@ from numba import njit
 from ..._config import FASTMATH_ELEMENTWISE, LINE_BYTES
 from ._elementwise import map_lanes, map_lanes_apart, map_lanes_in_place, map_scalar
 from ._intrinsics import in_place, min2, resident, stream_span, streams
-from ._tasks import inner, run, task
+from ._tasks import run, task
 from .axis_stats import F_PRM, col_split, frame, lane_rows
 
 _FME = set(FASTMATH_ELEMENTWISE)
@@ -119,7 +119,7 @@ def apply_lanes(stream, same, clip):
     return apply_lanes_task
 
 
-@inner(error_model="numpy", nogil=True)
+@njit(error_model="numpy", nogil=True)
 def lowered_param(center, scale, shift, T):
     """One parameter set in x's dtype T, as lane_params lowers them: the
     center rounded to T, the part of it T cannot hold moved into the shift,

@@ -35,7 +35,7 @@ from ..._config import COL_BLOCK_BYTES, FASTMATH, FASTMATH_ELEMENTWISE, LANES
 from ..._stats import chan_merge_dd, merge_partials, shifted_moments
 from .. import Moments
 from ._intrinsics import max2, min2
-from ._tasks import inner, nsplit, run, task, widen
+from ._tasks import nsplit, run, task, widen
 from .segments import absorb_shifted, segment_moments, shift_ok
 
 _FM = set(FASTMATH)
@@ -137,7 +137,7 @@ def lane_totals(a, out, m, K):
             out[k] = t
 
 
-@inner(error_model="numpy", nogil=True)
+@njit(error_model="numpy", nogil=True)
 def lane_fill(a, k, K, val):
     """Set the lanes of column k (a[k], a[k + K], ...) to val."""
     for j in range(k, a.size, K):
@@ -172,7 +172,7 @@ def lane_blocks(xf, K, L, nchunk, rb, t):
     return p, c, r0, r1, rm, hb
 
 
-@inner(fastmath=_FM, error_model="numpy", nogil=True)
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def shifted_block(v, fa0, fa1, fb0, fb1, L, K, nb, lanes, acc):
     """One block's shifted sums about the lane shifts, folded into columns;
     the columns that ``shift_ok`` accepts add them to their accepted sums.
@@ -258,7 +258,7 @@ def col_moments(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, st
     finish_lane_task(ln, ac, K, p, c, part)
 
 
-@inner(fastmath=_FM, error_model="numpy", nogil=True)
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def counted_sums(v, f0, f1, L, sh, s1, s2, ns, skipnan):
     """s1[j] += sum(x - sh[j]), s2[j] += sum((x - sh[j])**2), ns[j] += count
     over the lane-rows of [f0, f1); NaN left out (not counted) when skipnan."""
@@ -273,7 +273,7 @@ def counted_sums(v, f0, f1, L, sh, s1, s2, ns, skipnan):
             ns[j] += 1.0 if ok else 0.0
 
 
-@inner(fastmath=_FM, error_model="numpy", nogil=True)
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def exact_block(v, fa0, fa1, fb0, fb1, L, K, skipnan, lanes, acc):
     """The refused columns of a block (acc[_BAD]), exactly: their accepted
     sums merged first, then two NaN-aware passes over the cache-resident

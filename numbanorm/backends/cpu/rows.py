@@ -34,7 +34,7 @@ from ..._config import (
 from ..._stats import inv_std, inv_std_array, pnorm_finish
 from ._elementwise import affine_span
 from ._intrinsics import in_place, max2, min2, prefetch, resident, stream_span, streams
-from ._tasks import inner, nsplit, run, run_serial, task, threads, widen
+from ._tasks import nsplit, run, run_serial, task, threads, widen
 from .segments import segment_moments, shift_ok
 
 _FM = set(FASTMATH)
@@ -50,7 +50,7 @@ RMS = 1  # RMS norm: (0, 1/rms)
 PNORM = 2  # lp_normalize: (0, 1/max(||x||_p, eps))
 
 
-@inner(fastmath=_FM, error_model="numpy", nogil=True)
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def sum_squares(w):
     """Sum of squares of w in float64 (RMS norm; no cancellation)."""
     s = 0.0
@@ -60,7 +60,7 @@ def sum_squares(w):
     return s
 
 
-@inner(fastmath=_FM, error_model="numpy", nogil=True)
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def row_pnorm(v, p):
     """p-norm of one row with NaN left out (API section 3).
 
@@ -119,7 +119,7 @@ def row_two_pass(x2, r):
     return cm, q
 
 
-@inner(fastmath=_FM, error_model="numpy", nogil=True)
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def short_row_stats(x2, r, stat, eps):
     """row_stats for a short row r of x2 with 2-D indexing: a view per row
     costs reference-count updates that dominated short rows (~135 ns per

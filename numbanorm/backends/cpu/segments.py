@@ -20,7 +20,6 @@ from numba import njit
 from ..._config import FASTMATH, ROW_CHUNK, SHIFT_MAX_GAIN
 from ..._stats import chan_merge_dd, shifted_moments
 from ._intrinsics import max2, min2
-from ._tasks import inner
 
 _FM = set(FASTMATH)
 
@@ -47,7 +46,7 @@ def absorb_shifted(n, mean, res, m2, tn, sh, t1, t2):
     return chan_merge_dd(n, mean, res, m2, tn, cm, cr, q)
 
 
-@inner(fastmath=_FM, error_model="numpy", nogil=True)
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def shifted_sums(u, sh):
     """(sum(u - sh), sum((u - sh)**2)) in float64."""
     s1 = 0.0
@@ -59,7 +58,7 @@ def shifted_sums(u, sh):
     return s1, s2
 
 
-@inner(fastmath=_FM, error_model="numpy", nogil=True)
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
 def segment_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2):
     """One chunk w of :func:`segment_moments`, given its shifted sums s1, s2 about sh.
 
