@@ -38,11 +38,13 @@ NEED_BYTES_PER_SM = 4.8e12 * 600e-9 / 132
 # per kernel: threads per block as launched (the streaming kernels; the
 # small parameter kernels get registers and spills only)
 BLOCK = {"_moments_partial": 256, "_pnorm_partial": 256, "_apply_flat": 256, "_apply_wide": 256}
-ROW_KERNELS = ("_row_layer", "_row_rms", "_row_lp", "_row_lpp")
+ROW_KERNELS = ("_row_layer", "_row_rms", "_row_lp", "_row_lpp", "_row_lpp32")
+LPP_KERNELS = ("_row_lpp", "_row_lpp32")  # other p: _NREG_P values per thread
 BLOCK.update(dict.fromkeys(ROW_KERNELS, 128))  # cuda.ROW_THREADS; D > 1024: _row_launch
 # row lengths at which the row kernels are figured (threads per row and
-# loads per thread depend on D: _cuda_kernels.row_group)
-ROW_D = (256, 1024, 4096)
+# loads per thread depend on D: _cuda_kernels.row_group); 8192: the last
+# one-read D of _NREG = 32, past it for _NREG_P = 16
+ROW_D = (256, 1024, 2048, 4096, 8192)
 
 
 def _tools():
@@ -56,7 +58,7 @@ def _tools():
 
 
 def _nreg(name, k):
-    return k._NREG_P if name == "_row_lpp" else k._NREG
+    return k._NREG_P if name in LPP_KERNELS else k._NREG
 
 
 def _row_launch(name, k, itemsize, D):
@@ -68,10 +70,14 @@ def _row_launch(name, k, itemsize, D):
 
 def _in_flight(name, k, itemsize, D=None):
     """Loads of x a thread issues before using any (a full chunk or step;
-    row kernels: the thread's part of a row of D, all loaded first)."""
+    row kernels: the thread's part of a row of D, all loaded first, while
+    the row fits the group's registers; past that the grid-stride loop of
+    _row_stats, whose first pass uses each load before the next: 1, as
+    read off _row_lpp32's SASS, where the pow call sits between them)."""
     if name in ROW_KERNELS:
         nreg = _nreg(name, k)
-        return min(nreg, -(-D // _row_launch(name, k, itemsize, D)[0]))
+        g = _row_launch(name, k, itemsize, D)[0]
+        return 1 if D > g * nreg else min(nreg, -(-D // g))
     return {
         "_moments_partial": k._CH,
         "_pnorm_partial": k._UNROLL,
@@ -103,7 +109,11 @@ def main(argv=None) -> int:
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name, sigs in k.launch_signatures().items():
-            sig = next((s for s in sigs if args.dtype in str(s[0])), sigs[0])
+            sig = next((s for s in sigs if args.dtype in str(s[0])), None)
+            if sig is None:
+                if name in ROW_KERNELS:
+                    continue  # another dtype's kernel (_row_lpp: float64 only)
+                sig = sigs[0]
             kern = getattr(k, name)
             lb = kern.targetoptions.get("launch_bounds")
             ptx, _ = cuda.compile_ptx(kern.py_func, sig, cc=(9, 0), launch_bounds=lb)
@@ -142,6 +152,7 @@ def main(argv=None) -> int:
                     r_.update(blocks_per_sm=blocks, threads_per_sm=threads, loads_in_flight=n)
                     if D is not None:
                         r_["threads_per_row"] = g
+                        r_["one_read"] = D <= g * _nreg(name, k)  # the row kept in registers
                     r_["bytes_in_flight_per_sm"] = threads * n * itemsize
                     r_["of_need"] = round(threads * n * itemsize / NEED_BYTES_PER_SM, 2)
                 rows[key] = r_

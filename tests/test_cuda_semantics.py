@@ -612,3 +612,42 @@ def test_instance_norm_eval_with_device_running_stats_stays_on_the_device(ca, mo
     want = nbn.instance_norm(x, rm, rv, w, b, return_stats=True, **kw)
     for g, wnt in zip(got, want, strict=True):
         np.testing.assert_allclose(host(g), wnt, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shfl", [False, True])
+@pytest.mark.parametrize("D", [512, 500])
+def test_row_lpp32_block_per_row_matches_the_cpu(D, shfl, monkeypatch, rng, request):
+    """lp_normalize over float32 rows for p other than 1, 2, inf: _row_lpp32
+    (launch bounds: two blocks of 256 per SM) at its D = 4096 launch shape,
+    scaled down: one row per block, a block of G threads per row (a warp
+    here, 256 at the default sizes), each thread holding _NREG_P = 16
+    values loaded before use (D = 512: all full; 500: the last loads
+    masked), NaN left out and a zero row; shared-memory tree or (honest
+    simulator) warp shuffles."""
+    if shfl:
+        request.getfixturevalue("honest_sim")
+        monkeypatch.setattr(kern, "_HAVE_SHFL", True)
+    for name, val in dict(ROW_GROUP=8, ROW_WARP_MAX_D=64, ROW_BLOCK=32, ROW_THREADS=32).items():
+        monkeypatch.setattr(cb, name, val)
+    G = 32
+    assert kern.row_launch(D, 4, kern._NREG_P, 64, 8, 32, 32) == (G, 1)
+    assert kern.row_launch(4096, 4, kern._NREG_P, 1024, 32, 256, 128) == (256, 1)  # the default shape
+    assert G * kern._NREG_P >= D  # the row stays in registers: one read
+    launches = []
+    orig = cb._launch
+    monkeypatch.setattr(cb, "_launch", lambda k, *a: launches.append((k.__name__, a[0], a[1])) or orig(k, *a))
+    x = (rng.standard_normal((3, D)) * 3).astype(np.float32)
+    x[0, 7] = np.nan
+    x[2] = 0.0
+    y = host(nbn.lp_normalize(cuda.to_device(x), 3.5, axis=-1))
+    assert launches == [("_row_lpp32", 3, (G, 1))]
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, nbn.lp_normalize(x, 3.5, axis=-1), rtol=2e-6, atol=1e-7)
+    assert np.isnan(y[0, 7]) and not np.isnan(np.delete(y[0], 7)).any()
+    assert (y[2] == 0).all()
+    launches.clear()
+    y64 = host(nbn.lp_normalize(cuda.to_device(x.astype(np.float64)), 3.5, axis=-1))
+    assert [n for n, *_ in launches] == ["_row_lpp"]  # float64: unbounded (it would spill at 128)
+    np.testing.assert_allclose(
+        y64, nbn.lp_normalize(x.astype(np.float64), 3.5, axis=-1), rtol=1e-12, atol=1e-15
+    )

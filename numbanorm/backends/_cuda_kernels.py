@@ -844,10 +844,27 @@ def _row_lp(x, out, wb, eps, p_exp, stats):
 
 @_kernel()
 def _row_lpp(x, out, wb, eps, p_exp, stats):
-    """lp_normalize of each row for p other than 1, 2, inf: x / max(||x||_p,
-    eps), NaN left out of the norm; one read of x while the row fits
-    (_NREG_P values per thread: the pow is a call, and the values live
-    across it take registers)."""
+    """lp_normalize of each float64 row for p other than 1, 2, inf: x /
+    max(||x||_p, eps), NaN left out of the norm; one read of x while the row
+    fits (_NREG_P values per thread: the pow is a call, and the values live
+    across it take registers).  float64 has no launch bounds: at 128
+    registers it spills 16 B, and its 154 already keep 1.5x the bytes HBM
+    needs in flight (8-byte loads; NOTES.md section 23)."""
+    buf = cuda.local.array(_NREG_P, x.dtype)
+    _row_norm_body(x, out, wb, eps, 3, p_exp, stats, buf)
+
+
+# _row_lpp32: blocks of _MAX_BLOCK threads resident per SM.  At 138 registers
+# one block of 256 fits (a D = 4096 row: 16 KB in flight per SM, 0.75x need);
+# at <= 128 (the bound), two (32 KB, 1.5x) and four blocks of 128 for
+# shorter rows, with no spills (NOTES.md section 23).
+_MIN_BLOCKS_LPP = 2
+
+
+@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS_LPP))
+def _row_lpp32(x, out, wb, eps, p_exp, stats):
+    """_row_lpp for float16 and float32 rows, its registers bounded so that
+    two blocks of _MAX_BLOCK threads share an SM (128 registers)."""
     buf = cuda.local.array(_NREG_P, x.dtype)
     _row_norm_body(x, out, wb, eps, 3, p_exp, stats, buf)
 
@@ -900,7 +917,9 @@ def launch_signatures():
         add("_row_layer", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64[:, ::1])
         add("_row_rms", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64[:, ::1])
         add("_row_lp", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64, f64[:, ::1])
-        add("_row_lpp", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64, f64[:, ::1])
+        # other p: _row_lpp32 (launch bounds) for float16/32, _row_lpp for float64
+        lpp = "_row_lpp" if dt == f64 else "_row_lpp32"
+        add(lpp, dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64, f64[:, ::1])
         add("_copy1", dt[:], dt[::1])
         add("_copy1", dt[:], f64[::1])  # device parameters cast to float64 (batch_norm_eval)
         add("_copy2", dt[:, :], dt[:, ::1])

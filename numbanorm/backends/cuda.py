@@ -788,7 +788,11 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     elif float(p) in (1.0, 2.0, math.inf):
         kern, nreg, extra = _k._row_lp, _k._NREG, (float(p),)
     else:
-        kern, nreg, extra = _k._row_lpp, _k._NREG_P, (float(p),)
+        # float16/32: _row_lpp32, bounded to 128 registers (two blocks of 256
+        # per SM: a D = 4096 row 1.5x the bytes in flight HBM needs, not
+        # 0.75x); float64 unbounded (it would spill)
+        kern = _k._row_lpp if x2.dtype == np.float64 else _k._row_lpp32
+        nreg, extra = _k._NREG_P, (float(p),)
     w = np.ones((1, 1)) if weight is None else np.asarray(weight, np.float64)
     b = np.zeros((1, 1)) if bias is None else np.asarray(bias, np.float64)
     w = w.reshape(1, -1) if w.ndim < 2 else w
