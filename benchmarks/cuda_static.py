@@ -43,8 +43,9 @@ LPP_KERNELS = ("_row_lpp", "_row_lpp32")  # other p: _NREG_P values per thread
 BLOCK.update(dict.fromkeys(ROW_KERNELS, 128))  # cuda.ROW_THREADS; D > 1024: _row_launch
 # row lengths at which the row kernels are figured (threads per row and
 # loads per thread depend on D: _cuda_kernels.row_group); 8192: the last
-# one-read D of _NREG = 32, past it for _NREG_P = 16
-ROW_D = (256, 1024, 2048, 4096, 8192)
+# one-read D of _NREG = 32 and of _row_lpp32 (512 threads of 16), past it for
+# _row_lpp's 16; 16384: past every kernel's registers
+ROW_D = (256, 1024, 2048, 4096, 8192, 16384)
 
 
 def _tools():
@@ -64,20 +65,25 @@ def _nreg(name, k):
 def _row_launch(name, k, itemsize, D):
     """(threads per row, rows per block) as numbanorm/backends/cuda.py
     launches them with its defaults (ROW_WARP_MAX_D 1024, ROW_GROUP 32,
-    ROW_BLOCK 256, ROW_THREADS 128)."""
+    ROW_BLOCK 256, ROW_THREADS 128; _row_lpp32: ROW_BLOCK_P 512)."""
+    if name == "_row_lpp32":  # hardware: shuffles (ROW_BLOCK_P 512)
+        return k.row_launch_lpp32(D, itemsize, _nreg(name, k), 1024, 32, 256, 128, 512, True)
     return k.row_launch(D, itemsize, _nreg(name, k), 1024, 32, 256, 128)
 
 
 def _in_flight(name, k, itemsize, D=None):
     """Loads of x a thread issues before using any (a full chunk or step;
     row kernels: the thread's part of a row of D, all loaded first, while
-    the row fits the group's registers; past that the grid-stride loop of
-    _row_stats, whose first pass uses each load before the next: 1, as
-    read off _row_lpp32's SASS, where the pow call sits between them)."""
+    the row fits the group's registers).  Past that, _row_stats' grid-stride
+    loop: 1 for _row_lpp/_row_lpp32 (their SASS: each load's pow call
+    before the next load), None (not figured) for the others (their SASS
+    unrolls that loop by 4: up to 4)."""
     if name in ROW_KERNELS:
         nreg = _nreg(name, k)
         g = _row_launch(name, k, itemsize, D)[0]
-        return 1 if D > g * nreg else min(nreg, -(-D // g))
+        if D > g * nreg:
+            return 1 if name in LPP_KERNELS else None
+        return min(nreg, -(-D // g))
     return {
         "_moments_partial": k._CH,
         "_pnorm_partial": k._UNROLL,
@@ -153,8 +159,9 @@ def main(argv=None) -> int:
                     if D is not None:
                         r_["threads_per_row"] = g
                         r_["one_read"] = D <= g * _nreg(name, k)  # the row kept in registers
-                    r_["bytes_in_flight_per_sm"] = threads * n * itemsize
-                    r_["of_need"] = round(threads * n * itemsize / NEED_BYTES_PER_SM, 2)
+                    if n is not None:
+                        r_["bytes_in_flight_per_sm"] = threads * n * itemsize
+                        r_["of_need"] = round(threads * n * itemsize / NEED_BYTES_PER_SM, 2)
                 rows[key] = r_
                 print(key, r_)
     if args.json:

@@ -615,24 +615,33 @@ def test_instance_norm_eval_with_device_running_stats_stays_on_the_device(ca, mo
 
 
 @pytest.mark.parametrize("shfl", [False, True])
-@pytest.mark.parametrize("D", [512, 500])
+@pytest.mark.parametrize("D", [512, 500, 1000])
 def test_row_lpp32_block_per_row_matches_the_cpu(D, shfl, monkeypatch, rng, request):
     """lp_normalize over float32 rows for p other than 1, 2, inf: _row_lpp32
-    (launch bounds: two blocks of 256 per SM) at its D = 4096 launch shape,
-    scaled down: one row per block, a block of G threads per row (a warp
-    here, 256 at the default sizes), each thread holding _NREG_P = 16
-    values loaded before use (D = 512: all full; 500: the last loads
-    masked), NaN left out and a zero row; shared-memory tree or (honest
-    simulator) warp shuffles."""
+    (128 registers: two blocks of 256 per SM, or one of 512) at its D = 4096
+    and D = 8192 launch shapes, scaled down: one row per block, a block of G
+    threads per row (here 32 for ROW_BLOCK 256, 64 for ROW_BLOCK_P 512),
+    each thread holding _NREG_P = 16 values loaded before use (D = 512: all
+    full; 500 and 1000: the last loads masked); without shuffles a row past
+    ROW_BLOCK x 16 keeps ROW_BLOCK threads and re-reads x.  NaN left out, a
+    zero row; shared-memory tree or warp shuffles (the honest simulator,
+    tests/conftest.py)."""
     if shfl:
         request.getfixturevalue("honest_sim")
-        monkeypatch.setattr(kern, "_HAVE_SHFL", True)
-    for name, val in dict(ROW_GROUP=8, ROW_WARP_MAX_D=64, ROW_BLOCK=32, ROW_THREADS=32).items():
+    monkeypatch.setattr(kern, "_HAVE_SHFL", shfl)
+    for name, val in dict(
+        ROW_GROUP=8, ROW_WARP_MAX_D=64, ROW_BLOCK=32, ROW_BLOCK_P=64, ROW_THREADS=32
+    ).items():
         monkeypatch.setattr(cb, name, val)
-    G = 32
-    assert kern.row_launch(D, 4, kern._NREG_P, 64, 8, 32, 32) == (G, 1)
-    assert kern.row_launch(4096, 4, kern._NREG_P, 1024, 32, 256, 128) == (256, 1)  # the default shape
-    assert G * kern._NREG_P >= D  # the row stays in registers: one read
+    # the default shapes (hardware: shuffles)
+    default = (4, kern._NREG_P, 1024, 32, 256, 128, 512)
+    assert kern.row_launch_lpp32(4096, *default, True) == (256, 1)
+    assert kern.row_launch_lpp32(8192, *default, True) == (512, 1)
+    assert kern.row_launch_lpp32(8192, *default, False) == (256, 1)
+    assert kern.row_launch_lpp32(8193, *default, True) == (256, 1)  # past 512 x 16: re-read
+    assert kern.row_launch_lpp32(1024, *default, True) == (64, 2)
+    G = 64 if (D > 512 and shfl) else 32
+    assert kern.row_launch_lpp32(D, 4, kern._NREG_P, 64, 8, 32, 32, 64, shfl) == (G, 1)
     launches = []
     orig = cb._launch
     monkeypatch.setattr(cb, "_launch", lambda k, *a: launches.append((k.__name__, a[0], a[1])) or orig(k, *a))
@@ -647,7 +656,8 @@ def test_row_lpp32_block_per_row_matches_the_cpu(D, shfl, monkeypatch, rng, requ
     assert (y[2] == 0).all()
     launches.clear()
     y64 = host(nbn.lp_normalize(cuda.to_device(x.astype(np.float64)), 3.5, axis=-1))
-    assert [n for n, *_ in launches] == ["_row_lpp"]  # float64: unbounded (it would spill at 128)
+    # float64: unbounded _row_lpp (it would spill at 128), blocks of ROW_BLOCK at most
+    assert launches == [("_row_lpp", 3, (32, 1))]
     np.testing.assert_allclose(
         y64, nbn.lp_normalize(x.astype(np.float64), 3.5, axis=-1), rtol=1e-12, atol=1e-15
     )

@@ -854,17 +854,37 @@ def _row_lpp(x, out, wb, eps, p_exp, stats):
     _row_norm_body(x, out, wb, eps, 3, p_exp, stats, buf)
 
 
-# _row_lpp32: blocks of _MAX_BLOCK threads resident per SM.  At 138 registers
-# one block of 256 fits (a D = 4096 row: 16 KB in flight per SM, 0.75x need);
-# at <= 128 (the bound), two (32 KB, 1.5x) and four blocks of 128 for
-# shorter rows, with no spills (NOTES.md section 23).
-_MIN_BLOCKS_LPP = 2
+# _row_lpp32: at 138 registers (unbounded) an SM holds one block of 256 (a
+# D = 4096 row: 16 KB in flight per SM, 0.75x need); bounded to a block of
+# _ROW_BLOCK_P = 512 threads per SM, 128 registers with no spills: two blocks
+# of 256 (D = 4096: 32 KB, 1.5x), four of 128 for shorter rows, or one of 512
+# for a row of up to 512 x 16 = 8192 kept in registers (32 KB; NOTES.md
+# section 23).
+_ROW_BLOCK_P = 512
 
 
-@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS_LPP))
+def row_launch_lpp32(D, itemsize, nreg, warp_max_d, group_max, block_max, threads, block_p, shfl):
+    """(threads per row, rows per block) of _row_lpp32: row_launch's, but a
+    row that its groups cannot hold (more than ``block_max x nreg``) takes up
+    to ``min(block_p, _ROW_BLOCK_P)`` threads (a power of two), one row per
+    block, when that holds it and ``shfl`` (warp shuffles: the block-per-row
+    reduction keeps G / 32 totals in shared memory; the tree without them
+    indexes one entry per thread, past the _MAX_BLOCK of scratch)."""
+    g, rows_per_block = row_launch(D, itemsize, nreg, warp_max_d, group_max, block_max, threads)
+    if shfl and g * nreg < D:
+        gp = g
+        while gp * nreg < D and 2 * gp <= min(int(block_p), _ROW_BLOCK_P):
+            gp *= 2
+        if gp * nreg >= D and gp % _WARP == 0:
+            return gp, 1
+    return g, rows_per_block
+
+
+@_kernel(launch_bounds=(_ROW_BLOCK_P, 1))
 def _row_lpp32(x, out, wb, eps, p_exp, stats):
-    """_row_lpp for float16 and float32 rows, its registers bounded so that
-    two blocks of _MAX_BLOCK threads share an SM (128 registers)."""
+    """_row_lpp for float16 and float32 rows, its registers bounded to 128
+    (launch bounds: a block of _ROW_BLOCK_P threads, or two of 256, per SM);
+    launched by row_launch_lpp32."""
     buf = cuda.local.array(_NREG_P, x.dtype)
     _row_norm_body(x, out, wb, eps, 3, p_exp, stats, buf)
 

@@ -126,6 +126,7 @@ ROW_GROUP = 32  # threads per row in warp-per-row row_norm (at most; fewer for s
 ROW_THREADS = 128
 ROW_WARP_MAX_D = 1024  # row_norm: warp-per-row up to this D, block-per-row beyond
 ROW_BLOCK = 256  # threads per row in block-per-row row_norm (<= _k._MAX_BLOCK)
+ROW_BLOCK_P = 512  # lp_normalize rows, other p, float16/32: up to this many beyond (<= _k._ROW_BLOCK_P)
 ROW_MAX_BLOCKS = 65535  # row_norm grid cap (grid-stride over rows beyond)
 APPLY_MAX_BLOCKS = 8192  # apply grid cap (grid-stride beyond)
 BLOCKS_TARGET = None  # blocks wanted to fill the GPU; None: 4 per SM (4 in the simulator)
@@ -765,7 +766,7 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     max(||x||_p, eps)`` (NaN left out of the norm) of each row of a (R, D)
     device array, in one kernel: one read of x while a row fits the
     registers of its threads (_NREG = 32 values each: D <= 8192; p other
-    than 1, 2 and inf _NREG_P = 16: D <= 4096), else x re-read (from L2)
+    than 1, 2 and inf _NREG_P = 16: D <= 4096, float16/32 8192), else x re-read (from L2)
     for the later passes.  Threads per row: _k.row_launch.  weight/bias:
     (RW, S) host arrays: row r takes row r % RW, in S equal segments
     (ROW_NORM_GROUPED: instance norm RW = C, S = 1; group norm RW = G,
@@ -790,7 +791,8 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     else:
         # float16/32: _row_lpp32, bounded to 128 registers (two blocks of 256
         # per SM: a D = 4096 row 1.5x the bytes in flight HBM needs, not
-        # 0.75x); float64 unbounded (it would spill)
+        # 0.75x; one of 512 threads keeps D <= 8192 in registers); float64
+        # unbounded (it would spill; 154 registers: blocks of <= 256)
         kern = _k._row_lpp if x2.dtype == np.float64 else _k._row_lpp32
         nreg, extra = _k._NREG_P, (float(p),)
     w = np.ones((1, 1)) if weight is None else np.asarray(weight, np.float64)
@@ -800,9 +802,13 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     if w.shape != b.shape or D % w.shape[1]:
         raise ValueError(f"row_norm: weight {w.shape} and bias {b.shape} must be (RW, S), S dividing D={D}")
     wb_d = from_host(np.stack([w, b]))
-    group, rows_per_block = _k.row_launch(
-        D, x2.dtype.itemsize, nreg, ROW_WARP_MAX_D, ROW_GROUP, ROW_BLOCK, min(THREADS, ROW_THREADS)
-    )
+    launch = (D, x2.dtype.itemsize, nreg, ROW_WARP_MAX_D, ROW_GROUP, ROW_BLOCK, min(THREADS, ROW_THREADS))
+    if kern is _k._row_lpp32:
+        # rows past ROW_BLOCK x 16 values: up to ROW_BLOCK_P threads per row
+        # (one read up to D = 8192 instead of two)
+        group, rows_per_block = _k.row_launch_lpp32(*launch, ROW_BLOCK_P, _k._HAVE_SHFL)
+    else:
+        group, rows_per_block = _k.row_launch(*launch)
     blocks = max(1, min(math.ceil(R / rows_per_block), ROW_MAX_BLOCKS))
     _launch(kern, blocks, (group, rows_per_block), x2, out2, wb_d, float(eps), *extra, stats)
     return stats[0], stats[1]
