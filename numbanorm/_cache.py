@@ -9,18 +9,26 @@ is a hash of all of numbanorm's ``.py`` files: any change to the package
 recompiles every kernel once.  A user's installed files do not change, so
 this costs nothing there; cache locations (``NUMBA_CACHE_DIR``, ``__pycache__``
 beside the module, the user-wide directory) are numba's own.
+
+The files are numba's index and data files, written by :class:`KeyedFiles`
+so that processes compiling the same function at once (pytest-xdist workers,
+``numbanorm warmup --jobs``, Dask worker processes sharing a cache) never
+load one signature's machine code for another; see its docstring.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import pickle
 import threading
 
 from numba import njit
 from numba.core.caching import (
     CompileResultCacheImpl,
     FunctionCache,
+    IndexDataCacheFile,
     InTreeCacheLocator,
     UserProvidedCacheLocator,
     UserWideCacheLocator,
@@ -72,10 +80,87 @@ class _PackageCacheImpl(CompileResultCacheImpl):
     _locator_classes = [_UserProvided, _InTree, _UserWide]
 
 
+class KeyedFiles:
+    """Mixin for numba's ``IndexDataCacheFile`` (CPU and CUDA): entries that
+    concurrent processes cannot mix up.
+
+    numba numbers the data files of a function's signatures 1, 2, ... in the
+    order they are saved: a saving process reads the index, takes the first
+    free number, writes the index back, then the data.  Two processes that
+    save different signatures (float32 and float64, two task variants) at
+    the same time both take number 1; if one's index write and the other's
+    data write land last, the index maps a signature to the other
+    signature's machine code, and a later process runs it (wrong results or
+    a crash, seen as rare failures of pytest-xdist runs with a fresh cache).
+    Here:
+
+    - each signature's data file is named by a hash of its key, so two keys
+      never share a file;
+    - the data carries its key, and ``load`` returns it only for that key
+      (anything else, e.g. a file of numba's own format, is a miss: the
+      kernel is compiled again and saved);
+    - the index is read, updated and written under an advisory file lock
+      (where ``fcntl`` exists), so concurrent saves do not drop each other's
+      entries.
+    """
+
+    def _keyed_name(self, key) -> str:
+        digest = hashlib.sha256(repr(key).encode()).hexdigest()[:15]
+        return self._data_name(int(digest, 16))
+
+    @contextlib.contextmanager
+    def _index_lock(self):
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: entries may be lost, never mixed
+            yield
+            return
+        with open(self._index_path + ".lock", "a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def save(self, key, data):
+        name = self._keyed_name(key)
+        self._save_data(name, (key, data))
+        with self._index_lock():
+            overloads = self._load_index()
+            if overloads.get(key) != name:
+                overloads[key] = name
+                self._save_index(overloads)
+
+    def load(self, key):
+        name = self._load_index().get(key)
+        if name is None:
+            return None
+        try:
+            tagged = self._load_data(name)
+        except (OSError, EOFError, pickle.UnpicklingError, AttributeError, ImportError, IndexError):
+            return None
+        if not (isinstance(tagged, tuple) and len(tagged) == 2 and tagged[0] == key):
+            return None
+        return tagged[1]
+
+
+class _KeyedIndexDataCacheFile(KeyedFiles, IndexDataCacheFile):
+    pass
+
+
 class PackageCache(FunctionCache):
-    """numba's FunctionCache with the package's source stamp."""
+    """numba's FunctionCache with the package's source stamp and
+    :class:`KeyedFiles`."""
 
     _impl_class = _PackageCacheImpl
+
+    def __init__(self, py_func):
+        super().__init__(py_func)
+        self._cache_file = _KeyedIndexDataCacheFile(
+            cache_path=self._cache_path,
+            filename_base=self._impl.filename_base,
+            source_stamp=self._impl.locator.get_source_stamp(),
+        )
 
 
 # every dispatcher made by kernel(): warmup reports their compiles and loads
