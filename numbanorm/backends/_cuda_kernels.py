@@ -48,8 +48,10 @@ _HAVE_SHFL = not SIMULATOR
 _FULL_MASK = 0xFFFFFFFF
 _WARP = 32
 
-# Upper bound on threads per block of every launch: sizes the static shared
-# scratch (5 float64 arrays x 256 = 10 KiB per block).  256 also keeps
+# Upper bound on threads per block of every launch that uses the static
+# shared scratch (5 float64 arrays x 256 = 10 KiB per block); _row_lpp32's
+# block-per-row launches of up to 512 threads run only with warp shuffles,
+# which use G/32 of its entries.  256 also keeps
 # register-heavy kernels (row_norm caches _NREG float64 per thread) launchable:
 # 1024 threads x >64 registers would exceed the 64 Ki register file of an SM.
 _MAX_BLOCK = 256
@@ -76,7 +78,7 @@ def _package_cache(kern):
     from numba.cuda.core import caching as cc
     from numba.cuda.dispatcher import CUDACache, CUDACacheImpl
 
-    from .._cache import package_stamp
+    from .._cache import KeyedFiles, package_stamp
 
     class _Stamp:
         def get_source_stamp(self):
@@ -87,7 +89,17 @@ def _package_cache(kern):
         for c in (cc._UserProvidedCacheLocator, cc._InTreeCacheLocator, cc._UserWideCacheLocator)
     ]
     impl = type("_PackageCUDACacheImpl", (CUDACacheImpl,), {"_locator_classes": locators})
-    cache = type("_PackageCUDACache", (CUDACache,), {"_impl_class": impl})
+    files = type("_KeyedCUDAFiles", (KeyedFiles, cc.IndexDataCacheFile), {})
+
+    def __init__(self, py_func):  # numba-cuda's files, safe across processes (KeyedFiles)
+        CUDACache.__init__(self, py_func)
+        self._cache_file = files(
+            cache_path=self._cache_path,
+            filename_base=self._impl.filename_base,
+            source_stamp=self._impl.locator.get_source_stamp(),
+        )
+
+    cache = type("_PackageCUDACache", (CUDACache,), {"_impl_class": impl, "__init__": __init__})
     kern._cache = cache(kern.py_func)
     return kern
 
