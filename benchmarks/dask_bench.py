@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         DaskMLScaler = None
 
     cluster = LocalCluster(
-        n_workers=args.workers, threads_per_worker=args.threads, processes=True, dashboard_address=None
+        n_workers=args.workers, threads_per_worker=args.threads, processes=True, dashboard_address=":0"
     )
     client = Client(cluster)
     try:

@@ -42,6 +42,14 @@ import numpy as np
 # threshold (32 MiB on 64-bit), freed blocks are reused from the heap
 # already (an empty+fill of 31 MiB ran 2.9x faster than one of 33 MiB).
 MIN_BYTES = 32 << 20
+# glibc's dynamic mmap threshold is off once any of these is set (mallopt(3)):
+# every block over 128 KiB is then mapped fresh and faulted in again.
+# dask.distributed's nanny sets MALLOC_TRIM_THRESHOLD_=65536 in its workers
+# (a 7.6 MiB output chunk: 7.3 ms fresh vs 1.8 ms reused; benchmarks/NOTES.md
+# section 22b), so there smaller outputs are reused too.
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_")
+if any(os.environ.get(k) for k in _MALLOC_ENV):
+    MIN_BYTES = 4 << 20
 
 # Buffer sizes are rounded up to this (the huge-page size), so that outputs
 # of slightly different sizes share buffers.

@@ -427,13 +427,12 @@ class BatchNorm(_BatchLike):
         array([0.2, 0.4])
         """
         factor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked += 1
-            if self.momentum is None:
-                factor = 1.0 / float(self.num_batches_tracked)
+        counts = self.training and self.track_running_stats
+        if counts and self.momentum is None:
+            factor = 1.0 / float(self.num_batches_tracked + 1)
         bn_training = self.training or self.running_mean is None
         use_running = not self.training or self.track_running_stats
-        return F.batch_norm(
+        res = F.batch_norm(
             x,
             self.running_mean if use_running else None,
             self.running_var if use_running else None,
@@ -446,6 +445,9 @@ class BatchNorm(_BatchLike):
             _host_running=True,
             **kw,
         )
+        if counts:  # (after the call: a rejected x is not a batch seen)
+            self.num_batches_tracked += 1
+        return res
 
 
 class InstanceNorm(_BatchLike):
@@ -858,7 +860,8 @@ class RMSNorm(_Norm):
         The trailing shape normalized over.
     eps : float or None, default None
         Added to the mean square; None uses the default of
-        :func:`numbanorm.rms_norm` (``np.finfo(x.dtype).eps`` today).
+        :func:`numbanorm.rms_norm` (PyTorch 2.13's: float32's epsilon for
+        float16 input, ``np.finfo(x.dtype).eps`` otherwise).
     elementwise_affine : bool, default True
         Element-wise ``weight`` (ones) of shape ``normalized_shape``.
     dtype : dtype, default float32

@@ -734,3 +734,10 @@ def test_empty_chunks_with_statistics():
         want = getattr(nbn, name)(xi, *args, return_stats=True)
         for g, v in zip(got, want, strict=True):
             _close(v, g.compute(), np.float64)  # (chunks of 2 samples: the small kernels)
+
+
+def test_rms_norm_default_eps_matches_numpy_for_float16(rng):
+    # eps=None: float32's epsilon for float16 input (API.md), on Dask as on NumPy
+    x = (rng.standard_normal((6, 16)) * 0.02).astype(np.float16)
+    y = nbn.rms_norm(da.from_array(x, chunks=(2, 16)), 16).compute()
+    np.testing.assert_array_equal(y, nbn.rms_norm(x, 16))

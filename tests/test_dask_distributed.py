@@ -24,7 +24,7 @@ def client():
     with (
         dask.config.set({"distributed.worker.daemon": False, "distributed.admin.tick.limit": "10s"}),
         distributed.LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="2GiB"
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0", memory_limit="2GiB"
         ) as cluster,
         distributed.Client(cluster) as c,
     ):

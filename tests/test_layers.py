@@ -98,3 +98,20 @@ def test_layers_match_torch(rng, momentum):
     np.testing.assert_allclose(
         nbn.RMSNorm(10, dtype=np.float64)(x), tr(torch.from_numpy(x)).detach().numpy(), rtol=1e-9, atol=1e-12
     )
+
+
+def test_a_rejected_batch_is_not_counted(rng):
+    # num_batches_tracked (and the momentum=None average it drives) counts the
+    # batches a call accepted: a rejected x leaves the layer as it was
+    bn = nbn.BatchNorm(3, momentum=None, dtype=np.float64)
+    x = rng.standard_normal((8, 3))
+    bn(x)
+    state = {k: np.array(v, copy=True) for k, v in bn.state_dict().items()}
+    for bad in (rng.standard_normal((8, 4)), np.ma.masked_invalid(x)):
+        with pytest.raises((ValueError, TypeError)):
+            bn(bad)
+    for k, v in bn.state_dict().items():
+        np.testing.assert_array_equal(v, state[k], err_msg=k)
+    bn(x)  # the second accepted batch: the cumulative average of two
+    assert int(bn.num_batches_tracked) == 2
+    np.testing.assert_allclose(bn.running_mean, x.mean(0), rtol=1e-12)

@@ -256,3 +256,22 @@ def test_concurrent_calls_from_threads():
         t.join()
     assert not errors, errors[0]
     assert nbn.output_cache_info()["held_bytes"] <= LIMIT
+
+
+def test_smaller_outputs_reused_where_glibc_maps_every_block():
+    # dask.distributed workers run with MALLOC_TRIM_THRESHOLD_ set, which turns
+    # glibc's dynamic mmap threshold off: outputs from 4 MiB are reused there
+    import os
+    import subprocess
+    import sys
+
+    code = "from numbanorm import _outbuf; print(_outbuf.MIN_BYTES)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+
+    def min_bytes(env):
+        run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        return int(run.stdout)
+
+    assert min_bytes(env) == 32 << 20
+    assert min_bytes({**env, "MALLOC_TRIM_THRESHOLD_": "65536"}) == 4 << 20

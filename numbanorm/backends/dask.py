@@ -926,7 +926,7 @@ def layer_norm(
 
 def rms_norm(x, normalized_shape, weight=None, eps=None, *, out=None, return_stats=False, stream=None):
     x = as_input(x)
-    eps = float(np.finfo(x.dtype).eps) if eps is None else V.check_eps(eps)
+    eps = V.rms_default_eps(x.dtype) if eps is None else V.check_eps(eps)
     return _row_op("rms_norm", x, normalized_shape, weight, None, eps, out, return_stats, True)
 
 
