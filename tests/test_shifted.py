@@ -167,8 +167,13 @@ def test_two_stream_blocks_exact(rng, kind, K, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_moments_and_minmax_in_one_read_equal_the_two_passes(rng, kind, K, dtype):
     # moments(minmax=True) runs col_moments_minmax (one read) where it used
-    # to run col_moments then col_minmax: the same bits, whichever blocks
-    # the moments refuse (and the exact task resumes), NaN skipped or not
+    # to run col_moments then col_minmax: the same counts, min and max, and
+    # the same moments to a few ulps, whichever blocks the moments refuse
+    # (and the exact task resumes), NaN skipped or not.  (Not always the
+    # same bits: the tasks link their own copies of shifted_block, whose
+    # 'reassoc' sums LLVM may order differently per copy, and which copy a
+    # process runs depends on what it loaded from the cache first: NOTES.md
+    # section 21d.)
     R = 20000 if K == 3 else 3000
     x = _data("iid" if kind in ("nan", "inf") else kind, (2, R, K), rng, dtype)
     if kind == "nan":
@@ -189,15 +194,27 @@ def test_moments_and_minmax_in_one_read_equal_the_two_passes(rng, kind, K, dtype
             run(cpu_moments.col_moments_exact, 2 * nchunk, *fr)
         part = fr[cpu_moments.F_PART]
         fused = merge_mid(*part[:4], part[4], part[5], True)
-        for a, b in zip(sep, fused, strict=True):
-            np.testing.assert_array_equal(a, b)
+        _same_moments(sep, fused)
         if kind in ("sorted", "nan", "inf"):
             assert stopped  # the resumed path is the one under test
         # and moments() itself takes that path
         got = cpu.moments(x, skipnan, True)
         want = cpu.moments(x, skipnan, False)
         mm = cpu.moments(x, skipnan, True, want_moments=False)
-        for i in (0, 1, 2, 5):
-            np.testing.assert_array_equal(got[i], want[i])
-        np.testing.assert_array_equal(got[3], mm[3])
-        np.testing.assert_array_equal(got[4], mm[4])
+        np.testing.assert_array_equal(got.count, want.count)
+        np.testing.assert_allclose(got.mean + got.resid, want.mean + want.resid, rtol=4e-16, atol=0)
+        np.testing.assert_allclose(got.m2, want.m2, rtol=1e-15, atol=0)
+        np.testing.assert_array_equal(got.min, mm.min)
+        np.testing.assert_array_equal(got.max, mm.max)
+
+
+def _same_moments(a, b):
+    """(count, mean, residual, M2, min, max) of two merges: counts, min and
+    max identical, mean + residual and M2 to a few ulps (NaN where NaN)."""
+    cnt, mu, r, q, lo, hi = a
+    cnt2, mu2, r2, q2, lo2, hi2 = b
+    np.testing.assert_array_equal(cnt, cnt2)
+    np.testing.assert_array_equal(lo, lo2)
+    np.testing.assert_array_equal(hi, hi2)
+    np.testing.assert_allclose(mu + r, mu2 + r2, rtol=4e-16, atol=0)
+    np.testing.assert_allclose(q, q2, rtol=1e-15, atol=0)
