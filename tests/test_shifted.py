@@ -170,9 +170,8 @@ def test_moments_and_minmax_in_one_read_equal_the_two_passes(rng, kind, K, dtype
     # to run col_moments then col_minmax: the same counts, min and max, and
     # the same moments to a few ulps, whichever blocks the moments refuse
     # (and the exact task resumes), NaN skipped or not.  (Not always the
-    # same bits: the tasks link their own copies of shifted_block, whose
-    # 'reassoc' sums LLVM may order differently per copy, and which copy a
-    # process runs depends on what it loaded from the cache first: NOTES.md
+    # same bits when one task was loaded from the cache and the other
+    # compiled in this process: 1 ulp seen in cold parallel runs, NOTES.md
     # section 21d.)
     R = 20000 if K == 3 else 3000
     x = _data("iid" if kind in ("nan", "inf") else kind, (2, R, K), rng, dtype)
