@@ -96,13 +96,19 @@ def import_ort() -> tuple[ModuleType | None, ModuleType | None, str | None]:
 def session_options(ort: ModuleType, threads: int) -> Any:
     """CPU provider settings of every session: numba's thread count for the
     intra-op pool, one inter-op thread, sequential execution, all graph
-    optimizations; everything else ONNX Runtime's default (its pool spins
-    between runs, as a user's session would)."""
+    optimizations, and the intra-op pool's spinning between runs off.
+    Spinning is ONNX Runtime's default, but the benchmark interleaves every
+    peer's calls in one process, and a pool still spinning after its run
+    took the cores of whatever ran next: a 1 MiB rerun with it on had
+    numbanorm's rms_norm at 231 us (43 us alone) and torch's layer_norm at
+    932 us (71 us alone); with it off no row was inflated (benchmarks/NOTES.md
+    section 24)."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     so.log_severity_level = 3  # errors only (no notes about serialized optimized models)
     return so
 
@@ -113,6 +119,7 @@ SESSION_SETTINGS = {
     "inter_op_num_threads": 1,
     "execution_mode": "ORT_SEQUENTIAL",
     "graph_optimization_level": "ORT_ENABLE_ALL",
+    "session.intra_op.allow_spinning": "0 (a spinning pool disturbed the interleaved peers' calls)",
     "timed_call": "session.run_with_iobinding: x bound once (bind_cpu_input), output allocated by ONNX "
     "Runtime each run (bind_output, not copied to NumPy)",
     "ort_run": "small inputs only: session.run(None, feeds) with a reused feeds dict (returns NumPy arrays)",
