@@ -121,6 +121,23 @@ def shifted_moments(n, shift, s1, s2):
 
 
 @njit(fastmath=False)
+def merge_state_at(f, cnt, mean, res, m2, mn, mx, n2, mu2, r2, q2, lo2, hi2, minmax):
+    """Merge a partial (count n2, mean mu2 + r2, M2 q2; with ``minmax`` also
+    lo2[f], hi2[f]) into feature f of a streaming state's arrays, in place:
+    ``chan_merge_dd``, and min/max by explicit comparisons (NaN never
+    reaches a partial with a count > 0).  An empty partial changes nothing.
+    The one state merge of RunningStats and the scalers (streaming.py,
+    backends/cpu/small.py)."""
+    if n2 > 0.0:
+        cnt[f], mean[f], res[f], m2[f] = chan_merge_dd(cnt[f], mean[f], res[f], m2[f], n2, mu2, r2, q2)
+        if minmax:
+            if lo2[f] < mn[f]:
+                mn[f] = lo2[f]
+            if hi2[f] > mx[f]:
+                mx[f] = hi2[f]
+
+
+@njit(fastmath=False)
 def welford_push(n, m, q, x, w):
     """Fold one value ``x`` of weight ``w`` into (count, mean, M2) (West 1979)."""
     if w == 0.0:

@@ -42,7 +42,7 @@ from . import backends
 from ._cache import kernel
 from ._config import FASTMATH, MIN_TASK_ELEMS
 from ._reduce import kept_shape, normalize_axis, reduce_moments
-from ._stats import chan_merge, chan_merge_dd, variance, welford_push
+from ._stats import chan_merge, merge_state_at, variance, welford_push
 from ._validate import masked_as_nan, result_dtype
 from .backends.cpu import small
 from .backends.cpu._intrinsics import min2
@@ -71,16 +71,7 @@ def _merge_into_state(cnt, mean, res, m2, mn, mx, nans, c2, mu2, r2, q2, mn2, mx
     O(features) work, far below a parallel launch's cost per chunk.
     """
     for f in range(cnt.shape[0]):
-        if c2[f] > 0.0:
-            cnt[f], mean[f], res[f], m2[f] = chan_merge_dd(
-                cnt[f], mean[f], res[f], m2[f], c2[f], mu2[f], r2[f], q2[f]
-            )
-            if minmax:
-                # explicit comparisons: NaN never reaches a partial with count > 0
-                if mn2[f] < mn[f]:
-                    mn[f] = mn2[f]
-                if mx2[f] > mx[f]:
-                    mx[f] = mx2[f]
+        merge_state_at(f, cnt, mean, res, m2, mn, mx, c2[f], mu2[f], r2[f], q2[f], mn2, mx2, minmax)
         nans[f] += nans2[f]
 
 

@@ -14,9 +14,9 @@ import numpy as np
 from ..._cache import kernel
 from ..._config import FASTMATH, FASTMATH_ELEMENTWISE
 from ..._stats import (
-    chan_merge_dd,
     constant_feature,
     inv_std,
+    merge_state_at,
     minmax_factor,
     pnorm_finish,
     running_update,
@@ -369,14 +369,6 @@ def fold_moments(x3, minmax, reject_inf, cnt, mean, res, m2, mn, mx, nans):
                     return False
     n_red = float(A * S)
     for c in range(C):
-        if c2[c] > 0.0:
-            cnt[c], mean[c], res[c], m2[c] = chan_merge_dd(
-                cnt[c], mean[c], res[c], m2[c], c2[c], mu[c], r[c], q[c]
-            )
-            if minmax:
-                if lo[c] < mn[c]:
-                    mn[c] = lo[c]
-                if hi[c] > mx[c]:
-                    mx[c] = hi[c]
+        merge_state_at(c, cnt, mean, res, m2, mn, mx, c2[c], mu[c], r[c], q[c], lo, hi, minmax)
         nans[c] += np.int64(n_red - c2[c])
     return True
