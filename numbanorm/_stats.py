@@ -120,14 +120,16 @@ def shifted_moments(n, shift, s1, s2):
     return hi, lo, 0.0 if m2 < 0.0 else m2  # max(m2, 0.0), NaN kept (no overload compiled)
 
 
-@njit(fastmath=False)
+@njit(fastmath=False, inline="always")
 def merge_state_at(f, cnt, mean, res, m2, mn, mx, n2, mu2, r2, q2, lo2, hi2, minmax):
     """Merge a partial (count n2, mean mu2 + r2, M2 q2; with ``minmax`` also
     lo2[f], hi2[f]) into feature f of a streaming state's arrays, in place:
     ``chan_merge_dd``, and min/max by explicit comparisons (NaN never
     reaches a partial with a count > 0).  An empty partial changes nothing.
     The one state merge of RunningStats and the scalers (streaming.py,
-    backends/cpu/small.py)."""
+    backends/cpu/small.py); inlined by numba (as a function of its own it
+    added 0.05-0.3 s to a cold StandardScaler call, NOTES.md section 21d;
+    its one call, to chan_merge_dd, keeps that function's own flags)."""
     if n2 > 0.0:
         cnt[f], mean[f], res[f], m2[f] = chan_merge_dd(cnt[f], mean[f], res[f], m2[f], n2, mu2, r2, q2)
         if minmax:
