@@ -86,10 +86,12 @@ def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
 
 
 @kernel(fastmath=_FM, error_model="numpy", nogil=True)
-def channel_moments(x3, skipnan, cnt, mean, m2):
+def channel_moments(x3, skipnan, cnt, mean, m2, res):
     """Per-channel (count, mean, M2) of x3 (A, C, S) over A and S: the
     corrected two-pass in float64 (Chan, Golub & LeVeque 1983, eq. 1.7),
-    NaN left out when ``skipnan``.  A channel with no values gets NaN."""
+    NaN left out when ``skipnan``; ``res``: the rounding residual of the
+    mean's correction (``_stats.two_sum``).  A channel with no values gets
+    NaN (residual 0)."""
     A, C, S = x3.shape
     cnt[:] = 0.0
     mean[:] = 0.0
@@ -145,9 +147,10 @@ def channel_moments(x3, skipnan, cnt, mean, m2):
             # A select, not max(): max(NaN, 0) may give 0 (Inf data -> NaN)
             q = m2[c] - dc[c] * corr
             m2[c] = 0.0 if q < 0.0 else q
-            mean[c] += corr
+            mean[c], res[c] = two_sum(mean[c], corr)
         else:
             m2[c] = math.nan
+            res[c] = 0.0
 
 
 @kernel(fastmath=_FME, error_model="numpy", nogil=True)
@@ -193,7 +196,7 @@ def batch_norm_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean
     if training:
         cnt = np.empty(C)
         m2 = np.empty(C)
-        channel_moments(x3, False, cnt, mean, m2)
+        channel_moments(x3, False, cnt, mean, m2, np.empty(C))
         for c in range(C):
             scale[c] = inv_std(m2[c] / n, eps)
             if update:
@@ -221,7 +224,7 @@ def standardize_small(x3, y3, ddof, with_mean, with_std, center, sd):
     cnt = np.empty(C)
     mean = np.empty(C)
     m2 = np.empty(C)
-    channel_moments(x3, True, cnt, mean, m2)
+    channel_moments(x3, True, cnt, mean, m2, np.empty(C))
     center[:] = 0.0
     sd[:] = 1.0
     scale = np.ones(C)
@@ -280,7 +283,7 @@ def minmax_small(x3, y3, lo, hi, clip):
 def fold_moments(x3, minmax, reject_inf, cnt, mean, res, m2, mn, mx, nans):
     """Fold a small x3 (A, C, S) into a streaming state, serially: each
     channel's (count, mean + residual, M2, min, max, NaN count) over A and S
-    (the corrected two-pass in float64, NaN left out), Chan-merged into the
+    (``channel_moments``, NaN left out), Chan-merged into the
     (C,) float64 state (``_stats.chan_merge_dd``; nans int64) in place.
 
     The small-input twin of ``numbanorm._reduce.reduce_moments`` +
@@ -291,76 +294,28 @@ def fold_moments(x3, minmax, reject_inf, cnt, mean, res, m2, mn, mx, nans):
     scalers' "Input X contains infinity"); else True.
     """
     A, C, S = x3.shape
-    # (A * C, S) rows; with S == 1 (channels last, e.g. 2-D data over axis 0)
-    # the inner loops run along the channels instead (they vectorize)
-    x2 = x3.reshape(A * C, S)
-    c2 = np.zeros(C)
-    s1 = np.zeros(C)
+    c2 = np.empty(C)
+    mu = np.empty(C)
+    q = np.empty(C)
+    r = np.empty(C)
+    channel_moments(x3, True, c2, mu, q, r)
     lo = np.full(C, np.inf)
     hi = np.full(C, -np.inf)
-    if S == 1:
+    if minmax:  # comparisons, not min(): NaN is never taken
+        x2 = x3.reshape(A * C, S)
         for a in range(A):
             for c in range(C):
-                v = np.float64(x2[a * C + c, 0])
-                ok = v == v
-                s1[c] += v if ok else 0.0
-                c2[c] += 1.0 if ok else 0.0
-                if minmax:  # comparisons, not min(): NaN is never taken
-                    lo[c] = v if v < lo[c] else lo[c]
-                    hi[c] = v if v > hi[c] else hi[c]
-    else:
-        for a in range(A):
-            for c in range(C):
-                t = 0.0
-                k = 0.0
                 tl = lo[c]
                 th = hi[c]
                 for j in range(S):
                     v = np.float64(x2[a * C + c, j])
-                    ok = v == v
-                    t += v if ok else 0.0
-                    k += 1.0 if ok else 0.0
-                    if minmax:
-                        tl = v if v < tl else tl
-                        th = v if v > th else th
-                s1[c] += t
-                c2[c] += k
+                    tl = v if v < tl else tl
+                    th = v if v > th else th
                 lo[c] = tl
                 hi[c] = th
-    mu = np.empty(C)
-    for c in range(C):
-        mu[c] = s1[c] / c2[c] if c2[c] > 0.0 else 0.0
-    q = np.zeros(C)
-    dc = np.zeros(C)
-    if S == 1:
-        for a in range(A):
-            for c in range(C):
-                v = np.float64(x2[a * C + c, 0])
-                d = v - mu[c] if v == v else 0.0
-                q[c] += d * d
-                dc[c] += d
-    else:
-        for a in range(A):
-            for c in range(C):
-                m = mu[c]
-                tq = 0.0
-                td = 0.0
-                for j in range(S):
-                    v = np.float64(x2[a * C + c, j])
-                    d = v - m if v == v else 0.0
-                    tq += d * d
-                    td += d
-                q[c] += tq
-                dc[c] += td
-    r = np.zeros(C)
-    for c in range(C):
-        if c2[c] > 0.0:
-            corr = dc[c] / c2[c]
-            # q >= dc^2/n exactly (Cauchy-Schwarz); a select keeps Inf data's NaN
-            qc = q[c] - dc[c] * corr
-            q[c] = 0.0 if qc < 0.0 else qc
-            mu[c], r[c] = two_sum(mu[c], corr)
-            if reject_inf:
+    if reject_inf:
+        for c in range(C):
+            if c2[c] > 0.0:
                 if minmax:
                     bad = not (math.isfinite(lo[c]) and math.isfinite(hi[c]))
                 else:
