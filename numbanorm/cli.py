@@ -57,6 +57,7 @@ import json
 import math
 import os
 import re
+import secrets
 import signal
 import sys
 import tempfile
@@ -347,14 +348,21 @@ class _Output:
         if not os.path.isdir(outdir):
             what = "is not a directory" if os.path.exists(outdir) else "does not exist"
             raise UsageError(f"{PROG}: output directory {outdir} {what}")
+        # the name is ours before the file exists, so that an interrupt at any
+        # point after its creation (a SIGINT sent as soon as it appears) finds
+        # it to remove; mkstemp returns the name only after creating the file
         self.tmp = None
         try:
-            fd, self.tmp = tempfile.mkstemp(prefix=f".{os.path.basename(target)}.", suffix=".tmp", dir=outdir)
-        except PermissionError:
-            raise CLIError(f"{PROG}: output directory {outdir} is not writable") from None
-        os.close(fd)
-        try:
+            while self.tmp is None:
+                self.tmp = os.path.join(outdir, f".{os.path.basename(target)}.{secrets.token_hex(8)}.tmp")
+                try:
+                    os.close(os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+                except FileExistsError:  # (not ours: 2**-64 a try)
+                    self.tmp = None
             self._create(shape, dtype, fortran)
+        except PermissionError:
+            self.discard()
+            raise CLIError(f"{PROG}: output directory {outdir} is not writable") from None
         except BaseException:
             self.discard()  # e.g. ENOSPC from the preallocation: leave nothing behind
             raise

@@ -155,12 +155,18 @@ def test_disk_full_and_not_writable(data, tmp_path, capsys, monkeypatch):
     assert os.listdir(tmp_path) == ["x.npy"]
     monkeypatch.undo()
 
-    def denied(*a, **k):
-        raise PermissionError(errno.EACCES, "Permission denied")
+    real_open = os.open
 
-    monkeypatch.setattr(cli.tempfile, "mkstemp", denied)
+    def denied(path, flags, *a, **k):  # (root may write anywhere: deny the output's creation)
+        if flags & os.O_EXCL:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(os, "open", denied)
     rc, _, err = run(["standardize", p, "-o", tmp_path / "z.npy"], capsys)
+    monkeypatch.undo()
     assert rc == 1 and "not writable" in err
+    assert os.listdir(tmp_path) == ["x.npy"]
 
 
 def test_empty_and_help(tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 
@@ -9,11 +10,15 @@ from numbanorm.backends import cpu
 from numbanorm.backends.cpu import _tasks, rows
 
 
-def test_parallel_and_serial_drivers_are_distinct_compilations():
-    # Two dispatchers built from one py_func share an on-disk cache entry; a
-    # serial build was once loaded for large inputs.  The tasks run through
-    # two drivers, one parallel, one serial: each must keep its own.
-    assert _tasks.prange_tasks.py_func is not _tasks.serial_tasks.py_func
+@_tasks.task(fastmath=False)
+def _thread_ids(t, ids):
+    """Task t records the numba thread that ran it."""
+    ids[t] = numba.get_thread_id()
+
+
+def test_parallel_and_serial_runs_give_the_same_bits():
+    # one launcher runs the tasks on the threading layer's threads or in
+    # this thread; the two must agree bit for bit
     x = np.random.default_rng(0).standard_normal((4, 8))
     w = np.ones((1, 8))
     b = np.zeros((1, 8))
@@ -42,11 +47,25 @@ def test_parallel_and_serial_drivers_are_distinct_compilations():
     np.testing.assert_allclose(
         outs[0], (x - x.mean(1, keepdims=True)) / np.sqrt(x.var(1, keepdims=True) + 1e-5)
     )
-    assert _tasks.prange_tasks.targetoptions.get("parallel")
-    assert not _tasks.serial_tasks.targetoptions.get("parallel")
-    # distinct on-disk cache entries (the index file is named after the function)
-    idx = [k._cache._cache_file._index_name for k in (_tasks.prange_tasks, _tasks.serial_tasks)]
-    assert idx[0] != idx[1]
+
+
+@pytest.mark.parametrize("ntask", [0, 1, 2, 3, 7, 64])
+def test_tasks_run_once_each_on_the_threads(ntask):
+    # every task runs exactly once: parallel on all threads (one contiguous
+    # range each when there are enough tasks), serial in this thread only
+    nt = numba.get_num_threads()
+    for runner, want in ((_tasks.run, min(nt, ntask)), (_tasks.run_serial, min(1, ntask))):
+        ids = np.full(ntask, -1, np.int64)
+        runner(_thread_ids, ntask, ids)
+        assert (ids >= 0).all()
+        if numba.threading_layer() != "tbb":  # (tbb schedules by work stealing)
+            assert len(set(ids.tolist())) == want
+            assert (np.diff(ids) >= 0).all()
+
+
+def test_run_tasks_has_no_parfor():
+    # the launcher calls the threading layer itself: no prange to compile
+    assert not _tasks.run_tasks.targetoptions.get("parallel")
 
 
 def test_few_long_rows_take_the_segmented_path_correctly():

@@ -2,80 +2,180 @@
 
 A parallel kernel here is a serial function ``kernel(t, *args)`` that does
 task ``t`` of a split (a range of rows, a block of columns, ...), and one
-generic ``prange`` loop that calls it for every ``t``.  The serial kernel is
-compiled as a C callback (``numba.cfunc``), once per argument types, and the
-loop calls it through its address.
+generic launcher that runs it for every ``t`` on numba's threads.  The
+serial kernel is compiled as a C callback (``numba.cfunc``), once per
+argument types, and the launcher calls it through its address.
 
-Why not ``@njit(parallel=True, nogil=True)`` around the kernel body, or a ``prange`` over
-a call to an ``@njit`` function?  Compile time (benchmarks/NOTES.md section
-21).  numba links the LLVM IR of every callee into its caller's module and
-optimizes and compiles it again there: a kernel called from a parfor's
-outlined body, which is called from its wrapper, which a fused call calls,
-was optimized and turned into machine code four times, and its literal
-arguments (``False`` at a call site) made further copies.  A cold
-channels-last ``batch_norm`` spent 28 s so.  Behind an address, a kernel is
-compiled exactly once per argument types and cached on disk once; the
-``prange`` loop around it is a few lines (~0.3 s cold).  Calling through a
-pointer costs nothing measurable: a task is tens of microseconds of work.
+Why not ``@njit(parallel=True, nogil=True)`` around the kernel body, or a
+``prange`` over a call to an ``@njit`` function?  Compile time
+(benchmarks/NOTES.md section 21).  numba links the LLVM IR of every callee
+into its caller's module and optimizes and compiles it again there: a
+kernel called from a parfor's outlined body, which is called from its
+wrapper, which a fused call calls, was optimized and turned into machine
+code four times, and its literal arguments (``False`` at a call site) made
+further copies.  A cold channels-last ``batch_norm`` spent 28 s so.  Behind
+an address, a kernel is compiled exactly once per argument types and cached
+on disk once.
+
+The launcher is not a ``prange`` loop either: numba's parfor pipeline cost
+0.35-0.55 s per argument-tuple type even for a loop of one call.  It calls
+the threading layer's ``parallel_for`` (the C entry point numba's own
+parfors call; same signature in its omp, tbb and workqueue layers) with a
+small function generated as LLVM IR, so it compiles like any small function
+(~0.15 s, NOTES.md section 21e).  Calling through a pointer costs nothing
+measurable: a task is tens of microseconds of work.
 """
 
 from __future__ import annotations
 
 import threading
+import zlib
 
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import prange, types
+from numba import types
 from numba.core import cgutils, sigutils
 from numba.core.ccallback import CFunc
 from numba.extending import intrinsic
+from numba.np.ufunc.parallel import _launch_threads
 
 from ..._cache import PackageCache, kernel
 from ..._config import CACHE, MIN_TASK_ELEMS
 
 
-@intrinsic
-def _call(typingctx, addr, t, args):
-    """Call the C callback at address ``addr`` as ``void f(int64 t, *args)``.
+def _ensure_threads() -> None:
+    """Start numba's threading layer (once): it registers the symbol
+    ``numba_parallel_for`` that compiled launches call, so it must run
+    before a launcher is compiled or loaded from the cache."""
+    global _threads_up
+    if not _threads_up:
+        _launch_threads()
+        _threads_up = True
 
-    The callback must have been compiled for exactly these argument types
-    (``Task.address`` guarantees it: it compiles from the types of the
-    arrays that are then passed here unchanged).
-    """
+
+_threads_up = False
+
+# the C signature of a threading layer's parallel_for (numba/np/ufunc/
+# omppool.cpp, tbbpool.cpp, workqueue.c): fn, args, dims, steps, data,
+# inner_ndim, array_count, num_threads
+_I8P = ir.IntType(8).as_pointer()
+_I64 = ir.IntType(64)
+_PARALLEL_FOR = ir.FunctionType(
+    ir.VoidType(),
+    [_I8P, _I8P.as_pointer(), _I64.as_pointer(), _I64.as_pointer(), _I8P, _I64, _I64, ir.IntType(32)],
+)
+# the gufunc ABI parallel_for calls: fn(args, dims, steps, data)
+_GUFUNC = ir.FunctionType(ir.VoidType(), [_I8P.as_pointer(), _I64.as_pointer(), _I64.as_pointer(), _I8P])
+
+
+def _trampoline(context, module, argtys):
+    """The gufunc-ABI function that runs this tuple type's tasks: it is
+    called with ``data`` pointing to ``{addr, ntask, nsched, args}`` and
+    ``args[0] = data + r0`` for its ``dims[0]`` schedule entries r0, r0+1,
+    ...; entry r runs tasks [r*ntask/nsched, (r+1)*ntask/nsched).  (Every
+    threading layer offsets ``args[0]`` by ``steps[0] * first entry`` and
+    passes the number of entries in ``dims[0]``; ``steps[0]`` is 1.)"""
+    lltup = context.get_value_type(argtys)
+    frame = ir.LiteralStructType([_I64, _I64, _I64, lltup])
+    name = f"numbanorm_tasks.{zlib.crc32(str(argtys).encode()):08x}"  # module-local (internal linkage)
+    fn = module.globals.get(name)
+    if fn is not None:
+        return fn, frame
+    fn = ir.Function(module, _GUFUNC, name=name)
+    fn.linkage = "internal"
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    pargs, pdims, _, data = fn.args
+    r0 = b.sub(b.ptrtoint(b.load(pargs), _I64), b.ptrtoint(data, _I64))
+    count = b.load(pdims)
+    st = b.bitcast(data, frame.as_pointer())
+    zero = ir.Constant(ir.IntType(32), 0)
+    field = lambda i: b.load(b.gep(st, [zero, ir.Constant(ir.IntType(32), i)]))  # noqa: E731
+    addr, ntask, nsched, tup = field(0), field(1), field(2), field(3)
+    vals = cgutils.unpack_tuple(b, tup, len(argtys))
+    task_ty = ir.FunctionType(ir.VoidType(), [_I64] + [context.get_value_type(a) for a in argtys])
+    task_fn = b.inttoptr(addr, task_ty.as_pointer())
+    with cgutils.for_range(b, count, intp=_I64) as loop:
+        r = b.add(r0, loop.index)
+        lo = b.sdiv(b.mul(r, ntask), nsched)
+        hi = b.sdiv(b.mul(b.add(r, _I64(1)), ntask), nsched)
+        with cgutils.for_range_slice(b, lo, hi, _I64(1), inc=True) as (t, _):
+            b.call(task_fn, [t, *vals])
+    b.ret_void()
+    return fn, frame
+
+
+@intrinsic
+def _run_tasks(typingctx, addr, ntask, nthreads, args):
+    """Run tasks 0 .. ntask-1 of the C callback at ``addr`` (compiled as
+    ``void f(int64 t, *args)`` for exactly these argument types, which
+    ``Task.address`` guarantees) on ``nthreads`` threads: through the
+    threading layer's ``parallel_for`` when nthreads > 1 and there are two
+    tasks or more, else in this thread."""
     if not (
-        isinstance(addr, types.Integer) and isinstance(t, types.Integer) and isinstance(args, types.BaseTuple)
+        isinstance(addr, types.Integer)
+        and isinstance(ntask, types.Integer)
+        and isinstance(nthreads, types.Integer)
+        and isinstance(args, types.BaseTuple)
     ):
         return None
 
     def codegen(context, builder, sig, llargs):
-        _, tty, argtys = sig.args
-        vals = cgutils.unpack_tuple(builder, llargs[2], len(argtys))
-        lltys = [context.get_value_type(types.int64)] + [context.get_value_type(a) for a in argtys]
-        fnty = ir.FunctionType(context.get_value_type(types.void), lltys)
-        fn = builder.inttoptr(llargs[0], fnty.as_pointer())
-        builder.call(fn, [context.cast(builder, llargs[1], tty, types.int64), *vals])
+        _ensure_threads()
+        argtys = sig.args[3]
+        tramp, frame = _trampoline(context, builder.module, argtys)
+        a = context.cast(builder, llargs[0], sig.args[0], types.int64)
+        n = context.cast(builder, llargs[1], sig.args[1], types.int64)
+        nt = context.cast(builder, llargs[2], sig.args[2], types.int64)
+        one = _I64(1)
+        # schedule entries: one per thread, never more than the tasks
+        nsched = builder.select(builder.icmp_signed("<", nt, n), nt, n)
+        nsched = builder.select(builder.icmp_signed("<", nsched, one), one, nsched)
+        st = cgutils.alloca_once(builder, frame)
+        zero = ir.Constant(ir.IntType(32), 0)
+        for i, v in enumerate((a, n, nsched, llargs[3])):
+            builder.store(v, builder.gep(st, [zero, ir.Constant(ir.IntType(32), i)]))
+        data = builder.bitcast(st, _I8P)
+        pargs = cgutils.alloca_once(builder, _I8P)
+        builder.store(data, pargs)
+        dims = cgutils.alloca_once(builder, _I64)
+        builder.store(nsched, dims)
+        steps = cgutils.alloca_once(builder, _I64)
+        builder.store(one, steps)
+        with builder.if_else(builder.icmp_signed(">", nsched, one)) as (par, ser):
+            with par:
+                pfor = cgutils.get_or_insert_function(builder.module, _PARALLEL_FOR, "numba_parallel_for")
+                builder.call(
+                    pfor,
+                    [
+                        builder.bitcast(tramp, _I8P),
+                        pargs,
+                        dims,
+                        steps,
+                        data,
+                        _I64(0),
+                        one,
+                        builder.trunc(nt, ir.IntType(32)),
+                    ],
+                )
+            with ser:
+                builder.call(tramp, [pargs, dims, steps, data])
         return context.get_dummy_value()
 
-    return types.void(addr, t, args), codegen
-
-
-@kernel(parallel=True, nogil=True)
-def prange_tasks(addr, ntask, args):
-    """Run tasks 0 .. ntask-1 of the kernel at ``addr`` on numba's threads.
-    ``args``: the tuple of the kernel's arguments (a plain tuple, not
-    ``*args``: from Python and from compiled code alike, so that both reach
-    one compiled signature; numba types ``*args`` as another tuple type)."""
-    for t in prange(ntask):
-        _call(addr, t, args)
+    return types.void(addr, ntask, nthreads, args), codegen
 
 
 @kernel(nogil=True)
-def serial_tasks(addr, ntask, args):
-    """Run tasks 0 .. ntask-1 of the kernel at ``addr`` in this thread (small
-    inputs: waking the thread pool costs more than the work)."""
-    for t in range(ntask):
-        _call(addr, t, args)
+def run_tasks(addr, ntask, nthreads, args):
+    """Run tasks 0 .. ntask-1 of the kernel at ``addr`` on ``nthreads``
+    threads (1: in this thread; small inputs, where waking the thread pool
+    costs more than the work).  ``args``: the tuple of the kernel's
+    arguments (a plain tuple, not ``*args``: from Python and from compiled
+    code alike, so that both reach one compiled signature; numba types
+    ``*args`` as another tuple type).  No ``parallel=True``: the threads are
+    the threading layer's, called directly (NOTES.md section 21e), so this
+    compiles in a fraction of a ``prange`` loop's time."""
+    _run_tasks(addr, ntask, nthreads, args)
 
 
 try:  # what numba's dispatcher keys its own type cache on (C, ~75 ns)
@@ -176,6 +276,7 @@ def launch(kernel, *args):
     global _layer_threadsafe
     if _layer_threadsafe:
         return kernel(*args)
+    _ensure_threads()
     with _LAUNCH_LOCK:
         res = kernel(*args)
         try:
@@ -187,12 +288,13 @@ def launch(kernel, *args):
 
 def run(kernel: Task, ntask: int, *args, **flags) -> None:
     """Run tasks 0 .. ntask-1 of ``kernel`` (the variant ``flags``) in parallel."""
-    launch(prange_tasks, kernel.address(args, **flags), ntask, args)
+    launch(run_tasks, kernel.address(args, **flags), ntask, threads(), args)
 
 
 def run_serial(kernel: Task, ntask: int, *args, **flags) -> None:
     """Run tasks 0 .. ntask-1 of ``kernel`` (the variant ``flags``) in this thread."""
-    serial_tasks(kernel.address(args, **flags), ntask, args)
+    _ensure_threads()  # (the launcher links numba_parallel_for either way)
+    run_tasks(kernel.address(args, **flags), ntask, 1, args)
 
 
 def threads() -> int:

@@ -35,7 +35,7 @@ from ..._stats import (
 )
 from ._elementwise import pipe_span
 from ._intrinsics import in_place, line_span, max2, min2, resident, stream_span, streams
-from ._tasks import launch, prange_tasks, run, task, threads
+from ._tasks import _run_tasks, launch, run, task, threads
 from .affine import apply_lanes, apply_rows, apply_span, lowered_param
 from .axis_stats import F_PART, F_PRM, col_minmax, col_split, frame, run_moments
 from .segments import absorb_shifted, segment_moments, segment_step
@@ -211,7 +211,7 @@ class _Plan:
 
     def glue_args(self):
         fr = self.fr
-        return (fr[F_PART], self.fin, self.rows, self.C, fr[F_PRM], self.aaddr, self.ntask, fr)
+        return (fr[F_PART], self.fin, self.rows, self.C, fr[F_PRM], self.aaddr, self.ntask, threads(), fr)
 
 
 @njit(error_model="numpy", inline="always")
@@ -258,7 +258,7 @@ def channel_stats(part, fin, rows, C, minmax):
 
 
 @njit(error_model="numpy", inline="always")
-def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, aargs):
+def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, nthreads, aargs):
     """Lay the per-channel float64 parameters out as the apply task reads
     them (rows: row r has channel r % C; lanes: lane j channel j % C), in
     x's dtype with the center's remainder moved into the shift
@@ -272,11 +272,13 @@ def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, aargs):
             prm[0, i, 0], prm[1, i, 0], prm[2, i, 0] = ch, sc, sh
         else:
             prm[0, 0, i], prm[1, 0, i], prm[2, 0, i] = ch, sc, sh
-    prange_tasks(aaddr, ntask, aargs)
+    _run_tasks(aaddr, ntask, nthreads, aargs)
 
 
 @kernel(error_model="numpy", nogil=True)
-def _bn_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, rm, rv, w, b, train, update, mom, eps, out):
+def _bn_glue(
+    part, fin, rows, C, prm, aaddr, ntask, nthreads, aargs, rm, rv, w, b, train, update, mom, eps, out
+):
     """batch_norm's merges, parameters (batch_norm_params; out (4, C): mean,
     rstd, scale, shift) and apply task, in one call."""
     if train:
@@ -284,21 +286,21 @@ def _bn_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, rm, rv, w, b, train, 
     else:
         cnt = mu = m2 = out[0]  # (unread: the running stats)
     batch_norm_params(cnt, mu, m2, rm, rv, w, b, train, update, mom, eps, out[0], out[1], out[2], out[3])
-    apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, aargs)
+    apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, nthreads, aargs)
 
 
 @kernel(error_model="numpy", nogil=True)
-def _standardize_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, ddof, with_mean, with_std, out):
+def _standardize_glue(part, fin, rows, C, prm, aaddr, ntask, nthreads, aargs, ddof, with_mean, with_std, out):
     """standardize's merges, parameters (out (4, C): center, std, scale,
     shift 0) and apply task."""
     cnt, mu, m2, _, _ = channel_stats(part, fin, rows, C, False)
     standardize_params(cnt, mu, m2, ddof, with_mean, with_std, out[0], out[1], out[2])
     out[3, :] = 0.0
-    apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, aargs)
+    apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, nthreads, aargs)
 
 
 @kernel(error_model="numpy", nogil=True)
-def _minmax_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, flo, fhi, out):
+def _minmax_glue(part, fin, rows, C, prm, aaddr, ntask, nthreads, aargs, flo, fhi, out):
     """minmax_scale's merges, parameters (out (3, C): min, scale, shift lo)
     and apply task."""
     _, _, _, mn, mx = channel_stats(part, fin, rows, C, True)
@@ -306,7 +308,7 @@ def _minmax_glue(part, fin, rows, C, prm, aaddr, ntask, aargs, flo, fhi, out):
         out[0, c] = mn[c]
         out[1, c] = minmax_factor(mn[c], mx[c], flo, fhi)
         out[2, c] = flo
-    apply_params(out[0], out[1], out[2], rows, C, prm, aaddr, ntask, aargs)
+    apply_params(out[0], out[1], out[2], rows, C, prm, aaddr, ntask, nthreads, aargs)
 
 
 def batch_norm(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
