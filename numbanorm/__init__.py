@@ -70,6 +70,7 @@ __version__
 
 from __future__ import annotations
 
+from . import _threading  # noqa: F401  (before any parallel launch: the TBB layer)
 from ._outbuf import output_cache_info, release_output_cache, set_output_cache
 from .functional import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 from .preprocessing import lp_normalize, minmax_scale, standardize
