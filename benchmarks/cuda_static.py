@@ -75,14 +75,15 @@ def _in_flight(name, k, itemsize, D=None):
     """Loads of x a thread issues before using any (a full chunk or step;
     row kernels: the thread's part of a row of D, all loaded first, while
     the row fits the group's registers).  Past that, _row_stats' grid-stride
-    loop: 1 for _row_lpp/_row_lpp32 (their SASS: each load's pow call
-    before the next load), None (not figured) for the others (their SASS
-    unrolls that loop by 4: up to 4)."""
+    loop: 4 for _row_lpp/_row_lpp32 (its first pass issues four loads, then
+    their four pow calls; before, each load's pow call came before the next
+    load: 1), None (not figured) for the others (their SASS unrolls that
+    loop by 4: up to 4)."""
     if name in ROW_KERNELS:
         nreg = _nreg(name, k)
         g = _row_launch(name, k, itemsize, D)[0]
         if D > g * nreg:
-            return 1 if name in LPP_KERNELS else None
+            return 4 if name in LPP_KERNELS else None
         return min(nreg, -(-D // g))
     return {
         "_moments_partial": k._CH,

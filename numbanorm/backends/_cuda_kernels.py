@@ -741,8 +741,21 @@ def _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps):
                 if g + j * G < D:
                     s = _row_term(s, float64(buf[j]), mode, pmode, p_exp)
         else:
-            for d in range(g, D, G):
-                s = _row_term(s, float64(x[r, d]), mode, pmode, p_exp)
+            # past the registers: the same order, four loads issued before
+            # their use (one at a time, each load waited for its use: 1 load
+            # in flight, NOTES.md section 23)
+            for d0 in range(g, D, 4 * G):
+                v0 = x[r, d0]
+                v1 = x[r, d0 + G] if d0 + G < D else v0
+                v2 = x[r, d0 + 2 * G] if d0 + 2 * G < D else v0
+                v3 = x[r, d0 + 3 * G] if d0 + 3 * G < D else v0
+                s = _row_term(s, float64(v0), mode, pmode, p_exp)
+                if d0 + G < D:
+                    s = _row_term(s, float64(v1), mode, pmode, p_exp)
+                if d0 + 2 * G < D:
+                    s = _row_term(s, float64(v2), mode, pmode, p_exp)
+                if d0 + 3 * G < D:
+                    s = _row_term(s, float64(v3), mode, pmode, p_exp)
     tot = _group_reduce(s, sh, g, G, rb, mode == 2 and pmode == 2)
     if mode >= 2:
         den = tot if (mode == 2 and pmode == 2) else pnorm_finish(tot, p_exp)
