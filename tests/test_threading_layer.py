@@ -63,3 +63,31 @@ def test_a_running_layer_is_left_alone():
     env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr
+
+
+_FORK = (
+    "import os, numpy as np, numbanorm as nbn\n"
+    "x = np.random.default_rng(0).standard_normal((2048, 1024)).astype(np.float32)\n"
+    "y = nbn.layer_norm(x, (1024,))\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n"
+    "    z = nbn.layer_norm(x, (1024,))\n"
+    "    os._exit(0 if (z == y).all() else 3)\n"
+    "_, st = os.waitpid(pid, 0)\n"
+    "assert os.waitstatus_to_exitcode(st) == 0, st\n"
+    "assert (nbn.layer_norm(x, (1024,)) == y).all()\n"
+    "print('ok')\n"
+)
+
+
+@pytest.mark.skipif(
+    not (sys.platform == "linux" and platform.machine() == "x86_64" and _has_tbb()),
+    reason="the tbb package (a dependency on Linux x86-64) is not installed",
+)
+def test_parallel_calls_after_fork():
+    # OpenMP (GNU) terminates a forked child that runs a parallel region
+    # after its parent did ("fork() called from a process already using GNU
+    # OpenMP"); the TBB layer re-initialises in the child
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    out = subprocess.run([sys.executable, "-c", _FORK], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stdout + out.stderr
