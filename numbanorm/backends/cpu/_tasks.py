@@ -79,11 +79,18 @@ def _trampoline(context, module, argtys):
     passes the number of entries in ``dims[0]``; ``steps[0]`` is 1.)"""
     lltup = context.get_value_type(argtys)
     frame = ir.LiteralStructType([_I64, _I64, _I64, lltup])
-    name = f"numbanorm_tasks.{zlib.crc32(str(argtys).encode()):08x}"  # module-local (internal linkage)
-    fn = module.globals.get(name)
-    if fn is not None:
-        return fn, frame
+    # module-local (internal linkage); one per tuple type in a module (a
+    # name shared by another tuple type, a crc32 collision, takes a suffix)
+    base = f"numbanorm_tasks.{zlib.crc32(str(argtys).encode()):08x}"
+    for k in range(1 << 16):
+        name = base if k == 0 else f"{base}.{k}"
+        fn = module.globals.get(name)
+        if fn is None:
+            break
+        if getattr(fn, "numbanorm_argtys", None) == argtys:
+            return fn, frame
     fn = ir.Function(module, _GUFUNC, name=name)
+    fn.numbanorm_argtys = argtys
     fn.linkage = "internal"
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     pargs, pdims, _, data = fn.args
