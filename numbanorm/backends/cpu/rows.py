@@ -279,6 +279,21 @@ def segment_task(same):
     return segment_kernel
 
 
+_DEPS = None
+
+
+def _deps():
+    """row_norm's callees in modules that import this one (imported once: an
+    import statement in the function cost ~1 us of a 7 us small call)."""
+    global _DEPS
+    from . import pipelined, small
+    from .axis_stats import moments
+    from .pnorms import pnorm
+
+    _DEPS = (pipelined, small, moments, pnorm)
+    return _DEPS
+
+
 def row_norm(x2, out2, weight, bias, eps, rms, p=None):
     """Fused row normalization of x2 (R, D); weight/bias (D,) or (RW, S).
 
@@ -286,10 +301,7 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
     (``x / max(||x||_p, eps)``, NaN left out of the norm) instead of either.
     Returns (mean, rstd), (R,) float64 (mean 0 for RMS norm and p-norms).
     """
-    from . import pipelined, small
-    from .axis_stats import moments
-    from .pnorms import pnorm
-
+    pipelined, small, moments, pnorm = _DEPS or _deps()
     R, D = x2.shape
     narrow = None
     if x2.dtype == np.float16:
@@ -307,7 +319,7 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
     pf = float(p) if p is not None else 2.0
     eps = float(eps)
     S = W.shape[1]
-    same = in_place(x2, out2)
+    same = False if R * D <= MIN_TASK_ELEMS and (stat != PNORM or pf == 2.0) else in_place(x2, out2)
     if R * D == 0:
         rstd[:] = np.nan
     elif R * D <= MIN_TASK_ELEMS:
