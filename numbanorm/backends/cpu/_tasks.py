@@ -44,18 +44,19 @@ from numba.np.ufunc.parallel import _launch_threads
 from ..._cache import PackageCache, kernel
 from ..._config import CACHE, MIN_TASK_ELEMS
 
+_threads_up = False
+
 
 def _ensure_threads() -> None:
     """Start numba's threading layer (once): it registers the symbol
     ``numba_parallel_for`` that compiled launches call, so it must run
-    before a launcher is compiled or loaded from the cache."""
+    before a launcher is compiled or loaded from the cache (``Task.address``
+    runs it before any task's first launch in a process)."""
     global _threads_up
     if not _threads_up:
         _launch_threads()
         _threads_up = True
 
-
-_threads_up = False
 
 # the C signature of a threading layer's parallel_for (numba/np/ufunc/
 # omppool.cpp, tbbpool.cpp, workqueue.c): fn, args, dims, steps, data,
@@ -320,7 +321,6 @@ def run(kernel: Task, ntask: int, *args, **flags) -> None:
 
 def run_serial(kernel: Task, ntask: int, *args, **flags) -> None:
     """Run tasks 0 .. ntask-1 of ``kernel`` (the variant ``flags``) in this thread."""
-    _ensure_threads()  # (the launcher links numba_parallel_for either way)
     run_tasks(kernel.address(args, **flags), ntask, 1, args)
 
 

@@ -319,7 +319,6 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
     pf = float(p) if p is not None else 2.0
     eps = float(eps)
     S = W.shape[1]
-    same = False if R * D <= MIN_TASK_ELEMS and (stat != PNORM or pf == 2.0) else in_place(x2, out2)
     if R * D == 0:
         rstd[:] = np.nan
     elif R * D <= MIN_TASK_ELEMS:
@@ -328,7 +327,7 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
             mode = -2.0 if stat == PNORM else (1.0 if stat == RMS else 0.0)
             small.row_norm_small(x2, out2, W, B, eps, mode, True, mean, rstd)
         else:
-            run_rows(x2, out2, W, B, eps, pf, mean, rstd, stat, same, False, serial=True)
+            run_rows(x2, out2, W, B, eps, pf, mean, rstd, stat, in_place(x2, out2), False, serial=True)
     elif (nseg := min(nsplit(R, D), S if S > 1 else D)) > 1:
         # few long rows: the statistics split over tasks, then the output
         if stat == PNORM:
@@ -343,11 +342,12 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
                 else:
                     mean[:] = mu
                     rstd[:] = inv_std_array(q / cnt, eps)
-        run(segment_task, R * nseg, x2, out2, W, B, eps, pf, nseg, mean, rstd, same=same)
+        run(segment_task, R * nseg, x2, out2, W, B, eps, pf, nseg, mean, rstd, same=in_place(x2, out2))
     else:
         # streaming stores only into an out= buffer written before
         # (_config.PIPE_MAX_ROW_BYTES); then the pipelined kernel for rows
         # with fewer weights than elements (NOTES.md section 13)
+        same = in_place(x2, out2)
         stream = streams(out2) and resident(out2)
         if stream and S < D and (stat != PNORM or pf == 2.0) and D * x2.itemsize <= PIPE_MAX_ROW_BYTES:
             # R >= 4 threads here, so every block has >= 4 rows
