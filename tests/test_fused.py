@@ -316,3 +316,42 @@ def test_preprocessing_views_the_fused_path_does_not_repeat_take_the_general_pat
         nbn.standardize(x, axis=(0, 3))
     with pytest.raises(TypeError, match="axis must be"):
         nbn.standardize(x, axis=(0, 1.0))
+
+
+@pytest.mark.parametrize("op", ["standardize", "batch_norm_nhwc"])
+def test_refused_blocks_compile_the_exact_task_then_finish(monkeypatch, count, rng, op):
+    """The fused glue runs the statistics tasks itself; a lane task that
+    stops at a refused block (here the first rows far from the rest, so the
+    shift, the first value, is far from the mean) needs the exact task,
+    compiled on first need: the glue returns, the host compiles it and calls
+    the glue again to finish.  Both ways give the general path's bits."""
+    from numbanorm.backends.cpu import axis_stats
+
+    x = _data(rng, (40000, 5), np.float64, offset=1e6)
+    x[:50] -= 1e6
+    if op == "standardize":
+        x[30000, 4] = np.nan
+        f = lambda: nbn.standardize(x, 0, return_stats=True)  # noqa: E731
+        glue = channels._standardize_glue
+    else:
+        x = x.reshape(4000, 10, 1, 5)
+        f = lambda: nbn.batch_norm(x, training=True, channel_axis=-1, return_stats=True)  # noqa: E731
+        glue = channels._bn_glue
+    xaddrs = []
+    orig = channels.launch
+
+    def launch(kernel, *a):
+        if kernel is glue:
+            xaddrs.append(a[6])  # (part, fin, rows, C, prm, maddr, xaddr, ...)
+        return orig(kernel, *a)
+
+    monkeypatch.setattr(channels, "launch", launch)
+    # as in a process that has not compiled the exact task yet
+    monkeypatch.setattr(axis_stats.col_moments_exact, "_addresses", {})
+    got, want = _both(monkeypatch, f)
+    _same(got, want)
+    assert xaddrs[0] == 0 and xaddrs[1] != 0 and len(xaddrs) == 2
+    got, want = _both(monkeypatch, f)  # now compiled: one glue call
+    _same(got, want)
+    assert len(xaddrs) == 3 and xaddrs[2] == xaddrs[1]
+    assert count["standardize_large" if op == "standardize" else "bn_large"] == 2

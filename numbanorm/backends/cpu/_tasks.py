@@ -281,6 +281,13 @@ class Task:
                 addr = self._addresses[key] = cb.address
         return addr
 
+    def address_if_compiled(self, args, **flags) -> int:
+        """The callback's address for arguments like ``args`` when this
+        process has it already (compiled or loaded), else 0: for a compiled
+        caller that runs the task only on some inputs and asks for it when
+        it needs it (channels.py: the exact lane moments)."""
+        return self._addresses.get((tuple(flags[v] for v in self.variants), *map(_key, args)), 0)
+
     def __repr__(self) -> str:
         return f"<task {self.__name__}: {len(self._compiled)} compiled>"
 

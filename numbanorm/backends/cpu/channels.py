@@ -37,7 +37,17 @@ from ._elementwise import pipe_span
 from ._intrinsics import in_place, line_span, max2, min2, resident, stream_span, streams
 from ._tasks import _run_tasks, launch, run, task, threads
 from .affine import apply_lanes, apply_rows, apply_span, lowered_param
-from .axis_stats import F_PART, F_PRM, col_minmax, col_split, frame, run_moments
+from .axis_stats import (
+    F_PART,
+    F_PRM,
+    F_STOP,
+    col_minmax,
+    col_moments,
+    col_moments_exact,
+    col_split,
+    frame,
+    row_moments,
+)
 from .segments import absorb_shifted, segment_moments, segment_step
 
 _FM = set(FASTMATH)
@@ -172,17 +182,20 @@ def bn_pipe(x2, o2, C, ntask, rm, rv, w, b, update, momentum, eps, stream, mean,
 
 
 # --------------------------------------------------------------------------
-# the two-pass ops: the statistics tasks, then one compiled call for the
-# merges, the parameters and the apply task (no Python between them: cold
-# host code there cost 0.3-0.7 ms per 128 MiB call, NOTES.md sections 14, 21)
+# the two-pass ops: one compiled call runs the statistics tasks, the merges,
+# the parameters and the apply task (no Python between them: cold host code
+# there cost 0.3-0.7 ms per 128 MiB call, NOTES.md sections 14, 21; and each
+# launch from Python costs a dispatch of the 15-slot frame, section 26)
 # --------------------------------------------------------------------------
 
 
 class _Plan:
     """The frame (axis_stats.frame) of one two-pass call on x2: (A*C, S) rows
-    (``rows``) or (1, A*C) channels last; the apply task's address."""
+    (``rows``) or (1, A*C) channels last; the addresses of its statistics
+    task (``stats``: "moments", "minmax" or None), of the exact lane moments
+    when this process has compiled them, and of the apply task."""
 
-    def __init__(self, x2, o2, C, rows, skipnan, lo=None, hi=None):
+    def __init__(self, x2, o2, C, rows, skipnan, lo=None, hi=None, stats="moments"):
         P = x2.shape[0]
         self.C, self.rows = C, rows
         K = 1 if rows else C
@@ -193,25 +206,58 @@ class _Plan:
         nseg, L, rb = col_split(P3, R, K, x2.itemsize)
         xf, of = x3.reshape(P3, R * K), o2.reshape(P3, R * K)
         La = L if K > 1 else 1
-        self.fr = frame(xf, K, L, nseg, rb, skipnan=skipnan, stats=True, of=of, lo=lo, hi=hi, La=La)
+        fr = frame(xf, K, L, nseg, rb, skipnan=skipnan, stats=stats is not None, of=of, lo=lo, hi=hi, La=La)
+        self.fr = fr
         self.fin = np.empty((6, C))  # merged over the segments and the batch
         self.ntask = P3 * nseg
         same = in_place(x2, o2)
         stream = not same and streams(o2) and resident(o2)
         task = apply_rows if rows else apply_lanes
-        self.aaddr = task.address(self.fr, stream=stream, same=same, clip=lo is not None or hi is not None)
+        self.aaddr = task.address(fr, stream=stream, same=same, clip=lo is not None or hi is not None)
+        # the statistics task (axis_stats.run_moments' choice), and whether
+        # it is the lane moments, whose tasks stop at a refused block
+        self.lanes = stats == "moments" and (K > 1 or skipnan)
+        if stats is None:
+            self.maddr = 0
+        elif stats == "minmax":
+            self.maddr = col_minmax.address(fr)
+        else:
+            self.maddr = (col_moments if self.lanes else row_moments).address(fr)
+        self.xaddr = col_moments_exact.address_if_compiled(fr) if self.lanes else 0
 
-    def moments(self):
-        """The moments tasks into the frame's partials."""
-        run_moments(self.fr, self.ntask)
-
-    def minmax(self):
-        """The min/max task into the frame's partials."""
-        run(col_minmax, self.ntask, *self.fr)
-
-    def glue_args(self):
+    def glue(self, glue, *args):
+        """Run ``glue`` (statistics, merges, parameters, apply) with the op's
+        ``args``; when a lane task stopped at a refused block and the exact
+        task was not compiled yet, compile it and run the rest."""
         fr = self.fr
-        return (fr[F_PART], self.fin, self.rows, self.C, fr[F_PRM], self.aaddr, self.ntask, threads(), fr)
+        head = (fr[F_PART], self.fin, self.rows, self.C, fr[F_PRM])
+        tail = (self.ntask, threads(), fr)
+        if not launch(glue, *head, self.maddr, self.xaddr, self.lanes, self.aaddr, *tail, *args):
+            xaddr = col_moments_exact.address(fr)
+            launch(glue, *head, 0, xaddr, self.lanes, self.aaddr, *tail, *args)
+
+
+@njit(error_model="numpy", inline="always")
+def run_statistics(maddr, xaddr, lanes, ntask, nthreads, fr):
+    """The statistics tasks of a glue: the task at ``maddr`` (0: none, or
+    already run), then, with ``lanes``, the exact lane moments for the
+    tasks that stopped (axis_stats.run_moments).  False when one stopped
+    and the exact task's address ``xaddr`` is 0 (not compiled yet: the
+    caller compiles it and calls again with ``maddr`` 0)."""
+    for phase in range(2):  # (one launch site: each costs compile time)
+        addr = maddr
+        if phase == 1:
+            stopped = False
+            if lanes:
+                stop = fr[F_STOP]
+                for t in range(stop.size):
+                    stopped |= stop[t] >= 0
+            if stopped and xaddr == 0:
+                return False
+            addr = xaddr if stopped else 0
+        if addr != 0:
+            _run_tasks(addr, ntask, nthreads, fr)
+    return True
 
 
 @njit(error_model="numpy", inline="always")
@@ -277,38 +323,84 @@ def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, nthreads, aar
 
 @kernel(error_model="numpy", nogil=True)
 def _bn_glue(
-    part, fin, rows, C, prm, aaddr, ntask, nthreads, aargs, rm, rv, w, b, train, update, mom, eps, out
+    part,
+    fin,
+    rows,
+    C,
+    prm,
+    maddr,
+    xaddr,
+    lanes,
+    aaddr,
+    ntask,
+    nthreads,
+    aargs,
+    rm,
+    rv,
+    w,
+    b,
+    train,
+    update,
+    mom,
+    eps,
+    out,
 ):
-    """batch_norm's merges, parameters (batch_norm_params; out (4, C): mean,
-    rstd, scale, shift) and apply task, in one call."""
+    """batch_norm's statistics, merges, parameters (batch_norm_params; out
+    (4, C): mean, rstd, scale, shift) and apply task, in one call (False:
+    see run_statistics)."""
+    if not run_statistics(maddr, xaddr, lanes, ntask, nthreads, aargs):
+        return False
     if train:
         cnt, mu, m2, _, _ = channel_stats(part, fin, rows, C, False)
     else:
         cnt = mu = m2 = out[0]  # (unread: the running stats)
     batch_norm_params(cnt, mu, m2, rm, rv, w, b, train, update, mom, eps, out[0], out[1], out[2], out[3])
     apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, nthreads, aargs)
+    return True
 
 
 @kernel(error_model="numpy", nogil=True)
-def _standardize_glue(part, fin, rows, C, prm, aaddr, ntask, nthreads, aargs, ddof, with_mean, with_std, out):
-    """standardize's merges, parameters (out (4, C): center, std, scale,
-    shift 0) and apply task."""
+def _standardize_glue(
+    part,
+    fin,
+    rows,
+    C,
+    prm,
+    maddr,
+    xaddr,
+    lanes,
+    aaddr,
+    ntask,
+    nthreads,
+    aargs,
+    ddof,
+    with_mean,
+    with_std,
+    out,
+):
+    """standardize's statistics, merges, parameters (out (4, C): center,
+    std, scale, shift 0) and apply task (False: see run_statistics)."""
+    if not run_statistics(maddr, xaddr, lanes, ntask, nthreads, aargs):
+        return False
     cnt, mu, m2, _, _ = channel_stats(part, fin, rows, C, False)
     standardize_params(cnt, mu, m2, ddof, with_mean, with_std, out[0], out[1], out[2])
     out[3, :] = 0.0
     apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, nthreads, aargs)
+    return True
 
 
 @kernel(error_model="numpy", nogil=True)
-def _minmax_glue(part, fin, rows, C, prm, aaddr, ntask, nthreads, aargs, flo, fhi, out):
-    """minmax_scale's merges, parameters (out (3, C): min, scale, shift lo)
-    and apply task."""
+def _minmax_glue(part, fin, rows, C, prm, maddr, xaddr, lanes, aaddr, ntask, nthreads, aargs, flo, fhi, out):
+    """minmax_scale's statistics (min/max), merges, parameters (out (3, C):
+    min, scale, shift lo) and apply task."""
+    run_statistics(maddr, xaddr, lanes, ntask, nthreads, aargs)
     _, _, _, mn, mx = channel_stats(part, fin, rows, C, True)
     for c in range(C):
         out[0, c] = mn[c]
         out[1, c] = minmax_factor(mn[c], mx[c], flo, fhi)
         out[2, c] = flo
     apply_params(out[0], out[1], out[2], rows, C, prm, aaddr, ntask, nthreads, aargs)
+    return True
 
 
 def batch_norm(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
@@ -322,12 +414,9 @@ def batch_norm(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, m
         # streams only into resident pages; NOTES.md section 16)
         bn_pipe(x2, o2, C, threads(), rm, rv, w, b, update, momentum, eps, streams(o2), mean, rstd)
         return
-    plan = _Plan(x2, o2, C, rows, False)
-    if training:
-        plan.moments()
+    plan = _Plan(x2, o2, C, rows, False, stats="moments" if training else None)
     out = np.empty((4, C))
-    args = (*plan.glue_args(), rm, rv, w, b, training, update, momentum, eps, out)
-    launch(_bn_glue, *args)
+    plan.glue(_bn_glue, rm, rv, w, b, training, update, momentum, eps, out)
     mean[...] = out[0]
     rstd[...] = out[1]
 
@@ -336,9 +425,8 @@ def standardize(x2, o2, C, rows, ddof, with_mean, with_std, center, sd):
     """standardize of a large x2 per channel; the mean and std used written
     to ``center``, ``sd`` (C,)."""
     plan = _Plan(x2, o2, C, rows, True)
-    plan.moments()
     out = np.empty((4, C))
-    launch(_standardize_glue, *plan.glue_args(), float(ddof), with_mean, with_std, out)
+    plan.glue(_standardize_glue, float(ddof), with_mean, with_std, out)
     center[...] = out[0]
     sd[...] = out[1]
 
@@ -346,9 +434,8 @@ def standardize(x2, o2, C, rows, ddof, with_mean, with_std, center, sd):
 def minmax_scale(x2, o2, C, rows, flo, fhi, clip):
     """minmax_scale of a large x2 per channel to [flo, fhi], clipped there
     when ``clip``."""
-    plan = _Plan(x2, o2, C, rows, True, flo if clip else None, fhi if clip else None)
-    plan.minmax()
-    launch(_minmax_glue, *plan.glue_args(), float(flo), float(fhi), np.empty((3, C)))
+    plan = _Plan(x2, o2, C, rows, True, flo if clip else None, fhi if clip else None, stats="minmax")
+    plan.glue(_minmax_glue, float(flo), float(fhi), np.empty((3, C)))
 
 
 __all__ = ["batch_norm", "standardize", "minmax_scale", "bn_pipe_ok"]
