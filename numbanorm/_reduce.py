@@ -199,6 +199,31 @@ def reduce_moments(x, axis, *, skipnan: bool, minmax: bool, moments: bool = True
     return _rounded(*(fin(a) for a in (c, mu, r, q, lo, hi)), minmax)
 
 
+def lane_partials(x, axes, minmax: bool):
+    """The CPU statistics tasks' partials of ndarray ``x`` over ``axes``
+    (non-negative, sorted), NaN skipped, as (6, nseg, K) float64 (see
+    ``backends.cpu.axis_stats.partials``; K the kept size, in C order), when
+    :func:`reduce_moments` would merge them over the tasks' segments only:
+    its plan a single (1, R, K) view of x as laid out.  Else None.
+
+    RunningStats folds such partials straight into its state in one
+    compiled call (``streaming._fold_partials``: the same merges, in the same
+    order, as reduce_moments and the state merge)."""
+    be = backends.backend_for(x)
+    if be is not backends.cpu_backend() or x.size == 0:
+        return None
+    xc, perm = _layout(x, be)
+    if perm != tuple(range(x.ndim)):
+        return None
+    plan = _stats_plan(_runs(tuple(xc.shape), set(axes)))
+    P, R, K = plan.view
+    if P != 1 or _merges(plan.part):
+        return None
+    from .backends.cpu.axis_stats import partials
+
+    return partials(xc.reshape(P, R, K), True, minmax)[:, 0]
+
+
 def _rounded(c, mu, r, q, lo, hi, minmax) -> Moments:
     """Moments of merged kept-shape partials: the unevaluated mean + residual
     rounded to one float (the residual what is left), groups of count 0 with

@@ -41,8 +41,8 @@ from numba import prange
 from . import backends
 from ._cache import kernel
 from ._config import FASTMATH, MIN_TASK_ELEMS
-from ._reduce import kept_shape, normalize_axis, reduce_moments
-from ._stats import chan_merge, merge_state_at, variance, welford_push
+from ._reduce import kept_shape, lane_partials, normalize_axis, reduce_moments
+from ._stats import chan_merge, chan_merge_dd, merge_state_at, variance, welford_push
 from ._validate import masked_as_nan, result_dtype
 from .backends.cpu import small
 from .backends.cpu._intrinsics import min2
@@ -73,6 +73,40 @@ def _merge_into_state(cnt, mean, res, m2, mn, mx, nans, c2, mu2, r2, q2, mn2, mx
     for f in range(cnt.shape[0]):
         merge_state_at(f, cnt, mean, res, m2, mn, mx, c2[f], mu2[f], r2[f], q2[f], mn2, mx2, minmax)
         nans[f] += nans2[f]
+
+
+@kernel(nogil=True)
+def _fold_partials(part, n_red, cnt, mean, res, m2, mn, mx, nans, minmax):
+    """Fold the statistics tasks' partials part (6, nseg, F) of a chunk of
+    n_red values per feature into the state in place (F,): per feature, the
+    partials merged in order (``_stats.merge_into``), the mean + residual
+    rounded to one float and an empty feature's statistics NaN
+    (``_reduce._rounded``), then the state merge of _merge_into_state: the
+    arithmetic of reduce_moments and _merge_into_state in their order, in
+    one compiled call instead of two (each costs compile time on a first
+    call, NOTES.md section 26)."""
+    for f in range(cnt.shape[0]):
+        n, mu, r, q = 0.0, 0.0, 0.0, 0.0
+        lo, hi = math.inf, -math.inf
+        for j in range(part.shape[1]):
+            pn, pu, pr, pq = part[0, j, f], part[1, j, f], part[2, j, f], part[3, j, f]
+            n, mu, r, q = chan_merge_dd(n, mu, r, q, pn, pu, pr, pq)
+            if minmax:
+                pl = part[4, j, f]
+                ph = part[5, j, f]
+                lo = math.nan if (pl != pl or lo != lo) else (pl if pl < lo else lo)
+                hi = math.nan if (ph != ph or hi != hi) else (ph if ph > hi else hi)
+        m_hi = mu + r
+        r = (mu - m_hi) + r
+        mu = m_hi
+        if n == 0.0:
+            mu = q = math.nan
+            r = 0.0
+            lo = hi = math.nan
+        part[4, 0, f] = lo  # (merge_state_at reads min/max from arrays)
+        part[5, 0, f] = hi
+        merge_state_at(f, cnt, mean, res, m2, mn, mx, n, mu, r, q, part[4, 0], part[5, 0], minmax)
+        nans[f] += np.int64(n_red - n)
 
 
 @kernel(nogil=True)
@@ -458,6 +492,13 @@ class RunningStats:
             return self
         if isinstance(x, np.ndarray) and 0 < x.size <= MIN_TASK_ELEMS:
             self._fold_small(x, axes, False)
+            return self
+        part = lane_partials(x, axes, self._minmax) if isinstance(x, np.ndarray) else None
+        if part is not None:
+            _fold_partials(
+                part, float(n_red), self._cnt, self._mean, self._res, self._m2,
+                self._mn, self._mx, self._nans, self._minmax,
+            )  # fmt: skip
             return self
         mom = reduce_moments(x, axes, skipnan=True, minmax=self._minmax)
         cnt = mom.count.reshape(-1)

@@ -221,3 +221,52 @@ def test_property_merge_is_associative(data):
     right = a.copy().merge(b.copy().merge(c))
     _close(left, right, 1e3)
     _close(left, RunningStats().update(x), 1e3)
+
+
+@pytest.mark.parametrize("minmax", [True, False])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize(
+    "shape,axis,fast",
+    [
+        ((20000, 7), 0, True),
+        ((500, 40, 6), (0, 1), True),
+        ((300, 9, 20), 0, True),
+        ((70000,), 0, True),
+        ((5, 9000), 0, True),
+        ((40, 900, 5), 1, False),  # the (40, 900, 5) view: merged over the batch too
+        ((9000, 5), "F", False),  # Fortran order: another layout
+    ],
+)
+def test_update_folds_partials_with_the_general_bits(monkeypatch, minmax, dtype, shape, axis, fast):
+    """A large chunk whose reduction is one (1, R, K) view folds the
+    statistics tasks' partials into the state in one compiled call
+    (streaming._fold_partials); the state after two updates has the bits of
+    reduce_moments followed by the state merge, empty features, NaN and a
+    drifting start (refused blocks) included; other layouts take the
+    general path."""
+    from numbanorm import streaming
+
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal(shape) * 3 + 1e3).astype(dtype)
+    x.reshape(-1)[::113] = np.nan
+    if axis == "F":
+        x, axis = np.asfortranarray(x), 0
+    if x.ndim == 2 and fast:
+        x[:, 2] = np.nan  # a feature with no values
+        x[:60] -= 500  # the first rows far from the rest
+    taken = []
+    orig = streaming._fold_partials
+
+    def fold(*a):
+        taken.append(True)
+        return orig(*a)
+
+    monkeypatch.setattr(streaming, "_fold_partials", fold)
+    y = x[::-1] * dtype(0.5)
+    a = RunningStats(minmax=minmax).update(x, axis=axis).update(y, axis=axis)
+    assert bool(taken) == fast
+    monkeypatch.setattr(streaming, "lane_partials", lambda *a: None)
+    b = RunningStats(minmax=minmax).update(x, axis=axis).update(y, axis=axis)
+    for k in ("_cnt", "_mean", "_res", "_m2", "_mn", "_mx", "_nans"):
+        u, v = getattr(a, k), getattr(b, k)
+        assert np.array_equal(u, v, equal_nan=u.dtype.kind == "f"), k

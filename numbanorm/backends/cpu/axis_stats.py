@@ -568,20 +568,15 @@ def run_moments(fr, ntask):
         run(col_moments_exact, ntask, *fr)
 
 
-def moments(x3, skipnan, minmax, want_moments=True):
-    """Per-(p, k) (count, mean, M2, min, max, mean residual) of x3 (P, R, K)
-    over R, each (P, K) float64 (min/max None unless ``minmax``).
-
-    ``want_moments=False`` (with ``minmax``) computes only counts and
-    min/max (mean and M2 are then zeros): one pass, for min-max scaling.
-    """
+def partials(x3, skipnan, minmax, want_moments=True):
+    """The statistics tasks' partials of x3 (P, R, K) over R: (6, P, nseg,
+    K) float64, count, mean, mean residual, M2, min, max of each task's
+    rows, in the order the segments merge (:func:`moments` merges them;
+    RunningStats folds them into its state, streaming._fold_partials).
+    min/max are +-inf unless ``minmax``; see :func:`moments` for
+    ``want_moments``.  x3 has elements."""
     x3 = widen(x3)
     P, R, K = x3.shape
-    if P * R * K == 0:
-        z = np.zeros((P, K))
-        lo = np.full((P, K), np.inf) if minmax else None
-        hi = np.full((P, K), -np.inf) if minmax else None
-        return Moments(z, z.copy(), z.copy(), lo, hi, z.copy())
     nseg, L, rb = col_split(P, R, K, x3.itemsize)
     fr = frame(x3.reshape(P, R * K), K, L, nseg, rb, skipnan=skipnan, stats=True)
     if want_moments and minmax and (K > 1 or skipnan):
@@ -599,9 +594,25 @@ def moments(x3, skipnan, minmax, want_moments=True):
         run(col_minmax, P * nseg, *fr)
         if cnt is not None:
             fr[F_PART][0] = cnt
-    part = fr[F_PART]
+    return fr[F_PART]
+
+
+def moments(x3, skipnan, minmax, want_moments=True):
+    """Per-(p, k) (count, mean, M2, min, max, mean residual) of x3 (P, R, K)
+    over R, each (P, K) float64 (min/max None unless ``minmax``).
+
+    ``want_moments=False`` (with ``minmax``) computes only counts and
+    min/max (mean and M2 are then zeros): one pass, for min-max scaling.
+    """
+    P, R, K = x3.shape
+    if P * R * K == 0:
+        z = np.zeros((P, K))
+        lo = np.full((P, K), np.inf) if minmax else None
+        hi = np.full((P, K), -np.inf) if minmax else None
+        return Moments(z, z.copy(), z.copy(), lo, hi, z.copy())
+    part = partials(x3, skipnan, minmax, want_moments)
     c, mu, r, q, lo, hi = merge_partials(*part[:4], *((part[4], part[5]) if minmax else ()))
     return Moments(c, mu, q, lo, hi, r)
 
 
-__all__ = ["moments", "col_split", "lanes_for", "frame", "run_moments", "segment_moments"]
+__all__ = ["moments", "partials", "col_split", "lanes_for", "frame", "run_moments", "segment_moments"]
