@@ -175,3 +175,29 @@ def test_eps_zero_on_constant_rows_gives_nan_not_an_exception(shape, dtype):
     # constant non-zero rows: RMS norm and the 2-norm have no centering
     np.testing.assert_allclose(nbn.rms_norm(x, D, eps=0.0), 1.0, rtol=1e-6)
     np.testing.assert_allclose(nbn.lp_normalize(x, eps=0.0), 1.0 / np.sqrt(D), rtol=1e-6)
+
+
+def test_frame_key_determines_every_slot_type():
+    """Task.address keys the two-pass ops' frames by axis_stats.frame_key
+    (x's and the output's types only): two frames with one key must have the
+    same numba type in every slot, or a task compiled for one would be run
+    on the other's arguments."""
+    from numbanorm.backends.cpu import axis_stats
+
+    seen = {}
+    for dt in (np.float32, np.float64):
+        for ro in (False, True):
+            x = np.ones((3, 600), dt)
+            x.flags.writeable = not ro
+            for K in (1, 4):
+                for stats in (False, True):
+                    for with_out in (False, True):
+                        for lo in (None, -1.0):
+                            nseg, L, rb = axis_stats.col_split(3, 600 // K, K, x.itemsize)
+                            out = np.empty_like(x) if with_out else None
+                            fr = axis_stats.frame(
+                                x, K, L, nseg, rb, skipnan=stats, stats=stats, of=out, lo=lo, hi=lo, La=L
+                            )
+                            types = tuple(numba.typeof(a) for a in fr)
+                            assert seen.setdefault(axis_stats.frame_key(fr), types) == types
+    assert len(seen) == 4  # 2 dtypes x read-only x or not (an absent output is an empty one)

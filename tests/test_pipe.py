@@ -337,9 +337,9 @@ def test_apply_streams_only_into_resident_outputs(monkeypatch, fused, no_output_
     for task in (cpu_apply.apply_rows, cpu_apply.apply_lanes):
         real = task.address
 
-        def spy(args, _real=real, **variant):
+        def spy(args, types_key=None, _real=real, **variant):
             flags.append(bool(variant["stream"]))
-            return _real(args, **variant)
+            return _real(args, types_key, **variant)
 
         monkeypatch.setattr(task, "address", spy)
     # 64 MiB (a fresh mapping when allocated), 8 channels of 2 MiB planes

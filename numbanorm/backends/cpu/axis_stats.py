@@ -35,7 +35,7 @@ from ..._config import COL_BLOCK_BYTES, FASTMATH, FASTMATH_ELEMENTWISE, LANES
 from ..._stats import chan_merge_dd, merge_partials, shifted_moments
 from .. import Moments
 from ._intrinsics import max2, min2
-from ._tasks import nsplit, run, task, widen
+from ._tasks import _key, nsplit, run, task, widen
 from .segments import absorb_shifted, segment_moments, shift_ok
 
 _FM = set(FASTMATH)
@@ -554,6 +554,13 @@ def frame(xf, K, L, nseg, rb=1, *, skipnan=False, stats=False, of=None, lo=None,
 
 # frame slots read back by the callers
 F_PART, F_STOP, F_PRM = 9, 12, 13
+
+
+def frame_key(fr):
+    """A key of a frame's argument types for ``Task.address``: every slot's
+    type follows from x's and the output's (the others are float64/int64
+    scratch, Python ints and a bool, and lo/hi scalars of x's dtype)."""
+    return ("frame", _key(fr[0]), _key(fr[1]))
 
 
 def run_moments(fr, ntask):

@@ -46,6 +46,7 @@ from .axis_stats import (
     col_moments_exact,
     col_split,
     frame,
+    frame_key,
     row_moments,
 )
 from .segments import absorb_shifted, segment_moments, segment_step
@@ -213,17 +214,18 @@ class _Plan:
         same = in_place(x2, o2)
         stream = not same and streams(o2) and resident(o2)
         task = apply_rows if rows else apply_lanes
-        self.aaddr = task.address(fr, stream=stream, same=same, clip=lo is not None or hi is not None)
+        fk = self.fkey = frame_key(fr)
+        self.aaddr = task.address(fr, fk, stream=stream, same=same, clip=lo is not None or hi is not None)
         # the statistics task (axis_stats.run_moments' choice), and whether
         # it is the lane moments, whose tasks stop at a refused block
         self.lanes = stats == "moments" and (K > 1 or skipnan)
         if stats is None:
             self.maddr = 0
         elif stats == "minmax":
-            self.maddr = col_minmax.address(fr)
+            self.maddr = col_minmax.address(fr, fk)
         else:
-            self.maddr = (col_moments if self.lanes else row_moments).address(fr)
-        self.xaddr = col_moments_exact.address_if_compiled(fr) if self.lanes else 0
+            self.maddr = (col_moments if self.lanes else row_moments).address(fr, fk)
+        self.xaddr = col_moments_exact.address_if_compiled(fr, fk) if self.lanes else 0
 
     def glue(self, glue, *args):
         """Run ``glue`` (statistics, merges, parameters, apply) with the op's
@@ -233,7 +235,7 @@ class _Plan:
         head = (fr[F_PART], self.fin, self.rows, self.C, fr[F_PRM])
         tail = (self.ntask, threads(), fr)
         if not launch(glue, *head, self.maddr, self.xaddr, self.lanes, self.aaddr, *tail, *args):
-            xaddr = col_moments_exact.address(fr)
+            xaddr = col_moments_exact.address(fr, self.fkey)
             launch(glue, *head, 0, xaddr, self.lanes, self.aaddr, *tail, *args)
 
 
