@@ -606,8 +606,8 @@ def instance_norm(
     >>> rm, rv  # 0.5 * old + 0.5 * mean of (2, 7) and of (2, 8)
     (array([2.25]), array([3.]))
     """
-    if out is None and not return_stats and stream is None:
-        args = (running_mean, running_var, weight, bias, use_input_stats, momentum, eps, channel_axis)
+    if not return_stats and stream is None:
+        args = (running_mean, running_var, weight, bias, use_input_stats, momentum, eps, channel_axis, out)
         y = shortcuts.instance_norm(x, *args)
         if y is not None:
             return y
@@ -839,8 +839,8 @@ def layer_norm(
     >>> mean.shape
     (2, 3, 1, 1)
     """
-    if out is None and not return_stats and stream is None:
-        y = shortcuts.layer_norm(x, normalized_shape, weight, bias, eps)
+    if not return_stats and stream is None:
+        y = shortcuts.layer_norm(x, normalized_shape, weight, bias, eps, out)
         if y is not None:
             return y
     inp = V.Input(x)
@@ -958,8 +958,8 @@ def rms_norm(
     >>> bool(np.allclose(y, 1, atol=1e-6)), rstd.shape
     (True, (2, 3, 1))
     """
-    if out is None and not return_stats and stream is None:
-        y = shortcuts.rms_norm(x, normalized_shape, weight, eps)
+    if not return_stats and stream is None:
+        y = shortcuts.rms_norm(x, normalized_shape, weight, eps, out)
         if y is not None:
             return y
     inp = V.Input(x)
@@ -1092,8 +1092,8 @@ def group_norm(
     >>> bool(np.allclose(np.moveaxis(yl, -1, 1), y))
     True
     """
-    if out is None and not return_stats and stream is None:
-        y = shortcuts.group_norm(x, num_groups, weight, bias, eps, channel_axis)
+    if not return_stats and stream is None:
+        y = shortcuts.group_norm(x, num_groups, weight, bias, eps, channel_axis, out)
         if y is not None:
             return y
     inp = V.Input(x)

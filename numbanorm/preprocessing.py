@@ -498,8 +498,8 @@ def lp_normalize(
     >>> nbn.lp_normalize(np.array([[3.0], [4.0]]), axis=0).round(6).ravel().tolist()
     [0.6, 0.8]
     """
-    if out is None and stream is None:
-        y = shortcuts.lp_normalize(x, p, axis, eps)
+    if stream is None:
+        y = shortcuts.lp_normalize(x, p, axis, eps, out)
         if y is not None:
             return y
     if isinstance(p, bool) or not isinstance(p, numbers.Real):

@@ -78,6 +78,15 @@ def fast_out(x: np.ndarray, out):
     return out
 
 
+def small_out(x: np.ndarray, out):
+    """The output of a small-call fast path: a new array like x for None,
+    else ``out`` when fast_out takes it (x itself runs in place: the small
+    kernels read all a group's values before writing any, as the general
+    path, which runs the same kernels on a validated out=, relies on), else
+    None (the general path then validates it)."""
+    return np.empty_like(x) if out is None else fast_out(x, out)
+
+
 def chan_fusable(A: int, C: int, S: int) -> bool:
     """Does the general plan of x viewed (A, C, S), statistics per C, run
     the views of the fused large kernels (backends/cpu.py: _chan_stats_large)?
@@ -207,7 +216,7 @@ def batch_norm(
     last, float momentum/eps in range, parameters that fast_chan takes, and
     ``out`` None or a C-contiguous writable ndarray like x:
 
-    - at most MIN_TASK_ELEMS elements (and no out=/stats): the whole call
+    - at most MIN_TASK_ELEMS elements (and no stats): the whole call
       (statistics, running update, output) is one serial kernel, without
       the thread pool;
     - larger: the per-channel path (channels.batch_norm), for the views
@@ -234,7 +243,7 @@ def batch_norm(
     ):
         return None
     is_small = x.size <= MIN_TASK_ELEMS
-    if is_small and (out is not None or return_stats):
+    if is_small and return_stats:
         return None  # the general path runs the same kernel (small_bn_view)
     ca = channel_axis % nd
     if ca != 1 and ca != nd - 1:
@@ -299,12 +308,13 @@ def small_bn_view(inp, y, ca):
     return A, C, x.size // (A * C)
 
 
-def groups_small(x: np.ndarray, G: int, weight, bias, eps):
+def groups_small(x: np.ndarray, G: int, weight, bias, eps, out=None):
     """The small-call fast path of instance_norm (G = C) and group_norm: the
     (N*G, C/G*spatial) rows of a channels-first x through the serial row
     kernel that the general path also takes for small inputs (the same bits
-    with or without out=).  None when anything needs converting: the general
-    path then validates and raises the errors."""
+    with or without out=).  None when anything needs converting (out=
+    included: small_out): the general path then validates and raises the
+    errors."""
     dt = x.dtype
     if (
         dt not in FAST_DTYPES
@@ -319,16 +329,18 @@ def groups_small(x: np.ndarray, G: int, weight, bias, eps):
     B = fast_param(bias, C, dt, 0.0)
     if W is None or B is None:
         return None
+    y = small_out(x, out)
+    if y is None:
+        return None
     W = W.reshape(G, C // G)  # group g's weights, one per channel = row segment
     B = B.reshape(G, C // G)
     R = N * G
     D = x.size // R
-    y = np.empty_like(x)
     small.row_norm_small(x.reshape(R, D), y.reshape(R, D), W, B, eps, 0.0, False, EMPTY, EMPTY)
     return y
 
 
-def rows_small(x, normalized_shape, weight, bias, eps, rms):
+def rows_small(x, normalized_shape, weight, bias, eps, rms, out=None):
     """The small-call fast path of layer_norm/rms_norm, or None to take the
     general one (which then validates everything and raises the errors).
 
@@ -356,9 +368,9 @@ def rows_small(x, normalized_shape, weight, bias, eps, rms):
     D = ns
     w = fast_param(weight, D, dt, 1.0)
     b = fast_param(bias, D, dt, 0.0)
-    if w is None or b is None:
+    y = small_out(x, out) if w is not None and b is not None else None
+    if y is None:
         return None
-    y = np.empty_like(x)
     small.row_norm_small(
         x.reshape(-1, D), y.reshape(-1, D), w, b, eps, 1.0 if rms else 0.0, False, EMPTY, EMPTY
     )
@@ -370,7 +382,9 @@ def rows_small(x, normalized_shape, weight, bias, eps, rms):
 # --------------------------------------------------------------------------
 
 
-def instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, channel_axis):
+def instance_norm(
+    x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, channel_axis, out=None
+):
     """instance_norm of a small channels-first x without running stats."""
     if (
         running_mean is None
@@ -384,11 +398,11 @@ def instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, m
         and x.ndim >= 3
         and x.size > 2 * x.shape[0] * x.shape[1]  # spatial > 1 (else the general error)
     ):
-        return groups_small(x, x.shape[1], weight, bias, eps)
+        return groups_small(x, x.shape[1], weight, bias, eps, out)
     return None
 
 
-def group_norm(x, num_groups, weight, bias, eps, channel_axis):
+def group_norm(x, num_groups, weight, bias, eps, channel_axis, out=None):
     """group_norm of a small channels-first x."""
     if (
         type(channel_axis) is int
@@ -399,19 +413,19 @@ def group_norm(x, num_groups, weight, bias, eps, channel_axis):
         and num_groups > 0
         and x.shape[1] % num_groups == 0
     ):
-        return groups_small(x, num_groups, weight, bias, eps)
+        return groups_small(x, num_groups, weight, bias, eps, out)
     return None
 
 
-def layer_norm(x, normalized_shape, weight, bias, eps):
+def layer_norm(x, normalized_shape, weight, bias, eps, out=None):
     """layer_norm of a small x."""
-    return rows_small(x, normalized_shape, weight, bias, eps, False)
+    return rows_small(x, normalized_shape, weight, bias, eps, False, out)
 
 
-def rms_norm(x, normalized_shape, weight, eps):
+def rms_norm(x, normalized_shape, weight, eps, out=None):
     """rms_norm of a small x (eps None: the dtype's machine epsilon)."""
     e = FINFO_EPS.get(getattr(x, "dtype", None)) if eps is None else eps
-    return rows_small(x, normalized_shape, weight, None, e, True)
+    return rows_small(x, normalized_shape, weight, None, e, True, out)
 
 
 def per_channel(x, axis, out):
@@ -426,10 +440,10 @@ def standardize(x, axis, ddof, with_mean, with_std, out, return_stats):
     """standardize of a small x, or of a large one per channel."""
     if type(ddof) is not int or ddof < 0 or type(with_mean) is not bool or type(with_std) is not bool:
         return None
-    if out is None and not return_stats:
+    if not return_stats:
         v = small_view(x, axis)
-        if v is not None:
-            y = np.empty_like(x)
+        y = None if v is None else small_out(x, out)
+        if y is not None:
             C = v[1]
             small.standardize_small(
                 x.reshape(v), y.reshape(v), float(ddof), with_mean, with_std, np.empty(C), np.empty(C)
@@ -463,12 +477,11 @@ def minmax_scale(x, lo, hi, axis, clip, out):
     """minmax_scale of a small x, or of a large one per channel."""
     if type(clip) is not bool:
         return None
-    if out is None:
-        v = small_view(x, axis)
-        if v is not None:
-            y = np.empty_like(x)
-            small.minmax_small(x.reshape(v), y.reshape(v), lo, hi, clip)
-            return y
+    v = small_view(x, axis)
+    y = None if v is None else small_out(x, out)
+    if y is not None:
+        small.minmax_small(x.reshape(v), y.reshape(v), lo, hi, clip)
+        return y
     f = per_channel(x, axis, out)
     if f is None:
         return None
@@ -486,7 +499,7 @@ def minmax_general_small(inp, axes, y, lo, hi, clip) -> bool:
     return True
 
 
-def lp_normalize(x, p, axis, eps):
+def lp_normalize(x, p, axis, eps, out=None):
     """lp_normalize of small rows along the last axis: the general path's
     row kernel call, without its validation and dispatch (the same bits)."""
     if not (
@@ -499,8 +512,10 @@ def lp_normalize(x, p, axis, eps):
         and axis in (-1, x.ndim - 1)
     ):
         return None
+    y = small_out(x, out)
+    if y is None:
+        return None
     D = x.shape[-1]
-    y = np.empty_like(x)
     one, zero = UNIT[x.dtype]
     rows.row_norm(x.reshape(-1, D), y.reshape(-1, D), one, zero, eps, False, p=float(p))
     return y
