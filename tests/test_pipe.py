@@ -31,6 +31,7 @@ GUARD = 2 * LINE_BYTES
 def streaming(monkeypatch):
     """Streaming and the threaded kernels for small inputs, two tasks."""
     monkeypatch.setattr(intr, "STREAM_MIN_BYTES", 0)
+    monkeypatch.setattr(shortcuts, "MIN_TASK_ELEMS", 0)  # (no small-call fast path)
     for mod in (_tasks, rows):
         monkeypatch.setattr(mod, "MIN_TASK_ELEMS", 0)
         monkeypatch.setattr(mod, "threads", lambda: 2)

@@ -161,7 +161,10 @@ SMALL_OUT_OPS = {
 def test_small_calls_with_out_take_the_fast_path_with_the_general_bits(monkeypatch, rng, op, dtype):
     """out= on a small input runs the fast path's one kernel call (it took
     the general path's validation before: 2-3x the time of the allocating
-    call) and gives the general path's bits, out of place and in place."""
+    call) and gives the general path's bits, out of place and in place.
+    (In place against out of place is another kernel variant for some ops,
+    whose bits may differ by an ulp between a process that compiled it and
+    one that loaded it: benchmarks/NOTES.md section 21d; not compared here.)"""
     shape, f = SMALL_OUT_OPS[op]
     x = (rng.standard_normal(shape) * 3 + 100).astype(dtype)
     x0 = x.copy()
@@ -173,20 +176,24 @@ def test_small_calls_with_out_take_the_fast_path_with_the_general_bits(monkeypat
         taken.append(y is not None)
         return y
 
+    def first(r):
+        return r[0] if op == "batch_norm" else r
+
     monkeypatch.setattr(shortcuts, op, spy)
     out = np.full_like(x, np.nan)
     fast = f(x, out=out)
     assert taken == [True]
-    assert (fast[0] if op == "batch_norm" else fast) is out
+    assert first(fast) is out
     alloc = f(x)  # allocating: the same bits
     xi = x.copy()
-    got_in = f(xi, out=xi)
-    assert (got_in[0] if op == "batch_norm" else got_in) is xi
+    assert first(f(xi, out=xi)) is xi
     monkeypatch.setattr(shortcuts, op, lambda *a, **kw: None)  # the general path
     out2 = np.full_like(x, np.nan)
     general = f(x, out=out2)
     for a, b in zip(*(t if op == "batch_norm" else (t,) for t in (fast, general)), strict=True):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(alloc[0] if op == "batch_norm" else alloc, out2)
-    np.testing.assert_array_equal(xi, out2)
+    np.testing.assert_array_equal(first(alloc), out2)
+    xg = x.copy()
+    f(xg, out=xg)
+    np.testing.assert_array_equal(xi, xg)
     np.testing.assert_array_equal(x, x0)
