@@ -37,7 +37,8 @@ NEED_BYTES_PER_SM = 4.8e12 * 600e-9 / 132
 
 # per kernel: threads per block as launched (the streaming kernels; the
 # small parameter kernels get registers and spills only)
-BLOCK = {"_moments_partial": 256, "_pnorm_partial": 256, "_apply_flat": 256, "_apply_wide": 256}
+STREAMING = ("_moments_partial", "_pnorm_partial", "_apply_flat", "_apply_wide")
+BLOCK = {n + h: 256 for n in STREAMING for h in ("", "_h")}  # _h: 2-byte dtypes
 ROW_KERNELS = ("_row_layer", "_row_rms", "_row_lp", "_row_lpp", "_row_lpp32")
 LPP_KERNELS = ("_row_lpp", "_row_lpp32")  # other p: _NREG_P values per thread
 BLOCK.update(dict.fromkeys(ROW_KERNELS, 128))  # cuda.ROW_THREADS; D > 1024: _row_launch
@@ -90,6 +91,10 @@ def _in_flight(name, k, itemsize, D=None):
         "_pnorm_partial": k._UNROLL,
         "_apply_flat": k._UNROLL,
         "_apply_wide": k._UNROLL,
+        "_moments_partial_h": k._CH_H,
+        "_pnorm_partial_h": k._UNROLL_H,
+        "_apply_flat_h": k._UNROLL_FLAT_H,
+        "_apply_wide_h": k._UNROLL_WIDE_H,
     }.get(name)
 
 
@@ -118,8 +123,8 @@ def main(argv=None) -> int:
         for name, sigs in k.launch_signatures().items():
             sig = next((s for s in sigs if args.dtype in str(s[0])), None)
             if sig is None:
-                if name in ROW_KERNELS:
-                    continue  # another dtype's kernel (_row_lpp: float64 only)
+                if name in BLOCK:
+                    continue  # another dtype's kernel (_row_lpp: float64 only; _h: float16)
                 sig = sigs[0]
             kern = getattr(k, name)
             lb = kern.targetoptions.get("launch_bounds")

@@ -100,13 +100,43 @@ def test_matches_cpu_at_default_launch_sizes(op, rng):
         np.testing.assert_allclose(host(g), w, **TOL[F32])
 
 
-@pytest.mark.parametrize("op", ["layer_norm", "batch_norm", "lp_normalize"])
+@pytest.mark.parametrize("op", list(OPS))
 def test_float16(op, rng):
+    """float16 runs the streaming kernels' _h builds (more loads in flight
+    per thread: _cuda_kernels.streaming)."""
     x = (rng.standard_normal((2, 6, 7)) + 1).astype(F16)
     got = as_tuple(OPS[op](cuda.to_device(x)))[0]
     want = as_tuple(OPS[op](x))[0]
     assert got.dtype == F16
     np.testing.assert_allclose(host(got).astype(F64), want.astype(F64), **TOL[F16])
+
+
+@pytest.mark.parametrize("dtype", [F16, F32])
+def test_streaming_kernels_whole_chunks_and_wide_columns(dtype, rng, monkeypatch):
+    """Enough rows for whole chunks of every dtype's moments kernel (32 rows
+    of float16 per thread, 16 of float32), 33 columns (the wide apply) and
+    3 (the flat one), NaN skipped: against the CPU."""
+    import numbanorm.backends._cuda_kernels as k
+
+    picked = []
+    real = k.streaming
+    monkeypatch.setattr(k, "streaming", lambda name, isz: picked.append(name) or real(name, isz))
+    for K in (33, 3):
+        x = (rng.standard_normal((150, K)) * 2 + 5).astype(dtype)
+        x[7, 1] = np.nan
+        d = cuda.to_device(x)
+        for f in (
+            lambda a: nbn.standardize(a, axis=0),
+            lambda a: nbn.minmax_scale(a, axis=0),
+            lambda a: nbn.lp_normalize(a, p=3.0, axis=0),
+        ):
+            got = host(f(d)).astype(F64)
+            want = f(x).astype(F64)
+            np.testing.assert_allclose(got, want, **TOL[dtype])
+    assert {"_moments_partial", "_pnorm_partial", "_apply_flat", "_apply_wide"} <= set(picked)
+    if dtype == F16:
+        assert real("_apply_wide", 2) is k._apply_wide_h
+        assert real("_moments_partial", 2) is k._moments_partial_h
 
 
 def test_integer_input_gives_float64(rng):

@@ -119,10 +119,10 @@ def test_moments_split_rows_are_merged(launch, rng, monkeypatch):
     R = 300 if launch == "small" else 3000  # long enough to split at either size
     x = rng.standard_normal((2, R, 1)) + 50
     monkeypatch.setattr(cb, "BLOCKS_TARGET", 1)
-    assert cb._tiling(2, R, 1)[3] == 1
+    assert cb._tiling(2, R, 1, 4)[3] == 1
     one = cb.moments(dev(x), False, True)
     monkeypatch.setattr(cb, "BLOCKS_TARGET", 8)
-    assert cb._tiling(2, R, 1)[3] > 1  # several blocks per row really happen
+    assert cb._tiling(2, R, 1, 4)[3] > 1  # several blocks per row really happen
     many = cb.moments(dev(x), False, True)
     check_moments(many, one, rtol=1e-13)
 
@@ -468,7 +468,7 @@ def test_shuffle_reductions_emulated(emulated_shuffles, launch, rng):
     # moments, K == 1: TY = 64 -> two warps: warp merge, then the cross-warp merge
     x = rng.standard_normal((2, 600, 1)) * 2 + 7
     x[1, 17, 0] = -50.0  # min/max through the shuffles too
-    assert cb._tiling(2, 600, 1)[0] == (1, 64)
+    assert cb._tiling(2, 600, 1, 4)[0] == (1, 64)
     check_moments(cb.moments(dev(x), False, True), ref_moments(x, False))
     assert emulated_shuffles.calls > 0  # the shuffle branch ran, not the shared-memory tree
     # row_norm: D = 20 warp-per-row (xor butterfly), D = 50 block-per-row (64 threads)

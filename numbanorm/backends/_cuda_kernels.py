@@ -123,6 +123,21 @@ def _kernel(launch_bounds=None):
 # any is used; NOTES.md section 23: bytes in flight by Little's law).
 _UNROLL = 8
 
+# 2-byte dtypes (float16) keep more elements in flight than float32 (up to
+# the same bytes per thread): the streaming kernels are built for each count
+# (``_make_*``; the ``_h`` kernels, picked by :func:`streaming`), since a
+# local array's length must be a compile-time constant.  Each count is the
+# most that compiles without spills within the kernel's launch bounds
+# (ptxas -v, sm_90; NOTES.md section 26): the moments 32 rows (122
+# registers), the p-norm 16; the apply kernels hold a 64-bit address per
+# load and per store, so 16 spilled there: the flat one 10 at 64 registers,
+# the wide one 12 at 80 (3 blocks per SM; 10 spilled 28 bytes at 64).
+_CH_H = 2 * _CH
+_UNROLL_H = 2 * _UNROLL
+_UNROLL_FLAT_H = 10
+_UNROLL_WIDE_H = 12
+_MIN_BLOCKS_WIDE_H = 3
+
 # Columns from which the apply runs one thread per column (_apply_wide, the
 # parameters in registers); fewer: flat, parameters in shared memory.
 _WIDE_K = 32
@@ -191,11 +206,24 @@ def _pow2_ceil(n):
     return p
 
 
-@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS_MOMENTS))
-def _moments_partial(x, skipnan, minmax, rows_per_split, part):
-    """Partial (count, mean, mean residual, M2, min, max) over one row split
-    of a (p, k-tile): the CPU's statistics core, so both backends are exact
-    alike (each mean carried as an unevaluated sum, ``chan_merge_dd``)."""
+def _make_moments_partial(ch):
+    """_moments_partial with chunks of ``ch`` rows per thread."""
+
+    def _moments_partial(x, skipnan, minmax, rows_per_split, part):
+        """Partial (count, mean, mean residual, M2, min, max) over one row
+        split of a (p, k-tile): the CPU's statistics core, so both backends
+        are exact alike (each mean carried as an unevaluated sum,
+        ``chan_merge_dd``)."""
+        _moments_body(x, skipnan, minmax, rows_per_split, part, cuda.local.array(ch, x.dtype))
+
+    return _moments_partial
+
+
+@(cuda.jit(device=True) if SIMULATOR else cuda.jit(device=True, forceinline=True))
+def _moments_body(x, skipnan, minmax, rows_per_split, part, buf):
+    """_moments_partial's body; ``buf``: the thread's chunk (x's dtype: half
+    the registers of float64), its length _CH rows (a constant once
+    inlined: the chunk loops unroll)."""
     # x: (P, R, K); part: (6, P, S, K) = count, mean, residual, M2, min, max
     # (the CPU's partials), stacked so that one argument (launch cost grows
     # per argument) and one copy carry them.  Block (TX, TY): threads along K
@@ -207,7 +235,7 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
     sh_q = cuda.shared.array(_MAX_BLOCK, float64)
     sh_lo = cuda.shared.array(_MAX_BLOCK, float64)
     sh_hi = cuda.shared.array(_MAX_BLOCK, float64)
-    buf = cuda.local.array(_CH, x.dtype)  # x's dtype: half the registers of float64
+    ch = buf.shape[0]
     P, R, K = x.shape
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
@@ -227,22 +255,22 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
         lo = math.inf
         hi = -math.inf
         if k < K:
-            for r in range(r0 + ty, r1, _CH * TY):
+            for r in range(r0 + ty, r1, ch * TY):
                 # the chunk's loads first, all in flight before any is used
                 # (constant trip counts: unrolled, buf in registers); a full
                 # chunk loads without bounds tests
-                m = min(_CH, (r1 - r + TY - 1) // TY)
-                if m == _CH:
-                    for j in range(_CH):
+                m = min(ch, (r1 - r + TY - 1) // TY)
+                if m == ch:
+                    for j in range(ch):
                         buf[j] = x[p, r + j * TY, k]
                 else:
-                    for j in range(_CH):
+                    for j in range(ch):
                         if j < m:
                             buf[j] = x[p, r + j * TY, k]
                 # pass 1 over the chunk: count, sum about 0 (and min/max)
                 c = 0.0
                 tot = 0.0
-                for j in range(_CH):
+                for j in range(ch):
                     if j < m:
                         v = float64(buf[j])
                         if not (skipnan and v != v):
@@ -257,7 +285,7 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
                     cm = tot / c
                     s1 = 0.0
                     s2 = 0.0
-                    for j in range(_CH):
+                    for j in range(ch):
                         if j < m:
                             v = float64(buf[j])
                             if not (skipnan and v != v):
@@ -331,6 +359,10 @@ def _moments_partial(x, skipnan, minmax, rows_per_split, part):
             part[4, p, s, k] = sh_lo[tx]
             part[5, p, s, k] = sh_hi[tx]
         cuda.syncthreads()  # shared scratch is reused by the next p
+
+
+_moments_partial = _kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS_MOMENTS))(_make_moments_partial(_CH))
+_moments_partial_h = _kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS_MOMENTS))(_make_moments_partial(_CH_H))
 
 
 @cuda.jit(device=True)
@@ -510,12 +542,23 @@ def _pnorm_add(a, v, mode, p_exp, skipnan):
     return a + v**p_exp
 
 
-@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))
-def _pnorm_partial(x, mode, p_exp, skipnan, rows_per_split, acc):
-    """Partial sum |x|**p (mode 0: p=1, 1: p=2, 3: other p) or max |x| (mode 2)."""
+def _make_pnorm_partial(unroll):
+    """_pnorm_partial with ``unroll`` loads in flight per thread."""
+
+    def _pnorm_partial(x, mode, p_exp, skipnan, rows_per_split, acc):
+        """Partial sum |x|**p (mode 0: p=1, 1: p=2, 3: other p) or max |x| (mode 2)."""
+        _pnorm_body(x, mode, p_exp, skipnan, rows_per_split, acc, cuda.local.array(unroll, x.dtype))
+
+    return _pnorm_partial
+
+
+@(cuda.jit(device=True) if SIMULATOR else cuda.jit(device=True, forceinline=True))
+def _pnorm_body(x, mode, p_exp, skipnan, rows_per_split, acc, buf):
+    """_pnorm_partial's body; ``buf``: the loads in flight (a constant
+    length once inlined)."""
     # x: (P, R, K); acc: (P, S, K); same tiling as _moments_partial
     sh = cuda.shared.array(_MAX_BLOCK, float64)
-    buf = cuda.local.array(_UNROLL, x.dtype)
+    un = buf.shape[0]
     P, R, K = x.shape
     tx = cuda.threadIdx.x
     ty = cuda.threadIdx.y
@@ -530,13 +573,13 @@ def _pnorm_partial(x, mode, p_exp, skipnan, rows_per_split, acc):
         a = 0.0  # sum of non-negative terms, or running max of |x| (>= 0)
         if k < K:
             r = r0 + ty
-            # _UNROLL loads in flight per step (issued before any is used)
-            while r + (_UNROLL - 1) * TY < r1:
-                for u in range(_UNROLL):
+            # un loads in flight per step (issued before any is used)
+            while r + (un - 1) * TY < r1:
+                for u in range(un):
                     buf[u] = x[p, r + u * TY, k]
-                for u in range(_UNROLL):
+                for u in range(un):
                     a = _pnorm_add(a, abs(float64(buf[u])), mode, p_exp, skipnan)
-                r += _UNROLL * TY
+                r += un * TY
             while r < r1:
                 a = _pnorm_add(a, abs(float64(x[p, r, k])), mode, p_exp, skipnan)
                 r += TY
@@ -556,6 +599,10 @@ def _pnorm_partial(x, mode, p_exp, skipnan, rows_per_split, acc):
         cuda.syncthreads()
 
 
+_pnorm_partial = _kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))(_make_pnorm_partial(_UNROLL))
+_pnorm_partial_h = _kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))(_make_pnorm_partial(_UNROLL_H))
+
+
 @cuda.jit(device=True)
 def _clip(y, clip, lo, hi):
     """y clipped to [lo, hi] when ``clip`` (NaN passes)."""
@@ -567,18 +614,29 @@ def _clip(y, clip, lo, hi):
     return y
 
 
-@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))
-def _apply_flat(x, out, prm, clip, lo, hi):
-    """out = clip((x - center) * scale + shift, lo, hi) with parameters per
-    column k of each p for few columns (K < _WIDE_K; K == 1: one set per
-    row p), float64 arithmetic."""
+def _make_apply_flat(unroll):
+    """_apply_flat with ``unroll`` loads in flight per thread."""
+
+    def _apply_flat(x, out, prm, clip, lo, hi):
+        """out = clip((x - center) * scale + shift, lo, hi) with parameters
+        per column k of each p for few columns (K < _WIDE_K; K == 1: one set
+        per row p), float64 arithmetic."""
+        _apply_flat_body(x, out, prm, clip, lo, hi, cuda.local.array(unroll, x.dtype))
+
+    return _apply_flat
+
+
+@(cuda.jit(device=True) if SIMULATOR else cuda.jit(device=True, forceinline=True))
+def _apply_flat_body(x, out, prm, clip, lo, hi, buf):
+    """_apply_flat's body; ``buf``: the loads in flight (a constant length
+    once inlined)."""
     # x, out: (P, R*K) views of (P, R, K); prm: (3, P, K).  Grid (gx, <=P):
     # y walks p, x the flat R*K plane, grid-stride with a step S that is a
     # multiple of K (the S = nth - nth % K first threads work, the < K
     # others idle), so a thread's column t % K is fixed: its parameters in
-    # registers, no column bookkeeping or division per element; _UNROLL
+    # registers, no column bookkeeping or division per element; buf's length
     # elements in flight per thread and step (a warp's loads coalesced).
-    buf = cuda.local.array(_UNROLL, x.dtype)
+    un = buf.shape[0]
     P, RK = x.shape
     K = prm.shape[2]
     tid = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
@@ -594,27 +652,42 @@ def _apply_flat(x, out, prm, clip, lo, hi):
         xp = x[p]
         op = out[p]
         j = tid
-        while j + (_UNROLL - 1) * S < RK:
-            for u in range(_UNROLL):
+        while j + (un - 1) * S < RK:
+            for u in range(un):
                 buf[u] = xp[j + u * S]
-            for u in range(_UNROLL):
+            for u in range(un):
                 op[j + u * S] = _clip((float64(buf[u]) - c) * a + b, clip, lo, hi)
-            j += _UNROLL * S
+            j += un * S
         while j < RK:
             op[j] = _clip((float64(xp[j]) - c) * a + b, clip, lo, hi)
             j += S
 
 
-@_kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))
-def _apply_wide(x, out, prm, clip, lo, hi):
-    """out = clip((x - center) * scale + shift, lo, hi) with parameters per
-    column k of each p, for many columns (K >= _WIDE_K: channels last,
-    feature columns), float64 arithmetic."""
+_apply_flat = _kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))(_make_apply_flat(_UNROLL))
+_apply_flat_h = _kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))(_make_apply_flat(_UNROLL_FLAT_H))
+
+
+def _make_apply_wide(unroll):
+    """_apply_wide with ``unroll`` loads in flight per thread."""
+
+    def _apply_wide(x, out, prm, clip, lo, hi):
+        """out = clip((x - center) * scale + shift, lo, hi) with parameters
+        per column k of each p, for many columns (K >= _WIDE_K: channels
+        last, feature columns), float64 arithmetic."""
+        _apply_wide_body(x, out, prm, clip, lo, hi, cuda.local.array(unroll, x.dtype))
+
+    return _apply_wide
+
+
+@(cuda.jit(device=True) if SIMULATOR else cuda.jit(device=True, forceinline=True))
+def _apply_wide_body(x, out, prm, clip, lo, hi, buf):
+    """_apply_wide's body; ``buf``: the loads in flight (a constant length
+    once inlined)."""
     # x, out: (P, R, K); prm: (3, P, K).  Block (TX, TY): tx along K (a
     # warp's loads of one row coalesced), ty along R; grid (ceil(K/TX), gy,
     # <=P).  A thread's column is fixed: its parameters live in registers;
-    # _UNROLL rows in flight per step.
-    buf = cuda.local.array(_UNROLL, x.dtype)
+    # buf's length in rows in flight per step.
+    un = buf.shape[0]
     P, R, K = x.shape
     k = cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x
     r0 = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
@@ -628,15 +701,19 @@ def _apply_wide(x, out, prm, clip, lo, hi):
         xp = x[p]
         op = out[p]
         r = r0
-        while r + (_UNROLL - 1) * nr < R:
-            for u in range(_UNROLL):
+        while r + (un - 1) * nr < R:
+            for u in range(un):
                 buf[u] = xp[r + u * nr, k]
-            for u in range(_UNROLL):
+            for u in range(un):
                 op[r + u * nr, k] = _clip((float64(buf[u]) - c) * a + b, clip, lo, hi)
-            r += _UNROLL * nr
+            r += un * nr
         while r < R:
             op[r, k] = _clip((float64(xp[r, k]) - c) * a + b, clip, lo, hi)
             r += nr
+
+
+_apply_wide = _kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS))(_make_apply_wide(_UNROLL))
+_apply_wide_h = _kernel(launch_bounds=(_MAX_BLOCK, _MIN_BLOCKS_WIDE_H))(_make_apply_wide(_UNROLL_WIDE_H))
 
 
 @cuda.jit(device=True)
@@ -944,6 +1021,19 @@ def _copy3(src, dst):
         dst[ab // B, b, c] = src[ab // B, b, c]
 
 
+def streaming(name: str, itemsize: int):
+    """The streaming kernel ``name`` (``_moments_partial``,
+    ``_pnorm_partial``, ``_apply_flat``, ``_apply_wide``) for x of
+    ``itemsize`` bytes: 2-byte dtypes take the ``_h`` kernel, twice the
+    elements in flight per thread (the bytes of the float32 kernel)."""
+    return globals()[name + "_h" if itemsize == 2 else name]
+
+
+def chunk_rows(itemsize: int) -> int:
+    """Rows per thread chunk of the moments kernel for x's itemsize."""
+    return _CH_H if itemsize == 2 else _CH
+
+
 def launch_signatures():
     """{kernel name: [argument types, ...]}: every signature the backend
     launches, per input dtype (float16/32/64).  The PTX compile test
@@ -955,10 +1045,11 @@ def launch_signatures():
     sigs: dict = {}
     for dt in (t.float16, t.float32, t.float64):
         add = lambda name, *args: sigs.setdefault(name, []).append(tuple(args))  # noqa: E731
-        add("_moments_partial", dt[:, :, ::1], t.boolean, t.boolean, t.int64, f64[:, :, :, ::1])
-        add("_pnorm_partial", dt[:, :, ::1], t.int64, f64, t.boolean, t.int64, f64[:, :, ::1])
-        add("_apply_flat", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
-        add("_apply_wide", dt[:, :, ::1], dt[:, :, ::1], f64[:, :, ::1], t.boolean, f64, f64)
+        h = "_h" if dt == t.float16 else ""  # (streaming(): 2-byte dtypes)
+        add("_moments_partial" + h, dt[:, :, ::1], t.boolean, t.boolean, t.int64, f64[:, :, :, ::1])
+        add("_pnorm_partial" + h, dt[:, :, ::1], t.int64, f64, t.boolean, t.int64, f64[:, :, ::1])
+        add("_apply_flat" + h, dt[:, ::1], dt[:, ::1], f64[:, :, ::1], t.boolean, f64, f64)
+        add("_apply_wide" + h, dt[:, :, ::1], dt[:, :, ::1], f64[:, :, ::1], t.boolean, f64, f64)
         add("_row_layer", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64[:, ::1])
         add("_row_rms", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64[:, ::1])
         add("_row_lp", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64, f64[:, ::1])

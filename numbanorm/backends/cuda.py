@@ -536,13 +536,15 @@ def _blocks_target() -> int:
     return 4 * _SM_COUNT[0]
 
 
-def _tiling(P: int, R: int, K: int):
-    """Block (TX, TY), grid (kt, S, Pg) and rows per split for a (P, R, K) reduction."""
+def _tiling(P: int, R: int, K: int, itemsize: int):
+    """Block (TX, TY), grid (kt, S, Pg) and rows per split for a (P, R, K)
+    reduction of x of ``itemsize`` bytes (a thread's chunk: _k.chunk_rows)."""
     threads = min(THREADS, _k._MAX_BLOCK)
+    ch = _k.chunk_rows(itemsize)
     if K == 1:
         # row reduction: one warp for short rows, up to `threads` for long ones
         tx = 1
-        ty = min(threads, max(min(WARP_LAUNCH, threads), _pow2_ceil(math.ceil(R / _k._CH))))
+        ty = min(threads, max(min(WARP_LAUNCH, threads), _pow2_ceil(math.ceil(R / ch))))
     else:
         tx = min(K, 32, threads)
         ty = max(1, threads // tx)
@@ -552,7 +554,7 @@ def _tiling(P: int, R: int, K: int):
     target = _blocks_target()
     if tiles < target:
         # too few blocks to fill the GPU: split R, merge the partials after
-        splits = max(1, min(math.ceil(target / tiles), math.ceil(R / (ty * _k._CH)), MAX_GRID_YZ))
+        splits = max(1, min(math.ceil(target / tiles), math.ceil(R / (ty * ch)), MAX_GRID_YZ))
     rows = math.ceil(R / splits)
     splits = math.ceil(R / rows)
     return (tx, ty), (kt, splits, min(P, MAX_GRID_YZ)), rows, splits
@@ -596,9 +598,10 @@ def moments_device(x3: Any, skipnan: bool, minmax: bool):
     with it), M2, min, max of each (p, k) over R (R > 0)."""
     x3 = as_device(x3)
     P, R, K = x3.shape
-    block, grid, rows, splits = _tiling(P, R, K)
+    block, grid, rows, splits = _tiling(P, R, K, x3.dtype.itemsize)
     part = _alloc((6, P, splits, K), np.float64)
-    _launch(_k._moments_partial, grid, block, x3, bool(skipnan), bool(minmax), rows, part)
+    kern = _k.streaming("_moments_partial", x3.dtype.itemsize)
+    _launch(kern, grid, block, x3, bool(skipnan), bool(minmax), rows, part)
     if splits == 1:
         return part.reshape(6, P, K)
     return merge_device(part)
@@ -673,9 +676,10 @@ def pnorm_device(x3: Any, p: float, skipnan: bool = True):
     if P * K == 0 or R == 0:
         return from_host(np.zeros((P, K)))
     mode = 0 if p == 1.0 else 1 if p == 2.0 else 2 if math.isinf(p) else 3
-    block, grid, rows, splits = _tiling(P, R, K)
+    block, grid, rows, splits = _tiling(P, R, K, x3.dtype.itemsize)
     acc = _alloc((P, splits, K), np.float64)
-    _launch(_k._pnorm_partial, grid, block, x3, mode, p, bool(skipnan), rows, acc)
+    kern = _k.streaming("_pnorm_partial", x3.dtype.itemsize)
+    _launch(kern, grid, block, x3, mode, p, bool(skipnan), rows, acc)
     if splits == 1:
         return acc.reshape(P, K)
     return fold_device(acc, mode == 2)
@@ -751,14 +755,15 @@ def _apply_prm(x3, out3, prm_d, lo, hi) -> None:
         gz = min(P, MAX_GRID_YZ)
         gy = max(1, min(math.ceil(_blocks_target() / (kt * gz)), math.ceil(R / ty), MAX_GRID_YZ))
         gy = max(1, min(gy, APPLY_MAX_BLOCKS // max(1, kt * gz)))
-        _launch(_k._apply_wide, (kt, gy, gz), (tx, ty), x3, out3, prm_d, clip, lo, hi)
+        kern = _k.streaming("_apply_wide", x3.dtype.itemsize)
+        _launch(kern, (kt, gy, gz), (tx, ty), x3, out3, prm_d, clip, lo, hi)
         return
     # flat over the R*K plane, a grid-stride step that is a multiple of K
     # (so at least K threads)
     gy = min(P, MAX_GRID_YZ)
     gx = max(1, math.ceil(K / THREADS), min(math.ceil(R * K / THREADS), APPLY_MAX_BLOCKS // gy))
     x2, o2 = x3.reshape(P, R * K), out3.reshape(P, R * K)
-    _launch(_k._apply_flat, (gx, gy), THREADS, x2, o2, prm_d, clip, lo, hi)
+    _launch(_k.streaming("_apply_flat", x3.dtype.itemsize), (gx, gy), THREADS, x2, o2, prm_d, clip, lo, hi)
 
 
 def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float | None = None):
