@@ -325,38 +325,30 @@ def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, nthreads, aar
 
 @kernel(error_model="numpy", nogil=True)
 def _bn_glue(
-    part,
-    fin,
-    rows,
-    C,
-    prm,
-    maddr,
-    xaddr,
-    lanes,
-    aaddr,
-    ntask,
-    nthreads,
-    aargs,
-    rm,
-    rv,
-    w,
-    b,
-    train,
-    update,
-    mom,
-    eps,
-    out,
-):
-    """batch_norm's statistics, merges, parameters (batch_norm_params; out
-    (4, C): mean, rstd, scale, shift) and apply task, in one call (False:
-    see run_statistics)."""
+    part, fin, rows, C, prm, maddr, xaddr, lanes, aaddr, ntask, nthreads, aargs,
+    rm, rv, w, b, update, mom, eps, out
+):  # fmt: skip
+    """batch_norm training's statistics, merges, parameters
+    (batch_norm_params; out (4, C): mean, rstd, scale, shift) and apply
+    task, in one call (False: see run_statistics)."""
     if not run_statistics(maddr, xaddr, lanes, ntask, nthreads, aargs):
         return False
-    if train:
-        cnt, mu, m2, _, _ = channel_stats(part, fin, rows, C, False)
-    else:
-        cnt = mu = m2 = out[0]  # (unread: the running stats)
-    batch_norm_params(cnt, mu, m2, rm, rv, w, b, train, update, mom, eps, out[0], out[1], out[2], out[3])
+    cnt, mu, m2, _, _ = channel_stats(part, fin, rows, C, False)
+    batch_norm_params(cnt, mu, m2, rm, rv, w, b, True, update, mom, eps, out[0], out[1], out[2], out[3])
+    apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, nthreads, aargs)
+    return True
+
+
+@kernel(error_model="numpy", nogil=True)
+def _bn_eval_glue(
+    part, fin, rows, C, prm, maddr, xaddr, lanes, aaddr, ntask, nthreads, aargs, rm, rv, w, b, eps, out
+):
+    """batch_norm eval's parameters from the running statistics and apply
+    task: _bn_glue without the statistics and merges, so that an eval
+    call does not compile them (a cold eval call 1.76 -> 1.11 s, NOTES.md
+    section 26)."""
+    run = out[0]  # (unread: the running statistics give the parameters)
+    batch_norm_params(run, run, run, rm, rv, w, b, False, False, 0.0, eps, out[0], out[1], out[2], out[3])
     apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, nthreads, aargs)
     return True
 
@@ -418,7 +410,10 @@ def batch_norm(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, m
         return
     plan = _Plan(x2, o2, C, rows, False, stats="moments" if training else None)
     out = np.empty((4, C))
-    plan.glue(_bn_glue, rm, rv, w, b, training, update, momentum, eps, out)
+    if training:
+        plan.glue(_bn_glue, rm, rv, w, b, update, momentum, eps, out)
+    else:
+        plan.glue(_bn_eval_glue, rm, rv, w, b, eps, out)
     mean[...] = out[0]
     rstd[...] = out[1]
 
