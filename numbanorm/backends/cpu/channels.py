@@ -263,46 +263,63 @@ def run_statistics(maddr, xaddr, lanes, ntask, nthreads, fr):
 
 
 @njit(error_model="numpy", inline="always")
-def channel_stats(part, fin, rows, C, minmax):
-    """fin (6, C): per-channel count, mean, residual, M2, min, max of the
-    tasks' partials part (6, P, nseg, K): each (row, column)'s segments
-    merged, then the batch (rows: row a*C + c of channel c), in the order
+def channel_moments(part, fin, rows, C):
+    """fin[:4] (C,): per-channel count, mean, residual, M2 of the tasks'
+    partials part (6, P, nseg, K): each (row, column)'s segments merged,
+    then the batch (rows: row a*C + c of channel c), in the order
     _reduce.reduce_moments merges them, so the bits are the general path's;
     the mean's residual rounded in (fin[1]), empty channels NaN.  One loop
-    nest with one merge (a merge per stage compiled twice: NOTES.md 21)."""
+    nest with one merge (a merge per stage compiled twice: NOTES.md 21).
+    Returns (count, mean, M2)."""
     P, nseg = part.shape[1], part.shape[2]
     A = P // C if rows else 1
     for c in range(C):
         n, u, r, q = 0.0, 0.0, 0.0, 0.0
-        lo, hi = math.inf, -math.inf
         for a in range(A):
             i, k = (a * C + c, 0) if rows else (0, c)
             rn, ru, rr, rq = 0.0, 0.0, 0.0, 0.0
-            rlo, rhi = math.inf, -math.inf
             for s in range(nseg + 1):
                 if s < nseg:  # the row's segments, then the row into the batch
                     pn, pu, pr, pq = part[0, i, s, k], part[1, i, s, k], part[2, i, s, k], part[3, i, s, k]
-                    plo, phi = part[4, i, s, k], part[5, i, s, k]
-                    an, au, ar, aq, alo, ahi = rn, ru, rr, rq, rlo, rhi
+                    an, au, ar, aq = rn, ru, rr, rq
                 else:
-                    pn, pu, pr, pq, plo, phi = rn, ru, rr, rq, rlo, rhi
-                    an, au, ar, aq, alo, ahi = n, u, r, q, lo, hi
+                    pn, pu, pr, pq = rn, ru, rr, rq
+                    an, au, ar, aq = n, u, r, q
                 an, au, ar, aq = chan_merge_dd(an, au, ar, aq, pn, pu, pr, pq)
-                if minmax:  # NaN in a partial propagates (it saw NaN, not skipped)
-                    alo = math.nan if (plo != plo or alo != alo) else min2(alo, plo)
-                    ahi = math.nan if (phi != phi or ahi != ahi) else max2(ahi, phi)
                 if s < nseg:
-                    rn, ru, rr, rq, rlo, rhi = an, au, ar, aq, alo, ahi
+                    rn, ru, rr, rq = an, au, ar, aq
                 else:
-                    n, u, r, q, lo, hi = an, au, ar, aq, alo, ahi
+                    n, u, r, q = an, au, ar, aq
         empty = n == 0.0
         fin[0, c] = n
         fin[1, c] = math.nan if empty else u + r
         fin[2, c] = r
         fin[3, c] = math.nan if empty else q
-        fin[4, c] = math.nan if (minmax and empty) else lo
-        fin[5, c] = math.nan if (minmax and empty) else hi
-    return fin[0], fin[1], fin[3], fin[4], fin[5]
+    return fin[0], fin[1], fin[3]
+
+
+@njit(error_model="numpy", inline="always")
+def channel_minmax(part, fin, rows, C):
+    """fin[4], fin[5] (C,): per-channel min and max of the tasks' partials
+    (a NaN partial propagates: it saw NaN, not skipped), empty channels
+    NaN (the count, part[0], summed as channel_moments' merges add it);
+    min/max need no moments, so minmax_scale compiles no moment merge.
+    Returns (min, max)."""
+    P, nseg = part.shape[1], part.shape[2]
+    A = P // C if rows else 1
+    for c in range(C):
+        n = 0.0
+        lo, hi = math.inf, -math.inf
+        for a in range(A):
+            i, k = (a * C + c, 0) if rows else (0, c)
+            for s in range(nseg):
+                n += part[0, i, s, k]
+                plo, phi = part[4, i, s, k], part[5, i, s, k]
+                lo = math.nan if (plo != plo or lo != lo) else min2(lo, plo)
+                hi = math.nan if (phi != phi or hi != hi) else max2(hi, phi)
+        fin[4, c] = math.nan if n == 0.0 else lo
+        fin[5, c] = math.nan if n == 0.0 else hi
+    return fin[4], fin[5]
 
 
 @njit(error_model="numpy", inline="always")
@@ -333,7 +350,7 @@ def _bn_glue(
     task, in one call (False: see run_statistics)."""
     if not run_statistics(maddr, xaddr, lanes, ntask, nthreads, aargs):
         return False
-    cnt, mu, m2, _, _ = channel_stats(part, fin, rows, C, False)
+    cnt, mu, m2 = channel_moments(part, fin, rows, C)
     batch_norm_params(cnt, mu, m2, rm, rv, w, b, True, update, mom, eps, out[0], out[1], out[2], out[3])
     apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, nthreads, aargs)
     return True
@@ -376,7 +393,7 @@ def _standardize_glue(
     std, scale, shift 0) and apply task (False: see run_statistics)."""
     if not run_statistics(maddr, xaddr, lanes, ntask, nthreads, aargs):
         return False
-    cnt, mu, m2, _, _ = channel_stats(part, fin, rows, C, False)
+    cnt, mu, m2 = channel_moments(part, fin, rows, C)
     standardize_params(cnt, mu, m2, ddof, with_mean, with_std, out[0], out[1], out[2])
     out[3, :] = 0.0
     apply_params(out[0], out[2], out[3], rows, C, prm, aaddr, ntask, nthreads, aargs)
@@ -388,7 +405,7 @@ def _minmax_glue(part, fin, rows, C, prm, maddr, xaddr, lanes, aaddr, ntask, nth
     """minmax_scale's statistics (min/max), merges, parameters (out (3, C):
     min, scale, shift lo) and apply task."""
     run_statistics(maddr, xaddr, lanes, ntask, nthreads, aargs)
-    _, _, _, mn, mx = channel_stats(part, fin, rows, C, True)
+    mn, mx = channel_minmax(part, fin, rows, C)
     for c in range(C):
         out[0, c] = mn[c]
         out[1, c] = minmax_factor(mn[c], mx[c], flo, fhi)
