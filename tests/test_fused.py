@@ -346,8 +346,10 @@ def test_refused_blocks_compile_the_exact_task_then_finish(monkeypatch, count, r
         return orig(kernel, *a)
 
     monkeypatch.setattr(channels, "launch", launch)
-    # as in a process that has not compiled the exact task yet
+    # as in a process that has not compiled the exact task yet (and no
+    # cached plan that knows its address)
     monkeypatch.setattr(axis_stats.col_moments_exact, "_addresses", {})
+    channels.clear_plans()
     got, want = _both(monkeypatch, f)
     _same(got, want)
     assert xaddrs[0] == 0 and xaddrs[1] != 0 and len(xaddrs) == 2
@@ -355,3 +357,52 @@ def test_refused_blocks_compile_the_exact_task_then_finish(monkeypatch, count, r
     _same(got, want)
     assert len(xaddrs) == 3 and xaddrs[2] == xaddrs[1]
     assert count["standardize_large" if op == "standardize" else "bn_large"] == 2
+
+
+def test_cached_plans_rebind_release_and_stay_per_thread(rng):
+    """A medium two-pass call reuses this thread's plan for the same shapes
+    and variant (channels._plan): the second call gives the first's bits,
+    in place and out of place alternate correctly, the plan keeps neither x
+    nor the output alive, the cache stays bounded, and threads never share a
+    plan's scratch."""
+    import gc
+    import threading
+    import weakref
+
+    channels.clear_plans()
+    x = (rng.standard_normal((3000, 40)) * 2 + 50).astype(np.float32)
+    first = nbn.standardize(x, 0)
+    assert len(channels._PLANS.plans) == 1
+    np.testing.assert_array_equal(nbn.standardize(x, 0), first)
+    xi = x.copy()
+    assert nbn.standardize(xi, 0, out=xi) is xi  # another variant: its own plan
+    np.testing.assert_array_equal(xi, first)
+    np.testing.assert_array_equal(nbn.standardize(x, 0), first)
+    # neither x nor y is kept by the cached plans
+    x2 = x.copy()
+    rx = weakref.ref(x2)
+    y = nbn.standardize(x2, 0)
+    ry = weakref.ref(y)
+    del x2, y
+    gc.collect()
+    assert rx() is None and ry() is None
+    # bounded: one plan per shape, the oldest dropped
+    for n in range(channels.PLAN_CACHE_ENTRIES + 3):
+        nbn.minmax_scale(x[: 2000 + n], axis=0)
+    assert len(channels._PLANS.plans) == channels.PLAN_CACHE_ENTRIES
+    # two threads, the same shapes, different data: each its own scratch
+    data = [(rng.standard_normal((3000, 40)) * (t + 1) + 10 * t).astype(np.float32) for t in range(2)]
+    want = [nbn.standardize(d, 0) for d in data]
+    bad = []
+
+    def work(t):
+        for _ in range(100):
+            if not np.array_equal(nbn.standardize(data[t], 0), want[t]):
+                bad.append(t)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(2)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not bad

@@ -519,7 +519,7 @@ def _none(shape, dtype):
     return a
 
 
-def frame(xf, K, L, nseg, rb=1, *, skipnan=False, stats=False, of=None, lo=None, hi=None, La=None):
+def frame(xf, K, L, nseg, rb=1, *, skipnan=False, stats=False, of=None, lo=None, hi=None, La=None, rot=True):
     """The frame tuple of the tasks over xf (P, R*K) (see FRAME above):
     scratch for the statistics when ``stats``; the output ``of`` with
     parameters prm (3, P, La) and clip bounds lo/hi when given.  Unused
@@ -546,7 +546,8 @@ def frame(xf, K, L, nseg, rb=1, *, skipnan=False, stats=False, of=None, lo=None,
         of, prm = _none((0, 0), dt), _none((0, 0, 0), dt)
     else:
         prm = np.empty((3, P, L if La is None else La), dt)
-    rot = np.empty((ntask, 3, L), dt) if (stats or of is not None) else _none((0, 0, 0), dt)
+    # (rot=False: no task of the call uses rot, an empty one takes its slot)
+    rot = np.empty((ntask, 3, L), dt) if rot and (stats or of is not None) else _none((0, 0, 0), dt)
     lo = dt.type(-np.inf if lo is None else lo)
     hi = dt.type(np.inf if hi is None else hi)
     return (xf, of, K, L, nseg, rb, bool(skipnan), lo, hi, part, lanes, acc, stop, prm, rot)

@@ -12,6 +12,7 @@ batch_norm training over rows may instead take the channel-pipelined kernel
 from __future__ import annotations
 
 import math
+import threading
 
 import numpy as np
 from numba import njit
@@ -35,7 +36,7 @@ from ..._stats import (
 )
 from ._elementwise import pipe_span
 from ._intrinsics import in_place, line_span, max2, min2, resident, stream_span, streams
-from ._tasks import _run_tasks, launch, run, task, threads
+from ._tasks import _key, _run_tasks, launch, run, task, threads
 from .affine import apply_lanes, apply_rows, apply_span, lowered_param
 from .axis_stats import (
     F_PART,
@@ -194,9 +195,10 @@ class _Plan:
     """The frame (axis_stats.frame) of one two-pass call on x2: (A*C, S) rows
     (``rows``) or (1, A*C) channels last; the addresses of its statistics
     task (``stats``: "moments", "minmax" or None), of the exact lane moments
-    when this process has compiled them, and of the apply task."""
+    when this process has compiled them, and of the apply task (``same``:
+    in place; ``stream``: streaming stores).  Made by :func:`_plan`."""
 
-    def __init__(self, x2, o2, C, rows, skipnan, lo=None, hi=None, stats="moments"):
+    def __init__(self, x2, o2, C, rows, skipnan, lo, hi, stats, same, stream):
         P = x2.shape[0]
         self.C, self.rows = C, rows
         K = 1 if rows else C
@@ -207,12 +209,17 @@ class _Plan:
         nseg, L, rb = col_split(P3, R, K, x2.itemsize)
         xf, of = x3.reshape(P3, R * K), o2.reshape(P3, R * K)
         La = L if K > 1 else 1
-        fr = frame(xf, K, L, nseg, rb, skipnan=skipnan, stats=stats is not None, of=of, lo=lo, hi=hi, La=La)
+        # rot: the min/max lanes and apply_lanes' rotated parameters (rows
+        # without min/max use none)
+        fr = frame(
+            xf, K, L, nseg, rb, skipnan=skipnan, stats=stats is not None, of=of, lo=lo, hi=hi, La=La,
+            rot=not rows or stats == "minmax",
+        )  # fmt: skip
         self.fr = fr
+        self.P3, self.tail = P3, fr[2:]
         self.fin = np.empty((6, C))  # merged over the segments and the batch
         self.ntask = P3 * nseg
-        same = in_place(x2, o2)
-        stream = not same and streams(o2) and resident(o2)
+        self.stats = stats is not None
         task = apply_rows if rows else apply_lanes
         fk = self.fkey = frame_key(fr)
         self.aaddr = task.address(fr, fk, stream=stream, same=same, clip=lo is not None or hi is not None)
@@ -227,6 +234,24 @@ class _Plan:
             self.maddr = (col_moments if self.lanes else row_moments).address(fr, fk)
         self.xaddr = col_moments_exact.address_if_compiled(fr, fk) if self.lanes else 0
 
+    def bind(self, x2, o2):
+        """The plan again for another x2 and out of the same shapes, types and
+        variant (_plan's key): the frame takes them, the partials start
+        as frame() starts them; the scratch arrays are reused."""
+        self.fr = (x2.reshape(self.P3, -1), o2.reshape(self.P3, -1)) + self.tail
+        if self.stats:
+            part = self.fr[F_PART]
+            part[:4] = 0.0
+            part[4] = np.inf
+            part[5] = -np.inf
+        if self.lanes and not self.xaddr:
+            self.xaddr = col_moments_exact.address_if_compiled(self.fr, self.fkey)
+        return self
+
+    def scratch_bytes(self) -> int:
+        """Bytes of the frame's scratch arrays and fin (what a cached plan keeps)."""
+        return self.fin.nbytes + sum(a.nbytes for a in self.tail if isinstance(a, np.ndarray))
+
     def glue(self, glue, *args):
         """Run ``glue`` (statistics, merges, parameters, apply) with the op's
         ``args``; when a lane task stopped at a refused block and the exact
@@ -234,9 +259,48 @@ class _Plan:
         fr = self.fr
         head = (fr[F_PART], self.fin, self.rows, self.C, fr[F_PRM])
         tail = (self.ntask, threads(), fr)
-        if not launch(glue, *head, self.maddr, self.xaddr, self.lanes, self.aaddr, *tail, *args):
-            xaddr = col_moments_exact.address(fr, self.fkey)
-            launch(glue, *head, 0, xaddr, self.lanes, self.aaddr, *tail, *args)
+        try:
+            if not launch(glue, *head, self.maddr, self.xaddr, self.lanes, self.aaddr, *tail, *args):
+                self.xaddr = col_moments_exact.address(fr, self.fkey)
+                launch(glue, *head, 0, self.xaddr, self.lanes, self.aaddr, *tail, *args)
+        finally:
+            self.fr = None  # (a cached plan must not keep the caller's x and out alive)
+
+
+# Plans kept per thread (a thread-local cache: a plan's scratch arrays serve
+# one call at a time): a medium call then rebinds a plan instead of making
+# its frame, scratch arrays and task lookups again (5-6 us of a 1 MiB call,
+# NOTES.md section 26).  Only plans with little scratch are kept.
+_PLANS = threading.local()
+PLAN_CACHE_ENTRIES = 8
+PLAN_CACHE_SCRATCH_BYTES = 1 << 18
+
+
+def _plan(x2, o2, C, rows, skipnan, lo=None, hi=None, stats="moments"):
+    """The _Plan of a two-pass call: this thread's cached one for the same
+    shapes, types, flags and variant (and thread count: the split follows
+    it), rebound to x2 and o2, or a new one (cached when its scratch is
+    small)."""
+    same = in_place(x2, o2)
+    stream = not same and streams(o2) and resident(o2)
+    key = (x2.shape, _key(x2), _key(o2), C, rows, skipnan, lo, hi, stats, same, stream, threads())
+    cache = getattr(_PLANS, "plans", None)
+    if cache is None:
+        cache = _PLANS.plans = {}
+    plan = cache.get(key)
+    if plan is not None:
+        return plan.bind(x2, o2)
+    plan = _Plan(x2, o2, C, rows, skipnan, lo, hi, stats, same, stream)
+    if plan.scratch_bytes() <= PLAN_CACHE_SCRATCH_BYTES:
+        if len(cache) >= PLAN_CACHE_ENTRIES:
+            del cache[next(iter(cache))]  # the oldest
+        cache[key] = plan
+    return plan
+
+
+def clear_plans() -> None:
+    """Forget this thread's cached plans (tests)."""
+    _PLANS.plans = {}
 
 
 @njit(error_model="numpy", inline="always")
@@ -425,7 +489,7 @@ def batch_norm(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, m
         # streams only into resident pages; NOTES.md section 16)
         bn_pipe(x2, o2, C, threads(), rm, rv, w, b, update, momentum, eps, streams(o2), mean, rstd)
         return
-    plan = _Plan(x2, o2, C, rows, False, stats="moments" if training else None)
+    plan = _plan(x2, o2, C, rows, False, stats="moments" if training else None)
     out = np.empty((4, C))
     if training:
         plan.glue(_bn_glue, rm, rv, w, b, update, momentum, eps, out)
@@ -438,7 +502,7 @@ def batch_norm(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, m
 def standardize(x2, o2, C, rows, ddof, with_mean, with_std, center, sd):
     """standardize of a large x2 per channel; the mean and std used written
     to ``center``, ``sd`` (C,)."""
-    plan = _Plan(x2, o2, C, rows, True)
+    plan = _plan(x2, o2, C, rows, True)
     out = np.empty((4, C))
     plan.glue(_standardize_glue, float(ddof), with_mean, with_std, out)
     center[...] = out[0]
@@ -448,7 +512,7 @@ def standardize(x2, o2, C, rows, ddof, with_mean, with_std, center, sd):
 def minmax_scale(x2, o2, C, rows, flo, fhi, clip):
     """minmax_scale of a large x2 per channel to [flo, fhi], clipped there
     when ``clip``."""
-    plan = _Plan(x2, o2, C, rows, True, flo if clip else None, fhi if clip else None, stats="minmax")
+    plan = _plan(x2, o2, C, rows, True, flo if clip else None, fhi if clip else None, stats="minmax")
     plan.glue(_minmax_glue, float(flo), float(fhi), np.empty((3, C)))
 
 
