@@ -378,6 +378,22 @@ def test_cached_plans_rebind_release_and_stay_per_thread(rng):
     assert nbn.standardize(xi, 0, out=xi) is xi  # another variant: its own plan
     np.testing.assert_array_equal(xi, first)
     np.testing.assert_array_equal(nbn.standardize(x, 0), first)
+    # a cached plan's scratch is reused without a reset: every task writes
+    # what the glue reads (poisoned here, the same bits come back)
+    for f in (
+        lambda a: nbn.standardize(a, 0),
+        lambda a: nbn.minmax_scale(a, axis=0),
+        lambda a: nbn.batch_norm(a.reshape(300, 10, 40), training=True, channel_axis=-1),
+        lambda a: nbn.batch_norm(a.reshape(60, 2, 1000), training=True),  # rows, two-pass (C < 2 threads)
+    ):
+        channels.clear_plans()
+        want = f(x)
+        assert len(channels._PLANS.plans) == 1
+        for plan in channels._PLANS.plans.values():
+            for a in (*plan.tail, plan.fin):
+                if isinstance(a, np.ndarray) and a.size:
+                    a[...] = np.nan if a.dtype.kind == "f" else 7
+        np.testing.assert_array_equal(f(x), want)
     # neither x nor y is kept by the cached plans
     x2 = x.copy()
     rx = weakref.ref(x2)

@@ -519,11 +519,16 @@ def _none(shape, dtype):
     return a
 
 
-def frame(xf, K, L, nseg, rb=1, *, skipnan=False, stats=False, of=None, lo=None, hi=None, La=None, rot=True):
+def frame(
+    xf, K, L, nseg, rb=1, *, skipnan=False, stats=False, of=None, lo=None, hi=None, La=None,
+    rot=True, lanes=True,
+):  # fmt: skip
     """The frame tuple of the tasks over xf (P, R*K) (see FRAME above):
     scratch for the statistics when ``stats``; the output ``of`` with
     parameters prm (3, P, La) and clip bounds lo/hi when given.  Unused
-    slots hold empty arrays of the same types."""
+    slots hold empty arrays of the same types.  ``rot``/``lanes`` False:
+    no task of the call reads rot, or lanes, acc and stop (the row moments
+    and apply tasks read none of them): empty ones take their slots."""
     P = xf.shape[0]
     ntask = P * nseg
     dt = xf.dtype
@@ -532,21 +537,18 @@ def frame(xf, K, L, nseg, rb=1, *, skipnan=False, stats=False, of=None, lo=None,
         part[:4] = 0.0
         part[4] = np.inf
         part[5] = -np.inf
+    else:
+        part = _none((0, 0, 0, 0), np.float64)
+    if stats and lanes:
         lanes = np.empty((ntask, NLANE, L))
         acc = np.empty((ntask, NACC, K))
         stop = np.empty(ntask, np.int64)
     else:
-        part, lanes, acc, stop = (
-            _none((0, 0, 0, 0), np.float64),
-            _none((0, 0, 0), np.float64),
-            _none((0, 0, 0), np.float64),
-            _none((0,), np.int64),
-        )
+        lanes, acc, stop = _none((0, 0, 0), np.float64), _none((0, 0, 0), np.float64), _none((0,), np.int64)
     if of is None:
         of, prm = _none((0, 0), dt), _none((0, 0, 0), dt)
     else:
         prm = np.empty((3, P, L if La is None else La), dt)
-    # (rot=False: no task of the call uses rot, an empty one takes its slot)
     rot = np.empty((ntask, 3, L), dt) if rot and (stats or of is not None) else _none((0, 0, 0), dt)
     lo = dt.type(-np.inf if lo is None else lo)
     hi = dt.type(np.inf if hi is None else hi)

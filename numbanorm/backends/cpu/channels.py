@@ -210,16 +210,17 @@ class _Plan:
         xf, of = x3.reshape(P3, R * K), o2.reshape(P3, R * K)
         La = L if K > 1 else 1
         # rot: the min/max lanes and apply_lanes' rotated parameters (rows
-        # without min/max use none)
+        # without min/max use none); lanes/acc/stop: the lane moments' and
+        # min/max state (the row moments use none)
+        lane_stats = stats == "minmax" or (stats == "moments" and (K > 1 or skipnan))
         fr = frame(
             xf, K, L, nseg, rb, skipnan=skipnan, stats=stats is not None, of=of, lo=lo, hi=hi, La=La,
-            rot=not rows or stats == "minmax",
+            rot=not rows or stats == "minmax", lanes=lane_stats,
         )  # fmt: skip
         self.fr = fr
         self.P3, self.tail = P3, fr[2:]
         self.fin = np.empty((6, C))  # merged over the segments and the batch
         self.ntask = P3 * nseg
-        self.stats = stats is not None
         task = apply_rows if rows else apply_lanes
         fk = self.fkey = frame_key(fr)
         self.aaddr = task.address(fr, fk, stream=stream, same=same, clip=lo is not None or hi is not None)
@@ -236,14 +237,11 @@ class _Plan:
 
     def bind(self, x2, o2):
         """The plan again for another x2 and out of the same shapes, types and
-        variant (_plan's key): the frame takes them, the partials start
-        as frame() starts them; the scratch arrays are reused."""
+        variant (_plan's key): the frame takes them; the scratch arrays are
+        reused as they are (no reset: every task writes each partial the
+        glue reads, moments or min/max with their counts, for its segment;
+        resetting cost 5-10 us at (1024, 256); a test poisons them)."""
         self.fr = (x2.reshape(self.P3, -1), o2.reshape(self.P3, -1)) + self.tail
-        if self.stats:
-            part = self.fr[F_PART]
-            part[:4] = 0.0
-            part[4] = np.inf
-            part[5] = -np.inf
         if self.lanes and not self.xaddr:
             self.xaddr = col_moments_exact.address_if_compiled(self.fr, self.fkey)
         return self
@@ -269,11 +267,12 @@ class _Plan:
 
 # Plans kept per thread (a thread-local cache: a plan's scratch arrays serve
 # one call at a time): a medium call then rebinds a plan instead of making
-# its frame, scratch arrays and task lookups again (5-6 us of a 1 MiB call,
-# NOTES.md section 26).  Only plans with little scratch are kept.
+# its frame, scratch arrays and task lookups again (5-11 us of a 1 MiB call,
+# NOTES.md section 26).  Only plans with at most 1 MiB of scratch are
+# kept, 8 per thread (8 MiB at most; a batch_norm plan holds a few KiB).
 _PLANS = threading.local()
 PLAN_CACHE_ENTRIES = 8
-PLAN_CACHE_SCRATCH_BYTES = 1 << 18
+PLAN_CACHE_SCRATCH_BYTES = 1 << 20
 
 
 def _plan(x2, o2, C, rows, skipnan, lo=None, hi=None, stats="moments"):
