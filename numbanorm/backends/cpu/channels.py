@@ -267,7 +267,7 @@ class _Plan:
 
 # Plans kept per thread (a thread-local cache: a plan's scratch arrays serve
 # one call at a time): a medium call then rebinds a plan instead of making
-# its frame, scratch arrays and task lookups again (5-11 us of a 1 MiB call,
+# its frame, scratch arrays and task lookups again (4-10 us of a 1 MiB call,
 # NOTES.md section 26).  Only plans with at most 1 MiB of scratch are
 # kept, 8 per thread (8 MiB at most; a batch_norm plan holds a few KiB).
 _PLANS = threading.local()
