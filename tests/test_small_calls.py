@@ -1,4 +1,6 @@
-"""The small-call fast path of layer_norm/rms_norm (backends/cpu/shortcuts.py: rows_small).
+"""The fast paths of layer_norm/rms_norm (backends/cpu/shortcuts.py: rows_small; above
+MIN_TASK_ELEMS they call the general path's row kernel), of instance/group
+norm, and of small calls with out=.
 
 It must give the general path's results, be taken only when nothing needs
 converting, and leave every error to the general path's validation.
@@ -67,7 +69,6 @@ def test_fast_path_keeps_nan_and_inf_in_their_row(rng):
         "w_float64",
         "w_list",
         "w_strided",
-        "too_big",
     ],
 )
 def test_inputs_that_need_converting_take_the_general_path(rng, case):
@@ -94,8 +95,6 @@ def test_inputs_that_need_converting_take_the_general_path(rng, case):
         w = list(np.linspace(0.5, 2, 16))
     elif case == "w_strided":
         w = np.linspace(0.5, 2, 32).astype(np.float32)[::2]
-    elif case == "too_big":
-        x = rng.standard_normal((MIN_TASK_ELEMS // 16 + 1, 16)).astype(np.float32)
     assert shortcuts.rows_small(x, ns, w, None, eps, False) is None
     # ...and the general path computes it
     y = nbn.layer_norm(x, ns, w, eps=eps)
@@ -197,3 +196,45 @@ def test_small_calls_with_out_take_the_fast_path_with_the_general_bits(monkeypat
     f(xg, out=xg)
     np.testing.assert_array_equal(xi, xg)
     np.testing.assert_array_equal(x, x0)
+
+
+MEDIUM_ROW_OPS = {
+    "layer_norm": lambda x, w, b, **kw: nbn.layer_norm(x, x.shape[-1], w, b, **kw),
+    "rms_norm": lambda x, w, b, **kw: nbn.rms_norm(x, x.shape[-1], w, **kw),
+    "instance_norm": lambda x, w, b, **kw: nbn.instance_norm(x, weight=w, bias=b, **kw),
+    "group_norm": lambda x, w, b, **kw: nbn.group_norm(x, 4, w, b, **kw),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("affine", [False, True])
+@pytest.mark.parametrize("op", list(MEDIUM_ROW_OPS))
+@pytest.mark.parametrize("shape", [(64, 1024), (8, 16, 33, 40), (2, 8, 40000)])
+def test_medium_row_calls_fast_path_general_bits(monkeypatch, rng, op, affine, dtype, shape):
+    """Above MIN_TASK_ELEMS, layer/RMS/instance/group norm of a plain
+    C-contiguous x call the general path's row kernel directly (without its
+    validation): the same bits, allocating, with out= and in place."""
+    if op in ("instance_norm", "group_norm") and len(shape) < 3:
+        shape = (4, 16, shape[1])
+    x = (rng.standard_normal(shape) * 3 + 50).astype(dtype)
+    assert x.size > MIN_TASK_ELEMS
+    n = x.shape[1] if op in ("instance_norm", "group_norm") else x.shape[-1]
+    w = rng.standard_normal(n).astype(dtype) if affine else None
+    b = rng.standard_normal(n).astype(dtype) if affine else None
+    f = MEDIUM_ROW_OPS[op]
+    taken = []
+    real = getattr(shortcuts, op)
+    monkeypatch.setattr(shortcuts, op, lambda *a, **kw: taken.append(1) or real(*a, **kw))
+    fast = f(x, w, b)
+    out = np.empty_like(x)
+    assert f(x, w, b, out=out) is out
+    xi = x.copy()
+    f(xi, w, b, out=xi)
+    assert len(taken) == 3
+    monkeypatch.setattr(shortcuts, op, lambda *a, **kw: None)  # the general path
+    general = f(x, w, b)
+    np.testing.assert_array_equal(fast, general)
+    np.testing.assert_array_equal(out, general)
+    xg = x.copy()
+    f(xg, w, b, out=xg)
+    np.testing.assert_array_equal(xi, xg)

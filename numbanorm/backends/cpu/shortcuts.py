@@ -62,8 +62,10 @@ def fast_chan(p, C: int, writable: bool = False):
 def fast_out(x: np.ndarray, out):
     """The output of a fast path: a new array like x for None, else ``out``
     when it is a writable C-contiguous ndarray of x's shape and dtype that is
-    x itself or does not overlap it; None for anything else (the general path
-    then validates it)."""
+    x itself or does not overlap it (x itself runs in place: every kernel a
+    fast path calls reads all a group's values before writing any, as the
+    general path, which runs the same kernels on a validated out=, relies
+    on); None for anything else (the general path then validates it)."""
     if out is None:
         return _outbuf.empty_like(x)
     if (
@@ -76,15 +78,6 @@ def fast_out(x: np.ndarray, out):
     ):
         return None
     return out
-
-
-def small_out(x: np.ndarray, out):
-    """The output of a small-call fast path: a new array like x for None,
-    else ``out`` when fast_out takes it (x itself runs in place: the small
-    kernels read all a group's values before writing any, as the general
-    path, which runs the same kernels on a validated out=, relies on), else
-    None (the general path then validates it)."""
-    return np.empty_like(x) if out is None else fast_out(x, out)
 
 
 def chan_fusable(A: int, C: int, S: int) -> bool:
@@ -309,17 +302,17 @@ def small_bn_view(inp, y, ca):
 
 
 def groups_small(x: np.ndarray, G: int, weight, bias, eps, out=None):
-    """The small-call fast path of instance_norm (G = C) and group_norm: the
-    (N*G, C/G*spatial) rows of a channels-first x through the serial row
-    kernel that the general path also takes for small inputs (the same bits
-    with or without out=).  None when anything needs converting (out=
-    included: small_out): the general path then validates and raises the
-    errors."""
+    """The fast path of instance_norm (G = C) and group_norm: the (N*G,
+    C/G*spatial) rows of a channels-first x through the row kernel the
+    general path takes (rows.row_norm; small inputs: its serial kernel
+    directly), without the general path's validation: the same bits.  None
+    when anything needs converting (out= included: fast_out): the general
+    path then validates and raises the errors."""
     dt = x.dtype
     if (
         dt not in FAST_DTYPES
         or not x.flags.c_contiguous
-        or not 0 < x.size <= MIN_TASK_ELEMS
+        or x.size == 0
         or type(eps) is not float
         or not 0.0 <= eps < math.inf
     ):
@@ -329,25 +322,31 @@ def groups_small(x: np.ndarray, G: int, weight, bias, eps, out=None):
     B = fast_param(bias, C, dt, 0.0)
     if W is None or B is None:
         return None
-    y = small_out(x, out)
+    y = fast_out(x, out)
     if y is None:
         return None
     W = W.reshape(G, C // G)  # group g's weights, one per channel = row segment
     B = B.reshape(G, C // G)
     R = N * G
     D = x.size // R
-    small.row_norm_small(x.reshape(R, D), y.reshape(R, D), W, B, eps, 0.0, False, EMPTY, EMPTY)
+    if x.size <= MIN_TASK_ELEMS:
+        small.row_norm_small(x.reshape(R, D), y.reshape(R, D), W, B, eps, 0.0, False, EMPTY, EMPTY)
+    else:
+        rows.row_norm(x.reshape(R, D), y.reshape(R, D), W, B, eps, False)
     return y
 
 
 def rows_small(x, normalized_shape, weight, bias, eps, rms, out=None):
-    """The small-call fast path of layer_norm/rms_norm, or None to take the
-    general one (which then validates everything and raises the errors).
+    """The fast path of layer_norm/rms_norm, or None to take the general one
+    (which then validates everything and raises the errors).
 
-    Only a native float32/64 C-contiguous ndarray of at most MIN_TASK_ELEMS
-    elements, an int (or 1-tuple of int) normalized_shape equal to its last dimension, weight/bias
-    None or (D,) arrays of x's dtype, and a finite float eps >= 0: then no
-    argument needs converting and the whole call is one serial kernel.
+    Only a native float32/64 C-contiguous ndarray, an int (or 1-tuple of
+    int) normalized_shape equal to its last dimension, weight/bias None or
+    (D,) arrays of x's dtype, and a finite float eps >= 0: then no argument
+    needs converting.  At most MIN_TASK_ELEMS elements the whole call is
+    one serial kernel; larger, the general path's row_norm call with the
+    parameters it passes (one weight per row when there are none: the
+    pipelined kernel for large rows), so the same bits.
     """
     if type(x) is not np.ndarray or type(eps) is not float:
         return None
@@ -360,20 +359,27 @@ def rows_small(x, normalized_shape, weight, bias, eps, rms, out=None):
         or x.ndim == 0
         or dt not in FAST_DTYPES
         or not x.flags.c_contiguous
-        or not 0 < x.size <= MIN_TASK_ELEMS
+        or x.size == 0
         or x.shape[-1] != ns
         or not 0.0 <= eps < math.inf
     ):
         return None
     D = ns
-    w = fast_param(weight, D, dt, 1.0)
-    b = fast_param(bias, D, dt, 0.0)
-    y = small_out(x, out) if w is not None and b is not None else None
+    small_call = x.size <= MIN_TASK_ELEMS
+    if weight is None and bias is None and not small_call:
+        w, b = const(1, 1.0, dt), const(1, 0.0, dt)  # (functional._row_op's choice)
+    else:
+        w = fast_param(weight, D, dt, 1.0)
+        b = fast_param(bias, D, dt, 0.0)
+    y = fast_out(x, out) if w is not None and b is not None else None
     if y is None:
         return None
-    small.row_norm_small(
-        x.reshape(-1, D), y.reshape(-1, D), w, b, eps, 1.0 if rms else 0.0, False, EMPTY, EMPTY
-    )
+    if small_call:
+        small.row_norm_small(
+            x.reshape(-1, D), y.reshape(-1, D), w, b, eps, 1.0 if rms else 0.0, False, EMPTY, EMPTY
+        )
+    else:
+        rows.row_norm(x.reshape(-1, D), y.reshape(-1, D), w, b, eps, rms)
     return y
 
 
@@ -442,7 +448,7 @@ def standardize(x, axis, ddof, with_mean, with_std, out, return_stats):
         return None
     if not return_stats:
         v = small_view(x, axis)
-        y = None if v is None else small_out(x, out)
+        y = None if v is None else fast_out(x, out)
         if y is not None:
             C = v[1]
             small.standardize_small(
@@ -478,7 +484,7 @@ def minmax_scale(x, lo, hi, axis, clip, out):
     if type(clip) is not bool:
         return None
     v = small_view(x, axis)
-    y = None if v is None else small_out(x, out)
+    y = None if v is None else fast_out(x, out)
     if y is not None:
         small.minmax_small(x.reshape(v), y.reshape(v), lo, hi, clip)
         return y
@@ -512,7 +518,7 @@ def lp_normalize(x, p, axis, eps, out=None):
         and axis in (-1, x.ndim - 1)
     ):
         return None
-    y = small_out(x, out)
+    y = fast_out(x, out)
     if y is None:
         return None
     D = x.shape[-1]
