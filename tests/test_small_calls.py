@@ -199,6 +199,8 @@ def test_small_calls_with_out_take_the_fast_path_with_the_general_bits(monkeypat
 
 
 MEDIUM_ROW_OPS = {
+    # (lp_normalize takes no weights: the affine flag picks p = 2, else 3)
+    "lp_normalize": lambda x, w, b, **kw: nbn.lp_normalize(x, 3.0 if w is None else 2.0, axis=-1, **kw),
     "layer_norm": lambda x, w, b, **kw: nbn.layer_norm(x, x.shape[-1], w, b, **kw),
     "rms_norm": lambda x, w, b, **kw: nbn.rms_norm(x, x.shape[-1], w, **kw),
     "instance_norm": lambda x, w, b, **kw: nbn.instance_norm(x, weight=w, bias=b, **kw),
@@ -211,9 +213,10 @@ MEDIUM_ROW_OPS = {
 @pytest.mark.parametrize("op", list(MEDIUM_ROW_OPS))
 @pytest.mark.parametrize("shape", [(64, 1024), (8, 16, 33, 40), (2, 8, 40000)])
 def test_medium_row_calls_fast_path_general_bits(monkeypatch, rng, op, affine, dtype, shape):
-    """Above MIN_TASK_ELEMS, layer/RMS/instance/group norm of a plain
-    C-contiguous x call the general path's row kernel directly (without its
-    validation): the same bits, allocating, with out= and in place."""
+    """Above MIN_TASK_ELEMS, layer/RMS/instance/group norm and lp_normalize
+    over rows of a plain C-contiguous x call the general path's row kernel
+    directly (without its validation): the same bits, allocating, with out=
+    and in place."""
     if op in ("instance_norm", "group_norm") and len(shape) < 3:
         shape = (4, 16, shape[1])
     x = (rng.standard_normal(shape) * 3 + 50).astype(dtype)

@@ -506,15 +506,20 @@ def minmax_general_small(inp, axes, y, lo, hi, clip) -> bool:
 
 
 def lp_normalize(x, p, axis, eps, out=None):
-    """lp_normalize of small rows along the last axis: the general path's
-    row kernel call, without its validation and dispatch (the same bits)."""
+    """lp_normalize of rows along the last axis of a plain C-contiguous x,
+    any size: the general path's row kernel call, without its validation
+    and dispatch (the same bits)."""
     if not (
         type(p) in (float, int)
         and p > 0
         and type(eps) is float
         and 0.0 <= eps < math.inf
         and type(axis) is int
-        and small_array(x)
+        and type(x) is np.ndarray
+        and x.dtype in FAST_DTYPES
+        and x.flags.c_contiguous
+        and x.ndim > 0
+        and x.size > 0
         and axis in (-1, x.ndim - 1)
     ):
         return None
