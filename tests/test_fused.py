@@ -366,8 +366,8 @@ def test_cached_plans_rebind_release_and_stay_per_thread(rng):
     nor the output alive, the cache stays bounded, and threads never share a
     plan's scratch."""
     import gc
-    import threading
     import weakref
+    from concurrent.futures import ThreadPoolExecutor
 
     channels.clear_plans()
     x = (rng.standard_normal((3000, 40)) * 2 + 50).astype(np.float32)
@@ -409,16 +409,9 @@ def test_cached_plans_rebind_release_and_stay_per_thread(rng):
     # two threads, the same shapes, different data: each its own scratch
     data = [(rng.standard_normal((3000, 40)) * (t + 1) + 10 * t).astype(np.float32) for t in range(2)]
     want = [nbn.standardize(d, 0) for d in data]
-    bad = []
 
     def work(t):
-        for _ in range(100):
-            if not np.array_equal(nbn.standardize(data[t], 0), want[t]):
-                bad.append(t)
+        return all(np.array_equal(nbn.standardize(data[t], 0), want[t]) for _ in range(100))
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(2)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    assert not bad
+    with ThreadPoolExecutor(2) as pool:
+        assert all(pool.map(work, range(2)))
