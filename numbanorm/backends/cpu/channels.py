@@ -240,7 +240,8 @@ class _Plan:
         variant (_plan's key): the frame takes them; the scratch arrays are
         reused as they are (no reset: every task writes each partial the
         glue reads, moments or min/max with their counts, for its segment;
-        resetting cost 5-10 us at (1024, 256); a test poisons them)."""
+        the partials of (1024, 256) are 96 KiB to reset; a test poisons
+        the scratch and gets the same bits)."""
         self.fr = (x2.reshape(self.P3, -1), o2.reshape(self.P3, -1)) + self.tail
         if self.lanes and not self.xaddr:
             self.xaddr = col_moments_exact.address_if_compiled(self.fr, self.fkey)
