@@ -205,6 +205,17 @@ def pnorm_finish_array(s, p):
     return s ** (1.0 / p)
 
 
+@njit(fastmath=False, inline="always")
+def minmax_merge(lo, hi, pl, ph):
+    """(lo, hi) merged with a partial's min pl and max ph; a NaN on either
+    side propagates (a NaN partial saw NaN that was not skipped).  The one
+    min/max merge of the partials (merge_into, the per-channel glue,
+    RunningStats' fold)."""
+    lo = math.nan if (pl != pl or lo != lo) else (pl if pl < lo else lo)
+    hi = math.nan if (ph != ph or hi != hi) else (ph if ph > hi else hi)
+    return lo, hi
+
+
 @kernel(fastmath=False)
 def merge_into(cnt, mean, res, m2, mn, mx, minmax, oc, om, orr, oq, omn, omx):
     """Merge (A, M, B) partials over the middle axis into the (A, B) outputs
@@ -225,16 +236,7 @@ def merge_into(cnt, mean, res, m2, mn, mx, minmax, oc, om, orr, oq, omn, omx):
                     n, mu, r, q, cnt[a, j, b], mean[a, j, b], res[a, j, b], m2[a, j, b]
                 )
                 if minmax:
-                    pl = mn[a, j, b]
-                    ph = mx[a, j, b]
-                    if pl != pl or lo != lo:
-                        lo = math.nan
-                    elif pl < lo:
-                        lo = pl
-                    if ph != ph or hi != hi:
-                        hi = math.nan
-                    elif ph > hi:
-                        hi = ph
+                    lo, hi = minmax_merge(lo, hi, mn[a, j, b], mx[a, j, b])
             oc[a, b], om[a, b], orr[a, b], oq[a, b] = n, mu, r, q
             if minmax:
                 omn[a, b] = lo

@@ -42,7 +42,7 @@ from . import backends
 from ._cache import kernel
 from ._config import FASTMATH, MIN_TASK_ELEMS
 from ._reduce import kept_shape, lane_partials, normalize_axis, reduce_moments
-from ._stats import chan_merge, chan_merge_dd, merge_state_at, variance, welford_push
+from ._stats import chan_merge, chan_merge_dd, merge_state_at, minmax_merge, variance, welford_push
 from ._validate import masked_as_nan, result_dtype
 from .backends.cpu import small
 from .backends.cpu._intrinsics import min2
@@ -92,10 +92,7 @@ def _fold_partials(part, n_red, cnt, mean, res, m2, mn, mx, nans, minmax):
             pn, pu, pr, pq = part[0, j, f], part[1, j, f], part[2, j, f], part[3, j, f]
             n, mu, r, q = chan_merge_dd(n, mu, r, q, pn, pu, pr, pq)
             if minmax:
-                pl = part[4, j, f]
-                ph = part[5, j, f]
-                lo = math.nan if (pl != pl or lo != lo) else (pl if pl < lo else lo)
-                hi = math.nan if (ph != ph or hi != hi) else (ph if ph > hi else hi)
+                lo, hi = minmax_merge(lo, hi, part[4, j, f], part[5, j, f])
         m_hi = mu + r
         r = (mu - m_hi) + r
         mu = m_hi

@@ -267,7 +267,7 @@ class Task:
         ``types_key``: a key that determines the types of every argument
         (a frame's: axis_stats.frame_key), so that a lookup need not key
         all of them (15 arguments: 1.9 us)."""
-        key = (tuple(flags[v] for v in self.variants), *(map(_key, args) if types_key is None else types_key))
+        key = self._key(args, types_key, flags)
         addr = self._addresses.get(key)
         if addr is None:
             _ensure_threads()  # (a kernel may call the layer: numba.get_thread_id)
@@ -289,8 +289,13 @@ class Task:
         process has it already (compiled or loaded), else 0: for a compiled
         caller that runs the task only on some inputs and asks for it when
         it needs it (channels.py: the exact lane moments)."""
-        key = (tuple(flags[v] for v in self.variants), *(map(_key, args) if types_key is None else types_key))
-        return self._addresses.get(key, 0)
+        return self._addresses.get(self._key(args, types_key, flags), 0)
+
+    def _key(self, args, types_key, flags) -> tuple:
+        """The address cache's key: the flags, then the argument types (their
+        fingerprints, or ``types_key`` standing for them)."""
+        types_part = map(_key, args) if types_key is None else types_key
+        return (tuple(flags[v] for v in self.variants), *types_part)
 
     def __repr__(self) -> str:
         return f"<task {self.__name__}: {len(self._compiled)} compiled>"

@@ -31,11 +31,12 @@ from ..._stats import (
     chan_merge_dd,
     inv_std,
     minmax_factor,
+    minmax_merge,
     running_update,
     standardize_params,
 )
 from ._elementwise import pipe_span
-from ._intrinsics import in_place, line_span, max2, min2, resident, stream_span, streams
+from ._intrinsics import in_place, line_span, min2, resident, stream_span, streams
 from ._tasks import _key, _run_tasks, launch, run, task, threads
 from .affine import apply_lanes, apply_rows, apply_span, lowered_param
 from .axis_stats import (
@@ -212,10 +213,11 @@ class _Plan:
         # rot: the min/max lanes and apply_lanes' rotated parameters (rows
         # without min/max use none); lanes/acc/stop: the lane moments' and
         # min/max state (the row moments use none)
-        lane_stats = stats == "minmax" or (stats == "moments" and (K > 1 or skipnan))
+        # (self.lanes: the lane moments, whose tasks stop at a refused block)
+        self.lanes = stats == "moments" and (K > 1 or skipnan)
         fr = frame(
             xf, K, L, nseg, rb, skipnan=skipnan, stats=stats is not None, of=of, lo=lo, hi=hi, La=La,
-            rot=not rows or stats == "minmax", lanes=lane_stats,
+            rot=not rows or stats == "minmax", lanes=self.lanes or stats == "minmax",
         )  # fmt: skip
         self.fr = fr
         self.P3, self.tail = P3, fr[2:]
@@ -224,9 +226,7 @@ class _Plan:
         task = apply_rows if rows else apply_lanes
         fk = self.fkey = frame_key(fr)
         self.aaddr = task.address(fr, fk, stream=stream, same=same, clip=lo is not None or hi is not None)
-        # the statistics task (axis_stats.run_moments' choice), and whether
-        # it is the lane moments, whose tasks stop at a refused block
-        self.lanes = stats == "moments" and (K > 1 or skipnan)
+        # the statistics task (axis_stats.run_moments' choice)
         if stats is None:
             self.maddr = 0
         elif stats == "minmax":
@@ -378,9 +378,7 @@ def channel_minmax(part, fin, rows, C):
             i, k = (a * C + c, 0) if rows else (0, c)
             for s in range(nseg):
                 n += part[0, i, s, k]
-                plo, phi = part[4, i, s, k], part[5, i, s, k]
-                lo = math.nan if (plo != plo or lo != lo) else min2(lo, plo)
-                hi = math.nan if (phi != phi or hi != hi) else max2(hi, phi)
+                lo, hi = minmax_merge(lo, hi, part[4, i, s, k], part[5, i, s, k])
         fin[4, c] = math.nan if n == 0.0 else lo
         fin[5, c] = math.nan if n == 0.0 else hi
     return fin[4], fin[5]
