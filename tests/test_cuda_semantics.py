@@ -623,7 +623,8 @@ def test_row_lpp32_block_per_row_matches_the_cpu(D, shfl, monkeypatch, rng, requ
     threads per row (here 32 for ROW_BLOCK 256, 64 for ROW_BLOCK_P 512),
     each thread holding _NREG_P = 16 values loaded before use (D = 512: all
     full; 500 and 1000: the last loads masked); without shuffles a row past
-    ROW_BLOCK x 16 keeps ROW_BLOCK threads and re-reads x.  NaN left out, a
+    ROW_BLOCK x 16 takes the long-row kernel (a block per row, the row read
+    by chunks, then re-read for the output).  NaN left out, a
     zero row; shared-memory tree or warp shuffles (the honest simulator,
     tests/conftest.py)."""
     if shfl:
@@ -649,15 +650,17 @@ def test_row_lpp32_block_per_row_matches_the_cpu(D, shfl, monkeypatch, rng, requ
     x[0, 7] = np.nan
     x[2] = 0.0
     y = host(nbn.lp_normalize(cuda.to_device(x), 3.5, axis=-1))
-    assert launches == [("_row_lpp32", 3, (G, 1))]
+    # past G x 16 (no shuffles, D = 1000): the long-row kernel, ROW_BLOCK threads
+    assert launches == [("_row_lpp32" if D <= G * 16 else "_row_long_lpp", 3, (G, 1))]
     assert y.dtype == np.float32
     np.testing.assert_allclose(y, nbn.lp_normalize(x, 3.5, axis=-1), rtol=2e-6, atol=1e-7)
     assert np.isnan(y[0, 7]) and not np.isnan(np.delete(y[0], 7)).any()
     assert (y[2] == 0).all()
     launches.clear()
     y64 = host(nbn.lp_normalize(cuda.to_device(x.astype(np.float64)), 3.5, axis=-1))
-    # float64: unbounded _row_lpp (it would spill at 128), blocks of ROW_BLOCK at most
-    assert launches == [("_row_lpp", 3, (32, 1))]
+    # float64: unbounded _row_lpp (it would spill at 128), blocks of ROW_BLOCK
+    # at most; past 32 x 16, the long-row kernel
+    assert launches == [("_row_lpp" if D <= 512 else "_row_long_lpp", 3, (32, 1))]
     np.testing.assert_allclose(
         y64, nbn.lp_normalize(x.astype(np.float64), 3.5, axis=-1), rtol=1e-12, atol=1e-15
     )

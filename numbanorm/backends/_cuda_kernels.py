@@ -144,7 +144,8 @@ _WIDE_K = 32
 
 # Row elements per thread kept in registers by row_norm (warp-per-row keeps
 # D <= 32 * 32 = 1024 on chip; block-per-row up to 256 * 32 = 8192).  Longer
-# rows re-read x from global memory (L2) for the second and third pass.
+# rows take the long-row kernels (_row_long_body: statistics by chunks of
+# this many values per thread, then the output pass re-reading from L2).
 _NREG = 32
 _NREG_P = 16  # _row_lpp (p other than 1, 2, inf): 32 spilled around the pow call
 
@@ -818,9 +819,11 @@ def _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps):
                 if g + j * G < D:
                     s = _row_term(s, float64(buf[j]), mode, pmode, p_exp)
         else:
-            # past the registers: the same order, four loads issued before
-            # their use (one at a time, each load waited for its use: 1 load
-            # in flight, NOTES.md section 23)
+            # past the registers (not launched by row_norm, which gives such
+            # rows to _row_long_body; a correct path for any launch, and
+            # with it ptxas gives the cached path 168 registers, against
+            # 230-255 and spills without: NOTES.md section 27): the same
+            # order, four loads issued before their use
             for d0 in range(g, D, 4 * G):
                 v0 = x[r, d0]
                 v1 = x[r, d0 + G] if d0 + G < D else v0
@@ -989,6 +992,191 @@ def _row_lpp32(x, out, wb, eps, p_exp, stats):
     launched by row_launch_lpp32."""
     buf = cuda.local.array(_NREG_P, x.dtype)
     _row_norm_body(x, out, wb, eps, 3, p_exp, stats, buf)
+
+
+# Rows past the registers of any row group (``row_norm``: D > threads x
+# values per thread): one block per row (cuda.ROW_LONG threads).  The row is read
+# in chunks of G x nreg elements, each chunk's nreg loads issued before any is
+# used (registers: the chunk buffer only, nothing cached across chunks); pass 1
+# folds each chunk into the thread's statistics, the block combines them, and
+# pass 2 re-reads the row, which the block has just read (L2) and writes the
+# output: one read of x from HBM, one from L2 (NOTES.md section 27).
+_MAX_BLOCK_LONG = 256  # block-per-row threads of the long-row kernels at most
+
+
+@cuda.jit(device=True)
+def _block_chan(n, mu, r, q, shn, shm, shr, shq):
+    """Chan-merge (count, mean + residual, M2) over the block's threads
+    (chan_merge_dd; a shared-memory tree in a fixed order, so every thread
+    gets the same bits, on hardware and in the simulator).  The block is a
+    power of two of at most _MAX_BLOCK_LONG threads; all must call."""
+    g = cuda.threadIdx.x
+    G = cuda.blockDim.x
+    shn[g] = n
+    shm[g] = mu
+    shr[g] = r
+    shq[g] = q
+    cuda.syncthreads()
+    step = G // 2
+    while step > 0:
+        if g < step:
+            h = g + step
+            a = chan_merge_dd(shn[g], shm[g], shr[g], shq[g], shn[h], shm[h], shr[h], shq[h])
+            shn[g], shm[g], shr[g], shq[g] = a
+        cuda.syncthreads()
+        step //= 2
+    n, mu, r, q = shn[0], shm[0], shr[0], shq[0]
+    cuda.syncthreads()
+    return n, mu, r, q
+
+
+@cuda.jit(device=True)
+def _block_total(s, sh, is_max):
+    """Sum (or max) of s over the block's threads, the same fixed tree
+    (_block_chan's order); all must call."""
+    g = cuda.threadIdx.x
+    sh[g] = s
+    cuda.syncthreads()
+    step = cuda.blockDim.x // 2
+    while step > 0:
+        if g < step:
+            sh[g] = _combine(sh[g], sh[g + step], is_max)
+        cuda.syncthreads()
+        step //= 2
+    tot = sh[0]
+    cuda.syncthreads()
+    return tot
+
+
+@(cuda.jit(device=True) if SIMULATOR else cuda.jit(device=True, forceinline=True))
+def _row_long_body(x, out, wb, eps, mode, p_exp, stats, buf):
+    """A long row per block (mode as _row_norm_body's: 0 layer norm, 1 RMS,
+    2 p = 1, 2, inf, 3 other p): statistics by chunks of G x nreg (each
+    thread's nreg loads in flight before use), then the output pass, chunk
+    by chunk.  Layer norm: each chunk's (count, mean + residual, M2) by the
+    corrected two-pass over the thread's registers, folded by chan_merge_dd
+    (then over the block): x is read once for the statistics, not twice."""
+    shn = cuda.shared.array(_MAX_BLOCK_LONG, float64)
+    shm = cuda.shared.array(_MAX_BLOCK_LONG, float64)
+    shr = cuda.shared.array(_MAX_BLOCK_LONG, float64)
+    shq = cuda.shared.array(_MAX_BLOCK_LONG, float64)
+    R, D = x.shape
+    g = cuda.threadIdx.x
+    G = cuda.blockDim.x
+    nreg = buf.shape[0]  # a constant once inlined: the loops over buf unroll
+    step = G * nreg
+    dn = float64(D)
+    pmode = 0 if p_exp == 1.0 else (1 if p_exp == 2.0 else (2 if p_exp == math.inf else 3))
+    RW = wb.shape[1]
+    seglen = D // wb.shape[2]
+    sg0 = g // seglen
+    rm0 = g - sg0 * seglen
+    dq = G // seglen
+    dr = G - dq * seglen
+    for r in range(cuda.blockIdx.x, R, cuda.gridDim.x):  # block-uniform
+        n = 0.0
+        mu = 0.0
+        res = 0.0
+        q = 0.0
+        s = 0.0
+        for c0 in range(g, D, step):
+            for j in range(nreg):
+                d = c0 + j * G
+                if d < D:
+                    buf[j] = x[r, d]
+            if mode == 0:
+                cn = 0.0
+                cs = 0.0
+                for j in range(nreg):
+                    if c0 + j * G < D:
+                        cn += 1.0
+                        cs += float64(buf[j])
+                cm = cs / cn
+                e = 0.0
+                cq = 0.0
+                for j in range(nreg):
+                    if c0 + j * G < D:
+                        dv = float64(buf[j]) - cm
+                        e += dv
+                        cq += dv * dv
+                # corrected two-pass: the mean's rounding as a residual, M2
+                # less its square (Chan, Golub & LeVeque 1983)
+                n, mu, res, q = chan_merge_dd(n, mu, res, q, cn, cm, e / cn, cq - e * e / cn)
+            else:
+                for j in range(nreg):
+                    if c0 + j * G < D:
+                        s = _row_term(s, float64(buf[j]), mode, pmode, p_exp)
+        if mode == 0:
+            n, mu, res, q = _block_chan(n, mu, res, q, shn, shm, shr, shq)
+            mean = mu + res
+            var = variance(dn, q, 0.0)
+            rstd = inv_std(var, eps) if var + eps != 0.0 else math.inf
+        else:
+            tot = _block_total(s, shn, mode == 2 and pmode == 2)
+            mean = 0.0
+            if mode == 1:
+                var = tot / dn
+                rstd = inv_std(var, eps) if var + eps != 0.0 else math.inf
+            else:
+                den = tot if (mode == 2 and pmode == 2) else pnorm_finish(tot, p_exp)
+                den = den if den > eps else eps
+                rstd = 1.0 / den if den != 0.0 else math.inf
+        wr = wb[0, r % RW]
+        br = wb[1, r % RW]
+        sg = sg0
+        rm = rm0
+        for c0 in range(g, D, step):
+            for j in range(nreg):
+                d = c0 + j * G
+                if d < D:
+                    buf[j] = x[r, d]
+            for j in range(nreg):
+                d = c0 + j * G
+                if d < D:
+                    out[r, d] = (float64(buf[j]) - mean) * rstd * wr[sg] + br[sg]
+                sg += dq
+                rm += dr
+                if rm >= seglen:
+                    rm -= seglen
+                    sg += 1
+        if g == 0:
+            stats[0, r] = mean
+            stats[1, r] = rstd
+
+
+def _make_row_long(mode, nreg, name):
+    """The long-row kernel ``name`` of ``mode`` (_row_long_body's) keeping
+    ``nreg`` values per thread per chunk (a local array's length is a
+    compile-time constant: one build per count)."""
+    if mode <= 1:
+
+        def _row_long(x, out, wb, eps, stats):
+            buf = cuda.local.array(nreg, x.dtype)
+            _row_long_body(x, out, wb, eps, mode, 0.0, stats, buf)
+
+    else:
+
+        def _row_long(x, out, wb, eps, p_exp, stats):
+            buf = cuda.local.array(nreg, x.dtype)
+            _row_long_body(x, out, wb, eps, mode, p_exp, stats, buf)
+
+    _row_long.__name__ = _row_long.__qualname__ = name
+    return _row_long
+
+
+# Layer norm (also instance and group norm as rows), RMS norm, lp_normalize
+# (p = 1, 2, inf; other p: _NREG_P values, the pow is a call) of rows past the
+# registers, launched with blocks of 128 (cuda.ROW_LONG).  float16/32: 153-212
+# registers, no spills (ptxas, sm_90): two blocks per SM, so one block's
+# reductions overlap the other's loads, 32 loads in flight per thread (16 for
+# other p).  float64 layer norm spilled 60 B with 32 values: _row_long_layer_d
+# keeps 16 (144 registers: three blocks per SM).  Launch bounds for two
+# blocks of 256 (128 registers) spilled 4-20 B even at 16 values.
+_row_long_layer = _kernel()(_make_row_long(0, _NREG, "_row_long_layer"))
+_row_long_layer_d = _kernel()(_make_row_long(0, _NREG_P, "_row_long_layer_d"))
+_row_long_rms = _kernel()(_make_row_long(1, _NREG, "_row_long_rms"))
+_row_long_lp = _kernel()(_make_row_long(2, _NREG, "_row_long_lp"))
+_row_long_lpp = _kernel()(_make_row_long(3, _NREG_P, "_row_long_lpp"))
 
 
 @_kernel()

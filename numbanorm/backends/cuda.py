@@ -127,6 +127,10 @@ ROW_THREADS = 128
 ROW_WARP_MAX_D = 1024  # row_norm: warp-per-row up to this D, block-per-row beyond
 ROW_BLOCK = 256  # threads per row in block-per-row row_norm (<= _k._MAX_BLOCK)
 ROW_BLOCK_P = 512  # lp_normalize rows, other p, float16/32: up to this many beyond (<= _k._ROW_BLOCK_P)
+# rows past the registers of ROW_BLOCK (ROW_BLOCK_P) threads: a block of this
+# many per row, two blocks per SM at the kernels' 153-212 registers (one
+# block's reductions overlap the other's loads; NOTES.md section 27)
+ROW_LONG = 128
 ROW_MAX_BLOCKS = 65535  # row_norm grid cap (grid-stride over rows beyond)
 APPLY_MAX_BLOCKS = 8192  # apply grid cap (grid-stride beyond)
 BLOCKS_TARGET = None  # blocks wanted to fill the GPU; None: 4 per SM (4 in the simulator)
@@ -771,8 +775,10 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     max(||x||_p, eps)`` (NaN left out of the norm) of each row of a (R, D)
     device array, in one kernel: one read of x while a row fits the
     registers of its threads (_NREG = 32 values each: D <= 8192; p other
-    than 1, 2 and inf _NREG_P = 16: D <= 4096, float16/32 8192), else x re-read (from L2)
-    for the later passes.  Threads per row: _k.row_launch.  weight/bias:
+    than 1, 2 and inf _NREG_P = 16: D <= 4096, float16/32 8192).  Longer
+    rows take a block per row (_row_long_*): the statistics by chunks of
+    the same loads in flight, x read once for them, then the output pass
+    re-reading the row the block has just read (from L2).  Threads per row: _k.row_launch.  weight/bias:
     (RW, S) host arrays: row r takes row r % RW, in S equal segments
     (ROW_NORM_GROUPED: instance norm RW = C, S = 1; group norm RW = G,
     S = C/G; layer norm (1, D)).
@@ -814,9 +820,35 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
         group, rows_per_block = _k.row_launch_lpp32(*launch, ROW_BLOCK_P, _k._HAVE_SHFL)
     else:
         group, rows_per_block = _k.row_launch(*launch)
+    if group * nreg < D:
+        # past the registers of any row group: a block per row, the row read
+        # by chunks (statistics), then again from L2 (the output)
+        kern, group, rows_per_block = _LONG_ROWS[kern], long_row_threads(), 1
+        if kern is _k._row_long_layer and x2.dtype == np.float64:
+            kern = _k._row_long_layer_d  # (16 float64 per chunk: 32 spilled)
     blocks = max(1, min(math.ceil(R / rows_per_block), ROW_MAX_BLOCKS))
     _launch(kern, blocks, (group, rows_per_block), x2, out2, wb_d, float(eps), *extra, stats)
     return stats[0], stats[1]
+
+
+def long_row_threads() -> int:
+    """Threads per row (and block) of the long-row kernels: ROW_LONG, at
+    most ROW_BLOCK, a power of two (their block reductions are trees) within
+    _k._MAX_BLOCK_LONG."""
+    g = 1
+    while 2 * g <= min(int(ROW_LONG), int(ROW_BLOCK), _k._MAX_BLOCK_LONG):
+        g *= 2
+    return g
+
+
+# the long-row kernel of each row kernel (same arguments)
+_LONG_ROWS = {
+    _k._row_layer: _k._row_long_layer,
+    _k._row_rms: _k._row_long_rms,
+    _k._row_lp: _k._row_long_lp,
+    _k._row_lpp: _k._row_long_lpp,
+    _k._row_lpp32: _k._row_long_lpp,
+}
 
 
 def pnorm(x3: Any, p: float) -> np.ndarray:
