@@ -794,6 +794,40 @@ def _row_term(s, v, mode, pmode, p_exp):
 
 
 @cuda.jit(device=True)
+def _row_scale(tot, dn, mode, pmode, p_exp, eps):
+    """The row's scale from its pass-1 total: RMS norm (mode 1: 1/sqrt(mean
+    square + eps)), p-norms (mode 2, 3: 1/max(||x||_p, eps); pmode 2: tot is
+    the max already).  Layer norm (mode 0) takes the variance instead."""
+    if mode == 1:
+        var = tot / dn  # mean square: no subtraction, no cancellation
+        # var + eps == 0 (eps=0, a zero row) is inf on the GPU; guarded so
+        # the simulator (which runs inv_std on the CPU) agrees
+        return inv_std(var, eps) if var + eps != 0.0 else math.inf
+    den = tot if (mode == 2 and pmode == 2) else pnorm_finish(tot, p_exp)
+    den = den if den > eps else eps
+    return 1.0 / den if den != 0.0 else math.inf  # (the simulator raises on 1/0)
+
+
+@cuda.jit(device=True)
+def _store_chunk(out, r, buf, d0, G, mean, rstd, wr, br, sg, rm, dq, dr, seglen):
+    """out[r, d0 + j*G] = (buf[j] - mean) * rstd * weight + bias for the
+    thread's values in buf (those < D), the weight and bias of each
+    element's segment tracked by additions (sg, rm: the segment of d0 and
+    the offset in it; returned for the next chunk)."""
+    D = out.shape[1]
+    for j in range(buf.shape[0]):
+        d = d0 + j * G
+        if d < D:
+            out[r, d] = (float64(buf[j]) - mean) * rstd * wr[sg] + br[sg]
+        sg += dq
+        rm += dr
+        if rm >= seglen:
+            rm -= seglen
+            sg += 1
+    return sg, rm
+
+
+@cuda.jit(device=True)
 def _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps):
     """(mean, rstd) of row r, read into ``buf`` when ``cached`` (kept there
     for the output pass): layer norm (mode 0: exact two-pass about the row
@@ -837,13 +871,8 @@ def _row_stats(x, r, active, buf, cached, g, G, rb, sh, mode, p_exp, eps):
                 if d0 + 3 * G < D:
                     s = _row_term(s, float64(v3), mode, pmode, p_exp)
     tot = _group_reduce(s, sh, g, G, rb, mode == 2 and pmode == 2)
-    if mode >= 2:
-        den = tot if (mode == 2 and pmode == 2) else pnorm_finish(tot, p_exp)
-        den = den if den > eps else eps
-        return 0.0, (1.0 / den if den != 0.0 else math.inf)  # (the simulator raises on 1/0)
-    if mode == 1:
-        var = tot / dn  # mean square: no subtraction, no cancellation
-        return 0.0, (inv_std(var, eps) if var + eps != 0.0 else math.inf)
+    if mode >= 1:
+        return 0.0, _row_scale(tot, dn, mode, pmode, p_exp, eps)
     mu = tot / dn
     # pass 2: exact two-pass variance around the row mean (never E[x^2] -
     # E[x]^2; guarded by test_cuda_primitives accuracy tests)
@@ -903,15 +932,7 @@ def _row_norm_body(x, out, wb, eps, mode, p_exp, stats, buf):
             sg = sg0
             rm = rm0
             if cached:
-                for j in range(nreg):
-                    d = g + j * G
-                    if d < D:
-                        out[r, d] = (float64(buf[j]) - mu) * rstd * wr[sg] + br[sg]
-                    sg += dq
-                    rm += dr
-                    if rm >= seglen:
-                        rm -= seglen
-                        sg += 1
+                _store_chunk(out, r, buf, g, G, mu, rstd, wr, br, sg, rm, dq, dr, seglen)
             else:
                 for d in range(g, D, G):
                     out[r, d] = (float64(x[r, d]) - mu) * rstd * wr[sg] + br[sg]
@@ -1112,15 +1133,8 @@ def _row_long_body(x, out, wb, eps, mode, p_exp, stats, buf):
             var = variance(dn, q, 0.0)
             rstd = inv_std(var, eps) if var + eps != 0.0 else math.inf
         else:
-            tot = _block_total(s, shn, mode == 2 and pmode == 2)
             mean = 0.0
-            if mode == 1:
-                var = tot / dn
-                rstd = inv_std(var, eps) if var + eps != 0.0 else math.inf
-            else:
-                den = tot if (mode == 2 and pmode == 2) else pnorm_finish(tot, p_exp)
-                den = den if den > eps else eps
-                rstd = 1.0 / den if den != 0.0 else math.inf
+            rstd = _row_scale(_block_total(s, shn, mode == 2 and pmode == 2), dn, mode, pmode, p_exp, eps)
         wr = wb[0, r % RW]
         br = wb[1, r % RW]
         sg = sg0
@@ -1130,15 +1144,7 @@ def _row_long_body(x, out, wb, eps, mode, p_exp, stats, buf):
                 d = c0 + j * G
                 if d < D:
                     buf[j] = x[r, d]
-            for j in range(nreg):
-                d = c0 + j * G
-                if d < D:
-                    out[r, d] = (float64(buf[j]) - mean) * rstd * wr[sg] + br[sg]
-                sg += dq
-                rm += dr
-                if rm >= seglen:
-                    rm -= seglen
-                    sg += 1
+            sg, rm = _store_chunk(out, r, buf, c0, G, mean, rstd, wr, br, sg, rm, dq, dr, seglen)
         if g == 0:
             stats[0, r] = mean
             stats[1, r] = rstd
