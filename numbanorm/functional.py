@@ -686,28 +686,46 @@ def _rows(inp: V.Input, normalized_shape: Any, name: str = "normalized_shape"):
     return ns, math.prod(inp.shape[: inp.ndim - k]), math.prod(ns)
 
 
+def _row_param(inp: V.Input, p, ns, name: str, pdt):
+    """A row op's weight or bias: a CUDA x's device parameter already in the
+    kernel's parameter dtype stays on the device (checked for shape and
+    device; row_norm casts it there: nothing comes to the host), anything
+    else a host array of ``pdt``."""
+    if p is not None and inp.backend.NAME == "cuda" and V.backends.is_cuda_array(p):
+        if np.dtype(inp.backend.as_device(p).dtype) == pdt:
+            return V.device_array(p, ns, name, inp)
+    return V.param(p, ns, name, pdt)
+
+
+def _flat_param(be, a, D: int):
+    """A (1, D) view of a row op's parameter, host or device."""
+    if V.backends.is_cuda_array(a):
+        return be.reshape(be.ascontiguous(a), (1, D))
+    return np.ascontiguousarray(a).reshape(1, D)
+
+
 def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_stats):
     """Layer/RMS norm through the fused row primitive (the small-call hot path:
     keep it free of avoidable allocations)."""
     ns, R, D = _rows(inp, normalized_shape)
     # the row kernel computes the output in x's dtype: take parameters in it
     pdt = inp.dtype if inp.dtype != np.float16 else np.float32
-    w = V.param(weight, ns, "weight", pdt)
-    b = V.param(bias, ns, "bias", pdt)
+    w = _row_param(inp, weight, ns, "weight", pdt)
+    b = _row_param(inp, bias, ns, "bias", pdt)
     inp.require_nonempty()
     be = inp.backend
     y, user_out = V.out_array(out, inp)
     xc = be.ascontiguous(inp.arr)
     direct = _is_c_contiguous(y)
     target = y if direct else be.empty(inp.shape, inp.dtype, like=inp.orig)
-    if w is None and b is None and be.ROW_NORM_GROUPED:
-        # no affine: one weight for the whole row, so large rows take the
-        # pipelined kernel (the arithmetic, * 1 + 0, is the same either way)
-        wf, bf = shortcuts.const(1, 1.0, pdt), shortcuts.const(1, 0.0, pdt)
-    else:
-        wf = shortcuts.const(D, 1.0, pdt) if w is None else np.ascontiguousarray(w).reshape(1, D)
-        bf = shortcuts.const(D, 0.0, pdt) if b is None else np.ascontiguousarray(b).reshape(1, D)
     with be.context(stream):
+        if w is None and b is None and be.ROW_NORM_GROUPED:
+            # no affine: one weight for the whole row, so large rows take the
+            # pipelined kernel (the arithmetic, * 1 + 0, is the same either way)
+            wf, bf = shortcuts.const(1, 1.0, pdt), shortcuts.const(1, 0.0, pdt)
+        else:
+            wf = shortcuts.const(D, 1.0, pdt) if w is None else _flat_param(be, w, D)
+            bf = shortcuts.const(D, 0.0, pdt) if b is None else _flat_param(be, b, D)
         mean, rstd = be.row_norm(xc.reshape(R, D), target.reshape(R, D), wf, bf, eps, rms)
     if not direct:
         be.copy(target, y)

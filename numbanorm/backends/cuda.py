@@ -806,13 +806,7 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
         # unbounded (it would spill; 154 registers: blocks of <= 256)
         kern = _k._row_lpp if x2.dtype == np.float64 else _k._row_lpp32
         nreg, extra = _k._NREG_P, (float(p),)
-    w = np.ones((1, 1)) if weight is None else np.asarray(weight, np.float64)
-    b = np.zeros((1, 1)) if bias is None else np.asarray(bias, np.float64)
-    w = w.reshape(1, -1) if w.ndim < 2 else w
-    b = b.reshape(1, -1) if b.ndim < 2 else b
-    if w.shape != b.shape or D % w.shape[1]:
-        raise ValueError(f"row_norm: weight {w.shape} and bias {b.shape} must be (RW, S), S dividing D={D}")
-    wb_d = from_host(np.stack([w, b]))
+    wb_d = _row_params(weight, bias, D)
     launch = (D, x2.dtype.itemsize, nreg, ROW_WARP_MAX_D, ROW_GROUP, ROW_BLOCK, min(THREADS, ROW_THREADS))
     if kern is _k._row_lpp32:
         # rows past ROW_BLOCK x 16 values: up to ROW_BLOCK_P threads per row
@@ -829,6 +823,38 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     blocks = max(1, min(math.ceil(R / rows_per_block), ROW_MAX_BLOCKS))
     _launch(kern, blocks, (group, rows_per_block), x2, out2, wb_d, float(eps), *extra, stats)
     return stats[0], stats[1]
+
+
+def _row_params(weight, bias, D: int):
+    """row_norm's (2, RW, S) float64 device array of weight and bias, each
+    (RW, S) or (S,), host or device (None: ones, zeros of the other's
+    shape).  Host values are uploaded (an asynchronous copy from the host);
+    device values are cast on the device, so a call with device parameters
+    copies nothing to the host."""
+
+    def shape2(a):
+        sh = tuple(int(n) for n in a.shape)
+        return (1, sh[0]) if len(sh) < 2 else sh
+
+    shapes = [shape2(a) for a in (weight, bias) if a is not None]
+    shp = shapes[0] if shapes else (1, 1)
+    if any(sh != shp for sh in shapes) or len(shp) != 2 or shp[1] == 0 or D % shp[1]:
+        got = [None if a is None else tuple(a.shape) for a in (weight, bias)]
+        raise ValueError(f"row_norm: weight and bias {got} must be (RW, S), S dividing D={D}")
+    on_device = [a is not None and hasattr(a, "__cuda_array_interface__") for a in (weight, bias)]
+    if not any(on_device):
+        w = np.ones(shp) if weight is None else np.asarray(weight, np.float64).reshape(shp)
+        b = np.zeros(shp) if bias is None else np.asarray(bias, np.float64).reshape(shp)
+        return from_host(np.stack([w, b]))
+    wb_d = _alloc((2, *shp), np.float64)
+    for i, (a, fill) in enumerate(((weight, 1.0), (bias, 0.0))):
+        if on_device[i]:
+            src = as_device(a)
+            _copy_nd(src, wb_d[i].reshape(src.shape[0]) if src.ndim == 1 else wb_d[i])
+        else:
+            h = np.full(shp, fill) if a is None else np.asarray(a, np.float64).reshape(shp)
+            wb_d[i].copy_to_device(np.ascontiguousarray(h), stream=_stream())
+    return wb_d
 
 
 def long_row_threads() -> int:
