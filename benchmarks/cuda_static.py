@@ -42,6 +42,36 @@ BLOCK = {n + h: 256 for n in STREAMING for h in ("", "_h")}  # _h: 2-byte dtypes
 ROW_KERNELS = ("_row_layer", "_row_rms", "_row_lp", "_row_lpp", "_row_lpp32")
 LPP_KERNELS = ("_row_lpp", "_row_lpp32")  # other p: _NREG_P values per thread
 BLOCK.update(dict.fromkeys(ROW_KERNELS, 128))  # cuda.ROW_THREADS; D > 1024: _row_launch
+# channels-last instance/group norm in one read (_cuda_tiles): blocks of
+# cuda.TILE_THREADS (one of 512 when a tile per SM is all L2 holds), figured
+# at these (N, S, C, channels per group) shapes as cuda.tile_norm launches them
+TILE_KERNELS = ("_tile_norm", "_tile_norm_h")
+BLOCK.update(dict.fromkeys(TILE_KERNELS, 256))
+TILE_SHAPES = {
+    "in 8x64x64x64": (8, 64 * 64, 64, 1),
+    "gn 8x64x64x512 G=32": (8, 64 * 64, 512, 16),
+    "gn 8x32x32x320 G=32": (8, 32 * 32, 320, 10),
+    "gn 64x7x7x512 G=32": (64, 7 * 7, 512, 16),
+}
+SMS = 132
+# cuda.py's defaults TILE_L2_BYTES, TILE_ROW_BYTES, TILE_THREADS,
+# TILE_BLOCKS_PER_SM (that module needs a GPU to import)
+TILE_LAUNCH = (34 << 20, 32, 256, 2)
+# rows past the registers of the row kernels: a block of cuda.ROW_LONG = 128
+# threads per row, each chunk's loads in flight (values per thread: the
+# kernel's buffer); x read once from HBM, the output pass re-reads the rows
+# the resident blocks hold, from L2 while they fit in it
+LONG_KERNELS = {
+    "_row_long_layer": "_NREG",
+    "_row_long_layer_d": "_NREG_P",
+    "_row_long_rms": "_NREG",
+    "_row_long_lp": "_NREG",
+    "_row_long_lpp": "_NREG_P",
+}
+BLOCK.update(dict.fromkeys(LONG_KERNELS, 128))
+LONG_D = (16384, 65536)
+SMS = 132  # H100 SXM; H200: 132
+L2_BYTES = 50 * 2**20
 # row lengths at which the row kernels are figured (threads per row and
 # loads per thread depend on D: _cuda_kernels.row_group); 8192: the last
 # one-read D of _NREG = 32 and of _row_lpp32 (512 threads of 16), past it for
@@ -75,16 +105,16 @@ def _row_launch(name, k, itemsize, D):
 def _in_flight(name, k, itemsize, D=None):
     """Loads of x a thread issues before using any (a full chunk or step;
     row kernels: the thread's part of a row of D, all loaded first, while
-    the row fits the group's registers).  Past that, _row_stats' grid-stride
-    loop: 4 for _row_lpp/_row_lpp32 (its first pass issues four loads, then
-    their four pow calls; before, each load's pow call came before the next
-    load: 1), None (not figured) for the others (their SASS unrolls that
-    loop by 4: up to 4)."""
+    the row fits the group's registers; longer rows are launched as the
+    long-row kernels: None).  Long-row kernels: their chunk, the buffer's
+    values per thread, all loaded before any is used."""
+    if name in LONG_KERNELS:
+        return getattr(k, LONG_KERNELS[name])
     if name in ROW_KERNELS:
         nreg = _nreg(name, k)
         g = _row_launch(name, k, itemsize, D)[0]
         if D > g * nreg:
-            return 4 if name in LPP_KERNELS else None
+            return None  # launched as the long-row kernel
         return min(nreg, -(-D // g))
     return {
         "_moments_partial": k._CH,
@@ -95,7 +125,52 @@ def _in_flight(name, k, itemsize, D=None):
         "_pnorm_partial_h": k._UNROLL_H,
         "_apply_flat_h": k._UNROLL_FLAT_H,
         "_apply_wide_h": k._UNROLL_WIDE_H,
+        "_tile_norm": _tiles().tile_chunk(itemsize),
+        "_tile_norm_h": _tiles().tile_chunk(itemsize),
     }.get(name)
+
+
+def _tiles():
+    from numbanorm.backends import (
+        _cuda_kernels,  # noqa: F401  (first: it imports _cuda_tiles)
+        _cuda_tiles,
+    )
+
+    return _cuda_tiles
+
+
+def _tile_rows(name, k, itemsize, regs):
+    """The tile kernel at TILE_SHAPES as numbanorm/backends/cuda.py launches
+    it on SMS SMs: tile channels, block, grid, resident threads per SM,
+    loads in flight per thread (a chunk, or the thread's rows of a small
+    tile), bytes in flight per SM and the L2 held by the live tiles."""
+    tiles = _tiles()
+    out = {}
+    per_warp = -(-regs * 32 // 256) * 256
+    warps = min(REGS_PER_SM // per_warp, MAX_THREADS_PER_SM // 32)
+    for label, (N, S, C, cpg) in TILE_SHAPES.items():
+        plan = tiles.tile_launch(N, S, C, cpg, itemsize, SMS, *TILE_LAUNCH)
+        if plan is None:
+            out[f"{name} {label}"] = {"tile": None}
+            continue
+        tc, (tx, ty), grid = plan
+        block = tx * ty
+        blocks = min(warps // -(-block // 32), -(-grid // SMS))
+        n = min(tiles.tile_chunk(itemsize), -(-S // ty))
+        tile = S * tc * itemsize
+        out[f"{name} {label}"] = {
+            "tile_channels": tc,
+            "block": [tx, ty],
+            "grid": grid,
+            "tile_bytes": tile,
+            "l2_bytes": grid * tile,
+            "blocks_per_sm": blocks,
+            "threads_per_sm": blocks * block,
+            "loads_in_flight": n,
+            "bytes_in_flight_per_sm": blocks * block * n * itemsize,
+            "of_need": round(blocks * block * n * itemsize / NEED_BYTES_PER_SM, 2),
+        }
+    return out
 
 
 def main(argv=None) -> int:
@@ -149,27 +224,43 @@ def main(argv=None) -> int:
             row = {"registers": regs, "spill_bytes": spilled}
             row.update(ldg=ldg, stg=stg)
             block = BLOCK.get(name)
-            for D in ROW_D if name in ROW_KERNELS else (None,):
+            Ds = ROW_D if name in ROW_KERNELS else (LONG_D if name in LONG_KERNELS else (None,))
+            for D in Ds:
                 r_ = dict(row)
                 key = name if D is None else f"{name} D={D}"
+                if name in ROW_KERNELS and D > _row_launch(name, k, itemsize, D)[0] * _nreg(name, k):
+                    print(key, "-> the long-row kernel")
+                    continue
                 if block:
                     n = _in_flight(name, k, itemsize, D)
-                    if D is not None:
+                    if name in ROW_KERNELS:
                         g, rpb = _row_launch(name, k, itemsize, D)
                         block = g * rpb
+                    elif name in LONG_KERNELS:
+                        g = block
                     per_warp = -(-regs * 32 // 256) * 256  # allocated in units of 256 per warp
                     warps = min(REGS_PER_SM // per_warp, MAX_THREADS_PER_SM // 32)
                     blocks = warps // (block // 32)
                     threads = blocks * block
                     r_.update(blocks_per_sm=blocks, threads_per_sm=threads, loads_in_flight=n)
-                    if D is not None:
+                    if name in ROW_KERNELS:
                         r_["threads_per_row"] = g
-                        r_["one_read"] = D <= g * _nreg(name, k)  # the row kept in registers
+                        r_["one_read"] = True  # the row kept in registers
+                    elif name in LONG_KERNELS:
+                        # the rows the resident blocks work on, re-read by
+                        # the output pass: from L2 while they fit
+                        foot = SMS * blocks * D * itemsize
+                        r_.update(threads_per_row=g, l2_footprint_mb=round(foot / 2**20, 1))
+                        r_["reread_from"] = "L2" if foot <= L2_BYTES else "HBM (partly)"
                     if n is not None:
                         r_["bytes_in_flight_per_sm"] = threads * n * itemsize
                         r_["of_need"] = round(threads * n * itemsize / NEED_BYTES_PER_SM, 2)
                 rows[key] = r_
                 print(key, r_)
+            if name in TILE_KERNELS:
+                for key, r_ in _tile_rows(name, k, itemsize, regs).items():
+                    rows[key] = r_
+                    print(key, r_)
     if args.json:
         with open(args.json, "w") as fh:
             out = {"dtype": args.dtype, "need_bytes_per_sm": NEED_BYTES_PER_SM, "kernels": rows}

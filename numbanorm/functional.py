@@ -52,6 +52,7 @@ from ._reduce import (
     FIN_NORM,
     Finish,
     _is_c_contiguous,
+    _rounded,
     apply_affine,
     apply_gathered,
     normalize_on_device,
@@ -389,9 +390,12 @@ def _norm_train_device(
         what = "spatial element" if per_sample else "value per channel"
         raise ValueError(f"Expected more than 1 {what} when training, got input of shape {inp.shape}")
     y, user_out = V.out_array(out, inp)
-    host_w = not any(V.backends.is_cuda_array(a) for a in (w, b))
-    if per_sample and running is None and host_w and _fusable(inp, ca, y):
+    if per_sample and running is None and _fusable(inp, ca, y):
         return _instance_rows(inp, y, user_out, w, b, eps, stream, return_stats)
+    if per_sample:
+        res = _norm_tiles(inp, y, user_out, ca, w, b, C, eps, running, stream, return_stats)
+        if res is not None:
+            return res
     with inp.backend.context(stream):
         fin = Finish(FIN_NORM, eps, weight=w, bias=b, channels=C, running=running)
         kw = dict(out=y, skipnan=False, minmax=False, backend=inp.backend)
@@ -403,18 +407,56 @@ def _norm_train_device(
     return _finish(inp, y, user_out, (m.mean.astype(sd), _rstd(m.m2 / m.count, eps).astype(sd)))
 
 
+def _row_weights(be, a, fill: float, C: int, shape):
+    """Per-channel weights (C,) as the row kernel's (RW, S) ``shape``: host
+    (``fill`` where None) or device (kept there; row_norm casts them)."""
+    if a is None:
+        return np.full(shape, fill)
+    if V.backends.is_cuda_array(a):
+        return be.reshape(be.ascontiguous(a), shape)
+    return a.reshape(shape)
+
+
 def _instance_rows(inp, y, user_out, w, b, eps, stream, return_stats):
     """Channels-first instance norm as (N*C, spatial) rows, one weight per
     row: one read of x (the row in cache or registers)."""
     N, C = inp.shape[0], inp.shape[1]
-    W = (w if w is not None else np.ones(C)).reshape(C, 1)
-    B = (b if b is not None else np.zeros(C)).reshape(C, 1)
+    W = _row_weights(inp.backend, w, 1.0, C, (C, 1))
+    B = _row_weights(inp.backend, b, 0.0, C, (C, 1))
     mean, rstd = _fused_rows(inp, y, N * C, W, B, eps, stream)
     if not return_stats:  # (CUDA: the statistics stay on the device)
         return _finish(inp, y, user_out, None)
     sd = V.stats_dtype(inp.dtype)
     mean, rstd = inp.backend.to_host(mean), inp.backend.to_host(rstd)
     return _finish(inp, y, user_out, (mean.reshape(N, C).astype(sd), rstd.reshape(N, C).astype(sd)))
+
+
+def _norm_tiles(inp, y, user_out, ca, w, b, G, eps, running, stream, return_stats):
+    """Channels-last instance norm (``G`` = C groups of one channel) or
+    group norm of a CUDA x in one kernel that reads x once from HBM
+    (``backends.cuda.tile_norm``: a block per (sample, tile of whole
+    groups)), running statistics (instance norm) updated on the device: no
+    copy to the host and no synchronisation unless the statistics are
+    returned.  None, having done nothing, where that kernel does not apply
+    (x or y not laid out channels-last, a tile of whole groups past L2):
+    the caller takes normalize_on_device."""
+    be = inp.backend
+    N, C = inp.shape[0], inp.shape[ca]
+    with be.context(stream):
+        st = be.tile_norm(inp.arr, y, ca, w, b, G, eps)  # (4, N * G) on the device
+        if st is None:
+            return None
+        if running is not None:
+            rm, rv, mom = running
+            ridx = np.arange(N * C, dtype=np.int64).reshape(N, C).T  # channel c: groups n * C + c
+            be.running_update(st, ridx, rm, False, mom)
+            be.running_update(st, ridx, rv, True, mom)
+        if not return_stats:
+            return _finish(inp, y, user_out, None)
+        cnt, mu, r, q = (a.reshape(N, G) for a in be.to_host(st))
+    m = _rounded(cnt, mu, r, q, None, None, False)
+    sd = V.stats_dtype(inp.dtype)
+    return _finish(inp, y, user_out, (m.mean.astype(sd), _rstd(m.m2 / m.count, eps).astype(sd)))
 
 
 def _batch_norm_eval_device(
@@ -1131,11 +1173,11 @@ def group_norm(
     inp.require_nonempty()
     y, user_out = V.out_array(out, inp)
     be = inp.backend
-    host_w = not any(V.backends.is_cuda_array(a) for a in (w, b))
-    if host_w and _fusable(inp, ca, y):
+    if _fusable(inp, ca, y):
         # (N*G, C/G*spatial) rows, weights per channel = per row segment
-        W = (w if w is not None else np.ones(C)).reshape(G, C // G)
-        B = (b if b is not None else np.zeros(C)).reshape(G, C // G)
+        # (host or device weights: row_norm takes both)
+        W = _row_weights(be, w, 1.0, C, (G, C // G))
+        B = _row_weights(be, b, 0.0, C, (G, C // G))
         mean, rstd = _fused_rows(inp, y, N * G, W, B, eps, stream)
         if not return_stats:  # (CUDA: the statistics stay on the device)
             return _finish(inp, y, user_out, None)
@@ -1153,8 +1195,13 @@ def group_norm(
     gaxes = tuple(a for a in range(1, len(gshape)) if a != ca)
     axes = tuple(a for a in range(1, inp.ndim) if a != ca)
     if be.NAME == "cuda":
-        # statistics of the (N, G) groups, parameters and output on the
-        # device: no copy to the host unless the statistics are returned
+        # channels-last: one kernel, x read once (a block per sample and tile
+        # of whole groups); else statistics of the (N, G) groups, parameters
+        # and output on the device: no copy to the host unless the
+        # statistics are returned
+        res = _norm_tiles(inp, y, user_out, ca, w, b, G, eps, None, stream, return_stats)
+        if res is not None:
+            return res
         with be.context(stream):
             fin = Finish(FIN_NORM, eps, weight=w, bias=b, channels=C, groups=G)
             kw = dict(out=y, skipnan=False, minmax=False, backend=be)

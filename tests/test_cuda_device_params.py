@@ -48,7 +48,8 @@ def test_row_ops_with_device_parameters_copy_nothing_to_the_host(op, dtype, monk
     n = _count_host_copies(monkeypatch)
     y = f(d, ns, *d_args)
     assert n == {"d2h": 0, "sync": 0}
-    assert launches[-1].startswith("_row_")
+    # each device parameter cast into row_norm's float64 array on the device
+    assert [k[:5] for k in launches] == ["_copy"] * len(args) + ["_row_"]
     got = host(y)
     np.testing.assert_array_equal(got, host(f(cuda.to_device(x), ns, *args)))  # host parameters: same bits
     tol = 2e-6 if dtype == np.float32 else 1e-12
@@ -100,3 +101,32 @@ def test_row_params_shapes():
         cb._row_params(np.ones(3), None, 7)
     with pytest.raises(ValueError, match="must be"):
         cb._row_params(np.ones(3), np.ones(2), 6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("op", ["instance_norm", "group_norm", "instance_norm_w_only", "group_norm_b_only"])
+def test_channels_first_groups_with_device_weights_take_the_row_kernel(op, dtype, monkeypatch, rng, launches):
+    """Channels-first instance and group norm with device weights run as
+    rows (one read of x), as with host weights, not the statistics-then-apply
+    path; nothing comes to the host."""
+    C = 6
+    x = (rng.standard_normal((3, C, 5, 4)) * 3 - 2).astype(dtype)
+    w, b = rng.standard_normal(C), rng.standard_normal(C)
+    w = None if op.endswith("b_only") else w
+    b = None if op.endswith("w_only") else b
+
+    def call(a, w, b):
+        if op.startswith("group"):
+            return nbn.group_norm(a, 3, w, b)
+        return nbn.instance_norm(a, weight=w, bias=b)
+
+    dw, db = (None if a is None else cuda.to_device(a) for a in (w, b))
+    d = cuda.to_device(x)
+    n = _count_host_copies(monkeypatch)
+    y = call(d, dw, db)
+    assert n == {"d2h": 0, "sync": 0}
+    assert launches == ["_copy2"] * ((w is not None) + (b is not None)) + ["_row_layer"]
+    got = host(y)
+    np.testing.assert_array_equal(got, host(call(cuda.to_device(x), w, b)))  # host weights: same bits
+    tol = 2e-6 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(got, call(x, w, b), rtol=tol, atol=tol)

@@ -17,6 +17,7 @@ if not config.ENABLE_CUDASIM and not cuda.is_available():
 from test_cuda_semantics import _count_host_copies, host, small_launch  # noqa: E402, F401
 
 import numbanorm as nbn  # noqa: E402
+import numbanorm.backends.cuda as cb  # noqa: E402
 
 F32 = np.float32
 
@@ -75,3 +76,37 @@ def test_every_op_without_stats_makes_no_host_copy(name, monkeypatch, rng):
     np.testing.assert_allclose(host(y), want, rtol=1e-12, atol=1e-12)
     for dr, hr in zip(d_rs, h_rs, strict=True):
         np.testing.assert_allclose(host(dr), hr, rtol=2e-7, atol=0)
+
+
+@pytest.mark.usefixtures("small_launch")
+@pytest.mark.parametrize(
+    "name", ["instance_norm_cl", "instance_norm_cl_running", "group_norm_cl", "device_weights"]
+)
+def test_channels_last_instance_and_group_norm_read_x_once(name, monkeypatch, rng):
+    """Issue 17, item 3: channels-last instance/group norm take one kernel
+    that reads x once (_cuda_tiles._tile_norm; running statistics updated
+    after it), not the moments-then-apply kernels; no host copy."""
+    C = 4
+    x = rng.standard_normal((3, 5, C)) * 2 + 1
+    launches = []
+    orig = cb._launch
+    monkeypatch.setattr(cb, "_launch", lambda k, *a: launches.append(k.__name__) or orig(k, *a))
+    rm, rv = rng.standard_normal(C).astype(F32), (rng.random(C) + 0.5).astype(F32)
+    d_rs = (cuda.to_device(rm), cuda.to_device(rv))
+    if name == "device_weights":
+        w, b = rng.standard_normal(C), rng.standard_normal(C)
+        call = lambda a, rs, w, b: nbn.group_norm(a, 2, w, b, channel_axis=-1)  # noqa: E731
+        args = (cuda.to_device(w), cuda.to_device(b))
+        want = call(x, None, w, b)
+    else:
+        f = _every_op(C, np.random.default_rng(1))[name]
+        call = lambda a, rs: f(a, rs)  # noqa: E731
+        args = ()
+        want = f(x, (rm.copy(), rv.copy()))
+    n = _count_host_copies(monkeypatch)
+    y = call(cuda.to_device(x), d_rs, *args)
+    assert n == {"d2h": 0, "sync": 0}
+    assert "_tile_norm" in launches
+    two_reads = {"_moments_partial", "_moments_merge", "_finish_prm", "_apply_flat", "_apply_wide"}
+    assert not two_reads & set(launches)
+    np.testing.assert_allclose(host(y), want, rtol=1e-12, atol=1e-12)

@@ -1215,6 +1215,11 @@ def _copy3(src, dst):
         dst[ab // B, b, c] = src[ab // B, b, c]
 
 
+# The one-read channels-last instance/group norm kernels (_cuda_tiles.py,
+# which takes _kernel and SIMULATOR from here: import this module first).
+from ._cuda_tiles import _tile_norm, _tile_norm_h, tile_signatures  # noqa: E402, F401
+
+
 def streaming(name: str, itemsize: int):
     """The streaming kernel ``name`` (``_moments_partial``,
     ``_pnorm_partial``, ``_apply_flat``, ``_apply_wide``) for x of
@@ -1250,11 +1255,19 @@ def launch_signatures():
         # other p: _row_lpp32 (launch bounds) for float16/32, _row_lpp for float64
         lpp = "_row_lpp" if dt == f64 else "_row_lpp32"
         add(lpp, dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64, f64[:, ::1])
+        # rows past the registers (cuda.row_norm: a block per row)
+        long_layer = "_row_long_layer_d" if dt == f64 else "_row_long_layer"
+        add(long_layer, dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64[:, ::1])
+        add("_row_long_rms", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64[:, ::1])
+        add("_row_long_lp", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64, f64[:, ::1])
+        add("_row_long_lpp", dt[:, ::1], dt[:, ::1], f64[:, :, ::1], f64, f64, f64[:, ::1])
         add("_copy1", dt[:], dt[::1])
         add("_copy1", dt[:], f64[::1])  # device parameters cast to float64 (batch_norm_eval)
         add("_copy2", dt[:, :], dt[:, ::1])
         add("_copy3", dt[:, :, :], dt[:, :, ::1])
         add("_running_stat", f64[:, ::1], t.int64[:, ::1], t.boolean, f64, dt[:])
+        for name, args in tile_signatures(dt).items():
+            add(name, *args)
     sigs["_moments_merge"] = [(f64[:, :, :, ::1], f64[:, :, ::1])]
     sigs["_fold_sum"] = [(f64[:, :, ::1], t.boolean, f64[:, ::1])]
     fin = (

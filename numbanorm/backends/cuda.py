@@ -670,6 +670,85 @@ def finish_apply(x3: Any, out3: Any, st: Any, idx, fin):
     return prm
 
 
+# tile_norm's launch (read at every call; tests patch them): the tiles of all
+# live blocks within TILE_L2_BYTES, 34 MiB of the 50 MB L2 of an H100/H200
+# (the output lines written through L2 replace the tile's as it is re-read;
+# 34 MiB, not 32, so that a 64 x 64 float32 tile of 16 channels, group
+# norm's common C = 512, G = 32, fits on 132 SMs); a tile row of at least
+# TILE_ROW_BYTES (a whole 32-byte sector); TILE_THREADS per block (two
+# blocks of 256 per SM at the kernel's 128 registers, or one of 512 when
+# only one tile per SM fits); TILE_SMS None: the device's SM count (1 in
+# the simulator).
+TILE_L2_BYTES = 34 << 20
+TILE_ROW_BYTES = 32
+TILE_THREADS = 256
+TILE_BLOCKS_PER_SM = 2
+TILE_SMS = None
+
+
+def _sm_count() -> int:
+    if TILE_SMS is not None:
+        return int(TILE_SMS)
+    if SIMULATOR:
+        return 1
+    if not _SM_COUNT:
+        _SM_COUNT.append(int(cuda.get_current_device().MULTIPROCESSOR_COUNT))
+    return _SM_COUNT[0]
+
+
+def channels_last_view(a: Any, ca: int):
+    """A C-contiguous (N, S, C) view of the device array ``a`` with its
+    channels on axis ``ca`` (S: the other axes but 0, in the order of their
+    strides), or None when ``a``'s memory is not laid out so (channels
+    innermost, the spatial axes one run, the samples outermost)."""
+    d = as_device(a)
+    nd = d.ndim
+    if nd < 2 or ca == 0:
+        return None
+    spatial = sorted((x for x in range(1, nd) if x != ca), key=lambda x: -d.strides[x])
+    v = permute(d, (0, *spatial, ca))
+    if not _is_c_contiguous(v):
+        return None
+    N, C = d.shape[0], d.shape[ca]
+    return v.reshape(N, d.size // (N * C) if N * C else 0, C)
+
+
+def tile_norm(x: Any, out: Any, ca: int, weight, bias, groups: int, eps: float):
+    """Instance norm (``groups`` = C) or group norm of a device array with
+    its channels on axis ``ca`` in one kernel that reads x once from HBM
+    (``_cuda_tiles._tile_norm``: a block per (sample, tile of whole groups)
+    takes the tile's statistics, then applies them re-reading the tile from
+    L2); ``out`` may be ``x``; ``weight``, ``bias``: (C,) host or device
+    arrays, or None.  Returns the (4, N * groups) float64 device statistics
+    (count, mean, mean residual, M2 of group n * groups + g; nothing copied
+    to the host), or None, having done nothing, when x or out is not laid
+    out channels-last (:func:`channels_last_view`) or a tile of whole groups
+    does not fit L2 (``_cuda_tiles.tile_launch``): the caller then takes
+    the statistics-then-apply path."""
+    from . import _cuda_tiles as tiles
+
+    x3 = channels_last_view(x, ca)
+    o3 = channels_last_view(out, ca) if x3 is not None else None
+    if o3 is None:
+        return None
+    N, S, C = x3.shape
+    G = int(groups)
+    if G <= 0 or C % G or N * S * C == 0:
+        return None
+    itemsize = x3.dtype.itemsize
+    sms = _sm_count()
+    plan = tiles.tile_launch(
+        N, S, C, C // G, itemsize, sms, TILE_L2_BYTES, TILE_ROW_BYTES, TILE_THREADS, TILE_BLOCKS_PER_SM
+    )
+    if plan is None:
+        return None
+    _, block, grid = plan
+    wb = _f64_rows((weight, bias), (1.0, 0.0), C)
+    st = _alloc((4, N * G), np.float64)
+    _launch(tiles.tile_kernel(itemsize), grid, block, x3, o3, wb, C // G, float(eps), st)
+    return st
+
+
 def pnorm_device(x3: Any, p: float, skipnan: bool = True):
     """:func:`pnorm_nan`'s sums left on the device, not yet finished: a (P,
     K) float64 device array of sum |x|**p over R (max |x| for p = inf), NaN
@@ -841,7 +920,10 @@ def _row_params(weight, bias, D: int):
     if any(sh != shp for sh in shapes) or len(shp) != 2 or shp[1] == 0 or D % shp[1]:
         got = [None if a is None else tuple(a.shape) for a in (weight, bias)]
         raise ValueError(f"row_norm: weight and bias {got} must be (RW, S), S dividing D={D}")
-    on_device = [a is not None and hasattr(a, "__cuda_array_interface__") for a in (weight, bias)]
+    on_device = [
+        a is not None and (_is_numba_device_array(a) or hasattr(a, "__cuda_array_interface__"))
+        for a in (weight, bias)
+    ]
     if not any(on_device):
         w = np.ones(shp) if weight is None else np.asarray(weight, np.float64).reshape(shp)
         b = np.zeros(shp) if bias is None else np.asarray(bias, np.float64).reshape(shp)
