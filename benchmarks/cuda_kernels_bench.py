@@ -8,8 +8,9 @@ For each case (an op, a layout, a shape; float32, about ``--mb`` MiB):
 - ``min_bytes``: what the op must move by issue 17's definition (each input
   byte read once and each output byte written once; the batch-statistics
   ops, batch_norm training, standardize and minmax_scale, read x twice);
-  ``passes``: the reads of x the kernels make today (the channels-last
-  instance/group norm make two: NOTES.md section 23);
+  ``passes``: the reads of x from HBM the kernels make today (rows past
+  the registers and channels-last instance/group norm re-read from L2,
+  counted once: NOTES.md section 27);
 - ``of_copy``: (min_bytes / ms) over the copy's (2 x bytes / ms): the
   issue's target is >= 0.85 for every op;
 - ``torch_ms``: the same op in torch on the same values (when torch has CUDA);
@@ -41,6 +42,29 @@ import numpy as np
 _HERE = Path(__file__).resolve().parent
 if str(_HERE.parent) not in sys.path:  # numbanorm from this checkout
     sys.path.insert(0, str(_HERE.parent))
+
+
+_PARAMS: dict = {}
+
+
+def _device_params(d: int):
+    """A weight and bias of length d as float32 numba device arrays (made
+    once: a model's parameters live on the GPU)."""
+    if ("nb", d) not in _PARAMS:
+        from numba import cuda
+
+        rng = np.random.default_rng(1)
+        _PARAMS["nb", d] = tuple(cuda.to_device(rng.standard_normal(d, dtype=np.float32)) for _ in range(2))
+    return _PARAMS["nb", d]
+
+
+def _torch_params(d: int):
+    """The same weight and bias as torch CUDA tensors."""
+    if ("torch", d) not in _PARAMS:
+        import torch
+
+        _PARAMS["torch", d] = tuple(torch.from_numpy(a.copy_to_host()).cuda() for a in _device_params(d))
+    return _PARAMS["torch", d]
 
 
 def _cases(mb: float, quick: bool = False) -> list[dict[str, Any]]:
@@ -163,7 +187,14 @@ def _cases(mb: float, quick: bool = False) -> list[dict[str, Any]]:
             lambda x, r: nbn.instance_norm(x),
             lambda t, r, F: F.instance_norm(t),
         ),
-        ("instance_norm NHWC C=64", img(64, 64), 2, False, lambda x, r: nbn.instance_norm(x), None),
+        (
+            "instance_norm NHWC C=64",
+            img(64, 64),
+            1,
+            False,
+            lambda x, r: nbn.instance_norm(x),
+            lambda t, r, F: F.instance_norm(t),
+        ),
         (
             "group_norm NCHW C=64 G=8",
             img(64, 64),
@@ -172,13 +203,62 @@ def _cases(mb: float, quick: bool = False) -> list[dict[str, Any]]:
             lambda x, r: nbn.group_norm(x, 8),
             lambda t, r, F: F.group_norm(t, 8),
         ),
-        ("group_norm NHWC C=64 G=8", img(64, 64), 2, False, lambda x, r: nbn.group_norm(x, 8), None),
+        (
+            "group_norm NHWC C=64 G=8",
+            img(64, 64),
+            1,
+            False,
+            lambda x, r: nbn.group_norm(x, 8),
+            lambda t, r, F: F.group_norm(t, 8),
+        ),
+        (
+            "group_norm NHWC C=512 G=32",
+            img(512, 64),
+            1,
+            False,
+            lambda x, r: nbn.group_norm(x, 32),
+            lambda t, r, F: F.group_norm(t, 32),
+        ),
+        (
+            "layer_norm D=16384 (past the registers)",
+            rows(16384),
+            1,
+            False,
+            lambda x, r: nbn.layer_norm(x, 16384),
+            lambda t, r, F: F.layer_norm(t, (16384,)),
+        ),
+        (
+            "rms_norm D=32768 (past the registers)",
+            rows(32768),
+            1,
+            False,
+            lambda x, r: nbn.rms_norm(x, 32768),
+            lambda t, r, F: F.rms_norm(t, (32768,)),
+        ),
+        (
+            "lp_normalize p=3 D=16384 (past the registers)",
+            rows(16384),
+            1,
+            False,
+            lambda x, r: nbn.lp_normalize(x, 3.0, axis=-1),
+            lambda t, r, F: F.normalize(t, 3.0, dim=-1),
+        ),
+        (
+            "layer_norm D=1024 device weights",
+            rows(1024),
+            1,
+            False,
+            lambda x, r: nbn.layer_norm(x, 1024, *_device_params(1024)),
+            lambda t, r, F: F.layer_norm(t, (1024,), *_torch_params(1024)),
+        ),
         ("standardize axis=0 (R, 64)", rows(64), 2, True, lambda x, r: nbn.standardize(x, axis=0), None),
         ("standardize axis=0 (R, 3)", rows(3), 2, True, lambda x, r: nbn.standardize(x, axis=0), None),
         ("minmax_scale axis=0 (R, 64)", rows(64), 2, True, lambda x, r: nbn.minmax_scale(x, axis=0), None),
     ]
     cases = []
     for name, shape, passes, two_read, call, tcall in out:
+        if quick and ("past the registers" in name or "C=512" in name):
+            continue  # (the simulator runs a thread per Python thread: minutes each)
         layout = cl if "NHWC" in name else None
         cases.append(
             dict(
