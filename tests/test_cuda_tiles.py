@@ -73,9 +73,13 @@ def test_tile_launch_at_the_hardware_defaults():
     L2 = cb.TILE_L2_BYTES
     args = (132, L2, cb.TILE_ROW_BYTES, cb.TILE_THREADS, cb.TILE_BLOCKS_PER_SM)
     # NHWC instance norm 64 x 64 x 64 float32: 8 channels (32 B rows), 128 KB
-    # tiles; 64 of them (fewer than SMs): a block of 512 each; N = 32: 256
-    assert tiles.tile_launch(8, 64 * 64, 64, 1, 4, *args) == (8, (8, 64), 64)
+    # tiles; N = 8: 64 of them, fewer than SMs, so 4 channels (16 B rows):
+    # 128 tiles, a block of 512 each; N = 32: 256 tiles of 8 channels
+    assert tiles.tile_launch(8, 64 * 64, 64, 1, 4, *args) == (4, (4, 128), 128)
     assert tiles.tile_launch(32, 64 * 64, 64, 1, 4, *args) == (8, (8, 32), 256)
+    # narrower only while it adds tiles and rows keep half a sector (float64: 2 channels)
+    assert tiles.tile_launch(4, 64 * 64, 16, 1, 8, *args) == (2, (2, 256), 32)
+    assert tiles.tile_launch(2, 64 * 64, 8, 4, 4, *args) == (4, (4, 128), 4)
     # group norm C = 512, G = 32 at 64 x 64: 16 channels, 256 KB tiles, one per SM
     assert tiles.tile_launch(8, 64 * 64, 512, 16, 4, *args) == (16, (16, 32), 132)
     # float16: 128 KB tiles, two blocks of 256 per SM (256 tiles: fewer blocks)

@@ -60,7 +60,8 @@ def tile_launch(N, S, C, cpg, itemsize, sms, l2_bytes, row_bytes, threads, block
     ``tc`` (the tile's channels = TX): the smallest multiple of cpg whose row
     is at least ``row_bytes`` (a whole sector per row of the tile) and whose
     tile gives every thread of a block of ``threads`` a full chunk, at most C
-    and ``_TILE_BLOCK``.  The tile (S x tc x itemsize bytes) must fit
+    and ``_TILE_BLOCK``; with fewer tiles than SMs, narrower (rows down to
+    ``row_bytes / 2``) while that adds tiles.  The tile (S x tc x itemsize bytes) must fit
     ``l2_bytes / sms`` (every SM holds one live tile in L2).  Blocks of
     ``threads``, ``blocks_per_sm`` per SM when that many tiles per SM fit
     ``l2_bytes`` together and there are more tiles than SMs, else one block
@@ -73,6 +74,12 @@ def tile_launch(N, S, C, cpg, itemsize, sms, l2_bytes, row_bytes, threads, block
     tc = cpg
     while tc < C and tc + cpg <= _TILE_BLOCK and (tc * itemsize < row_bytes or S * tc < threads * ch):
         tc += cpg
+    # fewer tiles than SMs (the whole input is then within l2_bytes): narrower
+    # tiles, rows down to half a sector, so that more SMs work (the block of
+    # the neighbouring tile, live at the same time, reads the sector's other
+    # half: from L2)
+    while N * -(-C // tc) < sms and tc > cpg and 2 * (tc - cpg) * itemsize >= row_bytes:
+        tc -= cpg
     tile_bytes = S * tc * itemsize
     if tile_bytes * sms > l2_bytes:
         return None
