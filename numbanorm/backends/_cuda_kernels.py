@@ -809,6 +809,18 @@ def _row_scale(tot, dn, mode, pmode, p_exp, eps):
 
 
 @cuda.jit(device=True)
+def _segments(D, S, g, G):
+    """Row elements d = g + j*G take weight segment d // seglen (S equal
+    segments of a row of D), tracked by additions from thread g's first
+    segment, no division per element: (seglen, the segment of g and g's
+    offset in it, the segments and offset a step of G adds)."""
+    seglen = D // S
+    sg0 = g // seglen
+    dq = G // seglen
+    return seglen, sg0, g - sg0 * seglen, dq, G - dq * seglen
+
+
+@cuda.jit(device=True)
 def _store_chunk(out, r, buf, d0, G, mean, rstd, wr, br, sg, rm, dq, dr, seglen):
     """out[r, d0 + j*G] = (buf[j] - mean) * rstd * weight + bias for the
     thread's values in buf (those < D), the weight and bias of each
@@ -913,13 +925,7 @@ def _row_norm_body(x, out, wb, eps, mode, p_exp, stats, buf):
     nreg = buf.shape[0]  # a constant once inlined: the loops over buf unroll
     cached = D <= G * nreg  # the whole row fits in the group's registers
     RW = wb.shape[1]
-    seglen = D // wb.shape[2]
-    # element d = g + j*G takes segment d // seglen, tracked by additions
-    # from thread g's first segment (no division per element)
-    sg0 = g // seglen
-    rm0 = g - sg0 * seglen
-    dq = G // seglen
-    dr = G - dq * seglen
+    seglen, sg0, rm0, dq, dr = _segments(D, wb.shape[2], g, G)
     # the base loop is block-uniform: every thread reaches every syncthreads
     for base in range(cuda.blockIdx.x * RB, R, cuda.gridDim.x * RB):
         r = base + rb
@@ -1089,11 +1095,7 @@ def _row_long_body(x, out, wb, eps, mode, p_exp, stats, buf):
     dn = float64(D)
     pmode = 0 if p_exp == 1.0 else (1 if p_exp == 2.0 else (2 if p_exp == math.inf else 3))
     RW = wb.shape[1]
-    seglen = D // wb.shape[2]
-    sg0 = g // seglen
-    rm0 = g - sg0 * seglen
-    dq = G // seglen
-    dr = G - dq * seglen
+    seglen, sg0, rm0, dq, dr = _segments(D, wb.shape[2], g, G)
     for r in range(cuda.blockIdx.x, R, cuda.gridDim.x):  # block-uniform
         n = 0.0
         mu = 0.0
