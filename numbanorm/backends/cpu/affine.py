@@ -20,7 +20,7 @@ from ..._config import FASTMATH_ELEMENTWISE, LINE_BYTES
 from ._elementwise import map_lanes, map_lanes_apart, map_lanes_in_place, map_scalar
 from ._intrinsics import in_place, min2, resident, stream_span, streams
 from ._tasks import run, task
-from .axis_stats import F_PRM, col_split, frame, lane_rows
+from .axis_stats import F_PRM, col_split, frame, lane_rows, row_group
 
 _FME = set(FASTMATH_ELEMENTWISE)
 
@@ -43,20 +43,22 @@ def apply_span(v, o, ch, sc, sh, lo, hi, stream, same, clip):
 @task(fastmath=_FME, variants=("stream", "same", "clip"))
 def apply_rows(stream, same, clip):
     """Task t (frame, K == 1) of of = clip((x - ch) * scale + shift) over
-    the rows of xf (P, R), one parameter set per row, prm (3, P, 1): chunk
-    t % nseg of row t // nseg.  ``stream``: whole aligned lines by streaming
+    the rows of xf (P, R), one parameter set per row, prm (3, P, 1): the
+    items of task t in axis_stats.row_group (item i: chunk i % nseg of row
+    i // nseg; short rows several to a task).  ``stream``: whole aligned lines by streaming
     stores; ``same``: in place (xf is of); ``clip``: clipped to [lo, hi]."""
 
     def apply_rows_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
-        R = xf.shape[1]
+        P, R = xf.shape
         per = (R + nseg - 1) // nseg
-        p = t // nseg
-        c = t - p * nseg
-        f0 = min2(R, c * per)
-        f1 = min2(R, f0 + per)
-        apply_span(
-            xf[p, f0:f1], of[p, f0:f1], prm[0, p, 0], prm[1, p, 0], prm[2, p, 0], lo, hi, stream, same, clip
-        )
+        g, _ = row_group(P, R, nseg)
+        for i in range(t * g, min2(P * nseg, (t + 1) * g)):
+            p = i // nseg
+            c = i - p * nseg
+            f0 = min2(R, c * per)
+            f1 = min2(R, f0 + per)
+            ch, sc, sh = prm[0, p, 0], prm[1, p, 0], prm[2, p, 0]
+            apply_span(xf[p, f0:f1], of[p, f0:f1], ch, sc, sh, lo, hi, stream, same, clip)
 
     return apply_rows_task
 
@@ -166,6 +168,7 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
     # 11 % slower (NOTES.md section 13); and not in place (in_place)
     stream = narrow is None and not same and streams(out3) and resident(out3)
     clip = lo is not None or hi is not None
-    run(apply_rows if K == 1 else apply_lanes, P * nseg, *fr, stream=stream, same=same, clip=clip)
+    ntask = row_group(P, R, nseg)[1] if K == 1 else P * nseg
+    run(apply_rows if K == 1 else apply_lanes, ntask, *fr, stream=stream, same=same, clip=clip)
     if narrow is not None:
         narrow[...] = out3

@@ -66,17 +66,37 @@ NACC = 10
 #   rot         (ntask, 3, L) x's dtype scratch (rotated parameters, min/max)
 
 
+# Rows shorter than this go several to a task (row_group): a task costs
+# ~70 ns to launch, so 2048 rows of 128, a task each, took 102-190 us to
+# apply where a copy of the same bytes took 20 us (NOTES.md section 27).
+ROW_TASK_MIN_ELEMS = 8192
+
+
+@njit(error_model="numpy")
+def row_group(P, R, nseg):
+    """(items per task, tasks) of the row tasks (row_moments, apply_rows)
+    over P rows of R elements in nseg segments each: item i is segment i %
+    nseg of row i // nseg; consecutive items share a task until it holds
+    ROW_TASK_MIN_ELEMS elements (one item each for long rows)."""
+    per = (R + nseg - 1) // nseg
+    g = max2(1, ROW_TASK_MIN_ELEMS // max2(per, 1))
+    n = P * nseg
+    return g, (n + g - 1) // g
+
+
 @task(fastmath=_FM)
 def row_moments(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
-    """Task t (frame; K == 1): the moments of segment t % nseg of row t //
-    nseg of xf (P, R), into part[:4, p, segment, 0]."""
-    D = xf.shape[1]
-    r = t // nseg
-    s = t - r * nseg
+    """Task t (frame; K == 1) of row_group's tasks: for each of its items,
+    the moments of segment s of row r of xf (P, R), into part[:4, r, s, 0]."""
+    P, D = xf.shape
+    g, _ = row_group(P, D, nseg)
     seglen = (D + nseg - 1) // nseg
-    a = min2(D, s * seglen)
-    b = min2(D, a + seglen)
-    part[0, r, s, 0], part[1, r, s, 0], part[2, r, s, 0], part[3, r, s, 0] = segment_moments(xf[r], a, b)
+    for i in range(t * g, min2(P * nseg, (t + 1) * g)):
+        r = i // nseg
+        s = i - r * nseg
+        a = min2(D, s * seglen)
+        b = min2(D, a + seglen)
+        part[0, r, s, 0], part[1, r, s, 0], part[2, r, s, 0], part[3, r, s, 0] = segment_moments(xf[r], a, b)
 
 
 # --------------------------------------------------------------------------
@@ -571,7 +591,7 @@ def run_moments(fr, ntask):
     lane moments, then the exact task for the lane tasks that stopped."""
     K, skipnan = fr[2], fr[6]
     if K == 1 and not skipnan:
-        run(row_moments, ntask, *fr)
+        run(row_moments, row_group(fr[0].shape[0], fr[0].shape[1], fr[4])[1], *fr)
         return
     run(col_moments, ntask, *fr)
     if fr[F_STOP].max() >= 0:

@@ -49,6 +49,7 @@ from .axis_stats import (
     col_split,
     frame,
     frame_key,
+    row_group,
     row_moments,
 )
 from .segments import absorb_shifted, segment_moments, segment_step
@@ -222,7 +223,11 @@ class _Plan:
         self.fr = fr
         self.P3, self.tail = P3, fr[2:]
         self.fin = np.empty((6, C))  # merged over the segments and the batch
+        # (the row moments: short rows several to a task, axis_stats.row_group;
+        # apply_params counts the apply tasks of rows so)
         self.ntask = P3 * nseg
+        if stats == "moments" and not self.lanes:
+            self.ntask = row_group(P3, R, nseg)[1]
         task = apply_rows if rows else apply_lanes
         fk = self.fkey = frame_key(fr)
         self.aaddr = task.address(fr, fk, stream=stream, same=same, clip=lo is not None or hi is not None)
@@ -399,6 +404,9 @@ def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, nthreads, aar
             prm[0, i, 0], prm[1, i, 0], prm[2, i, 0] = ch, sc, sh
         else:
             prm[0, 0, i], prm[1, 0, i], prm[2, 0, i] = ch, sc, sh
+    if rows:  # (short rows several to a task: axis_stats.row_group)
+        xf = aargs[0]
+        ntask = row_group(xf.shape[0], xf.shape[1], aargs[4])[1]
     _run_tasks(aaddr, ntask, nthreads, aargs)
 
 
