@@ -217,3 +217,38 @@ def _same_moments(a, b):
     np.testing.assert_array_equal(hi, hi2)
     np.testing.assert_allclose(mu + r, mu2 + r2, rtol=4e-16, atol=0)
     np.testing.assert_allclose(q, q2, rtol=1e-15, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("where", ["first", "middle", "a_whole_chunk", "all", "none"])
+def test_rows_skipping_nan_are_exact(rng, where, dtype):
+    """Rows (K = 1) with NaN left out (standardize's rows) take the row
+    moments with NaN skipped (segments.segment_moments_nan): exact over the
+    values that are not NaN, wherever the NaN are, including the first
+    value (the shift) and a whole chunk; a row without NaN gets the bits of
+    the path that does not skip."""
+    from numbanorm._config import ROW_CHUNK
+
+    R = 3 * ROW_CHUNK + 17
+    x = (1e4 + rng.standard_normal((1, R, 1))).astype(dtype)
+    if where == "first":
+        x[0, 0, 0] = np.nan
+    elif where == "middle":
+        x[0, R // 2 :: 97, 0] = np.nan
+    elif where == "a_whole_chunk":
+        x[0, ROW_CHUNK : 2 * ROW_CHUNK, 0] = np.nan
+    elif where == "all":
+        x[:] = np.nan
+    cnt, mean, m2, _, _, res = cpu.moments(x, True, False)
+    col = x[0, :, 0].astype(np.float64)
+    col = col[~np.isnan(col)]
+    assert cnt[0, 0] == col.size
+    if col.size == 0:
+        return
+    em, eq = _exact(col)
+    got_mean = Fraction(float(mean[0, 0])) + Fraction(float(res[0, 0]))
+    assert abs(float(got_mean - em)) <= 1e-15 * max(1.0, float(eq / col.size) ** 0.5)
+    assert abs(float(Fraction(float(m2[0, 0])) - eq)) <= 1e-14 * float(eq)
+    if where == "none":
+        plain = cpu.moments(x, False, False)
+        assert (plain[0] == cnt).all() and (plain[1] == mean).all() and (plain[2] == m2).all()

@@ -36,7 +36,7 @@ from ..._stats import chan_merge_dd, merge_partials, shifted_moments
 from .. import Moments
 from ._intrinsics import max2, min2
 from ._tasks import _key, nsplit, run, task, widen
-from .segments import absorb_shifted, segment_moments, shift_ok
+from .segments import absorb_shifted, segment_moments, segment_moments_nan, shift_ok
 
 _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)
@@ -84,19 +84,28 @@ def row_group(P, R, nseg):
     return g, (n + g - 1) // g
 
 
-@task(fastmath=_FM)
-def row_moments(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+@task(fastmath=_FM, variants=("nan",))
+def row_moments(nan):
     """Task t (frame; K == 1) of row_group's tasks: for each of its items,
-    the moments of segment s of row r of xf (P, R), into part[:4, r, s, 0]."""
-    P, D = xf.shape
-    g, _ = row_group(P, D, nseg)
-    seglen = (D + nseg - 1) // nseg
-    for i in range(t * g, min2(P * nseg, (t + 1) * g)):
-        r = i // nseg
-        s = i - r * nseg
-        a = min2(D, s * seglen)
-        b = min2(D, a + seglen)
-        part[0, r, s, 0], part[1, r, s, 0], part[2, r, s, 0], part[3, r, s, 0] = segment_moments(xf[r], a, b)
+    the moments of segment s of row r of xf (P, R), into part[:4, r, s, 0];
+    ``nan``: NaN left out (segment_moments_nan; the frame's skipnan)."""
+
+    def row_moments_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+        P, D = xf.shape
+        g, _ = row_group(P, D, nseg)
+        seglen = (D + nseg - 1) // nseg
+        for i in range(t * g, min2(P * nseg, (t + 1) * g)):
+            r = i // nseg
+            s = i - r * nseg
+            a = min2(D, s * seglen)
+            b = min2(D, a + seglen)
+            if nan:  # (a compile-time flag: one of the two is compiled)
+                m = segment_moments_nan(xf[r], a, b)
+            else:
+                m = segment_moments(xf[r], a, b)
+            part[0, r, s, 0], part[1, r, s, 0], part[2, r, s, 0], part[3, r, s, 0] = m
+
+    return row_moments_task
 
 
 # --------------------------------------------------------------------------
@@ -587,11 +596,12 @@ def frame_key(fr):
 
 
 def run_moments(fr, ntask):
-    """The moments tasks of a frame: rows (K == 1, NaN not skipped), or the
-    lane moments, then the exact task for the lane tasks that stopped."""
+    """The moments tasks of a frame: rows (K == 1; NaN left out when the
+    frame skips it), or the lane moments, then the exact task for the lane
+    tasks that stopped."""
     K, skipnan = fr[2], fr[6]
-    if K == 1 and not skipnan:
-        run(row_moments, row_group(fr[0].shape[0], fr[0].shape[1], fr[4])[1], *fr)
+    if K == 1:
+        run(row_moments, row_group(fr[0].shape[0], fr[0].shape[1], fr[4])[1], *fr, nan=bool(skipnan))
         return
     run(col_moments, ntask, *fr)
     if fr[F_STOP].max() >= 0:

@@ -215,7 +215,7 @@ class _Plan:
         # without min/max use none); lanes/acc/stop: the lane moments' and
         # min/max state (the row moments use none)
         # (self.lanes: the lane moments, whose tasks stop at a refused block)
-        self.lanes = stats == "moments" and (K > 1 or skipnan)
+        self.lanes = stats == "moments" and K > 1
         fr = frame(
             xf, K, L, nseg, rb, skipnan=skipnan, stats=stats is not None, of=of, lo=lo, hi=hi, La=La,
             rot=not rows or stats == "minmax", lanes=self.lanes or stats == "minmax",
@@ -237,7 +237,10 @@ class _Plan:
         elif stats == "minmax":
             self.maddr = col_minmax.address(fr, fk)
         else:
-            self.maddr = (col_moments if self.lanes else row_moments).address(fr, fk)
+            if self.lanes:
+                self.maddr = col_moments.address(fr, fk)
+            else:
+                self.maddr = row_moments.address(fr, fk, nan=bool(skipnan))
         self.xaddr = col_moments_exact.address_if_compiled(fr, fk) if self.lanes else 0
 
     def bind(self, x2, o2):

@@ -106,3 +106,73 @@ def segment_moments(v, lo, hi):
     if tn > 0.0:
         n, mean, res, m2 = absorb_shifted(n, mean, res, m2, tn, sh, t1, t2)
     return n, mean, res, m2
+
+
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
+def counted_shifted_sums(u, sh):
+    """(count, sum(u - sh), sum((u - sh)**2)) over u's values that are not
+    NaN, in float64 (branch-free: the loop vectorizes)."""
+    n = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    for d in range(u.size):
+        a = np.float64(u[d])
+        ok = a == a
+        e = a - sh if ok else 0.0
+        s1 += e
+        s2 += e * e
+        n += 1.0 if ok else 0.0
+    return n, s1, s2
+
+
+@njit(fastmath=_FM, error_model="numpy", nogil=True)
+def segment_moments_nan(v, lo, hi):
+    """:func:`segment_moments` of v[lo:hi] with NaN left out (not counted):
+    a chunk without NaN takes segment_moments' own step (so a row without
+    NaN gets its bits); one with NaN, counted shifted sums about the first
+    value that is not NaN (then the running mean), accepted while
+    ``shift_ok`` takes them, else the corrected two-pass over its values
+    that are not NaN.  (0, 0, 0, 0) when every value is NaN."""
+    T = v.dtype.type
+    n = 0.0
+    mean = 0.0
+    res = 0.0
+    m2 = 0.0
+    sh = 0.0
+    for i in range(lo, hi):
+        a = np.float64(v[i])
+        if a == a:
+            sh = a
+            break
+    tn = 0.0
+    t1 = 0.0
+    t2 = 0.0
+    for c0 in range(lo, hi, ROW_CHUNK):
+        w = v[c0 : min2(c0 + ROW_CHUNK, hi)]
+        s1, s2 = shifted_sums(w, sh)
+        if s1 == s1 and s2 == s2:
+            # no NaN: segment_moments' step (the same bits as without skipping)
+            n, mean, res, m2, sh, tn, t1, t2 = segment_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2)
+            continue
+        cnt, s1, s2 = counted_shifted_sums(w, sh)
+        if cnt == 0.0:
+            continue
+        if shift_ok(cnt, s1, s2):
+            tn += cnt
+            t1 += s1
+            t2 += s2
+            continue
+        if tn > 0.0:
+            n, mean, res, m2 = absorb_shifted(n, mean, res, m2, tn, sh, t1, t2)
+            tn = 0.0
+            t1 = 0.0
+            t2 = 0.0
+        _, s, _ = counted_shifted_sums(w, 0.0)
+        cm = s / cnt
+        _, cc, q = counted_shifted_sums(w, cm)
+        # the corrected two-pass (segment_step's), over the values counted
+        n, mean, res, m2 = chan_merge_dd(n, mean, res, m2, cnt, cm, cc / cnt, max2(q - cc * cc / cnt, 0.0))
+        sh = np.float64(T(mean))
+    if tn > 0.0:
+        n, mean, res, m2 = absorb_shifted(n, mean, res, m2, tn, sh, t1, t2)
+    return n, mean, res, m2
