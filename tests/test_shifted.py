@@ -252,3 +252,38 @@ def test_rows_skipping_nan_are_exact(rng, where, dtype):
     if where == "none":
         plain = cpu.moments(x, False, False)
         assert (plain[0] == cnt).all() and (plain[1] == mean).all() and (plain[2] == m2).all()
+
+
+@pytest.mark.parametrize("R", [1, 49, 511, 512, 3000])
+@pytest.mark.parametrize("skipnan", [False, True])
+def test_row_minmax_of_short_and_long_rows(rng, R, skipnan):
+    """Min/max of rows (K = 1): short rows (fewer than
+    ROW_MINMAX_MAX_ELEMS) take row_minmax, several to a task, long ones the
+    lane min/max; both give NumPy's min/max (NaN propagated unless
+    skipnan, then left out and not counted), +-inf and a count of 0 for an
+    all-NaN row."""
+    P = 300
+    x = rng.standard_normal((P, R, 1)) * 10
+    x[3, R // 2, 0] = np.nan
+    x[5] = np.nan
+    x[7, 0, 0] = -np.inf
+    m = cpu.moments(x, skipnan, True, want_moments=False)
+    v = x[:, :, 0]
+    with np.errstate(invalid="ignore"), pytest.warns(RuntimeWarning) if skipnan else _nowarn():
+        lo = np.nanmin(v, axis=1) if skipnan else v.min(axis=1)
+        hi = np.nanmax(v, axis=1) if skipnan else v.max(axis=1)
+    if skipnan:  # (rows of NaN only: row 5, and row 3 when R == 1)
+        empty = np.isnan(v).all(axis=1)
+        lo[empty], hi[empty] = np.inf, -np.inf
+    np.testing.assert_array_equal(m.min[:, 0], lo)
+    np.testing.assert_array_equal(m.max[:, 0], hi)
+    cnt = (~np.isnan(v)).sum(axis=1) if skipnan else np.full(P, R)
+    np.testing.assert_array_equal(m.count[:, 0], cnt)
+
+
+class _nowarn:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False

@@ -453,6 +453,58 @@ def col_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, sto
     fold_minmax(lmn, lmx, nan, K, L, skipnan, p, c, float(r1 - r0), part, True)
 
 
+@njit(fastmath=_FME, error_model="numpy", inline="always")
+def segment_minmax(v, a, b):
+    """(min, max, NaN count) of v[a:b] in float64, NaN not taken."""
+    mn = math.inf
+    mx = -math.inf
+    nn = 0.0
+    for i in range(a, b):
+        e = np.float64(v[i])
+        ok = e == e
+        el = e if ok else math.inf
+        eh = e if ok else -math.inf
+        mn = el if el < mn else mn
+        mx = eh if eh > mx else mx
+        nn += 0.0 if ok else 1.0
+    return mn, mx, nn
+
+
+# row_minmax's scalar loop (a select per element: the min/max reduction does
+# not vectorize without fast-math's 'nnan') beats the lane min/max, one task
+# per row, only for short rows (NOTES.md section 27)
+ROW_MINMAX_MAX_ELEMS = 512
+
+
+def row_minmax_ok(R: int, nseg: int) -> bool:
+    """Do rows of R in nseg segments take row_minmax (else col_minmax)?"""
+    return (R + nseg - 1) // nseg < ROW_MINMAX_MAX_ELEMS
+
+
+@task(fastmath=_FME)
+def row_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+    """Task t (frame; K == 1) of row_group's tasks: col_minmax for rows, for
+    each of its items (segment s of row r of xf (P, R)): min/max into
+    part[4, r, s, 0], part[5, r, s, 0] (NaN when the segment holds a NaN and
+    NaN is not skipped), the non-NaN count (every value unless skipnan) into
+    part[0, r, s, 0]."""
+    P, D = xf.shape
+    g, _ = row_group(P, D, nseg)
+    seglen = (D + nseg - 1) // nseg
+    for i in range(t * g, min2(P * nseg, (t + 1) * g)):
+        r = i // nseg
+        s = i - r * nseg
+        a = min2(D, s * seglen)
+        b = min2(D, a + seglen)
+        mn, mx, nn = segment_minmax(xf[r], a, b)
+        if nn > 0.0 and not skipnan:
+            mn = math.nan
+            mx = math.nan
+        part[4, r, s, 0] = mn
+        part[5, r, s, 0] = mx
+        part[0, r, s, 0] = float(b - a) - nn if skipnan else float(b - a)
+
+
 @njit(error_model="numpy", inline="always")
 def fold_minmax(lmn, lmx, nan, K, L, skipnan, p, c, nrows, part, counts):
     """Each column's min/max from its lanes into part[4], part[5] (NaN when
@@ -631,7 +683,10 @@ def partials(x3, skipnan, minmax, want_moments=True):
         # (its counts are per lane task: keep the moments' own, whose segments
         # may be cut elsewhere; min and max merge whatever the cut)
         cnt = fr[F_PART][0].copy() if want_moments else None
-        run(col_minmax, P * nseg, *fr)
+        if K == 1 and row_minmax_ok(R, nseg):  # (short rows several to a task)
+            run(row_minmax, row_group(P, R, nseg)[1], *fr)
+        else:
+            run(col_minmax, P * nseg, *fr)
         if cnt is not None:
             fr[F_PART][0] = cnt
     return fr[F_PART]

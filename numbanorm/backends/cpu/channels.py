@@ -50,6 +50,8 @@ from .axis_stats import (
     frame,
     frame_key,
     row_group,
+    row_minmax,
+    row_minmax_ok,
     row_moments,
 )
 from .segments import absorb_shifted, segment_moments, segment_step
@@ -223,11 +225,11 @@ class _Plan:
         self.fr = fr
         self.P3, self.tail = P3, fr[2:]
         self.fin = np.empty((6, C))  # merged over the segments and the batch
-        # (the row moments: short rows several to a task, axis_stats.row_group;
-        # apply_params counts the apply tasks of rows so)
-        self.ntask = P3 * nseg
-        if stats == "moments" and not self.lanes:
-            self.ntask = row_group(P3, R, nseg)[1]
+        # (the row statistics tasks, row_moments and row_minmax: short rows
+        # several to a task, axis_stats.row_group; apply_params counts the
+        # apply tasks of rows so)
+        row_stats = rows and (stats == "moments" or (stats == "minmax" and row_minmax_ok(R, nseg)))
+        self.ntask = row_group(P3, R, nseg)[1] if row_stats else P3 * nseg
         task = apply_rows if rows else apply_lanes
         fk = self.fkey = frame_key(fr)
         self.aaddr = task.address(fr, fk, stream=stream, same=same, clip=lo is not None or hi is not None)
@@ -235,7 +237,7 @@ class _Plan:
         if stats is None:
             self.maddr = 0
         elif stats == "minmax":
-            self.maddr = col_minmax.address(fr, fk)
+            self.maddr = (row_minmax if row_stats else col_minmax).address(fr, fk)
         else:
             if self.lanes:
                 self.maddr = col_moments.address(fr, fk)
