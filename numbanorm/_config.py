@@ -87,3 +87,9 @@ LINE_BYTES = 64
 # benchmarks/NOTES.md section 16).
 CHAN_PIPE_CACHE_BYTES = 16 << 20
 CHAN_PIPE_MIN_ROW_BYTES = 2048
+
+# Rows shorter than this go several to a task (the row moments, the rows
+# apply, the fused row kernel): a task costs ~70 ns to launch, so 2048 rows
+# of 128, a task each, took 102-190 us where a copy of the same bytes took
+# 20 us (benchmarks/NOTES.md section 27).
+ROW_TASK_MIN_ELEMS = 8192

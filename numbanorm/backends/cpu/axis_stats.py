@@ -31,7 +31,7 @@ import math
 import numpy as np
 from numba import njit
 
-from ..._config import COL_BLOCK_BYTES, FASTMATH, FASTMATH_ELEMENTWISE, LANES
+from ..._config import COL_BLOCK_BYTES, FASTMATH, FASTMATH_ELEMENTWISE, LANES, ROW_TASK_MIN_ELEMS
 from ..._stats import chan_merge_dd, merge_partials, shifted_moments
 from .. import Moments
 from ._intrinsics import max2, min2
@@ -64,12 +64,6 @@ NACC = 10
 #   prm         (3, P, L) the output's parameters (center, scale, shift) in
 #               x's dtype, lane-replicated (L = 1: one set per p)
 #   rot         (ntask, 3, L) x's dtype scratch (rotated parameters, min/max)
-
-
-# Rows shorter than this go several to a task (row_group): a task costs
-# ~70 ns to launch, so 2048 rows of 128, a task each, took 102-190 us to
-# apply where a copy of the same bytes took 20 us (NOTES.md section 27).
-ROW_TASK_MIN_ELEMS = 8192
 
 
 @njit(error_model="numpy")

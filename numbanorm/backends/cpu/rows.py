@@ -30,6 +30,7 @@ from ..._config import (
     PREFETCH_CHUNK_BYTES,
     PREFETCH_MIN_ROW_BYTES,
     ROW_CHUNK,
+    ROW_TASK_MIN_ELEMS,
 )
 from ..._stats import inv_std, inv_std_array, pnorm_finish
 from ._elementwise import affine_span
@@ -43,7 +44,8 @@ _FME = set(FASTMATH_ELEMENTWISE)
 # row statistics, a compile-time variant of the row kernels
 # The row tasks (row_task, segment_task, pipelined.pipe_task) take the same
 # arguments, (x2, o2, W, B, eps, p, nseg, mean, rstd), so one compiled prange
-# driver per dtype serves them all (NOTES.md section 21).
+# driver per dtype serves them all (NOTES.md section 21); row_task reads the
+# nseg slot as its rows per task.
 
 MEAN = 0  # layer norm: (mean, 1/std)
 RMS = 1  # RMS norm: (0, 1/rms)
@@ -215,8 +217,8 @@ def affine_row(v, o, mu, rs, wr, br, stream, same, x2, nr):
 
 @task(fastmath=_FME, variants=("stat", "stream", "same", "short"))
 def row_task(stat, stream, same, short):
-    """Task r: statistics and output of row r of x2 (R, D), fused; mean and
-    rstd written to mean_out[r], rstd_out[r].
+    """Task t: statistics and output of rows t * nrows .. (t + 1) * nrows - 1
+    of x2 (R, D), fused; mean and rstd written to mean_out[r], rstd_out[r].
 
     Variants: ``stat`` (MEAN, RMS, PNORM), ``stream`` (streaming stores for
     rows with one weight per element), ``same`` (in place), ``short`` (rows
@@ -228,21 +230,25 @@ def row_task(stat, stream, same, short):
     here); the reductions are separate functions with FASTMATH.
     """
 
-    def row_kernel(r, x2, o2, W, B, eps, p, nseg, mean_out, rstd_out):
+    def row_kernel(t, x2, o2, W, B, eps, p, nrows, mean_out, rstd_out):
+        # task t: rows [t * nrows, (t + 1) * nrows) (short rows several to
+        # a task: run_rows)
         RW = W.shape[0]
-        if short:
-            mu, rs = short_row_stats(x2, r, stat, eps)
+        R = x2.shape[0]
+        for r in range(t * nrows, min2(R, (t + 1) * nrows)):
+            if short:
+                mu, rs = short_row_stats(x2, r, stat, eps)
+                mean_out[r] = mu
+                rstd_out[r] = rs
+                short_row_affine(x2, o2, r, mu, rs, W, B, r % RW)
+                continue
+            mu, rs = row_stats(x2[r], stat, eps, p)
             mean_out[r] = mu
             rstd_out[r] = rs
-            short_row_affine(x2, o2, r, mu, rs, W, B, r % RW)
-            return
-        mu, rs = row_stats(x2[r], stat, eps, p)
-        mean_out[r] = mu
-        rstd_out[r] = rs
-        # the next row's lines are prefetched while this row is written (the
-        # last row prefetches itself: already cached)
-        nxt = min2(r + 1, x2.shape[0] - 1)
-        affine_row(x2[r], o2[r], mu, rs, W[r % RW], B[r % RW], stream, same, x2, nxt)
+            # the next row's lines are prefetched while this row is written
+            # (the last row prefetches itself: already cached)
+            nxt = min2(r + 1, R - 1)
+            affine_row(x2[r], o2[r], mu, rs, W[r % RW], B[r % RW], stream, same, x2, nxt)
 
     return row_kernel
 
@@ -373,8 +379,12 @@ def run_rows(x2, o2, W, B, eps, p, mean, rstd, stat, same, stream, serial=False)
         and stat != PNORM
         and (S == 1 or S == D)
     )
-    args = (x2, o2, W, B, eps, p, 1, mean, rstd)
-    (run_serial if serial else run)(row_task, R, *args, stat=stat, stream=stream, same=same, short=short)
+    # rows per task: a task holds at least ROW_TASK_MIN_ELEMS elements (a
+    # task's launch costs ~70 ns: NOTES.md section 27)
+    nrows = max(1, ROW_TASK_MIN_ELEMS // max(D, 1))
+    args = (x2, o2, W, B, eps, p, nrows, mean, rstd)
+    ntask = (R + nrows - 1) // nrows
+    (run_serial if serial else run)(row_task, ntask, *args, stat=stat, stream=stream, same=same, short=short)
 
 
 __all__ = ["row_norm", "row_pnorm", "MEAN", "RMS", "PNORM", "widen"]
