@@ -78,6 +78,25 @@ def row_group(P, R, nseg):
     return g, (n + g - 1) // g
 
 
+@njit(error_model="numpy", inline="always")
+def row_items(xf, nseg, t):
+    """[i0, i1): the items of row task t over xf (P, R) (row_group)."""
+    P, R = xf.shape
+    g, _ = row_group(P, R, nseg)
+    return t * g, min2(P * nseg, (t + 1) * g)
+
+
+@njit(error_model="numpy", inline="always")
+def row_item(xf, nseg, i):
+    """(row r, segment s, [a, b)) of item i of the row tasks over xf (P, R)."""
+    R = xf.shape[1]
+    seglen = (R + nseg - 1) // nseg
+    r = i // nseg
+    s = i - r * nseg
+    a = min2(R, s * seglen)
+    return r, s, a, min2(R, a + seglen)
+
+
 @task(fastmath=_FM, variants=("nan",))
 def row_moments(nan):
     """Task t (frame; K == 1) of row_group's tasks: for each of its items,
@@ -85,14 +104,9 @@ def row_moments(nan):
     ``nan``: NaN left out (segment_moments_nan; the frame's skipnan)."""
 
     def row_moments_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
-        P, D = xf.shape
-        g, _ = row_group(P, D, nseg)
-        seglen = (D + nseg - 1) // nseg
-        for i in range(t * g, min2(P * nseg, (t + 1) * g)):
-            r = i // nseg
-            s = i - r * nseg
-            a = min2(D, s * seglen)
-            b = min2(D, a + seglen)
+        i0, i1 = row_items(xf, nseg, t)
+        for i in range(i0, i1):
+            r, s, a, b = row_item(xf, nseg, i)
             if nan:  # (a compile-time flag: one of the two is compiled)
                 m = segment_moments_nan(xf[r], a, b)
             else:
@@ -482,14 +496,9 @@ def row_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, sto
     part[4, r, s, 0], part[5, r, s, 0] (NaN when the segment holds a NaN and
     NaN is not skipped), the non-NaN count (every value unless skipnan) into
     part[0, r, s, 0]."""
-    P, D = xf.shape
-    g, _ = row_group(P, D, nseg)
-    seglen = (D + nseg - 1) // nseg
-    for i in range(t * g, min2(P * nseg, (t + 1) * g)):
-        r = i // nseg
-        s = i - r * nseg
-        a = min2(D, s * seglen)
-        b = min2(D, a + seglen)
+    i0, i1 = row_items(xf, nseg, t)
+    for i in range(i0, i1):
+        r, s, a, b = row_item(xf, nseg, i)
         mn, mx, nn = segment_minmax(xf[r], a, b)
         if nn > 0.0 and not skipnan:
             mn = math.nan
