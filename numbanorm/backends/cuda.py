@@ -623,23 +623,24 @@ def merge_device(part: Any):
     return res
 
 
-def _f64_rows(arrays, fill, C: int) -> Any:
-    """A (len(arrays), C) float64 device array of (C,) host or device arrays
-    (None: ``fill[i]``): the host ones in one upload, the device ones cast
-    into their rows on the device."""
-    host = np.empty((len(arrays), C))
+def _f64_rows(arrays, fill, C) -> Any:
+    """A (len(arrays), *C) float64 device array (C: an int or a shape) of
+    host or device arrays of C's size (None: ``fill[i]``): the host ones in
+    one upload, the device ones cast into their rows on the device."""
+    shape = (C,) if isinstance(C, (int, np.integer)) else tuple(C)
+    host = np.empty((len(arrays), *shape))
     on_device = []
     for i, a in enumerate(arrays):
         if a is None:
             host[i] = fill[i]
         elif isinstance(a, np.ndarray):
-            host[i] = a
+            host[i] = a.reshape(shape)
         else:
             host[i] = 0.0
             on_device.append((i, as_device(a)))
     rows = from_host(host)
     for i, a in on_device:
-        _copy_nd(a, rows[i])
+        _copy_nd(a, rows[i] if a.ndim == len(shape) else rows[i].reshape(a.shape))
     return rows
 
 
@@ -896,9 +897,7 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
     if group * nreg < D:
         # past the registers of any row group: a block per row, the row read
         # by chunks (statistics), then again from L2 (the output)
-        kern, group, rows_per_block = _LONG_ROWS[kern], long_row_threads(), 1
-        if kern is _k._row_long_layer and x2.dtype == np.float64:
-            kern = _k._row_long_layer_d  # (16 float64 per chunk: 32 spilled)
+        kern, group, rows_per_block = _LONG_ROWS[kern][x2.dtype == np.float64], long_row_threads(), 1
     blocks = max(1, min(math.ceil(R / rows_per_block), ROW_MAX_BLOCKS))
     _launch(kern, blocks, (group, rows_per_block), x2, out2, wb_d, float(eps), *extra, stats)
     return stats[0], stats[1]
@@ -907,9 +906,8 @@ def row_norm(x2: Any, out2: Any, weight, bias, eps: float, rms: bool, p: float |
 def _row_params(weight, bias, D: int):
     """row_norm's (2, RW, S) float64 device array of weight and bias, each
     (RW, S) or (S,), host or device (None: ones, zeros of the other's
-    shape).  Host values are uploaded (an asynchronous copy from the host);
-    device values are cast on the device, so a call with device parameters
-    copies nothing to the host."""
+    shape; _f64_rows: host values in one upload, device values cast on the
+    device, so a call with device parameters copies nothing to the host)."""
 
     def shape2(a):
         sh = tuple(int(n) for n in a.shape)
@@ -920,23 +918,7 @@ def _row_params(weight, bias, D: int):
     if any(sh != shp for sh in shapes) or len(shp) != 2 or shp[1] == 0 or D % shp[1]:
         got = [None if a is None else tuple(a.shape) for a in (weight, bias)]
         raise ValueError(f"row_norm: weight and bias {got} must be (RW, S), S dividing D={D}")
-    on_device = [
-        a is not None and (_is_numba_device_array(a) or hasattr(a, "__cuda_array_interface__"))
-        for a in (weight, bias)
-    ]
-    if not any(on_device):
-        w = np.ones(shp) if weight is None else np.asarray(weight, np.float64).reshape(shp)
-        b = np.zeros(shp) if bias is None else np.asarray(bias, np.float64).reshape(shp)
-        return from_host(np.stack([w, b]))
-    wb_d = _alloc((2, *shp), np.float64)
-    for i, (a, fill) in enumerate(((weight, 1.0), (bias, 0.0))):
-        if on_device[i]:
-            src = as_device(a)
-            _copy_nd(src, wb_d[i].reshape(src.shape[0]) if src.ndim == 1 else wb_d[i])
-        else:
-            h = np.full(shp, fill) if a is None else np.asarray(a, np.float64).reshape(shp)
-            wb_d[i].copy_to_device(np.ascontiguousarray(h), stream=_stream())
-    return wb_d
+    return _f64_rows((weight, bias), (1.0, 0.0), shp)
 
 
 def long_row_threads() -> int:
@@ -949,13 +931,14 @@ def long_row_threads() -> int:
     return g
 
 
-# the long-row kernel of each row kernel (same arguments)
+# the long-row kernels of each row kernel (same arguments), for float16/32
+# and for float64 (layer norm: 16 float64 per chunk, 32 spilled)
 _LONG_ROWS = {
-    _k._row_layer: _k._row_long_layer,
-    _k._row_rms: _k._row_long_rms,
-    _k._row_lp: _k._row_long_lp,
-    _k._row_lpp: _k._row_long_lpp,
-    _k._row_lpp32: _k._row_long_lpp,
+    _k._row_layer: (_k._row_long_layer, _k._row_long_layer_d),
+    _k._row_rms: (_k._row_long_rms, _k._row_long_rms),
+    _k._row_lp: (_k._row_long_lp, _k._row_long_lp),
+    _k._row_lpp: (_k._row_long_lpp, _k._row_long_lpp),
+    _k._row_lpp32: (_k._row_long_lpp, _k._row_long_lpp),
 }
 
 

@@ -20,7 +20,7 @@ from ..._config import FASTMATH_ELEMENTWISE, LINE_BYTES
 from ._elementwise import map_lanes, map_lanes_apart, map_lanes_in_place, map_scalar
 from ._intrinsics import in_place, min2, resident, stream_span, streams
 from ._tasks import run, task
-from .axis_stats import F_PRM, col_split, frame, lane_rows, row_group
+from .axis_stats import F_PRM, col_split, frame, lane_rows, row_group, row_item, row_items
 
 _FME = set(FASTMATH_ELEMENTWISE)
 
@@ -49,14 +49,9 @@ def apply_rows(stream, same, clip):
     stores; ``same``: in place (xf is of); ``clip``: clipped to [lo, hi]."""
 
     def apply_rows_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
-        P, R = xf.shape
-        per = (R + nseg - 1) // nseg
-        g, _ = row_group(P, R, nseg)
-        for i in range(t * g, min2(P * nseg, (t + 1) * g)):
-            p = i // nseg
-            c = i - p * nseg
-            f0 = min2(R, c * per)
-            f1 = min2(R, f0 + per)
+        i0, i1 = row_items(xf, nseg, t)
+        for i in range(i0, i1):
+            p, _, f0, f1 = row_item(xf, nseg, i)
             ch, sc, sh = prm[0, p, 0], prm[1, p, 0], prm[2, p, 0]
             apply_span(xf[p, f0:f1], of[p, f0:f1], ch, sc, sh, lo, hi, stream, same, clip)
 
