@@ -73,6 +73,19 @@ Emulated (each mirrors the numba-cuda 0.30.4 source named):
   Values must be ints or floats (hardware: i32/i64/f32/f64 only, a TypingError);
   bools, complex and non-scalars raise ``TypeError``.
 
+Faster, with the same semantics:
+
+* ``BlockManager.run`` (``kernel.py``) starts a block's threads and then
+  spins, polling every live thread's ``is_alive()`` and ``syncthreads_blocked``
+  until all are blocked (it releases them) or gone.  The spinning thread holds
+  the GIL for its share of every switch interval, so a launch of 256 threads
+  spent most of its time polling (13.6 million ``is_alive`` calls in one test
+  of 10 small launches: 10.7 of its 17 s).  Here the manager waits on a
+  condition that a thread notifies when it blocks in ``syncthreads`` or ends
+  (with a 50 ms timeout as a backstop), and does what the original does on
+  each wake-up: raise the first exception after aborting the others, release
+  the block when every live thread is blocked, stop when none is alive.
+
 Not emulated:
 
 * unsigned ints and float16 passed to a shuffle are accepted: in the simulator
@@ -177,6 +190,8 @@ def install():
             call=sk.FakeCUDAKernel.__dict__["__call__"],
             forall=sk.FakeCUDAKernel.__dict__["forall"],
             run=sk.BlockThread.__dict__["run"],
+            syncthreads=sk.BlockThread.__dict__["syncthreads"],
+            manager_run=sk.BlockManager.__dict__["run"],
         )
         FakeCUDAArray.transpose = _transpose
         FakeCUDAArray.T = property(_T)
@@ -184,6 +199,8 @@ def install():
         sk.FakeCUDAKernel.__call__ = _call
         sk.FakeCUDAKernel.forall = _forall
         sk.BlockThread.run = _run
+        sk.BlockThread.syncthreads = _syncthreads
+        sk.BlockManager.run = _manager_run
         _ADDED.update(
             shfl_sync=_shfl_sync,
             shfl_up_sync=_shfl_up_sync,
@@ -215,6 +232,8 @@ def uninstall() -> bool:
         sk.FakeCUDAKernel.__call__ = _ORIG["call"]
         sk.FakeCUDAKernel.forall = _ORIG["forall"]
         sk.BlockThread.run = _ORIG["run"]
+        sk.BlockThread.syncthreads = _ORIG["syncthreads"]
+        sk.BlockManager.run = _ORIG["manager_run"]
         for name, fn in _ADDED.items():
             if FakeCUDAModule.__dict__.get(name) is fn:
                 delattr(FakeCUDAModule, name)
@@ -418,6 +437,72 @@ def _run(self):
         warp = block.warps[self.thread_id // _WARP]
         with warp.cond:
             warp.cond.notify_all()
+        _wake_manager(self)
+
+
+# ------------------------------------------------------- the block manager
+
+
+def _wake_manager(t):
+    """Tell t's block manager (when it is _manager_run's) that t changed."""
+    cond = t._manager.__dict__.get("_honest_wake")
+    if cond is not None:
+        with cond:
+            cond.notify()
+
+
+def _syncthreads(self):
+    """BlockThread.syncthreads (kernel.py), notifying the manager once this
+    thread is blocked."""
+    if self.abort:
+        raise RuntimeError("abort flag set on syncthreads call")
+    self.syncthreads_blocked = True
+    _wake_manager(self)
+    self.syncthreads_event.wait()
+    self.syncthreads_event.clear()
+    if self.abort:
+        raise RuntimeError("abort flag set on syncthreads clear")
+
+
+def _manager_run(self, grid_point, *args):
+    """BlockManager.run (kernel.py) waiting on a condition instead of
+    spinning: on each wake-up, as the original on each poll, the first live
+    thread's exception aborts the block and is raised; when every live thread
+    is blocked in syncthreads, all are released; it returns when none is
+    alive (after raising any exception set before its thread ended)."""
+    from numba.cuda.simulator.kernel import BlockThread
+
+    wake = self._honest_wake = threading.Condition(threading.Lock())
+    threads = []
+    for block_point in np.ndindex(*self._block_dim):
+
+        def target():
+            self._f(*args)
+
+        t = BlockThread(target, self, grid_point, block_point, self._debug)
+        t.start()
+        threads.append(t)
+    live = threads
+    with wake:
+        while live:
+            for t in live:
+                if t.exception:
+                    for other in threads:
+                        other.abort = True
+                        other.syncthreads_blocked = False
+                        other.syncthreads_event.set()
+                    raise t.exception[0].with_traceback(t.exception[1])
+            live = [t for t in live if t.is_alive() and not getattr(t, "_honest_exited", False)]
+            if live and all(t.syncthreads_blocked for t in live):
+                for t in live:
+                    t.syncthreads_blocked = False
+                    t.syncthreads_event.set()
+                continue
+            if live:
+                wake.wait(0.05)
+    for t in threads:
+        if t.exception:
+            raise t.exception[0].with_traceback(t.exception[1])
 
 
 def _lanes(mask):

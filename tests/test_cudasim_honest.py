@@ -374,3 +374,65 @@ def test_divergence_is_reported_not_hung(quiet):
     # the failing lane's own error comes out, not the waiters'
     with pytest.raises(IndexError, match=r"tid=\[5, 0, 0\]"):
         _divergent[1, 32](out, 1)
+
+
+# ------------------------------------------------------- the block manager
+
+
+def test_block_manager_waits_instead_of_spinning(quiet, monkeypatch):
+    """Barriers in a loop, syncthreads_count/and/or, threads that return
+    early (a barrier then counts only the live ones, as the original
+    manager does), with a handful of is_alive() calls instead of polling."""
+    from numba.cuda.simulator import kernel as sk
+
+    assert sk.BlockManager.run is cudasim_honest._manager_run
+    calls = [0]
+    orig = sk.BlockThread.is_alive
+    monkeypatch.setattr(sk.BlockThread, "is_alive", lambda t: calls.__setitem__(0, calls[0] + 1) or orig(t))
+
+    @cuda.jit
+    def k(out, counts):
+        i = cuda.threadIdx.x
+        sm = cuda.shared.array(64, np.float64)
+        sm[i] = i
+        for step in range(5):
+            cuda.syncthreads()
+            out[step, i] = sm[(i + 1) % 64]
+            cuda.syncthreads()
+            sm[i] = out[step, i]
+        counts[0, i] = cuda.syncthreads_count(i % 3 == 0)
+        counts[1, i] = cuda.syncthreads_and(i < 64)
+        counts[2, i] = cuda.syncthreads_or(i == 5)
+        if i >= 60:
+            return
+        cuda.syncthreads()
+        counts[3, i] = 1
+
+    out = np.zeros((5, 64))
+    counts = np.zeros((4, 64), np.int64)
+    k[2, 64](out, counts)
+    want = np.arange(64.0)
+    for step in range(5):
+        want = np.roll(want, -1)
+        np.testing.assert_array_equal(out[step], want)
+    np.testing.assert_array_equal(counts[:3], np.array([[22], [1], [1]]) * np.ones(64, np.int64))
+    np.testing.assert_array_equal(counts[3], (np.arange(64) < 60).astype(np.int64))
+    # the original spins: ~1e5-1e6 calls for a launch like this one
+    assert calls[0] < 20_000, calls[0]
+
+
+def test_block_manager_raises_a_threads_error_and_frees_the_others(quiet):
+    """One thread raises while the others wait at a barrier: the launch
+    raises that error (with its thread and block) instead of hanging."""
+
+    @cuda.jit
+    def k(out):
+        i = cuda.threadIdx.x
+        cuda.syncthreads()
+        if i == 7:
+            raise ValueError("lane seven")
+        cuda.syncthreads()
+        out[i] = 1.0
+
+    with pytest.raises(ValueError, match=r"tid=\[7, 0, 0\] ctaid=\[0, 0, 0\]: lane seven"):
+        k[1, 32](np.zeros(32))
