@@ -86,6 +86,9 @@ BN_CASES = [
     ((300, 7, 5, 6), -1),
     ((9000, 5), 1),
     ((3, 70_000), -1),
+    # short rows (S < 256) no fewer than the batch: the general plan's rows too
+    ((16, 64, 7, 7), 1),
+    ((8, 256, 16, 8), 1),
 ]
 
 
@@ -115,6 +118,45 @@ def test_batch_norm_fused_gives_the_general_paths_bits(
     _same(got, want)
     assert count["bn_large"] == 1
     np.testing.assert_array_equal(x, x0)
+
+
+# views whose statistics the general path plans otherwise (chan_fusable
+# refuses them): short rows (S < 256), a lone channel, channels last without
+# a batch, lanes of (A, C*S) where A > S
+BN_EVAL_CASES = [
+    ((16, 64, 7, 7), 1),
+    ((8, 256, 16, 8), 1),
+    ((64, 1, 30, 30), 1),
+    ((1, 40_000), -1),
+    ((300, 40, 2, 2), 1),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape,ca", BN_EVAL_CASES)
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_batch_norm_eval_fused_for_any_view(monkeypatch, count, rng, dtype, shape, ca, affine, inplace):
+    """Eval computes no statistics: the per-channel path takes every view
+    and gives the general path's bits (output and the returned mean/rstd)."""
+    x0 = _data(rng, shape, dtype, offset=1e4)
+    C = shape[ca]
+    w = rng.uniform(0.5, 2.0, C).astype(dtype) if affine else None
+    b = rng.standard_normal(C).astype(dtype) if affine else None
+    rm = (1e4 + rng.standard_normal(C)).astype(np.float32)
+    rv = rng.uniform(0.5, 2.0, C).astype(np.float32)
+
+    def call():
+        x = x0.copy()
+        y, mean, rstd = nbn.batch_norm(
+            x, rm, rv, w, b, False, 0.1, 1e-5, channel_axis=ca, out=x if inplace else None, return_stats=True
+        )
+        assert (y is x) == inplace
+        return y, mean, rstd
+
+    got, want = _both(monkeypatch, call)
+    _same(got, want)
+    assert count["bn_large"] == 1
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -186,7 +228,8 @@ def test_batch_norm_fused_with_one_thread(monkeypatch, rng, threads):
 @pytest.mark.parametrize(
     "make",
     [
-        lambda r: r.standard_normal((4, 6, 10, 10)).astype(np.float32),  # rows of 100 < 256
+        # rows of 100 < 256, fewer than the batch: the general plan's lanes
+        lambda r: r.standard_normal((200, 6, 10, 10)).astype(np.float32),
         lambda r: r.standard_normal((40, 1, 2000)).astype(np.float32),  # one channel
         lambda r: r.standard_normal((6, 40, 300)).astype(np.float16),
         lambda r: r.standard_normal((40, 6, 300)).astype(np.float32)[:, :, ::2],  # strided
@@ -230,6 +273,7 @@ PP_CASES = [
     ((40, 6, 300), 2),
     ((6, 5, 40, 40), (0, 2, 3)),
     ((40, 6, 300), (-1, 0)),
+    ((16, 64, 7, 7), (0, 2, 3)),  # short rows, no fewer than the batch
 ]
 
 
@@ -303,7 +347,7 @@ def test_minmax_fused_zero_range_empty_and_out(monkeypatch, count, rng, dtype):
 def test_preprocessing_views_the_fused_path_does_not_repeat_take_the_general_path(count, rng):
     x = rng.standard_normal((40, 6, 300))
     nbn.standardize(x, axis=None)  # nothing kept
-    nbn.standardize(x[:, :, :100].copy(), axis=(0, 2))  # rows of 100 < 256
+    nbn.standardize(x[:, :, :100].copy(), axis=(0, 2))  # small (24,000 elements)
     nbn.minmax_scale(x, axis=2)  # kept axes (0, 1) ... rows of 300: fused
     nbn.minmax_scale(x[:, :, ::2], axis=0)  # strided
     nbn.standardize(x.astype(np.float16), axis=0)

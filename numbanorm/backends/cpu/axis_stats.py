@@ -88,8 +88,11 @@ def row_items(xf, nseg, t):
 
 @njit(error_model="numpy", inline="always")
 def row_item(xf, nseg, i):
-    """(row r, segment s, [a, b)) of item i of the row tasks over xf (P, R)."""
+    """(row r, segment s, [a, b)) of item i of the row tasks over xf (P, R)
+    (whole rows, every short row among them, without a division)."""
     R = xf.shape[1]
+    if nseg == 1:
+        return i, 0, 0, R
     seglen = (R + nseg - 1) // nseg
     r = i // nseg
     s = i - r * nseg

@@ -82,13 +82,14 @@ def fast_out(x: np.ndarray, out):
 
 def chan_fusable(A: int, C: int, S: int) -> bool:
     """Does the general plan of x viewed (A, C, S), statistics per C, run
-    the views of the fused large kernels (backends/cpu.py: _chan_stats_large)?
-    Rows (A*C, S) need S >= _reduce._SHORT_ROW (shorter rows take another
-    plan there); channels last (S == 1) a batch (A >= 2); and C >= 2 (else
-    the reduced axes merge into one)."""
+    the views of the per-channel path (channels.py)?  Rows (A*C, S): the
+    general plan (_reduce._stats_plan) takes them unless the rows are short
+    (S < _reduce._SHORT_ROW) and fewer than the batch (A > S: then it
+    reduces the batch as rows of a lane view); channels last (S == 1) need a
+    batch (A >= 2); and C >= 2 (else the reduced axes merge into one)."""
     if C < 2:
         return False
-    return S >= _SHORT_ROW if S > 1 else A >= 2
+    return (S >= _SHORT_ROW or A <= S) if S > 1 else A >= 2
 
 
 def small_array(x: Any) -> bool:
@@ -212,8 +213,10 @@ def batch_norm(
     - at most MIN_TASK_ELEMS elements (and no stats): the whole call
       (statistics, running update, output) is one serial kernel, without
       the thread pool;
-    - larger: the per-channel path (channels.batch_norm), for the views
-      whose general plan it repeats (chan_fusable), same bits.
+    - larger: the per-channel path (channels.batch_norm): in training for
+      the views whose general plan it repeats (chan_fusable), same bits; in
+      eval (no statistics) for every view: the output is elementwise with
+      the same lowered parameters whatever the view, so the same bits.
     """
     if (
         not FUSED
@@ -247,8 +250,8 @@ def batch_norm(
     if training and A * S <= 1:
         return None
     rows = S > 1
-    if not is_small and not chan_fusable(A, C, S):
-        return None
+    if not is_small and training and not chan_fusable(A, C, S):
+        return None  # (eval: no statistics, any view gives the same bits)
     if (running_mean is None) != (running_var is None) or (running_mean is None and not training):
         return None
     rm = fast_chan(running_mean, C, training)
