@@ -8,7 +8,11 @@ Layout (one purpose per module; each op's chooser beside the kernels it picks):
 ``_intrinsics``     streaming stores, prefetch, aligned spans, residency
 ``_elementwise``    the output loops, each safe in place (``alias_safe``)
 ``segments``        exact moments of one row segment (shifted sums, two-pass)
-``axis_stats``      count/mean/M2 and min/max over an axis: ``moments``
+``chunks``          a task's share of a frame (row items, lane blocks) and
+                    the lane tasks' shared steps (shifted sums of a block)
+``minmax``          min/max over an axis (lanes, short rows, with the moments)
+``axis_stats``      count/mean/M2 and min/max over an axis: the frame, the
+                    moments tasks, ``moments``
 ``affine``          the output pass of per-group ops: ``apply``
 ``rows``            fused row norms (layer/RMS/instance/group, p-norms):
                     ``row_norm``

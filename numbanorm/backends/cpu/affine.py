@@ -20,7 +20,8 @@ from ..._config import FASTMATH_ELEMENTWISE, LINE_BYTES
 from ._elementwise import map_lanes, map_lanes_apart, map_lanes_in_place, map_scalar
 from ._intrinsics import in_place, min2, resident, stream_span, streams
 from ._tasks import run, task
-from .axis_stats import F_PRM, col_split, frame, lane_rows, row_group, row_item, row_items
+from .axis_stats import F_PRM, col_split, frame
+from .chunks import lane_rows, row_group, row_item, row_items
 
 _FME = set(FASTMATH_ELEMENTWISE)
 

@@ -43,17 +43,15 @@ from .axis_stats import (
     F_PART,
     F_PRM,
     F_STOP,
-    col_minmax,
     col_moments,
     col_moments_exact,
     col_split,
     frame,
     frame_key,
-    row_group,
-    row_minmax,
-    row_minmax_ok,
     row_moments,
 )
+from .chunks import row_group
+from .minmax import col_minmax, row_minmax, row_minmax_ok
 from .segments import absorb_shifted, segment_moments, segment_step
 
 _FM = set(FASTMATH)

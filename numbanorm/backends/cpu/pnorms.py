@@ -9,7 +9,8 @@ from ..._config import FASTMATH
 from ..._stats import pnorm_finish_array
 from ._intrinsics import max2, min2
 from ._tasks import nsplit, run, task, widen
-from .axis_stats import lane_rows, lanes_for
+from .axis_stats import lanes_for
+from .chunks import lane_rows
 
 _FM = set(FASTMATH)
 
