@@ -154,10 +154,12 @@ def test_streamed_rows_match_ordinary_and_reference(streaming, spy, monkeypatch,
         (np.float32, 5000),  # longer than ROW_CHUNK
     ],
 )
-def test_prefetching_rows_match_reference_streamed_or_not(streaming, spy, dtype, d):
+def test_prefetching_rows_match_reference_streamed_or_not(streaming, spy, monkeypatch, dtype, d):
     # rows of >= PREFETCH_MIN_ROW_BYTES are written in PREFETCH_CHUNK_BYTES
     # chunks, prefetching the next row (rows.affine_row) or the row after next
-    # (the pipelined kernel, pipelined.pipe_row)
+    # (the pipelined kernel, pipelined.pipe_row); the row-by-row kernel does
+    # so only for inputs of >= PREFETCH_MIN_X_BYTES: here for any
+    monkeypatch.setattr(rows, "PREFETCH_MIN_X_BYTES", 0)
     assert d * np.dtype(dtype).itemsize >= PREFETCH_MIN_ROW_BYTES
     shape = (32, d)  # above MIN_TASK_ELEMS (no small-call kernel), one task per row
     rng = np.random.default_rng(d)
@@ -351,3 +353,27 @@ def test_apply_streams_only_into_resident_outputs(monkeypatch, fused, no_output_
     nbn.batch_norm(x, rm, rv, out=out)
     assert flags == [False, True]
     assert (out == nbn.batch_norm(x, rm, rv)).all()
+
+
+@pytest.mark.parametrize("nbytes_min,prefetch", [(None, False), (0, True)])
+def test_long_rows_prefetch_only_from_inputs_past_the_cache(monkeypatch, nbytes_min, prefetch):
+    """The row-by-row kernel prefetches the next row only for inputs of at
+    least PREFETCH_MIN_X_BYTES (the sign of its rows-per-task argument);
+    the output is the same either way."""
+    seen = []
+    orig = rows.run
+
+    def run(kernel, ntask, *args, **flags):
+        if kernel is rows.row_task:
+            seen.append(args[6])  # nrows: < 0 without prefetching
+        return orig(kernel, ntask, *args, **flags)
+
+    monkeypatch.setattr(rows, "run", run)
+    if nbytes_min is not None:
+        monkeypatch.setattr(rows, "PREFETCH_MIN_X_BYTES", nbytes_min)
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((64, 4096)) * 2 + 1e3).astype(np.float32)  # 1 MiB, rows of 16 KiB
+    w = rng.uniform(0.5, 1.5, 4096).astype(np.float32)
+    y = nbn.layer_norm(x, (4096,), w, w)
+    assert len(seen) == 1 and (seen[0] > 0) == prefetch, seen
+    np.testing.assert_allclose(y, ref.layer_norm(x, (4096,), w, w), **_tol(np.float32))

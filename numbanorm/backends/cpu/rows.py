@@ -29,6 +29,7 @@ from ..._config import (
     PIPE_MAX_ROW_BYTES,
     PREFETCH_CHUNK_BYTES,
     PREFETCH_MIN_ROW_BYTES,
+    PREFETCH_MIN_X_BYTES,
     ROW_CHUNK,
     ROW_TASK_MIN_ELEMS,
 )
@@ -231,10 +232,14 @@ def row_task(stat, stream, same, short):
     """
 
     def row_kernel(t, x2, o2, W, B, eps, p, nrows, mean_out, rstd_out):
-        # task t: rows [t * nrows, (t + 1) * nrows) (short rows several to
-        # a task: run_rows)
+        # task t: rows [t * |nrows|, (t + 1) * |nrows|) (short rows several
+        # to a task: run_rows); nrows < 0: long rows without prefetching the
+        # next row (a runtime flag in the count's sign: the tasks' argument
+        # types, and so their compiled driver, stay those of segment_task)
         RW = W.shape[0]
         R = x2.shape[0]
+        pf = nrows > 0
+        nrows = abs(nrows)
         for r in range(t * nrows, min2(R, (t + 1) * nrows)):
             if short:
                 mu, rs = short_row_stats(x2, r, stat, eps)
@@ -246,8 +251,8 @@ def row_task(stat, stream, same, short):
             mean_out[r] = mu
             rstd_out[r] = rs
             # the next row's lines are prefetched while this row is written
-            # (the last row prefetches itself: already cached)
-            nxt = min2(r + 1, R - 1)
+            # (the last row prefetches itself: already cached); nxt = -1: none
+            nxt = min2(r + 1, R - 1) if pf else -1
             affine_row(x2[r], o2[r], mu, rs, W[r % RW], B[r % RW], stream, same, x2, nxt)
 
     return row_kernel
@@ -382,8 +387,11 @@ def run_rows(x2, o2, W, B, eps, p, mean, rstd, stat, same, stream, serial=False)
     # rows per task: a task holds at least ROW_TASK_MIN_ELEMS elements (a
     # task's launch costs ~70 ns: NOTES.md section 27)
     nrows = max(1, ROW_TASK_MIN_ELEMS // max(D, 1))
-    args = (x2, o2, W, B, eps, p, nrows, mean, rstd)
     ntask = (R + nrows - 1) // nrows
+    # long rows prefetch the next row only from inputs past the last-level
+    # cache (PREFETCH_MIN_X_BYTES; the sign of nrows tells row_task)
+    pf = x2.nbytes >= PREFETCH_MIN_X_BYTES
+    args = (x2, o2, W, B, eps, p, nrows if pf else -nrows, mean, rstd)
     (run_serial if serial else run)(row_task, ntask, *args, stat=stat, stream=stream, same=same, short=short)
 
 
