@@ -41,6 +41,14 @@ PREFETCH_MIN_X_BYTES = 16 << 20
 # 128 MiB of columns in 0.56x the copy's time against 0.58 for 256 KiB
 # (fewer per-block folds; benchmarks/NOTES.md section 19).
 COL_BLOCK_BYTES = 512 * 1024
+# Rows a lane task should have at least (axis_stats.col_split): each task
+# finishes every one of its K columns (its accepted shifted sums absorbed,
+# ~10 ns a column) and the glue merges each task's partial per column, so a
+# task of a few rows costs more in columns than in data.  Below this many
+# rows per task, no more tasks than threads: standardize of 64x4096 float32
+# 2012 -> 127 us (8 tasks of 8 rows -> 2 of 32), of 256x1024 141 -> 122 us
+# (benchmarks/NOTES.md section 28d).
+LANE_TASK_MIN_ROWS = 128
 
 # Lanes of the replicated-column layout used when reducing over rows of a
 # (rows, K) block: K is replicated m = ceil(LANES / K) times so the inner loop

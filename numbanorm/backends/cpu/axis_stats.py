@@ -32,11 +32,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ..._config import COL_BLOCK_BYTES, FASTMATH, LANES
+from ..._config import COL_BLOCK_BYTES, FASTMATH, LANE_TASK_MIN_ROWS, LANES
 from ..._stats import chan_merge_dd, merge_partials, shifted_moments
 from .. import Moments
 from ._intrinsics import min2
-from ._tasks import _key, nsplit, run, task, widen
+from ._tasks import _key, nsplit, run, task, threads, widen
 from .chunks import (
     _AM,
     _AN,
@@ -236,6 +236,10 @@ def col_split(P: int, R: int, K: int, isz: int):
     lanes, rows per cache block; nseg is also the apply kernel's nchunk for
     the same view."""
     nseg = max(1, min(nsplit(P, R * K), R))
+    if K > 1 and nseg > 1 and R // nseg < LANE_TASK_MIN_ROWS:
+        # few rows per task: each task's per-column finish would outweigh
+        # its data (LANE_TASK_MIN_ROWS); one task per thread at most
+        nseg = min(nseg, max(threads(), R // LANE_TASK_MIN_ROWS))
     L = lanes_for(K)
     m = L // K
     return nseg, L, max(m, (COL_BLOCK_BYTES // (L * isz)) * m)
