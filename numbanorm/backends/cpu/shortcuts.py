@@ -48,15 +48,12 @@ def fast_chan(p, C: int, writable: bool = False):
     None; else False (the general path then validates and converts)."""
     if p is None:
         return EMPTY
-    if (
-        type(p) is np.ndarray
-        and p.dtype in FAST_DTYPES
-        and p.shape == (C,)
-        and p.flags.c_contiguous
-        and (p.flags.writeable or not writable)
-    ):
-        return p
-    return False
+    if type(p) is not np.ndarray or p.shape != (C,) or p.dtype not in FAST_DTYPES:
+        return False
+    f = p.flags  # (one flags object: each p.flags makes one)
+    if not f.c_contiguous or (writable and not f.writeable):
+        return False
+    return p
 
 
 def fast_out(x: np.ndarray, out):
@@ -227,26 +224,32 @@ def batch_norm(
         or type(channel_axis) is not int
     ):
         return None
-    nd = x.ndim
+    shape = x.shape
+    nd = len(shape)
     if (
         x.dtype not in FAST_DTYPES
         or nd < 2
         or not x.flags.c_contiguous
-        or x.size == 0
         or not 0.0 <= eps < math.inf
         or not 0.0 <= momentum <= 1.0
         or not -nd <= channel_axis < nd
     ):
         return None
-    is_small = x.size <= MIN_TASK_ELEMS
+    size = x.size
+    if size == 0:
+        return None
+    is_small = size <= MIN_TASK_ELEMS
     if is_small and return_stats:
         return None  # the general path runs the same kernel (small_bn_view)
     ca = channel_axis % nd
-    if ca != 1 and ca != nd - 1:
+    if ca == 1:
+        A = shape[0]
+    elif ca == nd - 1:
+        A = math.prod(shape[:ca])
+    else:
         return None
-    C = x.shape[ca]
-    A = math.prod(x.shape[:ca])
-    S = x.size // (A * C)
+    C = shape[ca]
+    S = size // (A * C)
     if training and A * S <= 1:
         return None
     rows = S > 1
