@@ -51,16 +51,15 @@ def apply_rows(stream, same, clip):
 
     def apply_rows_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
         i0, i1 = row_items(xf, nseg, t)
-        if nseg == 1:
-            # whole rows (every short row): the row views, no division or
-            # slice bounds per row; 2.3x faster at rows of 49 (NOTES.md 28)
-            for p in range(i0, i1):
-                apply_span(xf[p], of[p], prm[0, p, 0], prm[1, p, 0], prm[2, p, 0], lo, hi, stream, same, clip)
-            return
         for i in range(i0, i1):
+            # (a row view, then its span: 1-D slices of rows cost far less
+            # per short row than a 2-D slice xf[p, f0:f1]; one call site of
+            # apply_span keeps one copy of its loop to compile, NOTES.md 28b)
             p, _, f0, f1 = row_item(xf, nseg, i)
+            v = xf[p]
+            o = of[p]
             ch, sc, sh = prm[0, p, 0], prm[1, p, 0], prm[2, p, 0]
-            apply_span(xf[p, f0:f1], of[p, f0:f1], ch, sc, sh, lo, hi, stream, same, clip)
+            apply_span(v[f0:f1], o[f0:f1], ch, sc, sh, lo, hi, stream, same, clip)
 
     return apply_rows_task
 

@@ -404,19 +404,12 @@ def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, nthreads, aar
     # (P = A*C rows, L a multiple of C lanes): no modulo and no lowering per
     # row (with the row tasks' own change, the glue's time outside the apply
     # task at 16x512x7x7 went 14.5 -> 8.9 us, NOTES.md section 28)
+    pr = prm[:, :, 0] if rows else prm[:, 0, :]  # (3, n): parameter set i
     n = P if rows else L
     for c in range(min2(C, n)):
-        ch, sc, sh = lowered_param(center[c], scale[c], shift[c], T)
-        if rows:
-            prm[0, c, 0], prm[1, c, 0], prm[2, c, 0] = ch, sc, sh
-        else:
-            prm[0, 0, c], prm[1, 0, c], prm[2, 0, c] = ch, sc, sh
+        pr[0, c], pr[1, c], pr[2, c] = lowered_param(center[c], scale[c], shift[c], T)
     for i in range(C, n):
-        for k in range(3):
-            if rows:
-                prm[k, i, 0] = prm[k, i - C, 0]
-            else:
-                prm[k, 0, i] = prm[k, 0, i - C]
+        pr[0, i], pr[1, i], pr[2, i] = pr[0, i - C], pr[1, i - C], pr[2, i - C]
     if rows:  # (short rows several to a task: axis_stats.row_group)
         xf = aargs[0]
         ntask = row_group(xf.shape[0], xf.shape[1], aargs[4])[1]
