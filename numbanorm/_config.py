@@ -32,8 +32,8 @@ PREFETCH_MIN_ROW_BYTES = 8 * 1024
 # ... and only inputs of at least this many bytes: smaller ones (and their
 # output) stay in the last-level cache (32 MiB here), where the next row
 # needs no prefetch and the chunks' overhead is all that is left (layer/RMS
-# norm with weights at 1-8 MiB 0.80-0.94x the time without the prefetches;
-# benchmarks/NOTES.md section 28)
+# norm with weights at 1-8 MiB 0.55-0.84x the time without the prefetches;
+# benchmarks/NOTES.md section 28c)
 PREFETCH_MIN_X_BYTES = 16 << 20
 
 # Target bytes of one cache-resident block in column reductions (rows x lanes):
