@@ -41,6 +41,14 @@ class Moments(NamedTuple):
 _SHORT_ROW = 256
 
 
+def short_rows_as_columns(R: int, S: int) -> bool:
+    """Does a trailing reduced run of S, behind a kept run and a reduced run
+    of R, take the column kernel (R rows of extra columns) instead of short
+    rows?  When S is short and fewer than R (_stats_plan; the per-channel
+    shortcuts repeat the rows plan only when this is False)."""
+    return S < _SHORT_ROW and R > S
+
+
 def _layout(x, backend):
     """Return (xc, perm): xc C-contiguous with xc == x.transpose(perm).
 
@@ -109,7 +117,7 @@ def _stats_plan(runs) -> _Plan | None:
     last_red, last = runs[-1]
     if last_red:
         # trailing reduced run: rows, unless short and a [R, K] precedes it
-        if last < _SHORT_ROW and len(runs) >= 3 and runs[-3][1] > last:
+        if len(runs) >= 3 and short_rows_as_columns(runs[-3][1], last):
             pre = runs[:-3]
             return _Plan((_prod(pre), runs[-3][1], runs[-2][1] * last), pre + [runs[-2], runs[-1]])
         pre = runs[:-1]

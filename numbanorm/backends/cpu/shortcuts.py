@@ -28,7 +28,7 @@ import numpy as np
 
 from ... import _outbuf
 from ..._config import MIN_TASK_ELEMS
-from ..._reduce import _SHORT_ROW
+from ..._reduce import short_rows_as_columns
 from ..._validate import overlaps, stats_dtype
 from . import channels, rows, small
 
@@ -80,13 +80,13 @@ def fast_out(x: np.ndarray, out):
 def chan_fusable(A: int, C: int, S: int) -> bool:
     """Does the general plan of x viewed (A, C, S), statistics per C, run
     the views of the per-channel path (channels.py)?  Rows (A*C, S): the
-    general plan (_reduce._stats_plan) takes them unless the rows are short
-    (S < _reduce._SHORT_ROW) and fewer than the batch (A > S: then it
-    reduces the batch as rows of a lane view); channels last (S == 1) need a
-    batch (A >= 2); and C >= 2 (else the reduced axes merge into one)."""
+    general plan (_reduce._stats_plan) takes them unless it reduces the
+    batch as columns (_reduce.short_rows_as_columns: short rows, fewer than
+    the batch); channels last (S == 1) need a batch (A >= 2); and C >= 2
+    (else the reduced axes merge into one)."""
     if C < 2:
         return False
-    return (S >= _SHORT_ROW or A <= S) if S > 1 else A >= 2
+    return not short_rows_as_columns(A, S) if S > 1 else A >= 2
 
 
 def small_array(x: Any) -> bool:
