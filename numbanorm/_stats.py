@@ -28,10 +28,10 @@ import math
 import numpy as np
 from numba import njit
 
-from ._cache import kernel
+from ._cache import kernel, subroutine
 
 
-@njit(fastmath=False)
+@subroutine(fastmath=False)
 def chan_merge(na, ma, qa, nb, mb, qb):
     """Merge two partial (count, mean, M2) triples (Chan et al. 1983, eq. 2.1b)."""
     n = na + nb
@@ -44,7 +44,7 @@ def chan_merge(na, ma, qa, nb, mb, qb):
     return n, ma + d * f, qa + qb + d * d * na * f
 
 
-@njit(fastmath=False)
+@subroutine(fastmath=False)
 def two_sum(a, b):
     """Exact sum: ``a + b == s + e`` in real arithmetic (Knuth's TwoSum).
 
@@ -60,7 +60,7 @@ def two_sum(a, b):
     return s, e
 
 
-@njit(fastmath=False)
+@subroutine(fastmath=False)
 def two_prod(a, b):
     """Exact product ``a * b == p + e`` (Dekker's TwoProduct with Veltkamp
     splitting; no FMA needed).  Finite inputs well inside the float64 range."""
@@ -75,7 +75,7 @@ def two_prod(a, b):
     return p, e
 
 
-@njit(fastmath=False)
+@subroutine(fastmath=False)
 def chan_merge_dd(na, ma, ra, qa, nb, mb, rb, qb):
     """Chan's merge with each mean carried as an unevaluated sum ``m + r``.
 
@@ -96,7 +96,7 @@ def chan_merge_dd(na, ma, ra, qa, nb, mb, rb, qb):
     return n, hi, ra + lo, qa + qb + d * d * na * f
 
 
-@njit(fastmath=False)
+@subroutine(fastmath=False)
 def shifted_moments(n, shift, s1, s2):
     """(mean, mean residual, M2) of n values from their shifted sums
     ``s1 = sum(x - shift)`` and ``s2 = sum((x - shift)**2)``.
@@ -139,7 +139,7 @@ def merge_state_at(f, cnt, mean, res, m2, mn, mx, n2, mu2, r2, q2, lo2, hi2, min
                 mx[f] = hi2[f]
 
 
-@njit(fastmath=False)
+@subroutine(fastmath=False)
 def welford_push(n, m, q, x, w):
     """Fold one value ``x`` of weight ``w`` into (count, mean, M2) (West 1979)."""
     if w == 0.0:
@@ -150,7 +150,7 @@ def welford_push(n, m, q, x, w):
     return n2, m2, q + w * d * (x - m2)
 
 
-@njit(fastmath=False)
+@subroutine(fastmath=False)
 def variance(n, q, ddof):
     """Variance from a (count, M2) pair; NaN when ``n - ddof <= 0``."""
     dof = n - ddof
@@ -159,7 +159,7 @@ def variance(n, q, ddof):
     return q / dof
 
 
-@njit(fastmath=False, error_model="numpy")
+@subroutine(fastmath=False, error_model="numpy")
 def inv_std(var, eps):
     """``1 / sqrt(var + eps)``, the rstd of every norm (NaN stays NaN, a zero
     denominator gives inf).  Scalars, in CPU kernels and CUDA device code
@@ -176,14 +176,14 @@ def inv_std_array(var, eps):
         return 1.0 / np.sqrt(np.add(var, eps))
 
 
-@njit(fastmath=False)
+@subroutine(fastmath=False)
 def running_update(old, new, momentum):
     """PyTorch's running-statistic update, ``(1 - momentum) * old + momentum *
     new`` (momentum weighs the new batch).  Its ``py_func`` serves arrays."""
     return (1.0 - momentum) * old + momentum * new
 
 
-@njit(fastmath=False)
+@subroutine(fastmath=False)
 def pnorm_finish(s, p):
     """``||x||_p`` from ``s = sum |x|**p`` (finite p > 0; p = inf is a max,
     not a sum), of scalars in CPU kernels and CUDA device code
@@ -276,7 +276,7 @@ def merge_partials(cnt, mean, res, m2, mn=None, mx=None):
 _EPS = float(np.finfo(np.float64).eps)
 
 
-@njit(fastmath=False)
+@subroutine(fastmath=False)
 def constant_feature(var, mean, n):
     """True where a variance is indistinguishable from 0 by rounding.
 
@@ -295,7 +295,7 @@ def constant_features(var, mean, n):
         return constant_feature.py_func(var, mean, n)
 
 
-@njit(fastmath=False, error_model="numpy")
+@subroutine(fastmath=False, error_model="numpy")
 def minmax_factor(mn, mx, lo, hi):
     """minmax_scale's scale, ``(hi - lo) / (max - min)``, a zero range
     counting as 1 (scikit-learn).  Its ``py_func`` serves arrays."""

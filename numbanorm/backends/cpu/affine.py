@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..._cache import subroutine
 from ..._config import FASTMATH_ELEMENTWISE, LINE_BYTES
 from ._elementwise import map_lanes, map_lanes_apart, map_lanes_in_place, map_scalar
 from ._intrinsics import in_place, min2, resident, stream_span, streams
@@ -122,7 +123,7 @@ def apply_lanes(stream, same, clip):
     return apply_lanes_task
 
 
-@njit(error_model="numpy", nogil=True)
+@subroutine(error_model="numpy", nogil=True)
 def lowered_param(center, scale, shift, T):
     """One parameter set in x's dtype T, as lane_params lowers them: the
     center rounded to T, the part of it T cannot hold moved into the shift,

@@ -30,8 +30,8 @@ chunks.py; the min/max tasks in minmax.py.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
+from ..._cache import subroutine
 from ..._config import COL_BLOCK_BYTES, FASTMATH, LANE_TASK_MIN_ROWS, LANES
 from ..._stats import chan_merge_dd, merge_partials, shifted_moments
 from .. import Moments
@@ -131,7 +131,7 @@ def col_moments(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, st
     finish_lane_task(ln, ac, K, p, c, part)
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def counted_sums(v, f0, f1, L, sh, s1, s2, ns, skipnan):
     """s1[j] += sum(x - sh[j]), s2[j] += sum((x - sh[j])**2), ns[j] += count
     over the lane-rows of [f0, f1); NaN left out (not counted) when skipnan."""
@@ -146,7 +146,7 @@ def counted_sums(v, f0, f1, L, sh, s1, s2, ns, skipnan):
             ns[j] += 1.0 if ok else 0.0
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def exact_block(v, fa0, fa1, fb0, fb1, L, K, skipnan, lanes, acc):
     """The refused columns of a block (acc[_BAD]), exactly: their accepted
     sums merged first, then two NaN-aware passes over the cache-resident

@@ -17,7 +17,7 @@ import threading
 import numpy as np
 from numba import njit
 
-from ..._cache import kernel
+from ..._cache import kernel, subroutine
 from ..._config import (
     CHAN_PIPE_CACHE_BYTES,
     CHAN_PIPE_MIN_ROW_BYTES,
@@ -75,7 +75,7 @@ def bn_pipe_ok(P: int, C: int, S: int, isz: int) -> bool:
     )
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def apply_row_moments(u, v, o, ch, sc, sh, stream, same):
     """apply_span(v, o, ...) while the moments of row u (as long as v) are
     summed in the same loops: (count, mean, residual, M2) of u by

@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..._cache import subroutine
 from ..._config import FASTMATH, ROW_TASK_MIN_ELEMS
 from ._intrinsics import max2, min2
 from .segments import absorb_shifted, shift_ok
@@ -127,7 +128,7 @@ def lane_totals(a, out, m, K):
             out[k] = t
 
 
-@njit(error_model="numpy", nogil=True)
+@subroutine(error_model="numpy", nogil=True)
 def lane_fill(a, k, K, val):
     """Set the lanes of column k (a[k], a[k + K], ...) to val."""
     for j in range(k, a.size, K):
@@ -162,7 +163,7 @@ def lane_blocks(xf, K, L, nchunk, rb, t):
     return p, c, r0, r1, rm, hb
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def shifted_block(v, fa0, fa1, fb0, fb1, L, K, nb, lanes, acc):
     """One block's shifted sums about the lane shifts, folded into columns;
     the columns that ``shift_ok`` accepts add them to their accepted sums.

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..._cache import subroutine
 from ..._config import (
     FASTMATH,
     FASTMATH_ELEMENTWISE,
@@ -53,7 +54,7 @@ RMS = 1  # RMS norm: (0, 1/rms)
 PNORM = 2  # lp_normalize: (0, 1/max(||x||_p, eps))
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def sum_squares(w):
     """Sum of squares of w in float64 (RMS norm; no cancellation)."""
     s = 0.0
@@ -63,7 +64,7 @@ def sum_squares(w):
     return s
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def row_pnorm(v, p):
     """p-norm of one row with NaN left out (API section 3).
 
@@ -122,7 +123,7 @@ def row_two_pass(x2, r):
     return cm, q
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def short_row_stats(x2, r, stat, eps):
     """row_stats for a short row r of x2 with 2-D indexing: a view per row
     costs reference-count updates that dominated short rows (~135 ns per

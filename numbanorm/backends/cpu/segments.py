@@ -17,6 +17,7 @@ import math
 import numpy as np
 from numba import njit
 
+from ..._cache import subroutine
 from ..._config import FASTMATH, ROW_CHUNK, SHIFT_MAX_GAIN
 from ..._stats import chan_merge_dd, shifted_moments
 from ._intrinsics import max2, min2
@@ -46,7 +47,7 @@ def absorb_shifted(n, mean, res, m2, tn, sh, t1, t2):
     return chan_merge_dd(n, mean, res, m2, tn, cm, cr, q)
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def shifted_sums(u, sh):
     """(sum(u - sh), sum((u - sh)**2)) in float64."""
     s1 = 0.0
@@ -58,7 +59,7 @@ def shifted_sums(u, sh):
     return s1, s2
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def segment_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2):
     """One chunk w of :func:`segment_moments`, given its shifted sums s1, s2 about sh.
 
@@ -86,7 +87,7 @@ def segment_step(w, s1, s2, n, mean, res, m2, sh, tn, t1, t2):
     return n, mean, res, m2, np.float64(T(mean)), 0.0, 0.0, 0.0
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def segment_moments(v, lo, hi):
     """(count, mean, mean residual, M2) of v[lo:hi]: shifted sums per
     ROW_CHUNK chunk about a shift near the mean (v[lo], then the running
@@ -108,7 +109,7 @@ def segment_moments(v, lo, hi):
     return n, mean, res, m2
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def counted_shifted_sums(u, sh):
     """(count, sum(u - sh), sum((u - sh)**2)) over u's values that are not
     NaN, in float64 (branch-free: the loop vectorizes)."""
@@ -125,7 +126,7 @@ def counted_shifted_sums(u, sh):
     return n, s1, s2
 
 
-@njit(fastmath=_FM, error_model="numpy", nogil=True)
+@subroutine(fastmath=_FM, error_model="numpy", nogil=True)
 def segment_moments_nan(v, lo, hi):
     """:func:`segment_moments` of v[lo:hi] with NaN left out (not counted):
     a chunk without NaN takes segment_moments' own step (so a row without

@@ -1,0 +1,69 @@
+"""numbanorm/_cache.py's subroutine(): helpers that only compiled code calls
+are compiled without numba's Python and C-callback wrappers, and still work
+when Python calls them (tests, the CUDA simulator's kernels)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from numbanorm import _stats
+from numbanorm._cache import Subroutine, kernel, subroutine
+from numbanorm.backends.cpu import chunks
+
+
+@subroutine(fastmath=False)
+def _sum_diff(a, b):
+    return a + b, a - b
+
+
+@njit
+def _caller(a, b):
+    s, d = _sum_diff(a, b)
+    return s * d
+
+
+@kernel()
+def _kernel_caller(a, b):
+    return _sum_diff(a, b)[0]
+
+
+def _entry(disp, name):
+    """The address of wrapper ``name`` ("cpython" or "cfunc") of disp's only
+    signature in its own compiled code (0: not there)."""
+    (sig,) = disp.signatures
+    cres = disp.overloads[sig]
+    return cres.library.get_pointer_to_function(getattr(cres.fndesc, f"llvm_{name}_wrapper_name"))
+
+
+def test_a_subroutine_has_no_wrappers_and_python_calls_its_twin():
+    assert _caller(3.0, 2.0) == 5.0
+    assert _entry(_sum_diff, "cpython") == 0
+    assert _entry(_sum_diff, "cfunc") == 0
+    assert "_twin" not in _sum_diff.__dict__
+    assert _sum_diff(3.0, 2.0) == (5.0, 1.0)
+    twin = _sum_diff._twin
+    assert _entry(twin, "cpython") != 0
+    assert _sum_diff(1.5, 0.25) == (1.75, 1.25)
+    assert _sum_diff._twin is twin  # compiled once
+
+
+def test_a_kernel_has_its_python_wrapper_only():
+    assert _kernel_caller(3.0, 2.0) == 5.0
+    assert _entry(_kernel_caller, "cpython") != 0
+    assert _entry(_kernel_caller, "cfunc") == 0
+
+
+def test_the_helpers_of_the_cold_calls_are_subroutines():
+    for f in (
+        _stats.two_sum,
+        _stats.two_prod,
+        _stats.chan_merge_dd,
+        _stats.shifted_moments,
+        chunks.shifted_block,
+    ):
+        assert isinstance(f, Subroutine), f
+    # and called from Python they compute what the compiled code does
+    s, e = _stats.two_sum(1.0, 2.0**-60)
+    assert (s, e) == (1.0, 2.0**-60)
+    assert np.isfinite(_stats.inv_std(4.0, 0.0))
