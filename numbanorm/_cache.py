@@ -183,6 +183,80 @@ def kernel(**options):
     return deco
 
 
+class _CodegenWithoutEnv:
+    """A codegen seen through a link-only library: numba sets a compiled
+    function's environment pointer in the machine code it made; a
+    link-only library makes none (its callers' code holds its functions'
+    environments), so that step is skipped."""
+
+    def __init__(self, codegen):
+        self._codegen = codegen
+
+    def set_env(self, env_name, env):
+        pass
+
+    def __getattr__(self, name):
+        return getattr(self._codegen, name)
+
+
+try:
+    from numba.core.codegen import JITCodeLibrary
+    from numba.core.compiler import Compiler
+
+    _LINK_ONLY = all(
+        hasattr(JITCodeLibrary, a)
+        for a in ("_optimize_final_module", "_finalize_final_module", "_finalize_dynamic_globals",
+                  "_verify_declare_only_symbols", "_get_module_for_linking")
+    )  # fmt: skip
+except ImportError:  # pragma: no cover - other numba versions
+    _LINK_ONLY = False
+
+if _LINK_ONLY:
+
+    class _LinkOnlyLibrary(JITCodeLibrary):
+        """The code library of a subroutine's signature: its IR, never its
+        own machine code.  numba optimizes a library's whole module and
+        turns it into machine code when it is finalized, and a caller
+        finalizes every library it links (to link its IR); the caller then
+        optimizes the linked copy again, inlined, in its own module and
+        makes its own machine code of it.  The subroutine's own optimized
+        module and machine code were never run: shifted_block spent 0.25 of
+        its 0.43 s of native lowering on them (NOTES.md section 29).  So
+        this library stops at the function passes numba runs on every
+        module it adds; its callers optimize and compile it."""
+
+        @property
+        def codegen(self):
+            return _CodegenWithoutEnv(self._codegen)
+
+        def _optimize_final_module(self):
+            pass  # (the caller's module optimization runs over the linked copy)
+
+        def _finalize_final_module(self):
+            self._finalize_dynamic_globals()
+            self._verify_declare_only_symbols()
+            self._finalized = True
+
+        def get_pointer_to_function(self, name):
+            self._ensure_finalized()
+            return 0  # (no machine code of its own; callers link its IR)
+
+    class _SubroutineCompiler(Compiler):
+        """numba's nopython pipeline, lowering into a :class:`_LinkOnlyLibrary`."""
+
+        def __init__(self, typingctx, targetctx, library, args, return_type, flags, locals):
+            if library is None and isinstance(targetctx.codegen(), type(_cpu_codegen())):
+                library = _LinkOnlyLibrary(targetctx.codegen(), "numbanorm_subroutine")
+                library.enable_object_caching()
+            super().__init__(typingctx, targetctx, library, args, return_type, flags, locals)
+
+
+def _cpu_codegen():
+    from numba.core.registry import cpu_target
+
+    return cpu_target.target_context.codegen()
+
+
 class Subroutine(CPUDispatcher):
     """The dispatcher of a function that compiled code calls, made by
     :func:`subroutine`: its compiled signatures have no Python wrapper and
@@ -210,12 +284,16 @@ def subroutine(**options):
     Python wrapper unboxes each array).  A subroutine is compiled without
     both (numba's ``no_cpython_wrapper``/``no_cfunc_wrapper``, as numba
     compiles its own internal functions): two_sum 0.033 -> 0.021 s; cold
-    first calls 0.1-0.4 s shorter (benchmarks/NOTES.md section 29).  Not
-    cached on its own: a cached caller holds the code it links in."""
+    first calls 0.1-0.4 s shorter (benchmarks/NOTES.md section 29).  Its
+    signatures are compiled into a :class:`_LinkOnlyLibrary` (IR for its
+    callers to link, no machine code of its own) where numba's internals
+    allow it.  Not cached on its own: a cached caller holds the code it
+    links in."""
 
     def deco(pyfunc):
         opts = {**options, "nopython": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
-        disp = Subroutine(py_func=pyfunc, locals={}, targetoptions=opts)
+        extra = {"pipeline_class": _SubroutineCompiler} if _LINK_ONLY else {}
+        disp = Subroutine(py_func=pyfunc, locals={}, targetoptions=opts, **extra)
         disp._twin_options = options
         return disp
 
