@@ -168,13 +168,15 @@ class PackageCache(FunctionCache):
 REGISTRY: list = []
 
 
-def kernel(**options):
+def kernel(light=False, **options):
     """``@njit(**options)``, cached on disk under the package's source stamp
     (unless _config.CACHE is False), without the C-callback wrapper that
-    nothing here calls (see :func:`subroutine`)."""
+    nothing here calls (see :func:`subroutine`).  ``light``: optimized at
+    -O1 without vectorization (``_LightLibrary``), for glue code."""
 
     def deco(pyfunc):
-        disp = njit(no_cfunc_wrapper=True, **options)(pyfunc)
+        extra = _LIGHT_PIPELINE if light else {}
+        disp = njit(no_cfunc_wrapper=True, **options, **extra)(pyfunc)
         if CACHE:
             disp._cache = PackageCache(pyfunc)
         REGISTRY.append(disp)
@@ -200,18 +202,20 @@ class _CodegenWithoutEnv:
 
 
 try:
-    from numba.core.codegen import JITCodeLibrary
+    from numba.core import config as _numba_config
+    from numba.core.codegen import JITCodeLibrary, JITCPUCodegen, remove_redundant_nrt_refct
     from numba.core.compiler import Compiler
 
-    _LINK_ONLY = all(
+    _LIBRARIES = all(
         hasattr(JITCodeLibrary, a)
         for a in ("_optimize_final_module", "_finalize_final_module", "_finalize_dynamic_globals",
                   "_verify_declare_only_symbols", "_get_module_for_linking")
     )  # fmt: skip
 except ImportError:  # pragma: no cover - other numba versions
-    _LINK_ONLY = False
+    _LIBRARIES = False
+_LINK_ONLY = _LIBRARIES  # (tests)
 
-if _LINK_ONLY:
+if _LIBRARIES:
 
     class _LinkOnlyLibrary(JITCodeLibrary):
         """The code library of a subroutine's signature: its IR, never its
@@ -241,20 +245,47 @@ if _LINK_ONLY:
             self._ensure_finalized()
             return 0  # (no machine code of its own; callers link its IR)
 
-    class _SubroutineCompiler(Compiler):
-        """numba's nopython pipeline, lowering into a :class:`_LinkOnlyLibrary`."""
+    class _LightLibrary(JITCodeLibrary):
+        """The code library of a light kernel's signature: its module
+        optimized at LLVM's -O1 without loop or SLP vectorization, instead
+        of numba's -O3 pipeline.  For the glue between parallel launches
+        (per-channel merges and parameters, a few launches): no hot loop,
+        and its optimization was 0.13-0.23 s of a cold batch_norm training
+        call (NOTES.md section 29).  -O1 keeps what those loops need
+        (registers for variables, inlining); at -O0 a 1 MiB standardize
+        took 1.2x the time.  Without fast-math (the glues have none) every
+        level gives the same bits."""
 
-        def __init__(self, typingctx, targetctx, library, args, return_type, flags, locals):
-            if library is None and isinstance(targetctx.codegen(), type(_cpu_codegen())):
-                library = _LinkOnlyLibrary(targetctx.codegen(), "numbanorm_subroutine")
-                library.enable_object_caching()
-            super().__init__(typingctx, targetctx, library, args, return_type, flags, locals)
+        def _optimize_final_module(self):
+            try:
+                mpm, mpb = self._codegen._module_pass_manager(
+                    loop_vectorize=False, slp_vectorize=False, opt=1, cost="cheap"
+                )
+            except (TypeError, ValueError, AttributeError):  # pragma: no cover - other numba versions
+                return super()._optimize_final_module()
+            with self._recorded_timings.record("Module passes (light optimization)", mpb):
+                mpm.run(self._final_module, mpb)
+            if not _numba_config.LLVM_REFPRUNE_PASS:
+                self._final_module = remove_redundant_nrt_refct(self._final_module)
 
+    def _compiler_into(library_class):
+        """numba's nopython pipeline, lowering into a ``library_class`` on
+        the CPU target (the CUDA target compiles some of these functions
+        too, into its own libraries)."""
 
-def _cpu_codegen():
-    from numba.core.registry import cpu_target
+        class _Compiler(Compiler):
+            def __init__(self, typingctx, targetctx, library, args, return_type, flags, locals):
+                if library is None and isinstance(targetctx.codegen(), JITCPUCodegen):
+                    library = library_class(targetctx.codegen(), "numbanorm" + library_class.__name__)
+                    library.enable_object_caching()
+                super().__init__(typingctx, targetctx, library, args, return_type, flags, locals)
 
-    return cpu_target.target_context.codegen()
+        return _Compiler
+
+    _SUBROUTINE_PIPELINE = {"pipeline_class": _compiler_into(_LinkOnlyLibrary)}
+    _LIGHT_PIPELINE = {"pipeline_class": _compiler_into(_LightLibrary)}
+else:  # pragma: no cover - other numba versions
+    _SUBROUTINE_PIPELINE = _LIGHT_PIPELINE = {}
 
 
 class Subroutine(CPUDispatcher):
@@ -292,8 +323,7 @@ def subroutine(**options):
 
     def deco(pyfunc):
         opts = {**options, "nopython": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
-        extra = {"pipeline_class": _SubroutineCompiler} if _LINK_ONLY else {}
-        disp = Subroutine(py_func=pyfunc, locals={}, targetoptions=opts, **extra)
+        disp = Subroutine(py_func=pyfunc, locals={}, targetoptions=opts, **_SUBROUTINE_PIPELINE)
         disp._twin_options = options
         return disp
 

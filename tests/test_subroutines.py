@@ -74,3 +74,35 @@ def test_the_helpers_of_the_cold_calls_are_subroutines():
     s, e = _stats.two_sum(1.0, 2.0**-60)
     assert (s, e) == (1.0, 2.0**-60)
     assert np.isfinite(_stats.inv_std(4.0, 0.0))
+
+
+def test_a_light_kernel_is_optimized_without_vectorizing_and_gives_the_same_bits():
+    from numba import njit
+
+    def glue(a, out, n):
+        # per-channel steps without fast-math, as the glues have: a
+        # compensated sum, and an elementwise loop that -O3 vectorizes
+        s = 0.0
+        c = 0.0
+        for i in range(n):
+            y = a[i] - c
+            t = s + y
+            c = (t - s) - y
+            s = t
+            out[i] = a[i] * 3.0 + 1.0
+        for i in range(n):
+            out[i] = out[i] * 0.5 - 2.0
+        return s, c
+
+    if not _cache._LIBRARIES:
+        return
+    light = njit(**_cache._LIGHT_PIPELINE)(glue)
+    full = njit(glue)
+    a = np.random.default_rng(0).standard_normal(1000) * 1e8
+    o1, o2 = np.empty_like(a), np.empty_like(a)
+    assert light(a, o1, a.size) == full(a, o2, a.size)
+    np.testing.assert_array_equal(o1, o2)
+    (sig,) = light.signatures
+    assert isinstance(light.overloads[sig].library, _cache._LightLibrary)
+    assert " x double>" not in light.inspect_llvm(sig)
+    assert " x double>" in full.inspect_llvm(sig)

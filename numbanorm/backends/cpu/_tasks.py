@@ -192,7 +192,7 @@ def _run_tasks(typingctx, addr, ntask, nthreads, args):
     return types.void(addr, ntask, nthreads, args), codegen
 
 
-@kernel(nogil=True)
+@kernel(light=True, nogil=True)
 def run_tasks(addr, ntask, nthreads, args):
     """Run tasks 0 .. ntask-1 of the kernel at ``addr`` on ``nthreads``
     threads (1: in this thread; small inputs, where waking the thread pool

@@ -416,7 +416,7 @@ def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, nthreads, aar
     _run_tasks(aaddr, ntask, nthreads, aargs)
 
 
-@kernel(error_model="numpy", nogil=True)
+@kernel(light=True, error_model="numpy", nogil=True)
 def _bn_glue(
     part, fin, rows, C, prm, maddr, xaddr, lanes, aaddr, ntask, nthreads, aargs,
     rm, rv, w, b, update, mom, eps, out
@@ -432,7 +432,7 @@ def _bn_glue(
     return True
 
 
-@kernel(error_model="numpy", nogil=True)
+@kernel(light=True, error_model="numpy", nogil=True)
 def _bn_eval_glue(
     part, fin, rows, C, prm, maddr, xaddr, lanes, aaddr, ntask, nthreads, aargs, rm, rv, w, b, eps, out
 ):
@@ -446,7 +446,7 @@ def _bn_eval_glue(
     return True
 
 
-@kernel(error_model="numpy", nogil=True)
+@kernel(light=True, error_model="numpy", nogil=True)
 def _standardize_glue(
     part,
     fin,
@@ -476,7 +476,7 @@ def _standardize_glue(
     return True
 
 
-@kernel(error_model="numpy", nogil=True)
+@kernel(light=True, error_model="numpy", nogil=True)
 def _minmax_glue(part, fin, rows, C, prm, maddr, xaddr, lanes, aaddr, ntask, nthreads, aargs, flo, fhi, out):
     """minmax_scale's statistics (min/max), merges, parameters (out (3, C):
     min, scale, shift lo) and apply task."""
