@@ -47,8 +47,12 @@ COL_BLOCK_BYTES = 512 * 1024
 # task of a few rows costs more in columns than in data.  Below this many
 # rows per task, no more tasks than threads: standardize of 64x4096 float32
 # 2012 -> 127 us (8 tasks of 8 rows -> 2 of 32), of 256x1024 141 -> 122 us
-# (benchmarks/NOTES.md section 28d).
-LANE_TASK_MIN_ROWS = 128
+# (benchmarks/NOTES.md section 28d).  512, not 128: over 10 random inputs
+# per shape, 1 MiB standardize took 0.67-0.96x the mean time (1024x256
+# 0.75x, 512x512 0.67x); 4 MiB 0.78-1.01x (section 29b).  Fewer tasks
+# also mean fewer per-task shifts, each of which can be an outlier that
+# sends its task down the exact path.
+LANE_TASK_MIN_ROWS = 512
 
 # Lanes of the replicated-column layout used when reducing over rows of a
 # (rows, K) block: K is replicated m = ceil(LANES / K) times so the inner loop
