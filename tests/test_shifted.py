@@ -113,6 +113,34 @@ def test_a_column_never_changes_another_columns_arithmetic(rng, K):
     np.testing.assert_array_equal(y0[:, 2:], y1[:, 2:])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_outlier_in_a_tasks_first_rows_is_not_its_shift(rng, dtype):
+    # a lane task's shift per column is the median of its first three
+    # values: one far value among them (6 and 40 sd here, in two columns;
+    # the first value alone was the shift and refused the block, sending
+    # the task down the exact path) leaves every block accepted, and the
+    # moments stay exact
+    P, R, K = 1, 3000, 64
+    x = (1e3 + rng.standard_normal((P, R, K))).astype(dtype)
+    for nchunk in (1, 3):
+        xs = x.copy()
+        rows = [c * (-(-R // nchunk)) for c in range(nchunk)]  # each task's first row
+        for r in rows:
+            xs[0, r, 5] = 1e3 + 6.0
+            xs[0, r + 1, 9] = 1e3 - 40.0
+        L = cpu_moments.lanes_for(K)
+        fr = cpu_moments.frame(xs.reshape(P, R * K), K, L, nchunk, 256, skipnan=False, stats=True)
+        run(cpu_moments.col_moments, P * nchunk, *fr)
+        assert fr[cpu_moments.F_STOP].max() < 0
+        c, u, r_, q, _, _ = _kernel_moments(xs, nchunk, 256, False, False)
+        for k in (5, 9, 10):
+            col = xs[0, :, k].astype(np.float64)
+            em, eq = _exact(col)
+            got = Fraction(float(u[0, k])) + Fraction(float(r_[0, k]))
+            assert abs(float(got - em)) <= 1e-15 * abs(float(em))
+            assert abs(float(Fraction(float(q[0, k])) - eq)) <= 1e-14 * float(eq)
+
+
 def _kernel_moments(x3, nchunk, rb, skipnan, minmax, want_moments=True):
     """The lane tasks run directly with a chosen task count and block size
     (moments() picks them from the shape), merged as moments() does."""

@@ -216,10 +216,39 @@ def finish_lane_task(lanes, acc, K, p, c, part):
         part[3, p, c, k] = aq[k]
 
 
+@subroutine(error_model="numpy")
+def lane_shifts(v, r0, r1, K, sh):
+    """sh[:K]: each column's shift: the median of its first three values in
+    rows [r0, r1) of v (R, K) flattened (its first value with fewer rows;
+    0 without rows).  A value of x, near the column's mean in most data and
+    robust to one outlier among those rows.  Branch-free over the columns
+    (contiguous rows, selects), so the loop vectorizes: per-column work
+    here is paid by every task, and wide inputs have thousands of columns.
+    A subroutine without fast-math: every task that inlines
+    start_lane_task takes the same shifts."""
+    if r1 - r0 < 3:
+        for k in range(K):
+            sh[k] = np.float64(v[r0 * K + k]) if r1 > r0 else 0.0
+        return
+    a = v[r0 * K : (r0 + 1) * K]
+    b = v[(r0 + 1) * K : (r0 + 2) * K]
+    c = v[(r0 + 2) * K : (r0 + 3) * K]
+    for k in range(K):
+        x = np.float64(a[k])
+        y = np.float64(b[k])
+        z = np.float64(c[k])
+        lo = x if x < y else y
+        hi = y if x < y else x
+        m = hi if hi < z else z
+        sh[k] = m if m > lo else lo
+
+
 @njit(error_model="numpy", inline="always")
 def start_lane_task(v, r0, r1, K, lanes, acc):
-    """Zero the task's state; each column's shift is its first value."""
+    """Zero the task's state; each column's shift is the median of its
+    first three values (lane_shifts), replicated over the lanes."""
     acc[:] = 0.0
     sh = lanes[_SH]
-    for j in range(sh.size):
-        sh[j] = np.float64(v[r0 * K + j % K]) if r1 > r0 else 0.0
+    lane_shifts(v, r0, r1, K, sh)
+    for j in range(K, sh.size):
+        sh[j] = sh[j - K]
