@@ -227,7 +227,9 @@ class _Plan:
         # several to a task, axis_stats.row_group; apply_params counts the
         # apply tasks of rows so)
         row_stats = rows and (stats == "moments" or (stats == "minmax" and row_minmax_ok(R, nseg)))
-        self.ntask = row_group(P3, R, nseg)[1] if row_stats else P3 * nseg
+        ntask = row_group(P3, R, nseg)[1] if row_stats else P3 * nseg
+        # (the apply tasks: short rows several to a task as well)
+        self.ntask = (ntask, row_group(P3, R, nseg)[1] if rows else P3 * nseg)
         task = apply_rows if rows else apply_lanes
         fk = self.fkey = frame_key(fr)
         self.aaddr = task.address(fr, fk, stream=stream, same=same, clip=lo is not None or hi is not None)
@@ -315,9 +317,10 @@ def clear_plans() -> None:
 def run_statistics(maddr, xaddr, lanes, ntask, nthreads, fr):
     """The statistics tasks of a glue: the task at ``maddr`` (0: none, or
     already run), then, with ``lanes``, the exact lane moments for the
-    tasks that stopped (axis_stats.run_moments).  False when one stopped
-    and the exact task's address ``xaddr`` is 0 (not compiled yet: the
-    caller compiles it and calls again with ``maddr`` 0)."""
+    tasks that stopped (axis_stats.run_moments); ``ntask``: (statistics
+    tasks, apply tasks), the plan's.  False when one stopped and the exact
+    task's address ``xaddr`` is 0 (not compiled yet: the caller compiles it
+    and calls again with ``maddr`` 0)."""
     for phase in range(2):  # (one launch site: each costs compile time)
         addr = maddr
         if phase == 1:
@@ -330,7 +333,7 @@ def run_statistics(maddr, xaddr, lanes, ntask, nthreads, fr):
                 return False
             addr = xaddr if stopped else 0
         if addr != 0:
-            _run_tasks(addr, ntask, nthreads, fr)
+            _run_tasks(addr, ntask[0], nthreads, fr)
     return True
 
 
@@ -397,7 +400,9 @@ def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, nthreads, aar
     """Lay the per-channel float64 parameters out as the apply task reads
     them (rows: row r has channel r % C; lanes: lane j channel j % C), in
     x's dtype with the center's remainder moved into the shift
-    (lowered_param, as affine.lane_params), then run the apply task."""
+    (lowered_param, as affine.lane_params), then run the ntask[1] apply
+    tasks (short rows several to a task: the plan counts them, so the glue
+    compiles no row_group)."""
     T = prm.dtype.type
     P, L = prm.shape[1], prm.shape[2]
     # each channel's parameters lowered once, then copied C rows/lanes on
@@ -410,10 +415,7 @@ def apply_params(center, scale, shift, rows, C, prm, aaddr, ntask, nthreads, aar
         pr[0, c], pr[1, c], pr[2, c] = lowered_param(center[c], scale[c], shift[c], T)
     for i in range(C, n):
         pr[0, i], pr[1, i], pr[2, i] = pr[0, i - C], pr[1, i - C], pr[2, i - C]
-    if rows:  # (short rows several to a task: axis_stats.row_group)
-        xf = aargs[0]
-        ntask = row_group(xf.shape[0], xf.shape[1], aargs[4])[1]
-    _run_tasks(aaddr, ntask, nthreads, aargs)
+    _run_tasks(aaddr, ntask[1], nthreads, aargs)
 
 
 @kernel(light=True, error_model="numpy", nogil=True)
