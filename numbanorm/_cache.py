@@ -288,6 +288,10 @@ else:  # pragma: no cover - other numba versions
     _SUBROUTINE_PIPELINE = _LIGHT_PIPELINE = {}
 
 
+# the options subroutine() adds to a helper's own
+_WRAPPERLESS = {"nopython": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
+
+
 class Subroutine(CPUDispatcher):
     """The dispatcher of a function that compiled code calls, made by
     :func:`subroutine`: its compiled signatures have no Python wrapper and
@@ -299,7 +303,10 @@ class Subroutine(CPUDispatcher):
     def __call__(self, *args, **kwargs):
         twin = self.__dict__.get("_twin")
         if twin is None:
-            twin = self._twin = njit(**self._twin_options)(self.py_func)
+            # (the options from targetoptions: they survive pickling, which
+            # rebuilds the dispatcher from them in another process)
+            opts = {k: v for k, v in self.targetoptions.items() if k not in _WRAPPERLESS}
+            twin = self._twin = njit(**opts)(self.py_func)
         return twin(*args, **kwargs)
 
 
@@ -322,10 +329,8 @@ def subroutine(**options):
     links in."""
 
     def deco(pyfunc):
-        opts = {**options, "nopython": True, "no_cpython_wrapper": True, "no_cfunc_wrapper": True}
-        disp = Subroutine(py_func=pyfunc, locals={}, targetoptions=opts, **_SUBROUTINE_PIPELINE)
-        disp._twin_options = options
-        return disp
+        opts = {**options, **_WRAPPERLESS}
+        return Subroutine(py_func=pyfunc, locals={}, targetoptions=opts, **_SUBROUTINE_PIPELINE)
 
     return deco
 

@@ -106,3 +106,14 @@ def test_a_light_kernel_is_optimized_without_vectorizing_and_gives_the_same_bits
     assert isinstance(light.overloads[sig].library, _cache._LightLibrary)
     assert " x double>" not in light.inspect_llvm(sig)
     assert " x double>" in full.inspect_llvm(sig)
+
+
+def test_a_subroutine_unpickled_in_another_process_is_callable():
+    import pickle
+    import subprocess
+    import sys
+
+    blob = pickle.dumps(_stats.two_sum)
+    code = "import pickle, sys; f = pickle.loads(sys.stdin.buffer.read()); print(f(1.0, 2.0**-60))"
+    out = subprocess.run([sys.executable, "-c", code], input=blob, capture_output=True, check=True)
+    assert out.stdout.decode().strip() == repr((1.0, 2.0**-60))
