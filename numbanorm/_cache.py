@@ -14,6 +14,12 @@ The files are numba's index and data files, written by :class:`KeyedFiles`
 so that processes compiling the same function at once (pytest-xdist workers,
 ``numbanorm warmup --jobs``, Dask worker processes sharing a cache) never
 load one signature's machine code for another; see its docstring.
+
+Beside the cache, how numbanorm's functions are compiled (NOTES.md section
+29): :func:`kernel` (cached, called from Python; ``light`` for glue code,
+optimized at -O1) and :func:`subroutine` (helpers only compiled code calls:
+no wrappers, and IR for their callers only, never machine code of their
+own).
 """
 
 from __future__ import annotations
@@ -213,7 +219,6 @@ try:
     )  # fmt: skip
 except ImportError:  # pragma: no cover - other numba versions
     _LIBRARIES = False
-_LINK_ONLY = _LIBRARIES  # (tests)
 
 if _LIBRARIES:
 
@@ -296,9 +301,9 @@ class Subroutine(CPUDispatcher):
     """The dispatcher of a function that compiled code calls, made by
     :func:`subroutine`: its compiled signatures have no Python wrapper and
     no C-callback wrapper.  Called from Python (tests, the CUDA simulator's
-    kernels, a debugger), it runs
-    a twin dispatcher of the same function compiled with them, on first
-    use (numba's own call of a wrapper-less entry crashes the process)."""
+    kernels, a debugger), it runs a twin dispatcher of the same function
+    compiled with them, on first use (numba's own call of a wrapper-less
+    entry crashes the process)."""
 
     def __call__(self, *args, **kwargs):
         twin = self.__dict__.get("_twin")

@@ -41,7 +41,7 @@ def test_a_subroutine_has_no_wrappers_and_python_calls_its_twin():
     assert _caller(3.0, 2.0) == 5.0
     assert not _has_wrapper(_sum_diff, "cpython")
     assert not _has_wrapper(_sum_diff, "cfunc")
-    if _cache._LINK_ONLY:  # IR for callers, no machine code of its own
+    if _cache._LIBRARIES:  # IR for callers, no machine code of its own
         (sig,) = _sum_diff.signatures
         lib = _sum_diff.overloads[sig].library
         assert isinstance(lib, _cache._LinkOnlyLibrary)
