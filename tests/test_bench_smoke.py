@@ -411,3 +411,24 @@ def test_an_operator_ort_cannot_run_is_a_note_not_an_error(
     [r] = json.loads(path.read_text())["medium"]["results"]
     assert r["errors"] == {} and "ort" not in r["times_s"]
     assert "has no CPU kernel for LayerNormalization in float32" in r["ort"]["note"]
+
+
+def test_compile_profile_reports_the_dispatchers_and_tasks_of_a_cold_call(tmp_path: Path, capsys) -> None:
+    # benchmarks/compile_profile.py: one op's first call in a fresh process
+    # and cache, with numba's compile events and the tasks' compiles
+    import importlib.util
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "compile_profile.py"
+    spec = importlib.util.spec_from_file_location("compile_profile", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "p.json"
+    assert mod.main(["layer_norm", "--json", str(out)]) == 0
+    rec = json.loads(out.read_text())
+    assert rec["op"] == "layer_norm" and rec["wall_s"] > 0
+    assert rec["tasks"] and all(t["s"] > 0 and t["task"] for t in rec["tasks"])
+    assert all({"name", "depth", "start", "s"} <= set(c) for c in rec["compiles"])
+    text = capsys.readouterr().out
+    assert "first call" in text and rec["tasks"][0]["task"] in text
+    with pytest.raises(SystemExit):
+        mod.main(["no_such_op"])
