@@ -226,17 +226,15 @@ def lane_shifts(v, r0, r1, K, sh):
     here is paid by every task, and wide inputs have thousands of columns.
     A subroutine without fast-math: every task that inlines
     start_lane_task takes the same shifts."""
+    f = r0 * K
     if r1 - r0 < 3:
         for k in range(K):
-            sh[k] = np.float64(v[r0 * K + k]) if r1 > r0 else 0.0
+            sh[k] = np.float64(v[f + k]) if r1 > r0 else 0.0
         return
-    a = v[r0 * K : (r0 + 1) * K]
-    b = v[(r0 + 1) * K : (r0 + 2) * K]
-    c = v[(r0 + 2) * K : (r0 + 3) * K]
     for k in range(K):
-        x = np.float64(a[k])
-        y = np.float64(b[k])
-        z = np.float64(c[k])
+        x = np.float64(v[f + k])
+        y = np.float64(v[f + K + k])
+        z = np.float64(v[f + 2 * K + k])
         lo = x if x < y else y
         hi = y if x < y else x
         m = hi if hi < z else z
