@@ -88,15 +88,15 @@ def apply_lanes(stream, same, clip):
         hh = prm[0, p]
         sc = prm[1, p]
         sh = prm[2, p]
-        # the chunk's parameters: the first chunk is the unaligned prefix of
-        # q elements when streaming needs one (lanes as laid out), then the
-        # L-chunks from the first aligned element (lanes rotated to match)
-        ph = hh
-        ps = sc
-        pt = sh
         q = 0
         lines = False
         if stream:  # (a compile-time flag: without it, none of this is compiled)
+            # the first chunk's parameters: the unaligned prefix of q
+            # elements when streaming needs one takes the lanes as laid out,
+            # the L-chunks from the first aligned element the rotated ones
+            ph = hh
+            ps = sc
+            pt = sh
             lines = (L * isz) % LINE_BYTES == 0 and f1 - f0 >= 2 * L
             if lines:
                 q, _ = stream_span(o.ctypes.data, f0 * isz, L, isz, lines)

@@ -223,13 +223,12 @@ class _Plan:
         self.fr = fr
         self.P3, self.tail = P3, fr[2:]
         self.fin = np.empty((6, C))  # merged over the segments and the batch
-        # (the row statistics tasks, row_moments and row_minmax: short rows
-        # several to a task, axis_stats.row_group; apply_params counts the
-        # apply tasks of rows so)
+        # (statistics tasks, apply tasks): the apply tasks of rows, and the
+        # row statistics tasks (row_moments, row_minmax), take short rows
+        # several to a task (chunks.row_group)
         row_stats = rows and (stats == "moments" or (stats == "minmax" and row_minmax_ok(R, nseg)))
-        ntask = row_group(P3, R, nseg)[1] if row_stats else P3 * nseg
-        # (the apply tasks: short rows several to a task as well)
-        self.ntask = (ntask, row_group(P3, R, nseg)[1] if rows else P3 * nseg)
+        grouped = row_group(P3, R, nseg)[1] if rows else P3 * nseg
+        self.ntask = (grouped if row_stats else P3 * nseg, grouped)
         task = apply_rows if rows else apply_lanes
         fk = self.fkey = frame_key(fr)
         self.aaddr = task.address(fr, fk, stream=stream, same=same, clip=lo is not None or hi is not None)
