@@ -258,6 +258,9 @@ def main(argv=None) -> int:
     if args.jobs < 1:
         print(f"{PROG}: --jobs must be at least 1 (got {args.jobs})", file=sys.stderr)
         return 2
+    from . import _ahead
+
+    _ahead.set_enabled(False)  # (--jobs says how many processes compile)
     all_cases = _all_cases(dtypes)
     if args.only:
         all_cases = [c for c in all_cases if args.only in c[0]]
@@ -273,7 +276,7 @@ def main(argv=None) -> int:
         return 1 if failed else 0
     t0 = time.perf_counter()
     if args.jobs > 1:
-        env = dict(os.environ)
+        env = dict(os.environ, NUMBANORM_COMPILE_AHEAD="0")
         cmd = [sys.executable, "-m", "numbanorm", "warmup", "--dtypes", ",".join(dtypes), "--quiet"]
         if args.only:
             cmd += ["--only", args.only]

@@ -19,6 +19,12 @@ def _has_gpu() -> bool:
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not _has_gpu():
     os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
 
+# No helper processes compiling a cold call's statistics task (numbanorm/
+# _ahead.py): the suite's two workers keep both cores compiling already, and
+# a helper would only add its start-up to theirs.  tests/test_ahead.py runs
+# them; set NUMBANORM_COMPILE_AHEAD=1 to run the whole suite with them.
+os.environ.setdefault("NUMBANORM_COMPILE_AHEAD", "0")
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 

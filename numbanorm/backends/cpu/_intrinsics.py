@@ -7,6 +7,7 @@ from __future__ import annotations
 import ctypes
 import mmap
 import operator
+import sys
 
 import numpy as np
 from llvmlite import ir
@@ -172,17 +173,35 @@ def in_place(x, out) -> bool:
     return out.__array_interface__["data"][0] == x.__array_interface__["data"][0]
 
 
-def _load_mincore():
+def _load_libc(name, argtypes):
     try:
-        f = ctypes.CDLL(None, use_errno=True).mincore
-    except (OSError, AttributeError):  # no mincore (Windows)
+        f = getattr(ctypes.CDLL(None, use_errno=True), name)
+    except (OSError, AttributeError):  # not there (Windows)
         return None
-    f.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p)
+    f.argtypes = argtypes
     f.restype = ctypes.c_int
     return f
 
 
-_MINCORE = _load_mincore()
+_MINCORE = _load_libc("mincore", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p))
+_MADVISE = None
+if sys.platform == "linux":
+    _MADVISE = _load_libc("madvise", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int))
+_MADV_POPULATE_WRITE = 23  # (Linux 5.14; older kernels answer EINVAL)
+
+
+def populate(a) -> bool:
+    """Fault in ``a``'s pages, writable, without changing what they hold
+    (Linux's ``madvise(MADV_POPULATE_WRITE)``): the first stores into a
+    fresh output then find its pages there.  False where that is not
+    available (other systems, kernels before 5.14) or failed.  ``a``:
+    contiguous."""
+    if _MADVISE is None or a.nbytes == 0:
+        return False
+    ps = mmap.PAGESIZE
+    lo = a.ctypes.data - a.ctypes.data % ps
+    hi = a.ctypes.data + a.nbytes
+    return _MADVISE(lo, hi - lo, _MADV_POPULATE_WRITE) == 0
 
 
 def resident(a) -> bool:

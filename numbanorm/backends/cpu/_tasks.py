@@ -28,6 +28,8 @@ measurable: a task is tens of microseconds of work.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import zlib
 
@@ -37,10 +39,12 @@ from llvmlite import ir
 from numba import types
 from numba.core import cgutils, sigutils
 from numba.core.ccallback import CFunc
+from numba.core.compiler_lock import global_compiler_lock
 from numba.extending import intrinsic
 from numba.np.ufunc import parallel as _parallel
 from numba.np.ufunc.parallel import _launch_threads
 
+from ... import _ahead
 from ..._cache import PackageCache, kernel
 from ..._config import CACHE, MIN_TASK_ELEMS
 
@@ -217,6 +221,25 @@ except ImportError:  # pragma: no cover - other numba versions
         return type(a)
 
 
+@global_compiler_lock
+def _load_cached(cb) -> bool:
+    """Load a C callback from its on-disk cache without compiling it when
+    it is not there (numba's ``CFunc.compile`` less its compile); True when
+    it loaded."""
+    if not CACHE:
+        return False
+    if not os.path.exists(cb._cache._cache_file._index_path):
+        return False  # (nothing of this function is cached: no need to set numba's target up to look)
+    cres = cb._cache.load_overload(cb._sig, cb._targetdescr.target_context)
+    if cres is None:
+        return False
+    cb._cache_hits += 1
+    cb._library = cres.library
+    cb._wrapper_name = cres.fndesc.llvm_cfunc_wrapper_name
+    cb._wrapper_address = cb._library.get_pointer_to_function(cb._wrapper_name)
+    return True
+
+
 # kernels (task variants) compiled and loaded from the cache by this process
 COUNTS = {"compiled": 0, "loaded": 0}
 
@@ -244,6 +267,7 @@ class Task:
         self._kernels: dict = {}
         self._addresses: dict = {}
         self._compiled: dict = {}  # keeps every callback (and its code) alive
+        self._helpers: dict = {}  # key -> _ahead.Helper compiling it
         self._lock = threading.Lock()
 
     def kernel(self, **flags):
@@ -262,27 +286,79 @@ class Task:
             self._kernels[key] = fn
         return fn
 
+    def _callback(self, argtypes, flags) -> CFunc:
+        """The C callback of the kernel for these argument types and flags
+        (not compiled yet), cached on disk."""
+        sig = types.void(types.int64, *argtypes)
+        cb = CFunc(self.kernel(**flags), sigutils.normalize_signature(sig), locals={}, options=self._options)
+        if CACHE:
+            cb._cache = PackageCache(cb._pyfunc)  # (numba's cfunc(cache=True), see _cache)
+        return cb
+
+    def _keep(self, key, cb) -> int:
+        """Record a compiled or loaded callback under ``key``; its address."""
+        COUNTS["loaded" if cb._cache_hits else "compiled"] += 1
+        self._compiled[key] = cb
+        addr = self._addresses[key] = cb.address
+        return addr
+
     def address(self, args, types_key=None, **flags) -> int:
         """The callback's address for arguments like ``args`` (and flags).
         ``types_key``: a key that determines the types of every argument
         (a frame's: axis_stats.frame_key), so that a lookup need not key
-        all of them (15 arguments: 1.9 us)."""
+        all of them (15 arguments: 1.9 us).  A helper process compiling it
+        (:meth:`ahead`) is waited for first; the callback then loads from
+        the cache."""
         key = self._key(args, types_key, flags)
         addr = self._addresses.get(key)
         if addr is None:
             _ensure_threads()  # (a kernel may call the layer: numba.get_thread_id)
             with self._lock:
-                sig = types.void(types.int64, *[numba.typeof(a) for a in args])
-                cb = CFunc(
-                    self.kernel(**flags), sigutils.normalize_signature(sig), locals={}, options=self._options
-                )
-                if CACHE:
-                    cb._cache = PackageCache(cb._pyfunc)  # (numba's cfunc(cache=True), see _cache)
-                cb.compile()
-                COUNTS["loaded" if cb._cache_hits else "compiled"] += 1
-                self._compiled[key] = cb
-                addr = self._addresses[key] = cb.address
+                addr = self._addresses.get(key)
+                if addr is None:
+                    helper = self._helpers.pop(key, None)
+                    if helper is not None:
+                        helper.wait()
+                    cb = self._callback([numba.typeof(a) for a in args], flags)
+                    cb.compile()
+                    addr = self._keep(key, cb)
         return addr
+
+    def ahead(self, args, types_key=None, **flags) -> bool:
+        """Get the callback for arguments like ``args`` ready before its
+        :meth:`address` is asked for: from the cache when it is there, else
+        compiled by a helper process (numbanorm._ahead) while this one
+        compiles the call's other kernels.  True when a helper was started
+        (or is running) for it."""
+        key = self._key(args, types_key, flags)
+        if key in self._helpers:
+            return True
+        if key in self._addresses or not _ahead.enabled():
+            return False
+        _ensure_threads()
+        with self._lock:
+            if key in self._addresses:
+                return False
+            module = self._make.__module__
+            if getattr(sys.modules.get(module), self.__name__, None) is not self:
+                return False  # (a helper finds a task by its module's attribute)
+            argtypes = [numba.typeof(a) for a in args]
+            cb = self._callback(argtypes, flags)
+            if _load_cached(cb):
+                self._keep(key, cb)
+                return False
+            helper = _ahead.start([("task", module, self.__name__, flags, argtypes)])
+            if helper is None:
+                return False
+            self._helpers[key] = helper
+            return True
+
+    def compile_for(self, argtypes, flags) -> None:
+        """Compile (or load) the callback for these numba argument types and
+        flags, into the cache (a helper process's work)."""
+        _ensure_threads()
+        with self._lock:
+            self._callback(list(argtypes), flags).compile()
 
     def address_if_compiled(self, args, types_key=None, **flags) -> int:
         """The callback's address for arguments like ``args`` when this

@@ -36,7 +36,7 @@ from ..._stats import (
     standardize_params,
 )
 from ._elementwise import pipe_span
-from ._intrinsics import in_place, line_span, min2, resident, stream_span, streams
+from ._intrinsics import in_place, line_span, min2, populate, resident, stream_span, streams
 from ._tasks import _key, _run_tasks, launch, run, task, threads
 from .affine import apply_lanes, apply_rows, apply_span, lowered_param
 from .axis_stats import (
@@ -202,7 +202,7 @@ class _Plan:
 
     def __init__(self, x2, o2, C, rows, skipnan, lo, hi, stats, same, stream):
         P = x2.shape[0]
-        self.C, self.rows = C, rows
+        self.C, self.rows, self.same = C, rows, same
         K = 1 if rows else C
         x3 = x2.reshape(P, -1, 1) if rows else x2.reshape(1, -1, C)
         P3, R, _ = x3.shape
@@ -231,18 +231,29 @@ class _Plan:
         self.ntask = (grouped if row_stats else P3 * nseg, grouped)
         task = apply_rows if rows else apply_lanes
         fk = self.fkey = frame_key(fr)
-        self.aaddr = task.address(fr, fk, stream=stream, same=same, clip=lo is not None or hi is not None)
         # the statistics task (axis_stats.run_moments' choice)
         if stats is None:
-            self.maddr = 0
+            self.stats = None
         elif stats == "minmax":
-            self.maddr = (row_minmax if row_stats else col_minmax).address(fr, fk)
+            self.stats = (row_minmax if row_stats else col_minmax), {}
+        elif self.lanes:
+            self.stats = col_moments, {}
         else:
-            if self.lanes:
-                self.maddr = col_moments.address(fr, fk)
-            else:
-                self.maddr = row_moments.address(fr, fk, nan=bool(skipnan))
+            self.stats = row_moments, {"nan": bool(skipnan)}
+        # cold: a helper process compiles the statistics task meanwhile
+        # (numbanorm._ahead); its address is then taken after the glue's
+        # compile, in glue()
+        ahead = self.stats is not None and self.stats[0].ahead(fr, fk, **self.stats[1])
+        self.aaddr = task.address(fr, fk, stream=stream, same=same, clip=lo is not None or hi is not None)
+        self.maddr = None if ahead else self._stats_address()
         self.xaddr = col_moments_exact.address_if_compiled(fr, fk) if self.lanes else 0
+
+    def _stats_address(self) -> int:
+        """The statistics task's address (0: none)."""
+        if self.stats is None:
+            return 0
+        task, flags = self.stats
+        return task.address(self.fr, self.fkey, **flags)
 
     def bind(self, x2, o2):
         """The plan again for another x2 and out of the same shapes, types and
@@ -268,6 +279,16 @@ class _Plan:
         head = (fr[F_PART], self.fin, self.rows, self.C, fr[F_PRM])
         tail = (self.ntask, threads(), fr)
         try:
+            if self.maddr is None:
+                # a helper compiles the statistics task: compile the glue
+                # here first, then take the task (from the cache)
+                full = (*head, 0, self.xaddr, self.lanes, self.aaddr, *tail, *args)
+                glue.compile(tuple(glue.typeof_pyval(a) for a in full))
+                if not self.same and not resident(fr[1]):
+                    # meanwhile, a fresh output's pages faulted in (0.4-0.6
+                    # s per 128 MiB in this VM, paid by the apply otherwise)
+                    populate(fr[1])
+                self.maddr = self._stats_address()
             if not launch(glue, *head, self.maddr, self.xaddr, self.lanes, self.aaddr, *tail, *args):
                 self.xaddr = col_moments_exact.address(fr, self.fkey)
                 launch(glue, *head, 0, self.xaddr, self.lanes, self.aaddr, *tail, *args)

@@ -1,0 +1,143 @@
+"""A cold call's kernels compiled in two processes at once.
+
+numba compiles in one thread, and a cold first call of a per-channel
+two-pass op (batch_norm training channels last, standardize, minmax_scale)
+compiles three pieces one after the other: its statistics task, its apply
+task and the glue that launches both (1.3-1.4 s, 0.5 s and 0.9-1.0 s on the
+2-core machine of benchmarks/NOTES.md section 30).  None of them needs
+another's code: the glue takes the tasks' addresses as arguments.  So while
+this process compiles the apply task and the glue, a helper process
+compiles the statistics task into numba's on-disk cache, and this process
+then loads it from there (milliseconds) instead of compiling it.
+
+The helper is ``sys.executable`` with this process's ``sys.path``: it
+imports numbanorm (0.4 s), compiles the one task for the argument types it
+is given, saves it (the package's cache files, :class:`numbanorm._cache.
+KeyedFiles`: concurrent writers never mix entries) and exits.  Whatever
+happens to it, this process loads only what the cache holds for the exact
+key it needs; a helper that fails, or is not done in ``TIMEOUT`` seconds,
+is killed, and the task is compiled here as it would have been without it.
+
+Used only where it can pay (:func:`enabled`): the on-disk cache is on, at
+least two CPUs are available to this process, the interpreter can start
+itself (not a frozen application), and ``NUMBANORM_COMPILE_AHEAD`` is not
+``0`` (``1`` turns it on whatever the CPU count).  The test suite turns it
+off (its two workers keep both cores compiling), and so does ``numbanorm
+warmup`` (its ``--jobs`` are the processes).
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+# seconds a call waits for a helper before it compiles the task itself (a
+# helper takes ~2 s here; a machine that slow is better off without it)
+TIMEOUT = 60.0
+
+_enabled: bool | None = None
+# helpers started by this process (tests): [(requests, Helper)]
+STARTED: list = []
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def enabled() -> bool:
+    """Whether cold calls compile their statistics task in a helper process
+    (see the module docstring); decided once per process, or by
+    :func:`set_enabled`."""
+    global _enabled
+    if _enabled is None:
+        from ._config import CACHE
+
+        env = os.environ.get("NUMBANORM_COMPILE_AHEAD", "").strip()
+        _enabled = bool(
+            env != "0"
+            and CACHE
+            and not getattr(sys, "frozen", False)
+            and sys.executable
+            and os.path.exists(sys.executable)
+            and (env == "1" or _available_cpus() >= 2)
+        )
+    return _enabled
+
+
+def set_enabled(flag: bool | None) -> bool | None:
+    """Turn compiling ahead on or off for this process (None: decide again
+    from the environment); returns the previous setting."""
+    global _enabled
+    prev = _enabled
+    _enabled = None if flag is None else bool(flag)
+    return prev
+
+
+class Helper:
+    """A started helper process."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self._proc = proc
+        self.ok: bool | None = None  # None: not waited for yet
+
+    def wait(self, timeout: float = TIMEOUT) -> bool:
+        """Wait until the helper is done (killed after ``timeout`` seconds);
+        True when it exited normally (its task is then in the cache, unless
+        the cache could not be written: the caller loads or compiles)."""
+        if self.ok is None:
+            try:
+                self.ok = self._proc.wait(timeout) == 0
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+                self.ok = False
+        return self.ok
+
+
+def start(requests: list) -> Helper | None:
+    """Start a helper compiling ``requests``: [("task", module, name,
+    flags, argument types)] (a :class:`~numbanorm.backends.cpu._tasks.Task`
+    by the module attribute that holds it).  None when it could not be
+    started (the caller compiles as usual)."""
+    import numba
+
+    payload = base64.b64encode(pickle.dumps(requests)).decode("ascii")
+    env = dict(os.environ)
+    env["NUMBANORM_COMPILE_AHEAD"] = "0"  # (a helper starts no helper)
+    if numba.config.CACHE_DIR:  # (set in this process, maybe not in its environment)
+        env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+    code = (
+        "import sys; sys.path[:] = __import__('json').loads(sys.argv[1]); "
+        "import numbanorm._ahead as a; a.main(sys.argv[2])"
+    )
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, json.dumps([p for p in sys.path if isinstance(p, str)]), payload],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            close_fds=True,
+        )
+    except (OSError, ValueError):
+        return None
+    helper = Helper(proc)
+    STARTED.append((requests, helper))
+    return helper
+
+
+def main(payload: str) -> None:
+    """The helper: compile each request into the cache."""
+    for kind, module, name, flags, argtypes in pickle.loads(base64.b64decode(payload)):
+        if kind != "task":
+            raise ValueError(f"unknown request {kind!r}")
+        task = getattr(importlib.import_module(module), name)
+        task.compile_for(argtypes, flags)

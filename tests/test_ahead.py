@@ -1,0 +1,141 @@
+"""Cold calls whose statistics task a helper process compiles (numbanorm/_ahead.py).
+
+Each case runs in a fresh process with a fresh, empty kernel cache (what a
+new user meets): the helper must compile exactly the task the call needs,
+the call must load it from the cache and give the same bits as a call that
+compiled everything itself; a helper that fails or hangs must cost nothing
+but time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+from numbanorm import _ahead
+from numbanorm.backends.cpu._intrinsics import populate, resident
+
+# the calls, large enough for the per-channel two-pass path (smaller ones
+# take the small-call kernels, one task each): channels-last batch_norm
+# training (lane moments), standardize over rows of channels (row moments
+# without NaN) and minmax_scale (lane min/max); results saved for the
+# comparison
+_CALLS = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import numbanorm as nbn
+    from numbanorm import _ahead
+    from numbanorm.backends.cpu import _tasks
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((8, 16, 16, 48)).astype(np.float32) * 3 + 100
+    xr = rng.standard_normal((6, 5, 3000)).astype(np.float64) - 7
+    rm, rv = np.zeros(48, np.float32), np.ones(48, np.float32)
+    y1 = nbn.batch_norm(x, rm, rv, training=True, channel_axis=-1)
+    y2 = nbn.standardize(xr, axis=(0, 2))
+    y3 = nbn.minmax_scale(x.reshape(-1, 48), axis=0)
+    np.savez(sys.argv[1], y1=y1, y2=y2, y3=y3, rm=rm, rv=rv)
+    print(json.dumps({
+        "helpers": [[r[0][2], h.ok] for r, h in _ahead.STARTED],
+        "counts": _tasks.COUNTS,
+    }))
+    """
+)
+
+
+def _run(tmp_path, name, ahead, script=_CALLS):
+    env = dict(os.environ, NUMBANORM_COMPILE_AHEAD=ahead, NUMBA_CACHE_DIR=str(tmp_path / f"cache-{name}"))
+    out = tmp_path / f"{name}.npz"
+    res = subprocess.run(
+        [sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    return json.loads(res.stdout.strip().splitlines()[-1]), np.load(out)
+
+
+@pytest.fixture(scope="module")
+def alone(tmp_path_factory):
+    """The calls compiled without helpers, in a fresh cache."""
+    return _run(tmp_path_factory.mktemp("alone"), "alone", "0")
+
+
+def test_helper_compiles_the_statistics_tasks_same_bits(tmp_path, alone):
+    info, got = _run(tmp_path, "ahead", "1")
+    base, want = alone
+    # one helper per cold statistics task, each done, each task then loaded
+    assert sorted(name for name, _ in info["helpers"]) == ["col_minmax", "col_moments", "row_moments"]
+    assert all(ok for _, ok in info["helpers"])
+    assert info["counts"]["loaded"] == 3
+    assert base["helpers"] == [] and base["counts"]["loaded"] == 0
+    assert info["counts"]["compiled"] + 3 == base["counts"]["compiled"]
+    for k in want.files:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_a_failing_helper_costs_only_time(tmp_path, alone):
+    # every helper exits at once with an error: the call compiles the task
+    # itself, as without helpers
+    script = (
+        "import subprocess, sys\n"
+        "from numbanorm import _ahead\n"
+        "def start(requests):\n"
+        "    h = _ahead.Helper(subprocess.Popen([sys.executable, '-c', 'raise SystemExit(3)']))\n"
+        "    _ahead.STARTED.append((requests, h))\n"
+        "    return h\n"
+        "_ahead.start = start\n"
+    ) + _CALLS
+    info, got = _run(tmp_path, "failing", "1", script)
+    _, want = alone
+    assert len(info["helpers"]) == 3 and not any(ok for _, ok in info["helpers"])
+    assert info["counts"]["loaded"] == 0
+    for k in want.files:
+        np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
+def test_a_hanging_helper_is_killed():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    h = _ahead.Helper(proc)
+    t0 = time.perf_counter()
+    assert h.wait(timeout=0.3) is False
+    assert time.perf_counter() - t0 < 10
+    assert proc.poll() is not None
+    assert h.wait() is False  # (answered once)
+
+
+def test_when_helpers_are_used(monkeypatch):
+    from numbanorm import _config
+
+    prev = _ahead.set_enabled(None)
+    try:
+        monkeypatch.setenv("NUMBANORM_COMPILE_AHEAD", "0")
+        assert not _ahead.enabled()
+        _ahead.set_enabled(None)
+        monkeypatch.setenv("NUMBANORM_COMPILE_AHEAD", "1")
+        assert _ahead.enabled()
+        _ahead.set_enabled(None)
+        monkeypatch.setattr(_config, "CACHE", False)  # (nothing to share a kernel through)
+        assert not _ahead.enabled()
+        _ahead.set_enabled(None)
+        monkeypatch.setattr(_config, "CACHE", True)
+        monkeypatch.setattr(sys, "frozen", True, raising=False)  # (sys.executable is the application)
+        assert not _ahead.enabled()
+    finally:
+        _ahead.set_enabled(prev)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise(MADV_POPULATE_WRITE) is Linux's")
+def test_populate_keeps_contents_and_faults_in():
+    a = np.arange(1 << 20, dtype=np.float64)
+    before = a.copy()
+    populate(a)
+    np.testing.assert_array_equal(a, before)
+    fresh = np.empty(8 << 20, np.uint8)
+    if populate(fresh):  # (kernels before 5.14 answer EINVAL)
+        assert resident(fresh)
