@@ -49,9 +49,10 @@ def timed_address(self, *args, **kwargs):
     t = time.perf_counter()
     addr = address(self, *args, **kwargs)
     if len(self._compiled) > known:  # compiled (or loaded) just now
-        rec = {"task": self.__name__, "s": time.perf_counter() - t}
+        cb = list(self._compiled.values())[-1]
+        rec = {"task": self.__name__, "s": time.perf_counter() - t, "loaded": bool(cb._cache_hits)}
         if llvm:
-            lib = list(self._compiled.values())[-1]._library
+            lib = cb._library
             rec["llvm"] = [[name, t.get_total_time()] for name, t in lib.recorded_timings]
         tasks.append(rec)
     return addr
@@ -76,10 +77,12 @@ print(json.dumps({"wall_s": wall, "compiles": compiles, "tasks": tasks}))
 """
 
 
-def profile(op: str, size: str, dtype: str, llvm: bool, timeout: float = 600.0) -> dict:
-    """The child's record for ``op``'s first call (fresh process, fresh cache)."""
+def profile(op: str, size: str, dtype: str, llvm: bool, timeout: float = 600.0, ahead: bool = False) -> dict:
+    """The child's record for ``op``'s first call (fresh process, fresh
+    cache; ``ahead``: with numbanorm's helper processes, numbanorm/_ahead.py,
+    else everything compiled in the child)."""
     with tempfile.TemporaryDirectory(prefix="numbanorm-compile-") as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, NUMBANORM_COMPILE_AHEAD="1" if ahead else "0")
         env.pop("NUMBA_DISABLE_JIT", None)
         if llvm:
             env["NUMBA_LLVM_PASS_TIMINGS"] = "1"
@@ -105,7 +108,8 @@ def report(res: dict, op: str, size: str, dtype: str) -> str:
         lines.append(f"  {'  ' * c['depth']}{c['s']:6.3f}  {c['name']}")
     lines.append("tasks (C callbacks) compiled, with the dispatchers they compiled inside:")
     for t in res["tasks"]:
-        lines.append(f"  {t['s']:6.3f}  {t['task']}")
+        how = "  (a helper's, loaded from the cache: the time is the wait)" if t.get("loaded") else ""
+        lines.append(f"  {t['s']:6.3f}  {t['task']}{how}")
         for name, secs in t.get("llvm", []):
             lines.append(f"          {secs:6.3f}  LLVM {name[:60]}")
     top = sum(c["s"] for c in res["compiles"] if c["depth"] == 0)
@@ -126,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", choices=("small", "large"), default="small", help="small: the demo's shapes")
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     ap.add_argument("--llvm", action="store_true", help="also each task's LLVM time by stage")
+    ap.add_argument(
+        "--ahead", action="store_true", help="with numbanorm's helper processes (default: one process)"
+    )
     ap.add_argument("--json", metavar="PATH", help="also write the record as JSON")
     ap.add_argument("--list", action="store_true", help="list the ops")
     opts = ap.parse_args(argv)
@@ -134,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if opts.op not in COLD_CALLS:
         ap.error(f"op must be one of {', '.join(COLD_CALLS)} (got {opts.op!r})")
-    res = profile(opts.op, opts.size, opts.dtype, opts.llvm)
+    res = profile(opts.op, opts.size, opts.dtype, opts.llvm, ahead=opts.ahead)
     print(report(res, opts.op, opts.size, opts.dtype))
     if opts.json:
         with open(opts.json, "w") as f:

@@ -114,8 +114,12 @@ def start(requests: list) -> Helper | None:
     env["NUMBANORM_COMPILE_AHEAD"] = "0"  # (a helper starts no helper)
     if numba.config.CACHE_DIR:  # (set in this process, maybe not in its environment)
         env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+    # (numba imports scipy.linalg at its first compile to see whether BLAS
+    # is there, 0.16 s; a helper compiles no BLAS call: if a task made one,
+    # its compile would fail and this process would compile it)
     code = (
         "import sys; sys.path[:] = __import__('json').loads(sys.argv[1]); "
+        "sys.modules['scipy.linalg.cython_blas'] = None; "
         "import numbanorm._ahead as a; a.main(sys.argv[2])"
     )
     try:
