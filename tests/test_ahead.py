@@ -33,6 +33,7 @@ _CALLS = textwrap.dedent(
     import numpy as np
     import numbanorm as nbn
     from numbanorm import _ahead
+    from numbanorm import _cache
     from numbanorm.backends.cpu import _tasks
     rng = np.random.default_rng(7)
     x = rng.standard_normal((8, 16, 16, 48)).astype(np.float32) * 3 + 100
@@ -45,6 +46,7 @@ _CALLS = textwrap.dedent(
     print(json.dumps({
         "helpers": [[r[0][2], h.ok] for r, h in _ahead.STARTED],
         "counts": _tasks.COUNTS,
+        "dispatchers": _cache.dispatcher_counts(),
     }))
     """
 )
@@ -75,6 +77,9 @@ def test_helper_compiles_the_statistics_tasks_same_bits(tmp_path, alone):
     assert info["counts"]["loaded"] == 3
     assert base["helpers"] == [] and base["counts"]["loaded"] == 0
     assert info["counts"]["compiled"] + 3 == base["counts"]["compiled"]
+    # (the glues compiled ahead of their first launch, for the types the
+    # launch then takes: compiled once each, as without helpers)
+    assert info["dispatchers"] == base["dispatchers"]
     for k in want.files:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
