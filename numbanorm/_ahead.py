@@ -11,7 +11,7 @@ compiles the statistics task into numba's on-disk cache, and this process
 then loads it from there (milliseconds) instead of compiling it.
 
 The helper is ``sys.executable`` with this process's ``sys.path``: it
-imports numbanorm (0.4 s), compiles the one task for the argument types it
+imports numbanorm (0.2-0.3 s), compiles the one task for the argument types it
 is given, saves it (the package's cache files, :class:`numbanorm._cache.
 KeyedFiles`: concurrent writers never mix entries) and exits.  Whatever
 happens to it, this process loads only what the cache holds for the exact
