@@ -39,10 +39,12 @@ _CALLS = textwrap.dedent(
     x = rng.standard_normal((8, 16, 16, 48)).astype(np.float32) * 3 + 100
     xr = rng.standard_normal((6, 5, 3000)).astype(np.float64) - 7
     rm, rv = np.zeros(48, np.float32), np.ones(48, np.float32)
-    y1 = nbn.batch_norm(x, rm, rv, training=True, channel_axis=-1)
-    y2 = nbn.standardize(xr, axis=(0, 2))
-    y3 = nbn.minmax_scale(x.reshape(-1, 48), axis=0)
-    np.savez(sys.argv[1], y1=y1, y2=y2, y3=y3, rm=rm, rv=rv)
+    ys = {"rm": rm, "rv": rv}
+    ys["y1"] = nbn.batch_norm(x, rm, rv, training=True, channel_axis=-1)
+    if sys.argv[2] == "all":
+        ys["y2"] = nbn.standardize(xr, axis=(0, 2))
+        ys["y3"] = nbn.minmax_scale(x.reshape(-1, 48), axis=0)
+    np.savez(sys.argv[1], **ys)
     print(json.dumps({
         "helpers": [[r[0][2], h.ok] for r, h in _ahead.STARTED],
         "counts": _tasks.COUNTS,
@@ -52,11 +54,11 @@ _CALLS = textwrap.dedent(
 )
 
 
-def _run(tmp_path, name, ahead, script=_CALLS):
+def _run(tmp_path, name, ahead, script=_CALLS, calls="all"):
     env = dict(os.environ, NUMBANORM_COMPILE_AHEAD=ahead, NUMBA_CACHE_DIR=str(tmp_path / f"cache-{name}"))
     out = tmp_path / f"{name}.npz"
     res = subprocess.run(
-        [sys.executable, "-c", script, str(out)], env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", script, str(out), calls], env=env, capture_output=True, text=True, timeout=600
     )
     assert res.returncode == 0, res.stderr[-3000:]
     return json.loads(res.stdout.strip().splitlines()[-1]), np.load(out)
@@ -85,8 +87,8 @@ def test_helper_compiles_the_statistics_tasks_same_bits(tmp_path, alone):
 
 
 def test_a_failing_helper_costs_only_time(tmp_path, alone):
-    # every helper exits at once with an error: the call compiles the task
-    # itself, as without helpers
+    # the helper exits at once with an error: the call compiles the task
+    # itself, as without helpers (the channels-last call only)
     script = (
         "import subprocess, sys\n"
         "from numbanorm import _ahead\n"
@@ -96,11 +98,11 @@ def test_a_failing_helper_costs_only_time(tmp_path, alone):
         "    return h\n"
         "_ahead.start = start\n"
     ) + _CALLS
-    info, got = _run(tmp_path, "failing", "1", script)
+    info, got = _run(tmp_path, "failing", "1", script, calls="first")
     _, want = alone
-    assert len(info["helpers"]) == 3 and not any(ok for _, ok in info["helpers"])
+    assert [name for name, _ in info["helpers"]] == ["col_moments"] and info["helpers"][0][1] is False
     assert info["counts"]["loaded"] == 0
-    for k in want.files:
+    for k in got.files:
         np.testing.assert_array_equal(got[k], want[k], err_msg=k)
 
 
