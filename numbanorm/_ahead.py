@@ -19,9 +19,10 @@ key it needs; a helper that fails, or is not done in ``TIMEOUT`` seconds,
 is killed, and the task is compiled here as it would have been without it.
 
 Used only where it can pay (:func:`enabled`): the on-disk cache is on, at
-least two CPUs are available to this process, the interpreter can start
-itself (not a frozen application), and ``NUMBANORM_COMPILE_AHEAD`` is not
-``0`` (``1`` turns it on whatever the CPU count).  The test suite turns it
+least two CPUs are available to this process, ``sys.executable`` is a
+Python interpreter (not a frozen application or a program that embeds
+Python), and ``NUMBANORM_COMPILE_AHEAD`` is not ``0`` (``1`` turns it on
+whatever the CPU count).  The test suite turns it
 off (its two workers keep both cores compiling), and so does ``numbanorm
 warmup`` (its ``--jobs`` are the processes).
 """
@@ -52,6 +53,18 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+def _interpreter() -> bool:
+    """Can this process start a Python like itself?  Not from a frozen
+    application or an embedding program (``sys.executable`` is then the
+    application: Blender, uWSGI, ...), so only an executable named like a
+    Python interpreter."""
+    exe = sys.executable
+    if getattr(sys, "frozen", False) or not exe or not os.path.isfile(exe):
+        return False
+    name = os.path.basename(exe).lower()
+    return name.startswith(("python", "pypy"))
+
+
 def enabled() -> bool:
     """Whether cold calls compile their statistics task in a helper process
     (see the module docstring); decided once per process, or by
@@ -61,14 +74,7 @@ def enabled() -> bool:
         from ._config import CACHE
 
         env = os.environ.get("NUMBANORM_COMPILE_AHEAD", "").strip()
-        _enabled = bool(
-            env != "0"
-            and CACHE
-            and not getattr(sys, "frozen", False)
-            and sys.executable
-            and os.path.exists(sys.executable)
-            and (env == "1" or _available_cpus() >= 2)
-        )
+        _enabled = bool(env != "0" and CACHE and _interpreter() and (env == "1" or _available_cpus() >= 2))
     return _enabled
 
 

@@ -116,7 +116,7 @@ def test_a_hanging_helper_is_killed():
     assert h.wait() is False  # (answered once)
 
 
-def test_when_helpers_are_used(monkeypatch):
+def test_when_helpers_are_used(monkeypatch, tmp_path):
     from numbanorm import _config
 
     prev = _ahead.set_enabled(None)
@@ -133,6 +133,18 @@ def test_when_helpers_are_used(monkeypatch):
         monkeypatch.setattr(_config, "CACHE", True)
         monkeypatch.setattr(sys, "frozen", True, raising=False)  # (sys.executable is the application)
         assert not _ahead.enabled()
+        _ahead.set_enabled(None)
+        monkeypatch.setattr(sys, "frozen", False)
+        monkeypatch.setattr(sys, "executable", sys.executable)
+        assert _ahead.enabled()
+        _ahead.set_enabled(None)
+        # a program that embeds Python: its executable is not an interpreter
+        for name, want in (("blender", False), ("uwsgi", False), ("python3.12", True), ("pypy3", True)):
+            exe = tmp_path / name
+            exe.write_bytes(b"")
+            monkeypatch.setattr(sys, "executable", str(exe))
+            _ahead.set_enabled(None)
+            assert _ahead.enabled() is want, name
     finally:
         _ahead.set_enabled(prev)
 
