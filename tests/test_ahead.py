@@ -25,8 +25,9 @@ from numbanorm.backends.cpu._intrinsics import populate, resident
 # the calls, large enough for the per-channel two-pass path (smaller ones
 # take the small-call kernels, one task each): channels-last batch_norm
 # training (lane moments), standardize over rows of channels (row moments
-# without NaN) and minmax_scale (lane min/max); results saved for the
-# comparison
+# without NaN), minmax_scale (lane min/max) and standardize of float64
+# columns whose lane tasks are refused (lane moments, then the exact task);
+# results saved for the comparison
 _CALLS = textwrap.dedent(
     """
     import json, sys
@@ -35,6 +36,7 @@ _CALLS = textwrap.dedent(
     from numbanorm import _ahead
     from numbanorm import _cache
     from numbanorm.backends.cpu import _tasks
+    from numbanorm.backends.cpu.axis_stats import col_moments_exact
     rng = np.random.default_rng(7)
     x = rng.standard_normal((8, 16, 16, 48)).astype(np.float32) * 3 + 100
     xr = rng.standard_normal((6, 5, 3000)).astype(np.float64) - 7
@@ -44,11 +46,18 @@ _CALLS = textwrap.dedent(
     if sys.argv[2] == "all":
         ys["y2"] = nbn.standardize(xr, axis=(0, 2))
         ys["y3"] = nbn.minmax_scale(x.reshape(-1, 48), axis=0)
+        # lane tasks whose first rows lie far from the rest: their shifted
+        # sums are refused and the exact task (compiled here) redoes them
+        xf = rng.standard_normal((4096, 64))
+        xf[:3] = 1e9
+        xf[2048:2051] = 1e9
+        ys["y4"], ys["m4"], ys["s4"] = nbn.standardize(xf, axis=0, return_stats=True)
     np.savez(sys.argv[1], **ys)
     print(json.dumps({
         "helpers": [[r[0][2], h.ok] for r, h in _ahead.STARTED],
         "counts": _tasks.COUNTS,
         "dispatchers": _cache.dispatcher_counts(),
+        "exact": len(col_moments_exact._compiled),
     }))
     """
 )
@@ -74,11 +83,13 @@ def test_helper_compiles_the_statistics_tasks_same_bits(tmp_path, alone):
     info, got = _run(tmp_path, "ahead", "1")
     base, want = alone
     # one helper per cold statistics task, each done, each task then loaded
-    assert sorted(name for name, _ in info["helpers"]) == ["col_minmax", "col_moments", "row_moments"]
+    helpers = ["col_minmax", "col_moments", "col_moments", "row_moments"]
+    assert sorted(name for name, _ in info["helpers"]) == helpers
     assert all(ok for _, ok in info["helpers"])
-    assert info["counts"]["loaded"] == 3
+    assert info["counts"]["loaded"] == 4
     assert base["helpers"] == [] and base["counts"]["loaded"] == 0
-    assert info["counts"]["compiled"] + 3 == base["counts"]["compiled"]
+    assert info["counts"]["compiled"] + 4 == base["counts"]["compiled"]
+    assert info["exact"] == base["exact"] == 1  # (the refused lane tasks were redone)
     # (the glues compiled ahead of their first launch, for the types the
     # launch then takes: compiled once each, as without helpers)
     assert info["dispatchers"] == base["dispatchers"]
