@@ -136,8 +136,10 @@ def test_bench_cold_one_op_writes_documented_json(
     assert report["schema"] == SCHEMA
     assert report["results"] == [] and report["startup"] is None
     cold = report["cold"]
-    for key in ("definitions", "script", "threads", "timeout_s", "results", "demo"):
+    for key in ("definitions", "script", "threads", "compile_ahead", "timeout_s", "results", "demo"):
         assert key in cold
+    assert cold["compile_ahead"] is False  # (the suite's environment turns the helpers off: conftest)
+    assert "compile_ahead" in cold["definitions"]
     assert cold["demo"] is None  # --no-demo
     assert cold["timeout_s"] == 300
     [r] = cold["results"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -181,6 +182,8 @@ def cold_definitions() -> dict[str, Any]:
         "cold": "a new process with NUMBA_CACHE_DIR = a fresh, empty directory: nothing compiled before "
         "is reused",
         "cached": "a second new process with the same directory, as the cold process left it",
+        "compile_ahead": "whether the processes started helper processes compiling a cold call's statistics "
+        "task into the cache (numbanorm/_ahead.py; NUMBANORM_COMPILE_AHEAD)",
         "import_s": "import numbanorm (numpy and numba included)",
         "first_call_s": "the op's first call: compilation (cold) or loading from the cache (cached), "
         "and the call",
@@ -196,6 +199,18 @@ def cold_definitions() -> dict[str, Any]:
     }
 
 
+def _compile_ahead() -> bool:
+    """Whether the measured processes (this one's environment and
+    interpreter) start helper processes for a cold call's statistics task."""
+    from numbanorm import _ahead
+
+    prev = _ahead.set_enabled(None)
+    try:
+        return _ahead.enabled()
+    finally:
+        _ahead.set_enabled(prev)
+
+
 def run_cold(opts: argparse.Namespace) -> dict[str, Any]:
     """Every op, size and dtype cold and cached, then the demo: the report's
     dict with its ``cold`` section (also printed)."""
@@ -209,6 +224,12 @@ def run_cold(opts: argparse.Namespace) -> dict[str, Any]:
     print(
         f"then the first call again in a second process with that cache ('cached'); {threads} numba "
         f"thread(s), at most {opts.cold_timeout:g} s per process"
+    )
+    ahead = _compile_ahead()
+    var = os.environ.get("NUMBANORM_COMPILE_AHEAD", "")
+    print(
+        f"helper processes compiling a cold call's statistics task (numbanorm/_ahead.py): "
+        f"{'on' if ahead else 'off'} (NUMBANORM_COMPILE_AHEAD={var!r})"
     )
     print(_HEAD)
     results = []
@@ -239,6 +260,7 @@ def run_cold(opts: argparse.Namespace) -> dict[str, Any]:
             "definitions": cold_definitions(),
             "script": _CHILD.strip(),
             "threads": threads,
+            "compile_ahead": ahead,
             "timeout_s": opts.cold_timeout,
             "results": results,
             "demo": demo,
