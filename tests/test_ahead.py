@@ -161,7 +161,7 @@ def test_when_helpers_are_used(monkeypatch, tmp_path):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise(MADV_POPULATE_WRITE) is Linux's")
-def test_populate_keeps_contents_and_faults_in():
+def test_populate_keeps_contents_and_faults_in(monkeypatch):
     a = np.arange(1 << 20, dtype=np.float64)
     before = a.copy()
     populate(a)
@@ -169,3 +169,10 @@ def test_populate_keeps_contents_and_faults_in():
     fresh = np.empty(8 << 20, np.uint8)
     if populate(fresh):  # (kernels before 5.14 answer EINVAL)
         assert resident(fresh)
+    # more than the output cache's share of memory is left alone (an out=
+    # mapped from a file larger than memory would be read twice)
+    from numbanorm.backends.cpu import _intrinsics
+
+    monkeypatch.setattr(_intrinsics, "_POPULATE_MAX_BYTES", 4 << 20)
+    other = np.empty(8 << 20, np.uint8)
+    assert populate(other) is False

@@ -15,6 +15,7 @@ from numba import njit, types
 from numba.core import cgutils, typing
 from numba.extending import intrinsic
 
+from ... import _outbuf
 from ..._config import FASTMATH, LINE_BYTES, STREAM_MIN_BYTES
 
 _FM = set(FASTMATH)
@@ -188,15 +189,18 @@ _MADVISE = None
 if sys.platform == "linux":
     _MADVISE = _load_libc("madvise", (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int))
 _MADV_POPULATE_WRITE = 23  # (Linux 5.14; older kernels answer EINVAL)
+_POPULATE_MAX_BYTES = _outbuf._default_limit()
 
 
 def populate(a) -> bool:
     """Fault in ``a``'s pages, writable, without changing what they hold
     (Linux's ``madvise(MADV_POPULATE_WRITE)``): the first stores into a
     fresh output then find its pages there.  False where that is not
-    available (other systems, kernels before 5.14) or failed.  ``a``:
-    contiguous."""
-    if _MADVISE is None or a.nbytes == 0:
+    available (other systems, kernels before 5.14) or failed, and for more
+    than the output cache's default share of memory (the smaller of 1 GiB
+    and 1/16 of physical memory: an ``out=`` mapped from a file larger
+    than memory would be read in twice).  ``a``: contiguous."""
+    if _MADVISE is None or a.nbytes == 0 or a.nbytes > _POPULATE_MAX_BYTES:
         return False
     ps = mmap.PAGESIZE
     lo = a.ctypes.data - a.ctypes.data % ps
