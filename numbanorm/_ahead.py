@@ -42,15 +42,8 @@ import sys
 TIMEOUT = 60.0
 
 _enabled: bool | None = None
-# helpers started by this process (tests): [(requests, Helper)]
+# helpers started by this process (tests): [((module, name, flags, argtypes), Helper)]
 STARTED: list = []
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _interpreter() -> bool:
@@ -72,9 +65,10 @@ def enabled() -> bool:
     global _enabled
     if _enabled is None:
         from ._config import CACHE
+        from ._threading import available_cpus
 
         env = os.environ.get("NUMBANORM_COMPILE_AHEAD", "").strip()
-        _enabled = bool(env != "0" and CACHE and _interpreter() and (env == "1" or _available_cpus() >= 2))
+        _enabled = bool(env != "0" and CACHE and _interpreter() and (env == "1" or available_cpus() >= 2))
     return _enabled
 
 
@@ -108,14 +102,15 @@ class Helper:
         return self.ok
 
 
-def start(requests: list) -> Helper | None:
-    """Start a helper compiling ``requests``: [("task", module, name,
-    flags, argument types)] (a :class:`~numbanorm.backends.cpu._tasks.Task`
-    by the module attribute that holds it).  None when it could not be
-    started (the caller compiles as usual)."""
+def start(module: str, name: str, flags: dict, argtypes: list) -> Helper | None:
+    """Start a helper compiling the :class:`~numbanorm.backends.cpu._tasks.Task`
+    held by ``module``'s attribute ``name``, for these flags and numba
+    argument types.  None when it could not be started (the caller
+    compiles as usual)."""
     import numba
 
-    payload = base64.b64encode(pickle.dumps(requests)).decode("ascii")
+    request = (module, name, flags, argtypes)
+    payload = base64.b64encode(pickle.dumps(request)).decode("ascii")
     env = dict(os.environ)
     env["NUMBANORM_COMPILE_AHEAD"] = "0"  # (a helper starts no helper)
     if numba.config.CACHE_DIR:  # (set in this process, maybe not in its environment)
@@ -144,14 +139,11 @@ def start(requests: list) -> Helper | None:
     except (OSError, ValueError):
         return None
     helper = Helper(proc)
-    STARTED.append((requests, helper))
+    STARTED.append((request, helper))
     return helper
 
 
 def main(payload: str) -> None:
-    """The helper: compile each request into the cache."""
-    for kind, module, name, flags, argtypes in pickle.loads(base64.b64decode(payload)):
-        if kind != "task":
-            raise ValueError(f"unknown request {kind!r}")
-        task = getattr(importlib.import_module(module), name)
-        task.compile_for(argtypes, flags)
+    """The helper: compile the requested task into the cache."""
+    module, name, flags, argtypes = pickle.loads(base64.b64decode(payload))
+    getattr(importlib.import_module(module), name).compile_for(argtypes, flags)

@@ -55,4 +55,12 @@ def load_tbb() -> str | None:
     return None
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity where the system says)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
 TBB_LIBRARY = load_tbb()

@@ -54,7 +54,7 @@ _CALLS = textwrap.dedent(
         ys["y4"], ys["m4"], ys["s4"] = nbn.standardize(xf, axis=0, return_stats=True)
     np.savez(sys.argv[1], **ys)
     print(json.dumps({
-        "helpers": [[r[0][2], h.ok] for r, h in _ahead.STARTED],
+        "helpers": [[r[1], h.ok] for r, h in _ahead.STARTED],
         "counts": _tasks.COUNTS,
         "dispatchers": _cache.dispatcher_counts(),
         "exact": len(col_moments_exact._compiled),
@@ -103,9 +103,9 @@ def test_a_failing_helper_costs_only_time(tmp_path, alone):
     script = (
         "import subprocess, sys\n"
         "from numbanorm import _ahead\n"
-        "def start(requests):\n"
+        "def start(*request):\n"
         "    h = _ahead.Helper(subprocess.Popen([sys.executable, '-c', 'raise SystemExit(3)']))\n"
-        "    _ahead.STARTED.append((requests, h))\n"
+        "    _ahead.STARTED.append((request, h))\n"
         "    return h\n"
         "_ahead.start = start\n"
     ) + _CALLS

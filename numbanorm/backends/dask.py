@@ -95,6 +95,7 @@ from .._stats import (
     running_update,
     standardize_params,
 )
+from .._threading import available_cpus
 from . import backend_for, is_cuda_array
 
 __all__ = [
@@ -139,11 +140,7 @@ def is_dask_array(x: Any) -> bool:
 # --------------------------------------------------------------------------
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+_cores = available_cpus  # (the CPUs a worker's tasks share)
 
 
 def _concurrent_tasks() -> int:

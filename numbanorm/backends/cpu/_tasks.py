@@ -347,7 +347,7 @@ class Task:
             if _load_cached(cb):
                 self._keep(key, cb)
                 return False
-            helper = _ahead.start([("task", module, self.__name__, flags, argtypes)])
+            helper = _ahead.start(module, self.__name__, flags, argtypes)
             if helper is None:
                 return False
             self._helpers[key] = helper
