@@ -252,6 +252,29 @@ def test_medium_sizes_and_small_inputs_against_ort_torch_and_floor(
     assert all(r["times_s"]["ort_run"] > 0 for r in small[:2])  # session.run beside io binding
 
 
+def test_medium_sizes_have_a_numpy_column(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The medium section times the plain NumPy baseline beside the peers
+    (unless --no-numpy); the small-input comparison does not."""
+    path = tmp_path / "np.json"
+    argv = ["--quick", "--sections", "medium,small-ort", "--ops", "layer_norm", "--medium-sizes", "8K"]
+    argv += ["--dtypes", "float32", "--repeat", "2", "--no-torch", "--no-onnx", "--json", str(path)]
+    assert bench.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "np/nbn" in out
+    report = json.loads(path.read_text())
+    [r] = report["medium"]["results"]
+    assert r["times_s"]["numpy"] > 0
+    assert r["ratios"]["numpy_over_numbanorm"] == pytest.approx(
+        r["times_s"]["numpy"] / r["times_s"]["numbanorm"]
+    )
+    [s] = report["small_ort"]["results"]
+    assert "numpy" not in s["times_s"] and s["ratios"]["numpy_over_numbanorm"] is None
+    from numbanorm_bench.medium import report_markdown
+
+    md = report_markdown(report)
+    assert "| NumPy | NumPy/numbanorm |" in md.splitlines()[2]
+
+
 def test_without_onnxruntime_the_column_is_skipped_with_a_note(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

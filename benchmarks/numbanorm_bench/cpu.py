@@ -150,10 +150,11 @@ def _peer_section(
     nthreads: int,
     neighbour: BusyNeighbour | None,
     rows: list[dict[str, Any]],
+    npo: ModuleType | None = None,
 ) -> None:
     """The medium-size section or the small-input ONNX Runtime comparison."""
     what = (
-        "medium sizes: numbanorm vs ONNX Runtime vs PyTorch vs the copy floor"
+        "medium sizes: numbanorm vs ONNX Runtime vs PyTorch vs NumPy vs the copy floor"
         if section == "medium"
         else "small inputs: numbanorm vs ONNX Runtime (io binding; ort_run = session.run) vs PyTorch"
     )
@@ -162,7 +163,7 @@ def _peer_section(
     )
     print(medium.head(section, neighbour is not None))
     for case in cases:
-        res = medium.run_case(case, section, nbn, torch, peers, opts, nthreads, neighbour)
+        res = medium.run_case(case, section, nbn, torch, peers, opts, nthreads, neighbour, npo)
         rows.append(res)
         print(medium.row(res), flush=True)
 
@@ -216,7 +217,7 @@ def run_cpu(opts: argparse.Namespace) -> dict[str, Any]:
                 _suite(nbn, npo, torch, opts, nthreads, results, latency)
             if "medium" in sections:
                 cases = medium.medium_cases(opts.ops, opts.medium_sizes, opts.dtypes, opts.medium_spread)
-                _peer_section("medium", cases, nbn, torch, peers, opts, nthreads, neighbour, medium_rows)
+                _peer_section("medium", cases, nbn, torch, peers, opts, nthreads, neighbour, medium_rows, npo)
             if "small-ort" in sections:
                 cases = medium.small_cases(opts.ops, opts.dtypes)
                 _peer_section("small", cases, nbn, torch, peers, opts, nthreads, neighbour, small_rows)

@@ -10,8 +10,9 @@ shapes take one of each (row length 1024, 64 channels, 256 features).
 
 Every case times, interleaved in each repetition (timing.measure): the
 numbanorm call (allocating; ``numbanorm_out`` with ``out=``), the ONNX
-Runtime session (onnx_peer.py), the PyTorch peer (cases.torch_fn) and the
-floor: the fastest of the suite's three copies of the same bytes (floors.py),
+Runtime session (onnx_peer.py), the PyTorch peer (cases.torch_fn), the
+plain NumPy baseline (numpy_ops.py; medium sizes, unless ``--no-numpy``) and
+the floor: the fastest of the suite's three copies of the same bytes (floors.py),
 which at these sizes run from the caches, as the ops do.
 """
 
@@ -117,9 +118,11 @@ def run_case(
     opts: argparse.Namespace,
     threads: int,
     neighbour: Any,
+    npo: ModuleType | None = None,
 ) -> dict[str, Any]:
     """One row: numbanorm, ONNX Runtime, torch (and, in the medium section,
-    the floor), interleaved; idle and busy when ``neighbour`` is given."""
+    NumPy (``npo``, numpy_ops) and the floor), interleaved; idle and busy
+    when ``neighbour`` is given."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal(case.shape, dtype=np.dtype(case.dtype))
     out = np.empty_like(x)
@@ -134,6 +137,8 @@ def run_case(
     fns.update(ort_fns)
     if torch is not None:
         fns["torch"] = torch_fn(case, torch.from_numpy(x), torch.from_numpy, torch)
+    if npo is not None and not small:
+        fns["numpy"] = bind(npo, case, x)
     floor_names = () if small else ("copyto", "prange_copy", "stream_copy")
     if not small:
         fns["copyto"] = lambda: np.copyto(out, x)
@@ -187,6 +192,7 @@ def record(
         # row above compares the stricter faster call
         "ort_run_over_numbanorm": ratio(t.get("ort_run"), nb) if small else None,
         "torch_over_numbanorm": ratio(t.get("torch"), nb),
+        "numpy_over_numbanorm": ratio(t.get("numpy"), nb),
         "ort_over_floor": ratio(t.get("ort"), t.get("floor")),
         "torch_over_floor": ratio(t.get("torch"), t.get("floor")),
     }
@@ -250,6 +256,7 @@ def head(section: str, busy: bool) -> str:
     h += f" {'numbanorm':>9} {'ort':>9} {'torch':>9}"
     h += f" {'floor':>9} {'nbn/flr':>7}" if section == "medium" else f" {'ort_run':>9}"
     h += f" {'ort/nbn':>7} {'trch/nbn':>8}"
+    h += f" {'np/nbn':>7}" if section == "medium" else ""
     if busy:
         h += f"  {'busy/idle: nbn':>14} {'ort':>5} {'torch':>5}"
         h += f" {'floor':>5}" if section == "medium" else ""
@@ -272,6 +279,7 @@ def row(res: dict[str, Any]) -> str:
     )
     miss = lambda k: "!" if res["meets"][k] is False else " "  # noqa: E731
     s += f" {_x(r['ort_over_numbanorm']):>6}{miss('ort')} {_x(r['torch_over_numbanorm']):>7}{miss('torch')}"
+    s += f" {_x(r.get('numpy_over_numbanorm')):>7}" if medium else ""
     b = res["busy_over_idle"]
     if b is not None:
         s += f"  {_x(b.get('numbanorm')):>13}{miss('busy')} {_x(b.get('ort')):>5} {_x(b.get('torch')):>5}"
@@ -302,6 +310,9 @@ def definitions() -> dict[str, Any]:
         "ort_run_over_numbanorm": "small inputs: ort_run time / numbanorm time; issue 19's target "
         f">= {TARGET_VS_ORT_SMALL} (never slower than session.run); meets.ort_run",
         "torch": "torch.nn.functional peer on torch.from_numpy(x), same thread count",
+        "numpy": "medium sizes: the plain NumPy baseline (numpy_ops.py: what a user would write, "
+        "in x's dtype, one thread), allocating",
+        "numpy_over_numbanorm": "numpy time / numbanorm time (no target)",
         "floor": "fastest of np.copyto, numba prange copy, prange streaming copy of the same bytes, "
         "same run, into a preallocated buffer (at these sizes: from and to the caches)",
         "numbanorm_over_floor": "numbanorm time / floor time",
@@ -323,6 +334,7 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
     h = "| op | size | dtype | shape | thr | numbanorm | ONNX Runtime | PyTorch |"
     h += " floor | numbanorm/floor |" if medium else " ORT session.run |"
     h += " ORT/numbanorm | torch/numbanorm |"
+    h += " NumPy | NumPy/numbanorm |" if medium else ""
     if busy:
         h += " busy/idle numbanorm | busy/idle ORT | busy/idle torch |"
     lines = [f"{title}\n", h, "|" + "---|" * (h.count("|") - 1)]
@@ -333,6 +345,8 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
         cells += [_us(t.get("numbanorm")), _us(t.get("ort")), _us(t.get("torch"))]
         cells += [_us(t.get("floor")), _x(q["numbanorm_over_floor"])] if medium else [_us(t.get("ort_run"))]
         cells += [mark(q["ort_over_numbanorm"], "ort"), mark(q["torch_over_numbanorm"], "torch")]
+        if medium:
+            cells += [_us(t.get("numpy")), _x(q.get("numpy_over_numbanorm"))]
         if busy:
             b = r["busy_over_idle"] or {}
             cells += [mark(b.get("numbanorm"), "busy"), _x(b.get("ort")), _x(b.get("torch"))]
