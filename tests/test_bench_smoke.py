@@ -457,3 +457,23 @@ def test_compile_profile_reports_the_dispatchers_and_tasks_of_a_cold_call(tmp_pa
     assert "first call" in text and rec["tasks"][0]["task"] in text
     with pytest.raises(SystemExit):
         mod.main(["no_such_op"])
+
+
+def test_ort_target_is_1_5x_up_to_8_mib_and_1x_above() -> None:
+    """Issue 19: medium inputs (x up to 8 MiB) 1.5x ONNX Runtime, larger
+    ones never slower than it, small ones never slower than its best call."""
+    from numbanorm_bench.cases import Case
+    from numbanorm_bench.medium import record
+
+    def meets(shape: tuple[int, ...], ort_over_nbn: float, section: str = "medium") -> tuple[float, bool]:
+        times = {"numbanorm": 1.0, "ort": ort_over_nbn, "ort_run": ort_over_nbn, "copyto": 0.5}
+        r = record(
+            Case("layer_norm", "x", "float32", shape), section, 2, times, None, ("copyto",), {}, None, {}
+        )
+        return r["targets"]["ort_over_numbanorm"], r["meets"]["ort"]
+
+    assert meets((2048, 1024), 1.4) == (1.5, False)  # 8 MiB: medium
+    assert meets((2048, 1024), 1.5) == (1.5, True)
+    assert meets((2049, 1024), 1.4) == (1.0, True)  # just over 8 MiB: large
+    assert meets((32768, 1024), 0.99) == (1.0, False)  # 128 MiB
+    assert meets((32, 64), 1.0, "small") == (1.0, True)
