@@ -115,3 +115,10 @@ CHAN_PIPE_MIN_ROW_BYTES = 2048
 # of 128, a task each, took 102-190 us where a copy of the same bytes took
 # 20 us (benchmarks/NOTES.md section 27).
 ROW_TASK_MIN_ELEMS = 8192
+# ... and many long rows go several to a task too, so that a launch has about
+# ROW_TASKS_PER_THREAD tasks a thread: one 64 KiB row per task call took
+# 1.03-1.09x the time of blocks of rows in a streaming apply of 128 MiB at
+# 2 threads (the calls themselves cost 13 ns each; benchmarks/NOTES.md
+# section 31).  Enough per thread that a thread held up elsewhere still
+# leaves work to share.
+ROW_TASKS_PER_THREAD = 8

@@ -20,8 +20,8 @@ from ..._cache import subroutine
 from ..._config import FASTMATH_ELEMENTWISE, LINE_BYTES
 from ._elementwise import map_lanes_apart, map_lanes_in_place, map_scalar
 from ._intrinsics import in_place, min2, resident, stream_span, streams
-from ._tasks import run, task
-from .axis_stats import F_PRM, col_split, frame
+from ._tasks import run, task, threads
+from .axis_stats import F_PRM, col_split, frame, row_tasks
 from .chunks import lane_rows, row_group, row_item, row_items
 
 _FME = set(FASTMATH_ELEMENTWISE)
@@ -46,12 +46,12 @@ def apply_span(v, o, ch, sc, sh, lo, hi, stream, same, clip):
 def apply_rows(stream, same, clip):
     """Task t (frame, K == 1) of of = clip((x - ch) * scale + shift) over
     the rows of xf (P, R), one parameter set per row, prm (3, P, 1): the
-    items of task t in axis_stats.row_group (item i: chunk i % nseg of row
+    items of task t in chunks.row_group (item i: chunk i % nseg of row
     i // nseg; short rows several to a task).  ``stream``: whole aligned lines by streaming
     stores; ``same``: in place (xf is of); ``clip``: clipped to [lo, hi]."""
 
-    def apply_rows_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
-        i0, i1 = row_items(xf, nseg, t)
+    def apply_rows_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot, rg):
+        i0, i1 = row_items(xf, nseg, rg, t)
         for i in range(i0, i1):
             # (a row view, then its span: 1-D slices of rows cost far less
             # per short row than a 2-D slice xf[p, f0:f1]; one call site of
@@ -78,7 +78,7 @@ def apply_lanes(stream, same, clip):
     full chunk is whole lines (when L * itemsize is a multiple of a line).
     """
 
-    def apply_lanes_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+    def apply_lanes_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot, rg):
         isz = of.itemsize
         p, _, r0, r1 = lane_rows(xf, K, L, nseg, t)
         f0 = r0 * K
@@ -188,14 +188,15 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
         narrow, out3 = out3, np.empty(x3.shape, np.float32)
     nseg, L, _ = col_split(P, R, K, x3.itemsize)
     La = L if K > 1 else 1  # K == 1: scalar parameters per row
-    fr = frame(x3.reshape(P, R * K), K, La, nseg, of=out3.reshape(P, R * K), lo=lo, hi=hi)
+    rg = row_group(P, R, nseg, threads())[0] if K == 1 else 1
+    fr = frame(x3.reshape(P, R * K), K, La, nseg, of=out3.reshape(P, R * K), lo=lo, hi=hi, rg=rg)
     lane_params(center, scale, shift, K, fr[F_PRM])
     same = in_place(x3, out3)
     # streaming only into resident pages: into a fresh output it measured
     # 11 % slower (NOTES.md section 13); and not in place (in_place)
     stream = narrow is None and not same and streams(out3) and resident(out3)
     clip = lo is not None or hi is not None
-    ntask = row_group(P, R, nseg)[1] if K == 1 else P * nseg
+    ntask = row_tasks(fr) if K == 1 else P * nseg
     run(apply_rows if K == 1 else apply_lanes, ntask, *fr, stream=stream, same=same, clip=clip)
     if narrow is not None:
         narrow[...] = out3

@@ -86,6 +86,7 @@ _FM = set(FASTMATH)
 #   prm         (3, P, L) the output's parameters (center, scale, shift) in
 #               x's dtype, lane-replicated (L = 1: one set per p)
 #   rot         (ntask, 3, L) x's dtype scratch (rotated parameters, min/max)
+#   rg          items per row task (K == 1: chunks.row_group), 1 otherwise
 
 
 @task(fastmath=_FM, variants=("nan",))
@@ -94,8 +95,8 @@ def row_moments(nan):
     the moments of segment s of row r of xf (P, R), into part[:4, r, s, 0];
     ``nan``: NaN left out (segment_moments_nan; the frame's skipnan)."""
 
-    def row_moments_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
-        i0, i1 = row_items(xf, nseg, t)
+    def row_moments_task(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot, rg):
+        i0, i1 = row_items(xf, nseg, rg, t)
         for i in range(i0, i1):
             r, s, a, b = row_item(xf, nseg, i)
             if nan:  # (a compile-time flag: one of the two is compiled)
@@ -108,7 +109,7 @@ def row_moments(nan):
 
 
 @task(fastmath=_FM)
-def col_moments(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+def col_moments(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot, rg):
     """Task t (frame) of the lane moments of xf (P, R*K) seen as (P, R, K),
     into part[:4].  Stops at its first refused block: stop[t] is that
     block's index (part is then not written), else -1."""
@@ -194,7 +195,7 @@ def exact_block(v, fa0, fa1, fb0, fb1, L, K, skipnan, lanes, acc):
 
 
 @task(fastmath=_FM)
-def col_moments_exact(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+def col_moments_exact(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot, rg):
     """Task t (frame) of the lane moments from block stop[t] on, where
     col_moments stopped it (a task it finished, stop[t] = -1, is left as it
     is), with the exact two-pass for refused blocks, the NaN left out when
@@ -259,7 +260,7 @@ def _none(shape, dtype):
 
 def frame(
     xf, K, L, nseg, rb=1, *, skipnan=False, stats=False, of=None, lo=None, hi=None, La=None,
-    rot=True, lanes=True,
+    rot=True, lanes=True, rg=1,
 ):  # fmt: skip
     """The frame tuple of the tasks over xf (P, R*K) (see FRAME above):
     scratch for the statistics when ``stats``; the output ``of`` with
@@ -290,11 +291,18 @@ def frame(
     rot = np.empty((ntask, 3, L), dt) if rot and (stats or of is not None) else _none((0, 0, 0), dt)
     lo = dt.type(-np.inf if lo is None else lo)
     hi = dt.type(np.inf if hi is None else hi)
-    return (xf, of, K, L, nseg, rb, bool(skipnan), lo, hi, part, lanes, acc, stop, prm, rot)
+    return (xf, of, K, L, nseg, rb, bool(skipnan), lo, hi, part, lanes, acc, stop, prm, rot, int(rg))
 
 
 # frame slots read back by the callers
-F_PART, F_STOP, F_PRM = 9, 12, 13
+F_PART, F_STOP, F_PRM, F_RG = 9, 12, 13, 15
+
+
+def row_tasks(fr) -> int:
+    """The number of row tasks of a frame (K == 1): its items, P * nseg,
+    ``rg`` to a task (chunks.row_group)."""
+    n = fr[0].shape[0] * fr[4]
+    return -(-n // fr[F_RG])
 
 
 def frame_key(fr):
@@ -310,7 +318,7 @@ def run_moments(fr, ntask):
     tasks that stopped."""
     K, skipnan = fr[2], fr[6]
     if K == 1:
-        run(row_moments, row_group(fr[0].shape[0], fr[0].shape[1], fr[4])[1], *fr, nan=bool(skipnan))
+        run(row_moments, row_tasks(fr), *fr, nan=bool(skipnan))
         return
     run(col_moments, ntask, *fr)
     if fr[F_STOP].max() >= 0:
@@ -327,7 +335,8 @@ def partials(x3, skipnan, minmax, want_moments=True):
     x3 = widen(x3)
     P, R, K = x3.shape
     nseg, L, rb = col_split(P, R, K, x3.itemsize)
-    fr = frame(x3.reshape(P, R * K), K, L, nseg, rb, skipnan=skipnan, stats=True)
+    rg = row_group(P, R, nseg, threads())[0] if K == 1 else 1
+    fr = frame(x3.reshape(P, R * K), K, L, nseg, rb, skipnan=skipnan, stats=True, rg=rg)
     if want_moments and minmax and (K > 1 or skipnan):
         # lanes: moments and min/max in one read (the exact task resumes
         # the moments of the tasks that stopped; the min/max are complete)
@@ -341,7 +350,7 @@ def partials(x3, skipnan, minmax, want_moments=True):
         # may be cut elsewhere; min and max merge whatever the cut)
         cnt = fr[F_PART][0].copy() if want_moments else None
         if K == 1 and row_minmax_ok(R, nseg):  # (short rows several to a task)
-            run(row_minmax, row_group(P, R, nseg)[1], *fr)
+            run(row_minmax, row_tasks(fr), *fr)
         else:
             run(col_minmax, P * nseg, *fr)
         if cnt is not None:

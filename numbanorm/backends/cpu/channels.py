@@ -216,9 +216,12 @@ class _Plan:
         # min/max state (the row moments use none)
         # (self.lanes: the lane moments, whose tasks stop at a refused block)
         self.lanes = stats == "moments" and K > 1
+        # rows: the row tasks' items, rg to a task (short rows, and many
+        # long ones, several to a task)
+        rg, grouped = row_group(P3, R, nseg, threads()) if rows else (1, P3 * nseg)
         fr = frame(
             xf, K, L, nseg, rb, skipnan=skipnan, stats=stats is not None, of=of, lo=lo, hi=hi, La=La,
-            rot=not rows or stats == "minmax", lanes=self.lanes or stats == "minmax",
+            rot=not rows or stats == "minmax", lanes=self.lanes or stats == "minmax", rg=rg,
         )  # fmt: skip
         self.fr = fr
         self.P3, self.tail = P3, fr[2:]
@@ -227,7 +230,6 @@ class _Plan:
         # row statistics tasks (row_moments, row_minmax), take short rows
         # several to a task (chunks.row_group)
         row_stats = rows and (stats == "moments" or (stats == "minmax" and row_minmax_ok(R, nseg)))
-        grouped = row_group(P3, R, nseg)[1] if rows else P3 * nseg
         self.ntask = (grouped if row_stats else P3 * nseg, grouped)
         task = apply_rows if rows else apply_lanes
         fk = self.fkey = frame_key(fr)

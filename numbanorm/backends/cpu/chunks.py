@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit
 
 from ..._cache import subroutine
-from ..._config import FASTMATH, ROW_TASK_MIN_ELEMS
+from ..._config import FASTMATH, ROW_TASK_MIN_ELEMS, ROW_TASKS_PER_THREAD
 from ._intrinsics import max2, min2
 from .segments import absorb_shifted, shift_ok
 
@@ -36,24 +36,28 @@ NACC = 10
 # --------------------------------------------------------------------------
 
 
-@njit(error_model="numpy")
-def row_group(P, R, nseg):
-    """(items per task, tasks) of the row tasks (row_moments, apply_rows)
-    over P rows of R elements in nseg segments each: item i is segment i %
-    nseg of row i // nseg; consecutive items share a task until it holds
-    ROW_TASK_MIN_ELEMS elements (one item each for long rows)."""
+def row_group(P: int, R: int, nseg: int, nthreads: int) -> tuple[int, int]:
+    """(items per task, tasks) of the row tasks (row_moments, row_minmax,
+    apply_rows) over P rows of R elements in nseg segments each, for a
+    launch on ``nthreads`` threads: item i is segment i % nseg of row i //
+    nseg; consecutive items share a task until it holds ROW_TASK_MIN_ELEMS
+    elements, and many long items go several to a task so that there are
+    about ROW_TASKS_PER_THREAD tasks a thread.  The items per task reach the
+    tasks as the frame's ``rg`` (axis_stats.frame).  Every row task writes
+    each item's partials to the item's own slot, so the grouping changes no
+    result."""
     per = (R + nseg - 1) // nseg
-    g = max2(1, ROW_TASK_MIN_ELEMS // max2(per, 1))
     n = P * nseg
+    g = max(1, ROW_TASK_MIN_ELEMS // max(per, 1), n // (ROW_TASKS_PER_THREAD * max(nthreads, 1)))
     return g, (n + g - 1) // g
 
 
 @njit(error_model="numpy", inline="always")
-def row_items(xf, nseg, t):
-    """[i0, i1): the items of row task t over xf (P, R) (row_group)."""
-    P, R = xf.shape
-    g, _ = row_group(P, R, nseg)
-    return t * g, min2(P * nseg, (t + 1) * g)
+def row_items(xf, nseg, rg, t):
+    """[i0, i1): the items of row task t over xf (P, R), ``rg`` items a
+    task (row_group)."""
+    P = xf.shape[0]
+    return t * rg, min2(P * nseg, (t + 1) * rg)
 
 
 @njit(error_model="numpy", inline="always")

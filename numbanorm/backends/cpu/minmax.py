@@ -68,7 +68,7 @@ def lane_minmax(v, fa0, fa1, fb0, fb1, L, lmn, lmx, lz, lnan):
 
 
 @task(fastmath=_FME)
-def col_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+def col_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot, rg):
     """Task t (frame) of the lane min/max of xf (P, R*K) seen as (P, R, K),
     NaN not taken (a NaN makes the column's min/max NaN unless
     ``skipnan``), into part[4], part[5]; part[0]: the non-NaN count (every
@@ -120,13 +120,13 @@ def row_minmax_ok(R: int, nseg: int) -> bool:
 
 
 @task(fastmath=_FME)
-def row_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+def row_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot, rg):
     """Task t (frame; K == 1) of row_group's tasks: col_minmax for rows, for
     each of its items (segment s of row r of xf (P, R)): min/max into
     part[4, r, s, 0], part[5, r, s, 0] (NaN when the segment holds a NaN and
     NaN is not skipped), the non-NaN count (every value unless skipnan) into
     part[0, r, s, 0]."""
-    i0, i1 = row_items(xf, nseg, t)
+    i0, i1 = row_items(xf, nseg, rg, t)
     for i in range(i0, i1):
         r, s, a, b = row_item(xf, nseg, i)
         mn, mx, nn = segment_minmax(xf[r], a, b)
@@ -161,7 +161,7 @@ def fold_minmax(lmn, lmx, nan, K, L, skipnan, p, c, nrows, part, counts):
 
 
 @task(fastmath=_FME)
-def col_moments_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot):
+def col_moments_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot, rg):
     """col_moments and col_minmax of task t (frame) in one read of x: each
     block's min/max lanes are taken while it is cache-resident after its
     shifted sums.  The moments stop at the first refused block as in
