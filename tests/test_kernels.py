@@ -201,3 +201,41 @@ def test_frame_key_determines_every_slot_type():
                             types = tuple(numba.typeof(a) for a in fr)
                             assert seen.setdefault(axis_stats.frame_key(fr), types) == types
     assert len(seen) == 4  # 2 dtypes x read-only x or not (an absent output is an empty one)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("R", [300, 1024, 40000])
+def test_row_minmax_lanes_match_a_scalar_reference(dtype, R) -> None:
+    """row_minmax's lane path (segments of >= 256 elements; 256 lanes from
+    32768) gives each segment's min, max and non-NaN count exactly, NaN not
+    taken (NaN for the segment unless skipnan), with Inf, -0.0 and an
+    all-NaN segment among them."""
+    from numbanorm.backends.cpu import axis_stats
+    from numbanorm.backends.cpu.minmax import ROW_MINMAX_LANES_MIN, row_minmax_ok
+
+    rng = np.random.default_rng(R)
+    P = 5
+    x = (rng.standard_normal((P, R)) * 100).astype(dtype)
+    x[1, 7] = np.nan
+    x[1, R - 3] = np.inf
+    x[2, :] = np.nan  # every value of a row
+    x[3, 5] = -np.inf
+    x[3, R // 2] = -0.0
+    x[4, ::3] = np.nan
+    assert R >= ROW_MINMAX_LANES_MIN and row_minmax_ok(R, 1)
+    for skipnan in (False, True):
+        part = axis_stats.partials(x.reshape(P, R, 1), skipnan, minmax=True, want_moments=False)
+        nseg = part.shape[2]
+        seglen = -(-R // nseg)
+        for p in range(P):
+            for s in range(nseg):
+                seg = x[p, s * seglen : min(R, (s + 1) * seglen)].astype(np.float64)
+                ok = seg[~np.isnan(seg)]
+                has_nan = ok.size < seg.size
+                if has_nan and not skipnan:
+                    assert np.isnan(part[4, p, s, 0]) and np.isnan(part[5, p, s, 0])
+                elif ok.size == 0:  # (count 0: the merge makes it NaN)
+                    assert part[4, p, s, 0] == np.inf and part[5, p, s, 0] == -np.inf
+                else:
+                    assert part[4, p, s, 0] == ok.min() and part[5, p, s, 0] == ok.max()
+                assert part[0, p, s, 0] == (ok.size if skipnan else seg.size)

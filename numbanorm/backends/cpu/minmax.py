@@ -108,10 +108,21 @@ def segment_minmax(v, a, b):
     return mn, mx, nn
 
 
-# row_minmax's scalar loop (a select per element: the min/max reduction does
-# not vectorize without fast-math's 'nnan') beats the lane min/max, one task
-# per row, only for short rows (NOTES.md section 27)
-ROW_MINMAX_MAX_ELEMS = 512
+# row_minmax takes every row length.  Its scalar loop (a select per element:
+# the min/max reduction does not vectorize without fast-math's 'nnan') serves
+# segments shorter than ROW_MINMAX_LANES_MIN; longer ones run lane_minmax
+# with ROW_MINMAX_LANES lanes, which vectorizes, from the task's own scratch.
+# Before, rows of 512 elements or more took col_minmax, a lane task per row
+# with 256 lanes to set up and fold: minmax_scale over (0, 2, 3) of
+# 32x64x32x32 float32 took 4x standardize (NOTES.md section 31).
+ROW_MINMAX_MAX_ELEMS = 1 << 62
+ROW_MINMAX_LANES = 32
+ROW_MINMAX_LANES_MIN = 256
+# segments of at least this many elements take 256 lanes: with 32, the
+# lane loop's per-lane-row slicing cost a row of 50176 elements 1.2x the
+# time of col_minmax's 256 lanes
+ROW_MINMAX_WIDE_MIN = 32768
+ROW_MINMAX_WIDE_LANES = 256
 
 
 def row_minmax_ok(R: int, nseg: int) -> bool:
@@ -119,9 +130,35 @@ def row_minmax_ok(R: int, nseg: int) -> bool:
     return (R + nseg - 1) // nseg < ROW_MINMAX_MAX_ELEMS
 
 
+@njit(fastmath=_FME, error_model="numpy", inline="always")
+def segment_minmax_lanes(v, a, b, W, lmn, lmx, lz, lnan):
+    """segment_minmax of v[a:b] through lane_minmax with W lanes (the first
+    W of the x-dtype scratch rows lmn, lmx, lz and the float64 lnan): the
+    segment's two halves as its two streams, then the lanes folded."""
+    mn = lmn[:W]
+    mx = lmx[:W]
+    nan = lnan[:W]
+    mn[:] = np.inf
+    mx[:] = -np.inf
+    nan[:] = 0.0
+    half = (b - a) // 2 // W * W
+    lane_minmax(v, a, a + half, a + half, b, W, mn, mx, lz[:W], nan)
+    lo = math.inf
+    hi = -math.inf
+    nn = 0.0
+    for j in range(W):
+        e = np.float64(mn[j])
+        f = np.float64(mx[j])
+        lo = e if e < lo else lo
+        hi = f if f > hi else hi
+        nn += nan[j]
+    return lo, hi, nn
+
+
 @task(fastmath=_FME)
 def row_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot, rg):
-    """Task t (frame; K == 1) of row_group's tasks: col_minmax for rows, for
+    """Task t (frame; K == 1, with rot and lanes scratch of at least
+    ROW_MINMAX_WIDE_LANES lanes: lanes_for(1)) of row_group's tasks: col_minmax for rows, for
     each of its items (segment s of row r of xf (P, R)): min/max into
     part[4, r, s, 0], part[5, r, s, 0] (NaN when the segment holds a NaN and
     NaN is not skipped), the non-NaN count (every value unless skipnan) into
@@ -129,7 +166,11 @@ def row_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, sto
     i0, i1 = row_items(xf, nseg, rg, t)
     for i in range(i0, i1):
         r, s, a, b = row_item(xf, nseg, i)
-        mn, mx, nn = segment_minmax(xf[r], a, b)
+        if b - a < ROW_MINMAX_LANES_MIN:
+            mn, mx, nn = segment_minmax(xf[r], a, b)
+        else:
+            W = ROW_MINMAX_WIDE_LANES if b - a >= ROW_MINMAX_WIDE_MIN else ROW_MINMAX_LANES
+            mn, mx, nn = segment_minmax_lanes(xf[r], a, b, W, rot[t, 0], rot[t, 1], rot[t, 2], lanes[t, 0])
         if nn > 0.0 and not skipnan:
             mn = math.nan
             mx = math.nan
