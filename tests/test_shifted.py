@@ -292,8 +292,8 @@ def test_rows_skipping_nan_are_exact(rng, where, dtype):
 @pytest.mark.parametrize("R", [1, 49, 511, 512, 3000])
 @pytest.mark.parametrize("skipnan", [False, True])
 def test_row_minmax_of_short_and_long_rows(rng, R, skipnan):
-    """Min/max of rows (K = 1): short rows (fewer than
-    ROW_MINMAX_MAX_ELEMS) take row_minmax, several to a task, long ones the
+    """Min/max of rows (K = 1), all through row_minmax: short segments
+    by its scalar loop, long ones (ROW_MINMAX_LANES_MIN and more) by the
     lane min/max; both give NumPy's min/max (NaN propagated unless
     skipnan, then left out and not counted), +-inf and a count of 0 for an
     all-NaN row."""

@@ -65,7 +65,7 @@ from .chunks import (
     shifted_block,
     start_lane_task,
 )  # fmt: skip
-from .minmax import col_minmax, col_moments_minmax, row_minmax, row_minmax_ok
+from .minmax import col_minmax, col_moments_minmax, row_minmax
 from .segments import absorb_shifted, segment_moments, segment_moments_nan
 
 _FM = set(FASTMATH)
@@ -349,7 +349,7 @@ def partials(x3, skipnan, minmax, want_moments=True):
         # (its counts are per lane task: keep the moments' own, whose segments
         # may be cut elsewhere; min and max merge whatever the cut)
         cnt = fr[F_PART][0].copy() if want_moments else None
-        if K == 1 and row_minmax_ok(R, nseg):  # (short rows several to a task)
+        if K == 1:  # (rows: rg to a task)
             run(row_minmax, row_tasks(fr), *fr)
         else:
             run(col_minmax, P * nseg, *fr)

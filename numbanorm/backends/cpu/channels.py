@@ -51,7 +51,7 @@ from .axis_stats import (
     row_moments,
 )
 from .chunks import row_group
-from .minmax import col_minmax, row_minmax, row_minmax_ok
+from .minmax import col_minmax, row_minmax
 from .segments import absorb_shifted, segment_moments, segment_step
 
 _FM = set(FASTMATH)
@@ -227,9 +227,9 @@ class _Plan:
         self.P3, self.tail = P3, fr[2:]
         self.fin = np.empty((6, C))  # merged over the segments and the batch
         # (statistics tasks, apply tasks): the apply tasks of rows, and the
-        # row statistics tasks (row_moments, row_minmax), take short rows
-        # several to a task (chunks.row_group)
-        row_stats = rows and (stats == "moments" or (stats == "minmax" and row_minmax_ok(R, nseg)))
+        # row statistics tasks (row_moments, row_minmax), take rg items a
+        # task (chunks.row_group)
+        row_stats = rows and stats is not None
         self.ntask = (grouped if row_stats else P3 * nseg, grouped)
         task = apply_rows if rows else apply_lanes
         fk = self.fkey = frame_key(fr)

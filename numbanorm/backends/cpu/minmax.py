@@ -1,6 +1,6 @@
 """Min/max over the middle axis of a ``(P, R, K)`` frame, NaN not taken:
-the lane min/max (:func:`col_minmax`), the row min/max for short rows
-(:func:`row_minmax`), and the lane moments with the min/max in one read
+the lane min/max (:func:`col_minmax`), the row min/max (:func:`row_minmax`,
+every frame over rows), and the lane moments with the min/max in one read
 (:func:`col_moments_minmax`).  Run by axis_stats.partials and the
 per-channel glue (channels.py)."""
 
@@ -115,7 +115,6 @@ def segment_minmax(v, a, b):
 # Before, rows of 512 elements or more took col_minmax, a lane task per row
 # with 256 lanes to set up and fold: minmax_scale over (0, 2, 3) of
 # 32x64x32x32 float32 took 4x standardize (NOTES.md section 31).
-ROW_MINMAX_MAX_ELEMS = 1 << 62
 ROW_MINMAX_LANES = 32
 ROW_MINMAX_LANES_MIN = 256
 # segments of at least this many elements take 256 lanes: with 32, the
@@ -123,11 +122,6 @@ ROW_MINMAX_LANES_MIN = 256
 # time of col_minmax's 256 lanes
 ROW_MINMAX_WIDE_MIN = 32768
 ROW_MINMAX_WIDE_LANES = 256
-
-
-def row_minmax_ok(R: int, nseg: int) -> bool:
-    """Do rows of R in nseg segments take row_minmax (else col_minmax)?"""
-    return (R + nseg - 1) // nseg < ROW_MINMAX_MAX_ELEMS
 
 
 @njit(fastmath=_FME, error_model="numpy", inline="always")
