@@ -260,16 +260,19 @@ def _none(shape, dtype):
 
 def frame(
     xf, K, L, nseg, rb=1, *, skipnan=False, stats=False, of=None, lo=None, hi=None, La=None,
-    rot=True, lanes=True, rg=1,
+    rot=True, lanes=True, rg=1, scratch_rows=None,
 ):  # fmt: skip
     """The frame tuple of the tasks over xf (P, R*K) (see FRAME above):
     scratch for the statistics when ``stats``; the output ``of`` with
     parameters prm (3, P, La) and clip bounds lo/hi when given.  Unused
     slots hold empty arrays of the same types.  ``rot``/``lanes`` False:
     no task of the call reads rot, or lanes, acc and stop (the row moments
-    and apply tasks read none of them): empty ones take their slots."""
+    and apply tasks read none of them): empty ones take their slots.
+    ``scratch_rows``: rows of lanes, acc, stop and rot (default P * nseg,
+    one per lane task; a call whose only scratch users are row tasks needs
+    one per row task)."""
     P = xf.shape[0]
-    ntask = P * nseg
+    ntask = P * nseg if scratch_rows is None else scratch_rows
     dt = xf.dtype
     if stats:
         part = np.empty((6, P, nseg, K))

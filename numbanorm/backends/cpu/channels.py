@@ -222,6 +222,7 @@ class _Plan:
         fr = frame(
             xf, K, L, nseg, rb, skipnan=skipnan, stats=stats is not None, of=of, lo=lo, hi=hi, La=La,
             rot=not rows or stats == "minmax", lanes=self.lanes or stats == "minmax", rg=rg,
+            scratch_rows=grouped if rows else None,
         )  # fmt: skip
         self.fr = fr
         self.P3, self.tail = P3, fr[2:]
