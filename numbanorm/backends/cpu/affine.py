@@ -20,9 +20,9 @@ from ..._cache import subroutine
 from ..._config import FASTMATH_ELEMENTWISE, LINE_BYTES
 from ._elementwise import map_lanes_apart, map_lanes_in_place, map_scalar
 from ._intrinsics import in_place, min2, resident, stream_span, streams
-from ._tasks import run, task, threads
+from ._tasks import run, task
 from .axis_stats import F_PRM, col_split, frame, row_tasks
-from .chunks import lane_rows, row_group, row_item, row_items
+from .chunks import lane_rows, row_item, row_items
 
 _FME = set(FASTMATH_ELEMENTWISE)
 
@@ -188,8 +188,7 @@ def apply(x3, out3, center, scale, shift, lo=None, hi=None):
         narrow, out3 = out3, np.empty(x3.shape, np.float32)
     nseg, L, _ = col_split(P, R, K, x3.itemsize)
     La = L if K > 1 else 1  # K == 1: scalar parameters per row
-    rg = row_group(P, R, nseg, threads())[0] if K == 1 else 1
-    fr = frame(x3.reshape(P, R * K), K, La, nseg, of=out3.reshape(P, R * K), lo=lo, hi=hi, rg=rg)
+    fr = frame(x3.reshape(P, R * K), K, La, nseg, of=out3.reshape(P, R * K), lo=lo, hi=hi)
     lane_params(center, scale, shift, K, fr[F_PRM])
     same = in_place(x3, out3)
     # streaming only into resident pages: into a fresh output it measured

@@ -87,6 +87,7 @@ _FM = set(FASTMATH)
 #               x's dtype, lane-replicated (L = 1: one set per p)
 #   rot         (ntask, 3, L) x's dtype scratch (rotated parameters, min/max)
 #   rg          items per row task (K == 1: chunks.row_group), 1 otherwise
+#               (frame computes it)
 
 
 @task(fastmath=_FM, variants=("nan",))
@@ -260,7 +261,7 @@ def _none(shape, dtype):
 
 def frame(
     xf, K, L, nseg, rb=1, *, skipnan=False, stats=False, of=None, lo=None, hi=None, La=None,
-    rot=True, lanes=True, rg=1, scratch_rows=None,
+    rot=True, lanes=True, row_scratch=False,
 ):  # fmt: skip
     """The frame tuple of the tasks over xf (P, R*K) (see FRAME above):
     scratch for the statistics when ``stats``; the output ``of`` with
@@ -268,11 +269,13 @@ def frame(
     slots hold empty arrays of the same types.  ``rot``/``lanes`` False:
     no task of the call reads rot, or lanes, acc and stop (the row moments
     and apply tasks read none of them): empty ones take their slots.
-    ``scratch_rows``: rows of lanes, acc, stop and rot (default P * nseg,
-    one per lane task; a call whose only scratch users are row tasks needs
-    one per row task)."""
+    K == 1: the row tasks take ``rg`` items each (chunks.row_group, for
+    numba's thread count), and ``row_scratch`` sizes lanes, acc, stop and
+    rot for them (one row per row task) instead of one row per lane task
+    (P * nseg), for a call whose scratch only row tasks use."""
     P = xf.shape[0]
-    ntask = P * nseg if scratch_rows is None else scratch_rows
+    rg = row_group(P, xf.shape[1], nseg, threads())[0] if K == 1 else 1
+    ntask = -(-P * nseg // rg) if row_scratch else P * nseg
     dt = xf.dtype
     if stats:
         part = np.empty((6, P, nseg, K))
@@ -338,8 +341,7 @@ def partials(x3, skipnan, minmax, want_moments=True):
     x3 = widen(x3)
     P, R, K = x3.shape
     nseg, L, rb = col_split(P, R, K, x3.itemsize)
-    rg = row_group(P, R, nseg, threads())[0] if K == 1 else 1
-    fr = frame(x3.reshape(P, R * K), K, L, nseg, rb, skipnan=skipnan, stats=True, rg=rg)
+    fr = frame(x3.reshape(P, R * K), K, L, nseg, rb, skipnan=skipnan, stats=True)
     if want_moments and minmax and (K > 1 or skipnan):
         # lanes: moments and min/max in one read (the exact task resumes
         # the moments of the tasks that stopped; the min/max are complete)

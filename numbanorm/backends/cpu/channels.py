@@ -49,8 +49,8 @@ from .axis_stats import (
     frame,
     frame_key,
     row_moments,
+    row_tasks,
 )
-from .chunks import row_group
 from .minmax import col_minmax, row_minmax
 from .segments import absorb_shifted, segment_moments, segment_step
 
@@ -216,29 +216,25 @@ class _Plan:
         # min/max state (the row moments use none)
         # (self.lanes: the lane moments, whose tasks stop at a refused block)
         self.lanes = stats == "moments" and K > 1
-        # rows: the row tasks' items, rg to a task (short rows, and many
-        # long ones, several to a task)
-        rg, grouped = row_group(P3, R, nseg, threads()) if rows else (1, P3 * nseg)
         fr = frame(
             xf, K, L, nseg, rb, skipnan=skipnan, stats=stats is not None, of=of, lo=lo, hi=hi, La=La,
-            rot=not rows or stats == "minmax", lanes=self.lanes or stats == "minmax", rg=rg,
-            scratch_rows=grouped if rows else None,
+            rot=not rows or stats == "minmax", lanes=self.lanes or stats == "minmax", row_scratch=rows,
         )  # fmt: skip
         self.fr = fr
         self.P3, self.tail = P3, fr[2:]
         self.fin = np.empty((6, C))  # merged over the segments and the batch
-        # (statistics tasks, apply tasks): the apply tasks of rows, and the
-        # row statistics tasks (row_moments, row_minmax), take rg items a
-        # task (chunks.row_group)
-        row_stats = rows and stats is not None
-        self.ntask = (grouped if row_stats else P3 * nseg, grouped)
+        # (statistics tasks, apply tasks): over rows, every task is a row
+        # task (row_moments or row_minmax, apply_rows: the frame's rg items
+        # each); over lanes, one per segment
+        grouped = row_tasks(fr) if rows else P3 * nseg
+        self.ntask = (grouped, grouped)
         task = apply_rows if rows else apply_lanes
         fk = self.fkey = frame_key(fr)
         # the statistics task (axis_stats.run_moments' choice)
         if stats is None:
             self.stats = None
         elif stats == "minmax":
-            self.stats = (row_minmax if row_stats else col_minmax), {}
+            self.stats = (row_minmax if rows else col_minmax), {}
         elif self.lanes:
             self.stats = col_moments, {}
         else:

@@ -124,31 +124,6 @@ ROW_MINMAX_WIDE_MIN = 32768
 ROW_MINMAX_WIDE_LANES = 256
 
 
-@njit(fastmath=_FME, error_model="numpy", inline="always")
-def segment_minmax_lanes(v, a, b, W, lmn, lmx, lz, lnan):
-    """segment_minmax of v[a:b] through lane_minmax with W lanes (the first
-    W of the x-dtype scratch rows lmn, lmx, lz and the float64 lnan): the
-    segment's two halves as its two streams, then the lanes folded."""
-    mn = lmn[:W]
-    mx = lmx[:W]
-    nan = lnan[:W]
-    mn[:] = np.inf
-    mx[:] = -np.inf
-    nan[:] = 0.0
-    half = (b - a) // 2 // W * W
-    lane_minmax(v, a, a + half, a + half, b, W, mn, mx, lz[:W], nan)
-    lo = math.inf
-    hi = -math.inf
-    nn = 0.0
-    for j in range(W):
-        e = np.float64(mn[j])
-        f = np.float64(mx[j])
-        lo = e if e < lo else lo
-        hi = f if f > hi else hi
-        nn += nan[j]
-    return lo, hi, nn
-
-
 @task(fastmath=_FME)
 def row_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, stop, prm, rot, rg):
     """Task t (frame; K == 1, with rot and lanes scratch of at least
@@ -160,11 +135,21 @@ def row_minmax(t, xf, of, K, L, nseg, rb, skipnan, lo, hi, part, lanes, acc, sto
     i0, i1 = row_items(xf, nseg, rg, t)
     for i in range(i0, i1):
         r, s, a, b = row_item(xf, nseg, i)
-        if b - a < ROW_MINMAX_LANES_MIN:
-            mn, mx, nn = segment_minmax(xf[r], a, b)
-        else:
+        if b - a >= ROW_MINMAX_LANES_MIN:
+            # W lanes of the task's scratch; the segment's two halves as
+            # lane_minmax's two streams; folded as col_minmax folds
             W = ROW_MINMAX_WIDE_LANES if b - a >= ROW_MINMAX_WIDE_MIN else ROW_MINMAX_LANES
-            mn, mx, nn = segment_minmax_lanes(xf[r], a, b, W, rot[t, 0], rot[t, 1], rot[t, 2], lanes[t, 0])
+            lmn = rot[t, 0, :W]
+            lmx = rot[t, 1, :W]
+            nan = lanes[t, 0, :W]
+            lmn[:] = np.inf
+            lmx[:] = -np.inf
+            nan[:] = 0.0
+            half = (b - a) // 2 // W * W
+            lane_minmax(xf[r], a, a + half, a + half, b, W, lmn, lmx, rot[t, 2, :W], nan)
+            fold_minmax(lmn, lmx, nan, 1, W, skipnan, r, s, float(b - a), part, True)
+            continue
+        mn, mx, nn = segment_minmax(xf[r], a, b)
         if nn > 0.0 and not skipnan:
             mn = math.nan
             mx = math.nan
