@@ -102,19 +102,38 @@ class Helper:
         return self.ok
 
 
+def child_env() -> dict[str, str]:
+    """The environment of a process numbanorm starts to compile (a helper,
+    ``numbanorm warmup --jobs``): this one's, with
+
+    - ``NUMBANORM_COMPILE_AHEAD=0``: it starts no helper of its own;
+    - ``NUMBA_CACHE_DIR``: this process's cache, when set here (numba's
+      config may have been set in this process, not in its environment);
+    - ``OPENBLAS_NUM_THREADS=1``: OpenBLAS starts no server threads.  A
+      process that loads OpenBLAS (numpy's, at its import; SciPy's, which
+      numba imports at its first compile to see whether BLAS is there)
+      starts one server thread per further core, and each spins about
+      0.1 s before it sleeps: a core's time taken from the compiles on a
+      2-core machine.  These processes run no BLAS call whose speed
+      matters (benchmarks/NOTES.md section 32)."""
+    import numba
+
+    env = dict(os.environ)
+    env["NUMBANORM_COMPILE_AHEAD"] = "0"
+    if numba.config.CACHE_DIR:
+        env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+    env["OPENBLAS_NUM_THREADS"] = "1"
+    return env
+
+
 def start(module: str, name: str, flags: dict, argtypes: list) -> Helper | None:
     """Start a helper compiling the :class:`~numbanorm.backends.cpu._tasks.Task`
     held by ``module``'s attribute ``name``, for these flags and numba
     argument types.  None when it could not be started (the caller
     compiles as usual)."""
-    import numba
-
     request = (module, name, flags, argtypes)
     payload = base64.b64encode(pickle.dumps(request)).decode("ascii")
-    env = dict(os.environ)
-    env["NUMBANORM_COMPILE_AHEAD"] = "0"  # (a helper starts no helper)
-    if numba.config.CACHE_DIR:  # (set in this process, maybe not in its environment)
-        env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+    env = child_env()
     # (numba imports scipy.linalg at its first compile to see whether BLAS
     # is there, 0.16 s; a helper compiles no BLAS call: if a task made one,
     # its compile would fail and this process would compile it)

@@ -19,7 +19,6 @@ user-wide directory when that is not writable).
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -276,7 +275,7 @@ def main(argv=None) -> int:
         return 1 if failed else 0
     t0 = time.perf_counter()
     if args.jobs > 1:
-        env = dict(os.environ, NUMBANORM_COMPILE_AHEAD="0")
+        env = _ahead.child_env()
         cmd = [sys.executable, "-m", "numbanorm", "warmup", "--dtypes", ",".join(dtypes), "--quiet"]
         if args.only:
             cmd += ["--only", args.only]

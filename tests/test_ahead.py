@@ -176,3 +176,46 @@ def test_populate_keeps_contents_and_faults_in(monkeypatch):
     monkeypatch.setattr(_intrinsics, "_POPULATE_MAX_BYTES", 4 << 20)
     other = np.empty(8 << 20, np.uint8)
     assert populate(other) is False
+
+
+def test_child_env_starts_no_blas_threads(monkeypatch, tmp_path):
+    """A helper's (and a warmup job's) environment: no helper of its own,
+    this process's kernel cache, and no OpenBLAS server threads (each spins
+    ~0.1 s after numpy's import, a core taken from the compiles on 2 cores);
+    this process's own environment is left as it was."""
+    import numba
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.setattr(numba.config, "CACHE_DIR", str(tmp_path))
+    before = dict(os.environ)
+    env = _ahead.child_env()
+    assert dict(os.environ) == before
+    assert env["NUMBANORM_COMPILE_AHEAD"] == "0"
+    assert env["NUMBA_CACHE_DIR"] == str(tmp_path)
+    assert env["OPENBLAS_NUM_THREADS"] == "1"
+    assert {
+        k: v
+        for k, v in env.items()
+        if k not in ("NUMBANORM_COMPILE_AHEAD", "NUMBA_CACHE_DIR", "OPENBLAS_NUM_THREADS")
+    } == {
+        k: v
+        for k, v in before.items()
+        if k not in ("NUMBANORM_COMPILE_AHEAD", "NUMBA_CACHE_DIR", "OPENBLAS_NUM_THREADS")
+    }
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("per-thread listing is Linux's /proc")
+    blas = np.__config__.CONFIG.get("Build Dependencies", {}).get("blas", {}).get("name", "")
+    if "openblas" not in str(blas).lower():
+        pytest.skip(f"numpy's BLAS is {blas!r}, not OpenBLAS")
+    count = "import os, numpy; print(len(os.listdir('/proc/self/task')))"
+    threads = [
+        int(
+            subprocess.run(
+                [sys.executable, "-c", count], env=e, capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for e in (env, before)
+    ]
+    assert threads[0] == 1
+    if (os.cpu_count() or 1) > 1:  # (one core: OpenBLAS starts no server thread anyway)
+        assert threads[1] > 1
