@@ -200,9 +200,9 @@ class _Plan:
     when this process has compiled them, and of the apply task (``same``:
     in place; ``stream``: streaming stores).  Made by :func:`_plan`."""
 
-    def __init__(self, x2, o2, C, rows, skipnan, lo, hi, stats, same, stream):
+    def __init__(self, x2, o2, C, rows, skipnan, lo, hi, stats, same, stream, nthreads):
         P = x2.shape[0]
-        self.C, self.rows, self.same = C, rows, same
+        self.C, self.rows, self.same, self.nthreads = C, rows, same, nthreads
         K = 1 if rows else C
         x3 = x2.reshape(P, -1, 1) if rows else x2.reshape(1, -1, C)
         P3, R, _ = x3.shape
@@ -261,7 +261,9 @@ class _Plan:
         glue reads, moments or min/max with their counts, for its segment;
         the partials of (1024, 256) are 96 KiB to reset; a test poisons
         the scratch and gets the same bits)."""
-        self.fr = (x2.reshape(self.P3, -1), o2.reshape(self.P3, -1)) + self.tail
+        # (x2 and o2 have the frame's shape already: (P, S) rows, or (1,
+        # A*C) with channels last)
+        self.fr = (x2, o2) + self.tail
         if self.lanes and not self.xaddr:
             self.xaddr = col_moments_exact.address_if_compiled(self.fr, self.fkey)
         return self
@@ -276,7 +278,7 @@ class _Plan:
         task was not compiled yet, compile it and run the rest."""
         fr = self.fr
         head = (fr[F_PART], self.fin, self.rows, self.C, fr[F_PRM])
-        tail = (self.ntask, threads(), fr)
+        tail = (self.ntask, self.nthreads, fr)
         try:
             if self.maddr is None:
                 # a helper compiles the statistics task: compile the glue
@@ -305,21 +307,24 @@ PLAN_CACHE_ENTRIES = 8
 PLAN_CACHE_SCRATCH_BYTES = 1 << 20
 
 
-def _plan(x2, o2, C, rows, skipnan, lo=None, hi=None, stats="moments"):
+def _plan(x2, o2, C, rows, skipnan, lo=None, hi=None, stats="moments", same=None):
     """The _Plan of a two-pass call: this thread's cached one for the same
     shapes, types, flags and variant (and thread count: the split follows
     it), rebound to x2 and o2, or a new one (cached when its scratch is
-    small)."""
-    same = in_place(x2, o2)
+    small).  ``same``: whether o2 is x2 (in place), when the caller knows
+    (else tested here)."""
+    if same is None:
+        same = in_place(x2, o2)
     stream = not same and streams(o2) and resident(o2)
-    key = (x2.shape, _key(x2), _key(o2), C, rows, skipnan, lo, hi, stats, same, stream, threads())
+    nthreads = threads()
+    key = (x2.shape, _key(x2), _key(o2), C, rows, skipnan, lo, hi, stats, same, stream, nthreads)
     cache = getattr(_PLANS, "plans", None)
     if cache is None:
         cache = _PLANS.plans = {}
     plan = cache.get(key)
     if plan is not None:
         return plan.bind(x2, o2)
-    plan = _Plan(x2, o2, C, rows, skipnan, lo, hi, stats, same, stream)
+    plan = _Plan(x2, o2, C, rows, skipnan, lo, hi, stats, same, stream, nthreads)
     if plan.scratch_bytes() <= PLAN_CACHE_SCRATCH_BYTES:
         if len(cache) >= PLAN_CACHE_ENTRIES:
             del cache[next(iter(cache))]  # the oldest
@@ -511,41 +516,47 @@ def _minmax_glue(part, fin, rows, C, prm, maddr, xaddr, lanes, aaddr, ntask, nth
     return True
 
 
-def batch_norm(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
+def batch_norm(x2, o2, C, rows, rm, rv, w, b, training, update, momentum, eps, same=None):
     """batch_norm of a large x2 (see the module docstring): rm/rv/w/b (C,)
-    arrays or empty, the running stats updated in place (``update``), the
-    mean and rstd used written to ``mean``, ``rstd`` (C,).  Training over
-    rows that bn_pipe_ok takes runs the channel-pipelined kernel."""
+    arrays or empty, the running stats updated in place (``update``).
+    Returns the mean and rstd used, each a (C,) float64 view (of the
+    call's own array).  Training over rows that bn_pipe_ok takes runs the
+    channel-pipelined kernel.  ``same``: o2 is x2 (in place), when the
+    caller knows."""
     if CHAN_PIPE and training and rows and bn_pipe_ok(x2.shape[0], C, x2.shape[1], x2.itemsize):
         # streaming stores also into a fresh output: there they measured
         # 0.86-0.90x the time of ordinary ones (the two-pass's apply kernel
         # streams only into resident pages; NOTES.md section 16)
+        mean, rstd = np.empty(C), np.empty(C)
         bn_pipe(x2, o2, C, threads(), rm, rv, w, b, update, momentum, eps, streams(o2), mean, rstd)
-        return
-    plan = _plan(x2, o2, C, rows, False, stats="moments" if training else None)
+        return mean, rstd
+    plan = _plan(x2, o2, C, rows, False, stats="moments" if training else None, same=same)
     out = np.empty((4, C))
     if training:
         plan.glue(_bn_glue, rm, rv, w, b, update, momentum, eps, out)
     else:
         plan.glue(_bn_eval_glue, rm, rv, w, b, eps, out)
-    mean[...] = out[0]
-    rstd[...] = out[1]
+    return out[0], out[1]
 
 
-def standardize(x2, o2, C, rows, ddof, with_mean, with_std, center, sd):
+def standardize(x2, o2, C, rows, ddof, with_mean, with_std, center=None, sd=None, same=None):
     """standardize of a large x2 per channel; the mean and std used written
-    to ``center``, ``sd`` (C,)."""
-    plan = _plan(x2, o2, C, rows, True)
+    to ``center``, ``sd`` (C,) when given.  ``same``: o2 is x2, when the
+    caller knows."""
+    plan = _plan(x2, o2, C, rows, True, same=same)
     out = np.empty((4, C))
     plan.glue(_standardize_glue, float(ddof), with_mean, with_std, out)
-    center[...] = out[0]
-    sd[...] = out[1]
+    if center is not None:
+        center[...] = out[0]
+        sd[...] = out[1]
 
 
-def minmax_scale(x2, o2, C, rows, flo, fhi, clip):
+def minmax_scale(x2, o2, C, rows, flo, fhi, clip, same=None):
     """minmax_scale of a large x2 per channel to [flo, fhi], clipped there
-    when ``clip``."""
-    plan = _plan(x2, o2, C, rows, True, flo if clip else None, fhi if clip else None, stats="minmax")
+    when ``clip``.  ``same``: o2 is x2, when the caller knows."""
+    plan = _plan(
+        x2, o2, C, rows, True, flo if clip else None, fhi if clip else None, stats="minmax", same=same
+    )
     plan.glue(_minmax_glue, float(flo), float(fhi), np.empty((3, C)))
 
 
