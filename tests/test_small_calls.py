@@ -241,3 +241,46 @@ def test_medium_row_calls_fast_path_general_bits(monkeypatch, rng, op, affine, d
     xg = x.copy()
     f(xg, w, b, out=xg)
     np.testing.assert_array_equal(xi, xg)
+
+
+def _axes_reference(nd, axis):
+    """simple_axes written out without a cache."""
+    if type(axis) is int:
+        return (axis % nd,) if -nd <= axis < nd else None
+    if axis is None:
+        return tuple(range(nd))
+    if type(axis) is not tuple or not axis or any(type(a) is not int or not -nd <= a < nd for a in axis):
+        return None
+    axes = tuple(sorted(a % nd for a in axis))
+    return axes if len(set(axes)) == len(axes) else None
+
+
+def _view_reference(shape, axes):
+    kept = [i for i in range(len(shape)) if i not in axes]
+    if kept and kept[-1] - kept[0] + 1 != len(kept):
+        return None
+    k0, k1 = (kept[0], kept[-1] + 1) if kept else (0, 0)
+    A, C = int(np.prod(shape[:k0])), int(np.prod(shape[k0:k1]))
+    return A, C, int(np.prod(shape)) // (A * C)
+
+
+def test_cached_axes_and_views_match_their_definition():
+    """simple_axes and chan_view are cached by value: an axis tuple equal to
+    a cached one but holding a bool or a NumPy integer must still be
+    refused (the general path validates it), and every answer must be the
+    uncached one, asked first or after its equal."""
+    shapes = [(4, 64, 32, 32), (1024, 256), (8, 16, 16, 48), (2, 3, 5)]
+    axes_list = [0, 1, -1, 3, 4, -5, None, (), (0,), (0, 2, 3), (3, 2, 0), (0, 1, 2), (1, 3), (0, 0)]
+    axes_list += [(0, 4), (-1, 0), (True,), (0, True), (np.int64(0),), (0, 2, np.int64(3)), [0, 2, 3], (1.0,)]
+    for _ in range(2):  # second round: answers from the caches
+        for shape in shapes:
+            nd = len(shape)
+            for axis in axes_list:
+                got = shortcuts.simple_axes(nd, axis)
+                assert got == _axes_reference(nd, axis), (shape, axis)
+                if got is not None:
+                    assert shortcuts.chan_view(shape, got) == _view_reference(shape, got), (shape, got)
+                    assert shortcuts.chan_view(list(shape), list(got)) == _view_reference(shape, got)
+    # a refused tuple first, then its equal of plain ints, and the reverse
+    assert shortcuts.simple_axes(2, (True,)) is None and shortcuts.simple_axes(2, (1,)) == (1,)
+    assert shortcuts.simple_axes(3, (2,)) == (2,) and shortcuts.simple_axes(3, (np.int64(2),)) is None
