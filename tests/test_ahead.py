@@ -193,14 +193,9 @@ def test_child_env_starts_no_blas_threads(monkeypatch, tmp_path):
     assert env["NUMBANORM_COMPILE_AHEAD"] == "0"
     assert env["NUMBA_CACHE_DIR"] == str(tmp_path)
     assert env["OPENBLAS_NUM_THREADS"] == "1"
-    assert {
-        k: v
-        for k, v in env.items()
-        if k not in ("NUMBANORM_COMPILE_AHEAD", "NUMBA_CACHE_DIR", "OPENBLAS_NUM_THREADS")
-    } == {
-        k: v
-        for k, v in before.items()
-        if k not in ("NUMBANORM_COMPILE_AHEAD", "NUMBA_CACHE_DIR", "OPENBLAS_NUM_THREADS")
+    ours = ("NUMBANORM_COMPILE_AHEAD", "NUMBA_CACHE_DIR", "OPENBLAS_NUM_THREADS")
+    assert {k: v for k, v in env.items() if k not in ours} == {
+        k: v for k, v in before.items() if k not in ours
     }
     if not os.path.isdir("/proc/self/task"):
         pytest.skip("per-thread listing is Linux's /proc")

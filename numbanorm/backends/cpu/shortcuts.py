@@ -182,15 +182,20 @@ def large_view(x: Any, axis: Any):
 def fused_views(x, v, out):
     """(x2, y, y2, C, rows, same) for the fused kernels: x and the output
     (None when ``out`` is not one the fast path takes) as (A*C, S) rows or
-    (1, A*C) with channels last; ``same``: in place (fast_out's output is
-    a new array, or x itself, or shares no memory with x)."""
+    (1, A*C) with channels last; ``same``: in place (in_place_out)."""
     y = fast_out(x, out)
     if y is None:
         return None
     A, C, S = v
     shape = (A * C, S) if S > 1 else (1, A * C)
-    same = out is not None and np.may_share_memory(y, x)
-    return x.reshape(shape), y, y.reshape(shape), C, S > 1, same
+    return x.reshape(shape), y, y.reshape(shape), C, S > 1, in_place_out(x, out, y)
+
+
+def in_place_out(x, out, y) -> bool:
+    """Is fast_out's output ``y`` x itself (in place)?  It is a new array
+    (``out`` None), or ``out`` being x's memory with x's strides, or
+    memory disjoint from x: so one bounds test tells."""
+    return out is not None and np.may_share_memory(y, x)
 
 
 def general_small_view(inp, axes, y):
@@ -300,8 +305,7 @@ def batch_norm(
         )
         return y
     v = (A * C, S) if rows else (1, A * C)
-    # (in place: fast_out's y is a new array, x itself, or shares no memory)
-    same = out is not None and np.may_share_memory(y, x)
+    same = in_place_out(x, out, y)
     stats = channels.batch_norm(
         x.reshape(v), y.reshape(v), C, rows, rm, rv, w, b, training, update, momentum, eps, same
     )
