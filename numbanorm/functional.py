@@ -768,6 +768,8 @@ def _row_op(inp, normalized_shape, weight, bias, eps, out, rms, stream, want_sta
         else:
             wf = shortcuts.const(D, 1.0, pdt) if w is None else _flat_param(be, w, D)
             bf = shortcuts.const(D, 0.0, pdt) if b is None else _flat_param(be, b, D)
+        if rms:
+            bf = None  # RMS norm has no bias (row_norm: its kernels read none)
         mean, rstd = be.row_norm(xc.reshape(R, D), target.reshape(R, D), wf, bf, eps, rms)
     if not direct:
         be.copy(target, y)

@@ -516,9 +516,8 @@ def lp_normalize(
         # row (CPU) or per row kept in registers (CUDA): one read of x
         D = inp.shape[-1]
         R = inp.arr.size // D
-        one, zero = np.ones((1, 1)), np.zeros((1, 1))
         with be.context(stream):
-            be.row_norm(inp.arr.reshape(R, D), y.reshape(R, D), one, zero, eps, False, p=p)
+            be.row_norm(inp.arr.reshape(R, D), y.reshape(R, D), np.ones((1, 1)), None, eps, False, p=p)
         return user_out if user_out is not None else be.wrap(y, like=inp.orig)
     if be.NAME == "cuda":
         # the p-norms' sums, 1 / max(norm, eps) and the output on the device

@@ -119,6 +119,17 @@ def _affine_span(v, o, mh, ml, r, w, b, nt):
             o[d] = ((v[d] - mh) - ml) * (r * w[d]) + b[d]
 
 
+def _scale_span(v, o, r, w, nt):
+    """o = v * (r * w) element by element (RMS norm: a weight per element,
+    no mean, no bias)."""
+    if nt:
+        for d in range(v.size):
+            stream_store(o, d, v[d] * (r * w[d]))
+    else:
+        for d in range(v.size):
+            o[d] = v[d] * (r * w[d])
+
+
 @njit(fastmath=_FME, error_model="numpy", nogil=True)
 def hilo_affine(v, mh, ml, a, b):
     """((v - mh) - ml) * a + b without 'reassoc', which could fold the mean's
@@ -150,6 +161,25 @@ def _pipe_span(u, v, o, sh, mh, ml, a, b, nt):
     return s1, s2
 
 
+def _pipe_scale(u, v, o, sh, a, nt):
+    """_pipe_span for RMS norm and the 2-norm: o = v * a (no mean, no bias)."""
+    s1 = 0.0
+    s2 = 0.0
+    if nt:
+        for d in range(u.size):
+            e = np.float64(u[d]) - sh
+            s1 += e
+            s2 += e * e
+            stream_store(o, d, v[d] * a)
+    else:
+        for d in range(u.size):
+            e = np.float64(u[d]) - sh
+            s1 += e
+            s2 += e * e
+            o[d] = v[d] * a
+    return s1, s2
+
+
 # Elementwise loops take FASTMATH_ELEMENTWISE (no 'reassoc': it may fold
 # ``(x - hi) - lo`` into ``x - (hi + lo)``); the pipelined loop takes FASTMATH
 # for its sums, its output through hilo_affine.
@@ -161,4 +191,6 @@ map_lanes = alias_safe(_map_lanes, _FME)
 map_lanes_apart = map_lanes.variant(False)
 map_lanes_in_place = map_lanes.variant(True)
 affine_span = alias_safe(_affine_span, _FME)
+scale_span = alias_safe(_scale_span, _FME)
 pipe_span = alias_safe(_pipe_span, _FM)
+pipe_scale = alias_safe(_pipe_scale, _FM)

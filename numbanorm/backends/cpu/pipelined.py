@@ -15,7 +15,7 @@ from numba import njit
 
 from ..._config import FASTMATH, LINE_BYTES, PREFETCH_CHUNK_BYTES, PREFETCH_MIN_ROW_BYTES
 from ..._stats import inv_std, pnorm_finish
-from ._elementwise import pipe_span
+from ._elementwise import pipe_scale, pipe_span
 from ._intrinsics import line_span, max2, min2, prefetch, stream_span
 from ._tasks import run, task
 from .rows import MEAN, PNORM, RMS, row_pnorm
@@ -25,7 +25,7 @@ _FM = set(FASTMATH)
 
 
 @njit(fastmath=_FM, error_model="numpy", inline="always")
-def pipe_row(u, v, o, sh, mu, rs, wr, br, same, x2, nn):
+def pipe_row(u, v, o, sh, mu, rs, wr, br, same, x2, nn, stat):
     """Shifted sums of row u while row v is normalized into o.
 
     wr, br: the row's (S,) weights, one per D/S-long segment.  Whole aligned
@@ -33,6 +33,8 @@ def pipe_row(u, v, o, sh, mu, rs, wr, br, same, x2, nn):
     ``x2[nn]``: the row after u; rows of >= PREFETCH_MIN_ROW_BYTES stream
     in PREFETCH_CHUNK_BYTES chunks, each after a prefetch of its matching
     lines (as rows.affine_row; NOTES.md section 15).  ``same``: in place.
+    ``stat``: the row statistics; RMS norm and the 2-norm write ``v * (rs
+    * w)`` and leave ``br`` unread (rows.row_norm: they have no bias).
     """
     T = v.dtype.type
     mh = T(mu)
@@ -62,7 +64,10 @@ def pipe_row(u, v, o, sh, mu, rs, wr, br, same, x2, nn):
             if mid and pf:
                 for j in range(c0, c1, per):
                     prefetch(x2, nn, j)
-            t1, t2 = pipe_span(same, u[c0:c1], v[c0:c1], o[c0:c1], sh, mh, ml, a, b, mid)
+            if stat == MEAN:
+                t1, t2 = pipe_span(same, u[c0:c1], v[c0:c1], o[c0:c1], sh, mh, ml, a, b, mid)
+            else:
+                t1, t2 = pipe_scale(same, u[c0:c1], v[c0:c1], o[c0:c1], sh, a, mid)
             s1 += t1
             s2 += t2
             c0 = c1
@@ -118,7 +123,7 @@ def pipe_task(stat, same):
             sh = np.float64(u[0]) if stat == MEAN else 0.0
             # the row after next is prefetched while this one is written
             s1, s2 = pipe_row(
-                u, x2[r], o2[r], sh, mu, rs, W[r % RW], B[r % RW], same, x2, min2(r + 2, r1 - 1)
+                u, x2[r], o2[r], sh, mu, rs, W[r % RW], B[r % RW], same, x2, min2(r + 2, r1 - 1), stat
             )
             mu, rs = pipe_stats(u, stat, eps, sh, s1, s2)
 

@@ -18,6 +18,8 @@ MIN_TASK_ELEMS take ``small.row_norm_small`` or the row task in this thread.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from numba import njit
 
@@ -35,7 +37,7 @@ from ..._config import (
     ROW_TASK_MIN_ELEMS,
 )
 from ..._stats import inv_std, inv_std_array, pnorm_finish
-from ._elementwise import affine_span
+from ._elementwise import affine_span, scale_span
 from ._intrinsics import in_place, max2, min2, prefetch, resident, stream_span, streams
 from ._tasks import nsplit, run, run_serial, task, threads, widen
 from .segments import segment_moments, shift_ok
@@ -150,14 +152,24 @@ def short_row_stats(x2, r, stat, eps):
 
 
 @njit(fastmath=_FME, error_model="numpy", inline="always")
-def short_row_affine(x2, o2, r, mu, rs, W, B, rw):
+def short_row_affine(x2, o2, r, mu, rs, W, B, rw, centred):
     """o2[r] = (x2[r] - mu) * rs * w + b with 2-D indexing (weights per
-    element, or one per row); no 'reassoc' (see affine_row)."""
+    element, or one per row); no 'reassoc' (see affine_row).  Not
+    ``centred`` (a compile-time flag): see affine_row."""
     T = x2.dtype.type
     mh = T(mu)
     ml = T(mu - mh)
     rr = T(rs)
     D = x2.shape[1]
+    if not centred:
+        if W.shape[1] == 1:
+            a = rr * W[rw, 0]
+            for d in range(D):
+                o2[r, d] = x2[r, d] * a
+        else:
+            for d in range(D):
+                o2[r, d] = x2[r, d] * (rr * W[rw, d])
+        return
     if W.shape[1] == 1:
         a = rr * W[rw, 0]
         b = B[rw, 0]
@@ -169,7 +181,7 @@ def short_row_affine(x2, o2, r, mu, rs, W, B, rw):
 
 
 @njit(fastmath=_FME, error_model="numpy", inline="always")
-def affine_row(v, o, mu, rs, wr, br, stream, same, x2, nr):
+def affine_row(v, o, mu, rs, wr, br, stream, same, x2, nr, centred=True):
     """o = (v - mu) * rs * w + b for one row; w, b (x's dtype) per segment.
 
     Arithmetic in x's dtype (float32 data: twice the SIMD width of float64),
@@ -181,6 +193,12 @@ def affine_row(v, o, mu, rs, wr, br, stream, same, x2, nr):
     0: none); a row of >= PREFETCH_MIN_ROW_BYTES with one weight per element
     is written in chunks of PREFETCH_CHUNK_BYTES, each after a prefetch of
     the next row's matching lines (NOTES.md section 15).  ``same``: in place.
+
+    Not ``centred`` (RMS norm and p-norms, where mu is 0 and the biases are
+    zeros; a compile-time flag): o = v * (rs * w), the same values without
+    the mean's two subtractions and the bias's load and add (one load and
+    two operations fewer per element), except that a zero product stays
+    -0.0 where ``... * a + 0`` gives +0.0.
     """
     T = v.dtype.type
     mh = T(mu)
@@ -194,8 +212,12 @@ def affine_row(v, o, mu, rs, wr, br, stream, same, x2, nr):
             b = br[s]
             vs = v[s * seg : (s + 1) * seg]
             os = o[s * seg : (s + 1) * seg]
-            for d in range(vs.size):
-                os[d] = ((vs[d] - mh) - ml) * a + b
+            if centred:
+                for d in range(vs.size):
+                    os[d] = ((vs[d] - mh) - ml) * a + b
+            else:
+                for d in range(vs.size):
+                    os[d] = vs[d] * a
         return
     n = v.size
     isz = v.itemsize
@@ -213,7 +235,10 @@ def affine_row(v, o, mu, rs, wr, br, stream, same, x2, nr):
         if mid and long:
             for j in range(c0, c1, per):
                 prefetch(x2, nr, j)
-        affine_span(same, v[c0:c1], o[c0:c1], mh, ml, r, wr[c0:c1], br[c0:c1], mid and stream)
+        if centred:
+            affine_span(same, v[c0:c1], o[c0:c1], mh, ml, r, wr[c0:c1], br[c0:c1], mid and stream)
+        else:
+            scale_span(same, v[c0:c1], o[c0:c1], r, wr[c0:c1], mid and stream)
         c0 = c1
 
 
@@ -232,6 +257,8 @@ def row_task(stat, stream, same, short):
     here); the reductions are separate functions with FASTMATH.
     """
 
+    centred = stat == MEAN  # RMS norm and p-norms write x * (rstd * w)
+
     def row_kernel(t, x2, o2, W, B, eps, p, nrows, mean_out, rstd_out):
         # task t: rows [t * |nrows|, (t + 1) * |nrows|) (short rows several
         # to a task: run_rows); nrows < 0: long rows without prefetching the
@@ -246,7 +273,7 @@ def row_task(stat, stream, same, short):
                 mu, rs = short_row_stats(x2, r, stat, eps)
                 mean_out[r] = mu
                 rstd_out[r] = rs
-                short_row_affine(x2, o2, r, mu, rs, W, B, r % RW)
+                short_row_affine(x2, o2, r, mu, rs, W, B, r % RW, centred)
                 continue
             mu, rs = row_stats(x2[r], stat, eps, p)
             mean_out[r] = mu
@@ -254,16 +281,17 @@ def row_task(stat, stream, same, short):
             # the next row's lines are prefetched while this row is written
             # (the last row prefetches itself: already cached); nxt = -1: none
             nxt = min2(r + 1, R - 1) if pf else -1
-            affine_row(x2[r], o2[r], mu, rs, W[r % RW], B[r % RW], stream, same, x2, nxt)
+            affine_row(x2[r], o2[r], mu, rs, W[r % RW], B[r % RW], stream, same, x2, nxt, centred)
 
     return row_kernel
 
 
-@task(fastmath=_FME, variants=("same",))
-def segment_task(same):
+@task(fastmath=_FME, variants=("same", "centred"))
+def segment_task(same, centred):
     """Output pass for few long rows: task t writes segment t % nseg of row
     t // nseg of x2 (R, D) with the row's mean and rstd; segments aligned to
-    the weight segments (a row with one weight, S == 1, splits anywhere)."""
+    the weight segments (a row with one weight, S == 1, splits anywhere).
+    ``centred``: False for RMS norm and p-norms (affine_row)."""
 
     def segment_kernel(t, x2, o2, W, B, eps, p, nseg, mean, rstd):
         R, D = x2.shape
@@ -286,6 +314,7 @@ def segment_task(same):
             same,
             x2,
             -1,  # no prefetch: the tasks of a row run side by side
+            centred,
         )
 
     return segment_kernel
@@ -311,6 +340,9 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
 
     ``rms``: RMS norm instead of layer norm; ``p``: lp_normalize with this p
     (``x / max(||x||_p, eps)``, NaN left out of the norm) instead of either.
+    ``bias`` None: none.  RMS norm and p-norms have none (their callers pass
+    None): their kernels write ``x * (rstd * w)`` and read no bias
+    (affine_row); one given to them anyway is added after the kernel.
     Returns (mean, rstd), (R,) float64 (mean 0 for RMS norm and p-norms).
     """
     pipelined, small, moments, pnorm = _DEPS or _deps()
@@ -321,13 +353,19 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
         narrow, out2 = out2, np.empty(x2.shape, np.float32)
     # the output arithmetic runs in x's dtype (see affine_row)
     W = weight if weight.dtype == x2.dtype else weight.astype(x2.dtype)
-    B = bias if bias.dtype == x2.dtype else bias.astype(x2.dtype)
     if W.ndim == 1:
         W = W.reshape(1, -1)
-        B = B.reshape(1, -1)
+    stat = PNORM if p is not None else (RMS if rms else MEAN)
+    late = None  # a bias added after an RMS/p-norm kernel
+    if stat == MEAN and bias is not None:
+        B = bias if bias.dtype == x2.dtype else bias.astype(x2.dtype)
+        B = B.reshape(W.shape)
+    else:
+        # (the kernels that read B see the zeros it stands for)
+        B = zeros(W.shape, x2.dtype)
+        late = bias if stat != MEAN else None
     mean = np.zeros(R)  # stays 0 for RMS norm and p-norms
     rstd = np.empty(R)
-    stat = PNORM if p is not None else (RMS if rms else MEAN)
     pf = float(p) if p is not None else 2.0
     eps = float(eps)
     S = W.shape[1]
@@ -354,7 +392,13 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
                 else:
                     mean[:] = mu
                     rstd[:] = inv_std_array(q / cnt, eps)
-        run(segment_task, R * nseg, x2, out2, W, B, eps, pf, nseg, mean, rstd, same=in_place(x2, out2))
+        run(
+            segment_task,
+            R * nseg,
+            *(x2, out2, W, B, eps, pf, nseg, mean, rstd),
+            same=in_place(x2, out2),
+            centred=stat == MEAN,
+        )
     else:
         # streaming stores only into an out= buffer written before
         # (_config.PIPE_MAX_ROW_BYTES); then the pipelined kernel for rows
@@ -367,9 +411,20 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
         else:
             # (in place the row-by-row kernel takes ordinary stores, see in_place)
             run_rows(x2, out2, W, B, eps, pf, mean, rstd, stat, same, stream and not same)
+    if late is not None:
+        Bl = np.repeat(np.asarray(late, out2.dtype).reshape(-1, S), D // S, axis=1)
+        out2 += Bl[np.arange(R) % Bl.shape[0]]
     if narrow is not None:
         narrow[...] = out2
     return mean, rstd
+
+
+@functools.lru_cache(maxsize=64)
+def zeros(shape, dtype):
+    """A read-only array of zeros, cached: no bias."""
+    z = np.zeros(shape, dtype)
+    z.flags.writeable = False
+    return z
 
 
 def run_rows(x2, o2, W, B, eps, p, mean, rstd, stat, same, stream, serial=False):

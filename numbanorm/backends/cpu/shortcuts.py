@@ -39,7 +39,7 @@ FUSED = True
 FAST_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 FINFO_EPS = {dt: float(np.finfo(dt).eps) for dt in FAST_DTYPES}
 # lp_normalize's unit weight and zero bias in each dtype (row_norm's (RW, S))
-UNIT = {dt: (np.ones((1, 1), dt), np.zeros((1, 1), dt)) for dt in FAST_DTYPES}
+UNIT = {dt: np.ones((1, 1), dt) for dt in FAST_DTYPES}
 
 
 def fast_chan(p, C: int, writable: bool = False):
@@ -414,7 +414,7 @@ def rows_small(x, normalized_shape, weight, bias, eps, rms, out=None):
             x.reshape(-1, D), y.reshape(-1, D), w, b, eps, 1.0 if rms else 0.0, False, EMPTY, EMPTY
         )
     else:
-        rows.row_norm(x.reshape(-1, D), y.reshape(-1, D), w, b, eps, rms)
+        rows.row_norm(x.reshape(-1, D), y.reshape(-1, D), w, None if rms else b, eps, rms)
     return y
 
 
@@ -563,8 +563,7 @@ def lp_normalize(x, p, axis, eps, out=None):
     if y is None:
         return None
     D = x.shape[-1]
-    one, zero = UNIT[x.dtype]
-    rows.row_norm(x.reshape(-1, D), y.reshape(-1, D), one, zero, eps, False, p=float(p))
+    rows.row_norm(x.reshape(-1, D), y.reshape(-1, D), UNIT[x.dtype], None, eps, False, p=float(p))
     return y
 
 

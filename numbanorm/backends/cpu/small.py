@@ -44,7 +44,8 @@ def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
     ``mode``: 0 layer norm, 1 RMS norm, -2 the 2-norm (lp_normalize p=2, NaN
     left out of the norm).
 
-    W, B: (RW, S), S dividing D (one weight per D/S-long segment).  ``store``:
+    W, B: (RW, S), S dividing D (one weight per D/S-long segment); B is
+    not read for RMS norm and the 2-norm (no bias: rows.row_norm).  ``store``:
     write mean/rstd (else mean_out/rstd_out are never touched).
     """
     R, D = x2.shape
@@ -73,7 +74,19 @@ def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
         if store:
             mean_out[r] = cm
             rstd_out[r] = rs
-        if seg == 1:
+        if mode != 0.0:
+            # RMS norm and the 2-norm: no mean and no bias (B holds zeros),
+            # the same value as below (but -0.0 where ``... + 0`` gives +0.0)
+            if seg == 1:
+                for d in range(D):
+                    o2[r, d] = np.float64(x2[r, d]) * (rs * np.float64(W[rw, d]))
+            else:
+                for k in range(S):
+                    a = rs * np.float64(W[rw, k])
+                    base = k * seg
+                    for j in range(seg):
+                        o2[r, base + j] = np.float64(x2[r, base + j]) * a
+        elif seg == 1:
             for d in range(D):
                 o2[r, d] = (np.float64(x2[r, d]) - cm) * (rs * np.float64(W[rw, d])) + np.float64(B[rw, d])
         else:
