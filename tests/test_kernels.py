@@ -116,6 +116,37 @@ def test_few_long_rows_take_the_segmented_path_correctly():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [1024, 2048, 4096])
+def test_rows_up_to_row_chunk_take_the_short_code_unless_they_prefetch(monkeypatch, dtype, D):
+    # rows of 8-32 KiB: the short-row code (2-D indexing, one shifted pass)
+    # below PREFETCH_MIN_X_BYTES of input, the long-row code (row views,
+    # prefetching the next row) from it; both give the layer norm of
+    # offset data to the float64 reference's accuracy
+    seen = []
+    run = _tasks.run
+
+    def spy(kernel, ntask, *args, **flags):
+        if kernel is rows.row_task:
+            seen.append((flags["short"], args[6] > 0))  # (short, prefetching)
+        return run(kernel, ntask, *args, **flags)
+
+    monkeypatch.setattr(rows, "run", spy)
+    rng = np.random.default_rng(D)
+    x = (rng.standard_normal((40, D)) + 1e4).astype(dtype)
+    x64 = x.astype(np.float64)
+    ref = (x64 - x64.mean(1, keepdims=True)) / np.sqrt(x64.var(1, keepdims=True) + 1e-5)
+    tol = 1e-5 if dtype == np.float32 else 1e-9
+    short_row = D * x.itemsize < rows.PREFETCH_MIN_ROW_BYTES
+    for limit, want in ((rows.PREFETCH_MIN_X_BYTES, (True, False)), (0, (short_row, True))):
+        monkeypatch.setattr(rows, "PREFETCH_MIN_X_BYTES", limit)
+        seen.clear()
+        y = np.empty_like(x)
+        rows.row_norm(x, y, np.ones(D, dtype), np.zeros(D, dtype), 1e-5, False)
+        assert seen == [want]
+        np.testing.assert_allclose(y, ref, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("K", [1, 3, 64, 256])
 def test_lane_minmax_nan_inf_blocks(dtype, K):
     # min/max lanes in x's dtype; the NaN count runs only for blocks whose

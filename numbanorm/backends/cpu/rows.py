@@ -249,7 +249,8 @@ def row_task(stat, stream, same, short):
 
     Variants: ``stat`` (MEAN, RMS, PNORM), ``stream`` (streaming stores for
     rows with one weight per element), ``same`` (in place), ``short`` (rows
-    of at most ROW_CHUNK elements and under PREFETCH_MIN_ROW_BYTES, one
+    of at most ROW_CHUNK elements that do not prefetch the next row (under
+    PREFETCH_MIN_ROW_BYTES, or the input under PREFETCH_MIN_X_BYTES), one
     weight per element or per row, not PNORM: 2-D indexing, no row views).
     ``p``: the p of PNORM.
 
@@ -433,10 +434,15 @@ def run_rows(x2, o2, W, B, eps, p, mean, rstd, stat, same, stream, serial=False)
     R, D = x2.shape
     S = W.shape[1]
     stream = stream and S == D and S > 1
+    # long rows prefetch the next row only from inputs past the last-level
+    # cache (PREFETCH_MIN_X_BYTES; the sign of nrows tells row_task)
+    pf = x2.nbytes >= PREFETCH_MIN_X_BYTES
+    # rows of up to ROW_CHUNK elements take the short-row code (2-D indexing,
+    # one shifted pass) unless they would prefetch the next row
     short = (
         not stream
         and D <= ROW_CHUNK
-        and D * x2.itemsize < PREFETCH_MIN_ROW_BYTES
+        and (D * x2.itemsize < PREFETCH_MIN_ROW_BYTES or not pf)
         and stat != PNORM
         and (S == 1 or S == D)
     )
@@ -444,9 +450,6 @@ def run_rows(x2, o2, W, B, eps, p, mean, rstd, stat, same, stream, serial=False)
     # task's launch costs ~70 ns: NOTES.md section 27)
     nrows = max(1, ROW_TASK_MIN_ELEMS // max(D, 1))
     ntask = (R + nrows - 1) // nrows
-    # long rows prefetch the next row only from inputs past the last-level
-    # cache (PREFETCH_MIN_X_BYTES; the sign of nrows tells row_task)
-    pf = x2.nbytes >= PREFETCH_MIN_X_BYTES
     args = (x2, o2, W, B, eps, p, nrows if pf else -nrows, mean, rstd)
     (run_serial if serial else run)(row_task, ntask, *args, stat=stat, stream=stream, same=same, short=short)
 
