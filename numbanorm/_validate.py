@@ -367,6 +367,8 @@ def overlaps(out: np.ndarray, x: np.ndarray) -> bool:
     out element by element, so any other overlap would read values already
     overwritten.  Memory bounds only (np.may_share_memory), so a disjoint
     interleaved view also counts."""
+    if out is x:
+        return False
     if not np.may_share_memory(out, x):
         return False
     ax = x.__array_interface__["data"][0]

@@ -63,6 +63,7 @@ from ._reduce import apply_affine, kept_shape, normalize_axis
 from ._stats import constant_feature, variance
 from ._validate import masked_as_nan
 from .backends.cpu import small
+from .backends.cpu._intrinsics import in_place
 from .backends.cpu.shortcuts import chan_view
 from .streaming import RunningStats
 
@@ -548,17 +549,17 @@ class _BaseScaler:
         if v is not None:
             x3 = xw.reshape(v)
             if out.dtype == xw.dtype and out.flags.c_contiguous:  # (out may be x: elementwise, safe)
-                small.channel_apply(x3, out.reshape(v), *ps, clip, lo, hi)
+                small.channel_apply(x3, out.reshape(v), *ps, clip, lo, hi, in_place(xw, out))
             else:
                 y3 = np.empty_like(x3)
-                small.channel_apply(x3, y3, *ps, clip, lo, hi)
+                small.channel_apply(x3, y3, *ps, clip, lo, hi, False)
                 out[...] = y3.reshape(x.shape)
             return
         order = [*axes, *(a for a in range(x.ndim) if a not in axes)]
         xt = np.ascontiguousarray(xw.transpose(order))
         x3 = xt.reshape(-1, F, 1)
         y3 = np.empty_like(x3)
-        small.channel_apply(x3, y3, *ps, clip, lo, hi)
+        small.channel_apply(x3, y3, *ps, clip, lo, hi, False)
         out.transpose(order)[...] = y3.reshape(xt.shape)
 
 

@@ -110,3 +110,42 @@ def test_large_in_place_calls_give_the_out_of_place_bits(rng, op):
 # row kernel; batch_norm training's channel kernel, whose in-place loop may
 # also vectorize into another order, as CI's fresh build showed)
 SUMS = {"batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "lp_normalize"}
+
+
+# the small kernels' entry points and the row tasks' launchers, whose last
+# argument / ``same`` flag says "in place" (the in-place loops need it)
+SMALL_ENTRIES = ("row_norm_serial", "batch_norm_small", "standardize_small", "minmax_small")
+ROW_OPS = {"instance_norm", "layer_norm", "layer_norm_affine", "group_norm", "rms_norm", "lp_normalize"}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", ["small", "medium"])
+@pytest.mark.parametrize("op", OPS)
+def test_in_place_calls_take_the_in_place_loops(monkeypatch, rng, op, size, dtype):
+    # out=x at the sizes of the serial kernels (at most MIN_TASK_ELEMS) and
+    # of the row tasks: the kernels are told "in place" (before, they ran
+    # their loops on two arrays that overlap: 1.6-2.2x the out= time), and
+    # give the out-of-place bits
+    from numbanorm.backends.cpu import rows, small
+
+    seen = []
+    for name in SMALL_ENTRIES:
+        f = getattr(small, name)
+        monkeypatch.setattr(small, name, lambda *a, f=f: (seen.append(a[-1]), f(*a))[1])
+    for name in ("run", "run_serial"):
+        f = getattr(rows, name)
+
+        def launch(kernel, ntask, *a, f=f, **flags):
+            seen.append(flags["same"])
+            return f(kernel, ntask, *a, **flags)
+
+        monkeypatch.setattr(rows, name, launch)
+    shape = (2, 8, 8, 128) if size == "small" else (4, 8, 64, 128)
+    x = (rng.standard_normal(shape) * 2 + 5).astype(dtype)
+    want = OPS[op](x)
+    seen.clear()
+    xi = x.copy()
+    assert OPS[op](xi, out=xi) is xi
+    np.testing.assert_array_equal(xi, want)
+    if size == "small" or op in ROW_OPS:
+        assert seen and all(s is True for s in seen), seen

@@ -69,7 +69,8 @@ class Backend(Protocol):
         statistic: layer norm (rms False, p None), RMS norm (rms True: mean
         0, rstd 1/rms) or ``1/max(||x2[r]||_p, eps)`` (p given: mean 0, NaN
         left out of the norm).  weight/bias: (RW, S) arrays of x's dtype
-        (see ROW_NORM_GROUPED)."""
+        (see ROW_NORM_GROUPED); bias None: none (what RMS norm and the
+        p-norms pass)."""
         ...
 
     def pnorm(self, x3: Any, p: float) -> np.ndarray:

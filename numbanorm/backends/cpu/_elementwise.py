@@ -130,6 +130,19 @@ def _scale_span(v, o, r, w, nt):
             o[d] = v[d] * (r * w[d])
 
 
+def _seg_affine(v, o, mh, ml, a, b):
+    """o = ((v - mh) - ml) * a + b with one weight a and bias b (a row
+    segment; the mean split as in _affine_span)."""
+    for d in range(v.size):
+        o[d] = ((v[d] - mh) - ml) * a + b
+
+
+def _seg_scale(v, o, a):
+    """o = v * a (a row segment of RMS norm or a p-norm)."""
+    for d in range(v.size):
+        o[d] = v[d] * a
+
+
 @njit(fastmath=_FME, error_model="numpy", nogil=True)
 def hilo_affine(v, mh, ml, a, b):
     """((v - mh) - ml) * a + b without 'reassoc', which could fold the mean's
@@ -192,5 +205,7 @@ map_lanes_apart = map_lanes.variant(False)
 map_lanes_in_place = map_lanes.variant(True)
 affine_span = alias_safe(_affine_span, _FME)
 scale_span = alias_safe(_scale_span, _FME)
+seg_affine = alias_safe(_seg_affine, _FME)
+seg_scale = alias_safe(_seg_scale, _FME)
 pipe_span = alias_safe(_pipe_span, _FM)
 pipe_scale = alias_safe(_pipe_scale, _FM)

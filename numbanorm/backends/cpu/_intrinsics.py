@@ -169,6 +169,8 @@ def in_place(x, out) -> bool:
     pipelined kernels keep them (without, layer norm took the row-by-row
     kernel at 1.7x the time).  Memory bounds first (0.2 us): an output that
     shares none is not x, and reading both data addresses costs 2 us."""
+    if out is x:
+        return True
     if not np.may_share_memory(out, x):
         return False
     return out.__array_interface__["data"][0] == x.__array_interface__["data"][0]

@@ -13,7 +13,7 @@ The chooser (:func:`row_norm`) picks one of three kernels: row by row
 (:func:`row_task`, here), pipelined (``pipelined.pipe_task``: the next row
 summed while this one is written) and, for few long rows, a segmented
 output pass after the moments (:func:`segment_task`).  Inputs below
-MIN_TASK_ELEMS take ``small.row_norm_small`` or the row task in this thread.
+MIN_TASK_ELEMS take ``small.row_norm_serial`` or the row task in this thread.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from ..._config import (
     ROW_TASK_MIN_ELEMS,
 )
 from ..._stats import inv_std, inv_std_array, pnorm_finish
-from ._elementwise import affine_span, scale_span
+from ._elementwise import affine_span, alias_safe, scale_span, seg_affine, seg_scale
 from ._intrinsics import in_place, max2, min2, prefetch, resident, stream_span, streams
 from ._tasks import nsplit, run, run_serial, task, threads, widen
 from .segments import segment_moments, shift_ok
@@ -151,8 +151,7 @@ def short_row_stats(x2, r, stat, eps):
     return cm, inv_std(q / D, eps)
 
 
-@njit(fastmath=_FME, error_model="numpy", inline="always")
-def short_row_affine(x2, o2, r, mu, rs, W, B, rw, centred):
+def _short_row_affine(x2, o2, r, mu, rs, W, B, rw, centred):
     """o2[r] = (x2[r] - mu) * rs * w + b with 2-D indexing (weights per
     element, or one per row); no 'reassoc' (see affine_row).  Not
     ``centred`` (a compile-time flag): see affine_row."""
@@ -178,6 +177,10 @@ def short_row_affine(x2, o2, r, mu, rs, W, B, rw, centred):
     else:
         for d in range(D):
             o2[r, d] = ((x2[r, d] - mh) - ml) * (rr * W[rw, d]) + B[rw, d]
+
+
+# in place (``same``): one array read and written (_elementwise.alias_safe)
+short_row_affine = alias_safe(_short_row_affine, _FME, read="x2", write="o2")
 
 
 @njit(fastmath=_FME, error_model="numpy", inline="always")
@@ -213,11 +216,9 @@ def affine_row(v, o, mu, rs, wr, br, stream, same, x2, nr, centred=True):
             vs = v[s * seg : (s + 1) * seg]
             os = o[s * seg : (s + 1) * seg]
             if centred:
-                for d in range(vs.size):
-                    os[d] = ((vs[d] - mh) - ml) * a + b
+                seg_affine(same, vs, os, mh, ml, a, b)
             else:
-                for d in range(vs.size):
-                    os[d] = vs[d] * a
+                seg_scale(same, vs, os, a)
         return
     n = v.size
     isz = v.itemsize
@@ -274,7 +275,7 @@ def row_task(stat, stream, same, short):
                 mu, rs = short_row_stats(x2, r, stat, eps)
                 mean_out[r] = mu
                 rstd_out[r] = rs
-                short_row_affine(x2, o2, r, mu, rs, W, B, r % RW, centred)
+                short_row_affine(same, x2, o2, r, mu, rs, W, B, r % RW, centred)
                 continue
             mu, rs = row_stats(x2[r], stat, eps, p)
             mean_out[r] = mu
@@ -337,6 +338,12 @@ def _deps():
 
 
 def row_norm(x2, out2, weight, bias, eps, rms, p=None):
+    """The backend primitive (backends.Backend.row_norm): :func:`norm_rows`
+    testing in place itself."""
+    return norm_rows(x2, out2, weight, bias, eps, rms, p, None)
+
+
+def norm_rows(x2, out2, weight, bias, eps, rms, p, same):
     """Fused row normalization of x2 (R, D); weight/bias (D,) or (RW, S).
 
     ``rms``: RMS norm instead of layer norm; ``p``: lp_normalize with this p
@@ -344,6 +351,8 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
     ``bias`` None: none.  RMS norm and p-norms have none (their callers pass
     None): their kernels write ``x * (rstd * w)`` and read no bias
     (affine_row); one given to them anyway is added after the kernel.
+    ``same``: whether out2 is x2 (in place), or None to test it here (a
+    caller that knows saves ~2 us: reading two data addresses).
     Returns (mean, rstd), (R,) float64 (mean 0 for RMS norm and p-norms).
     """
     pipelined, small, moments, pnorm = _DEPS or _deps()
@@ -367,6 +376,10 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
         late = bias if stat != MEAN else None
     mean = np.zeros(R)  # stays 0 for RMS norm and p-norms
     rstd = np.empty(R)
+    if narrow is not None:
+        same = False  # (out2 is a float32 temporary)
+    elif same is None:
+        same = in_place(x2, out2)
     pf = float(p) if p is not None else 2.0
     eps = float(eps)
     S = W.shape[1]
@@ -376,9 +389,9 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
         # small: no threads (decided first: nsplit asks numba for threads)
         if stat != PNORM or pf == 2.0:
             mode = -2.0 if stat == PNORM else (1.0 if stat == RMS else 0.0)
-            small.row_norm_small(x2, out2, W, B, eps, mode, True, mean, rstd)
+            small.row_norm_serial(x2, out2, W, B, eps, mode, True, mean, rstd, same)
         else:
-            run_rows(x2, out2, W, B, eps, pf, mean, rstd, stat, in_place(x2, out2), False, serial=True)
+            run_rows(x2, out2, W, B, eps, pf, mean, rstd, stat, same, False, serial=True)
     elif (nseg := min(nsplit(R, D), S if S > 1 else D)) > 1:
         # few long rows: the statistics split over tasks, then the output
         if stat == PNORM:
@@ -397,14 +410,13 @@ def row_norm(x2, out2, weight, bias, eps, rms, p=None):
             segment_task,
             R * nseg,
             *(x2, out2, W, B, eps, pf, nseg, mean, rstd),
-            same=in_place(x2, out2),
+            same=same,
             centred=stat == MEAN,
         )
     else:
         # streaming stores only into an out= buffer written before
         # (_config.PIPE_MAX_ROW_BYTES); then the pipelined kernel for rows
         # with fewer weights than elements (NOTES.md section 13)
-        same = in_place(x2, out2)
         stream = streams(out2) and resident(out2)
         if stream and S < D and (stat != PNORM or pf == 2.0) and D * x2.itemsize <= PIPE_MAX_ROW_BYTES:
             # R >= 4 threads here, so every block has >= 4 rows

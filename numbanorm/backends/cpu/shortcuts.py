@@ -31,6 +31,7 @@ from ..._config import MIN_TASK_ELEMS
 from ..._reduce import short_rows_as_columns
 from ..._validate import overlaps, stats_dtype
 from . import channels, rows, small
+from ._intrinsics import in_place
 
 EMPTY = np.empty(0)
 # the per-channel fast paths of batch_norm, standardize and minmax_scale
@@ -300,8 +301,9 @@ def batch_norm(
     if is_small:
         v = (A, C, S)
         mean, rstd = np.empty(C), np.empty(C)  # (the kernel writes them; no stats asked)
+        same = in_place_out(x, out, y)
         small.batch_norm_small(
-            x.reshape(v), y.reshape(v), rm, rv, w, b, training, update, momentum, eps, mean, rstd
+            x.reshape(v), y.reshape(v), rm, rv, w, b, training, update, momentum, eps, mean, rstd, same
         )
         return y
     v = (A * C, S) if rows else (1, A * C)
@@ -365,9 +367,10 @@ def groups_small(x: np.ndarray, G: int, weight, bias, eps, out=None):
     R = N * G
     D = x.size // R
     if x.size <= MIN_TASK_ELEMS:
-        small.row_norm_small(x.reshape(R, D), y.reshape(R, D), W, B, eps, 0.0, False, EMPTY, EMPTY)
+        same = in_place_out(x, out, y)
+        small.row_norm_serial(x.reshape(R, D), y.reshape(R, D), W, B, eps, 0.0, False, EMPTY, EMPTY, same)
     else:
-        rows.row_norm(x.reshape(R, D), y.reshape(R, D), W, B, eps, False)
+        rows.norm_rows(x.reshape(R, D), y.reshape(R, D), W, B, eps, False, None, in_place_out(x, out, y))
     return y
 
 
@@ -409,12 +412,12 @@ def rows_small(x, normalized_shape, weight, bias, eps, rms, out=None):
     y = fast_out(x, out) if w is not None and b is not None else None
     if y is None:
         return None
+    same = in_place_out(x, out, y)
     if small_call:
-        small.row_norm_small(
-            x.reshape(-1, D), y.reshape(-1, D), w, b, eps, 1.0 if rms else 0.0, False, EMPTY, EMPTY
-        )
+        mode = 1.0 if rms else 0.0
+        small.row_norm_serial(x.reshape(-1, D), y.reshape(-1, D), w, b, eps, mode, False, EMPTY, EMPTY, same)
     else:
-        rows.row_norm(x.reshape(-1, D), y.reshape(-1, D), w, None if rms else b, eps, rms)
+        rows.norm_rows(x.reshape(-1, D), y.reshape(-1, D), w, None if rms else b, eps, rms, None, same)
     return y
 
 
@@ -486,8 +489,10 @@ def standardize(x, axis, ddof, with_mean, with_std, out, return_stats):
         y = None if v is None else fast_out(x, out)
         if y is not None:
             C = v[1]
+            center, sd = np.empty(C), np.empty(C)
             small.standardize_small(
-                x.reshape(v), y.reshape(v), float(ddof), with_mean, with_std, np.empty(C), np.empty(C)
+                *(x.reshape(v), y.reshape(v), float(ddof), with_mean, with_std, center, sd),
+                in_place_out(x, out, y),
             )
             return y
     f = per_channel(x, axis, out)
@@ -510,7 +515,8 @@ def standardize_general_small(inp, axes, y, ddof, with_mean, with_std):
         return None
     mean, std = np.empty(v[1]), np.empty(v[1])
     small.standardize_small(
-        inp.arr.reshape(v), y.reshape(v), float(ddof), bool(with_mean), bool(with_std), mean, std
+        *(inp.arr.reshape(v), y.reshape(v), float(ddof), bool(with_mean), bool(with_std), mean, std),
+        in_place(inp.arr, y),
     )
     return mean, std
 
@@ -522,7 +528,7 @@ def minmax_scale(x, lo, hi, axis, clip, out):
     v = small_view(x, axis)
     y = None if v is None else fast_out(x, out)
     if y is not None:
-        small.minmax_small(x.reshape(v), y.reshape(v), lo, hi, clip)
+        small.minmax_small(x.reshape(v), y.reshape(v), lo, hi, clip, in_place_out(x, out, y))
         return y
     f = per_channel(x, axis, out)
     if f is None:
@@ -537,7 +543,7 @@ def minmax_general_small(inp, axes, y, lo, hi, clip) -> bool:
     v = general_small_view(inp, axes, y)
     if v is None:
         return False
-    small.minmax_small(inp.arr.reshape(v), y.reshape(v), lo, hi, bool(clip))
+    small.minmax_small(inp.arr.reshape(v), y.reshape(v), lo, hi, bool(clip), in_place(inp.arr, y))
     return True
 
 
@@ -563,7 +569,8 @@ def lp_normalize(x, p, axis, eps, out=None):
     if y is None:
         return None
     D = x.shape[-1]
-    rows.row_norm(x.reshape(-1, D), y.reshape(-1, D), UNIT[x.dtype], None, eps, False, p=float(p))
+    x2, y2 = x.reshape(-1, D), y.reshape(-1, D)
+    rows.norm_rows(x2, y2, UNIT[x.dtype], None, eps, False, float(p), in_place_out(x, out, y))
     return y
 
 
@@ -577,5 +584,5 @@ def batch_norm_general_small(inp, y, ca, rm, rv, w, b, training, update, momentu
     C = v[1]
     mean, rstd = np.empty(C), np.empty(C)
     args = (rm, rv, w, b, training, update, momentum, eps, mean, rstd)
-    small.batch_norm_small(inp.arr.reshape(v), y.reshape(v), *args)
+    small.batch_norm_small(inp.arr.reshape(v), y.reshape(v), *args, in_place(inp.arr, y))
     return mean, rstd

@@ -23,15 +23,56 @@ from ..._stats import (
     two_sum,
     variance,
 )
+from ._elementwise import alias_safe
 from ._intrinsics import max2
-from .rows import row_two_pass
+from .rows import MEAN, RMS, row_two_pass, short_row_affine, short_row_stats
 
 _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)
 
+# float32 rows of at least this many elements take row_norm_short (its
+# float32 output pass and one-pass statistics win there; shorter rows gain
+# more from row_norm_small's single loop nest: NOTES.md section 33)
+SHORT_MIN_D = 128
+
+
+def _row_out(x2, o2, r, rw, cm, rs, W, B, uncentred):
+    """Row r of row_norm_small's output, formed in float64 and rounded once:
+    ``(x - cm) * (rs * w) + b``, or for RMS norm and the 2-norm
+    (``uncentred``: no mean, no bias, B not read) ``x * (rs * w)``, the same
+    value but -0.0 where ``... + 0`` gives +0.0."""
+    D = x2.shape[1]
+    S = W.shape[1]
+    seg = D // S
+    if uncentred:
+        if seg == 1:
+            for d in range(D):
+                o2[r, d] = np.float64(x2[r, d]) * (rs * np.float64(W[rw, d]))
+        else:
+            for k in range(S):
+                a = rs * np.float64(W[rw, k])
+                base = k * seg
+                for j in range(seg):
+                    o2[r, base + j] = np.float64(x2[r, base + j]) * a
+    elif seg == 1:
+        for d in range(D):
+            o2[r, d] = (np.float64(x2[r, d]) - cm) * (rs * np.float64(W[rw, d])) + np.float64(B[rw, d])
+    else:
+        for k in range(S):
+            a = rs * np.float64(W[rw, k])
+            b = np.float64(B[rw, k])
+            base = k * seg
+            for j in range(seg):
+                o2[r, base + j] = (np.float64(x2[r, base + j]) - cm) * a + b
+
+
+# in place (``same``: o2 is x2) one array is read and written, so the loops
+# vectorize without an overlap check (_elementwise.alias_safe)
+row_out = alias_safe(_row_out, _FM, read="x2", write="o2")
+
 
 @kernel(fastmath=_FM, error_model="numpy", nogil=True)
-def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
+def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out, same):
     """Layer/RMS/instance/group norm of a small x2 (R, D), serial, in one loop nest.
 
     For inputs below MIN_TASK_ELEMS, where _row_norm_serial's per-row helper
@@ -46,13 +87,12 @@ def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
 
     W, B: (RW, S), S dividing D (one weight per D/S-long segment); B is
     not read for RMS norm and the 2-norm (no bias: rows.row_norm).  ``store``:
-    write mean/rstd (else mean_out/rstd_out are never touched).
+    write mean/rstd (else mean_out/rstd_out are never touched).  ``same``:
+    o2 is x2 (in place; see row_out).
     """
     R, D = x2.shape
-    RW, S = W.shape
-    seg = D // S
+    RW = W.shape[0]
     for r in range(R):
-        rw = r % RW
         s = 0.0
         if mode != 0.0:
             for d in range(D):
@@ -74,28 +114,38 @@ def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
         if store:
             mean_out[r] = cm
             rstd_out[r] = rs
-        if mode != 0.0:
-            # RMS norm and the 2-norm: no mean and no bias (B holds zeros),
-            # the same value as below (but -0.0 where ``... + 0`` gives +0.0)
-            if seg == 1:
-                for d in range(D):
-                    o2[r, d] = np.float64(x2[r, d]) * (rs * np.float64(W[rw, d]))
-            else:
-                for k in range(S):
-                    a = rs * np.float64(W[rw, k])
-                    base = k * seg
-                    for j in range(seg):
-                        o2[r, base + j] = np.float64(x2[r, base + j]) * a
-        elif seg == 1:
-            for d in range(D):
-                o2[r, d] = (np.float64(x2[r, d]) - cm) * (rs * np.float64(W[rw, d])) + np.float64(B[rw, d])
-        else:
-            for k in range(S):
-                a = rs * np.float64(W[rw, k])
-                b = np.float64(B[rw, k])
-                base = k * seg
-                for j in range(seg):
-                    o2[r, base + j] = (np.float64(x2[r, base + j]) - cm) * a + b
+        row_out(same, x2, o2, r, r % RW, cm, rs, W, B, mode != 0.0)
+
+
+@kernel(fastmath=_FME, error_model="numpy", nogil=True)
+def row_norm_short(x2, o2, W, B, eps, centred, store, mean_out, rstd_out, same):
+    """Layer norm (``centred``) or RMS norm of a small x2 (R, D) with the
+    row tasks' short-row code, serial: statistics in one shifted float64 pass
+    (rows.short_row_stats, guarded, else the exact two-pass), the output in
+    x's dtype (rows.short_row_affine).  For float32 rows of SHORT_MIN_D or
+    more it takes 0.55-0.8x row_norm_small's time (NOTES.md section 33).
+    W, B: (RW, 1) or (RW, D).  ``store``, ``same``: as row_norm_small."""
+    R = x2.shape[0]
+    RW = W.shape[0]
+    stat = MEAN if centred else RMS
+    for r in range(R):
+        mu, rs = short_row_stats(x2, r, stat, eps)
+        if store:
+            mean_out[r] = mu
+            rstd_out[r] = rs
+        short_row_affine(same, x2, o2, r, mu, rs, W, B, r % RW, centred)
+
+
+def row_norm_serial(x2, o2, W, B, eps, mode, store, mean_out, rstd_out, same):
+    """row_norm_small's call, through row_norm_short where that is faster:
+    float32 layer or RMS norm with rows of at least SHORT_MIN_D elements and
+    one weight per element or per row."""
+    S = W.shape[1]
+    D = x2.shape[1]
+    if x2.dtype == np.float32 and mode >= 0.0 and D >= SHORT_MIN_D and (S == 1 or S == D):
+        row_norm_short(x2, o2, W, B, eps, mode == 0.0, store, mean_out, rstd_out, same)
+    else:
+        row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out, same)
 
 
 @kernel(fastmath=_FM, error_model="numpy", nogil=True)
@@ -166,21 +216,20 @@ def channel_moments(x3, skipnan, cnt, mean, m2, res):
             res[c] = 0.0
 
 
-@kernel(fastmath=_FME, error_model="numpy", nogil=True)
-def channel_apply(x3, y3, center, scale, shift, clip, lo, hi):
+def _channel_apply(x3, y3, center, scale, shift, clip, lo, hi):
     """y3 = clip((x3 - center) * scale + shift) per channel of x3 (A, C, S),
     formed in float64 and rounded once (parameters (C,) float64)."""
     A, C, S = x3.shape
     if S == 1:
-        x2 = x3.reshape(A, C)
-        y2 = y3.reshape(A, C)
+        # (3-D indexing: reshaped views of one array are not known to be one
+        # array, and the in-place variant would take the overlap check)
         for a in range(A):
             for c in range(C):
-                y = (np.float64(x2[a, c]) - center[c]) * scale[c] + shift[c]
+                y = (np.float64(x3[a, c, 0]) - center[c]) * scale[c] + shift[c]
                 if clip:
                     y = lo if y < lo else y
                     y = hi if y > hi else y
-                y2[a, c] = y
+                y3[a, c, 0] = y
         return
     for a in range(A):
         for c in range(C):
@@ -195,13 +244,23 @@ def channel_apply(x3, y3, center, scale, shift, clip, lo, hi):
                 y3[a, c, j] = y
 
 
+channel_apply_io = alias_safe(_channel_apply, _FME, read="x3", write="y3")
+
+
+@kernel(fastmath=_FME, error_model="numpy", nogil=True)
+def channel_apply(x3, y3, center, scale, shift, clip, lo, hi, same):
+    """_channel_apply; ``same``: y3 is x3 (in place: one array read and
+    written, no overlap check in the loops)."""
+    channel_apply_io(same, x3, y3, center, scale, shift, clip, lo, hi)
+
+
 @kernel(fastmath=_FM, error_model="numpy", nogil=True)
-def batch_norm_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
+def batch_norm_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean, rstd, same):
     """Batch norm of a small x3 (A, C, S) with channels on axis 1, one serial
     kernel: batch statistics (training) or the running ones, the running
     update in place (``update``: rm/rv given), and the output.  w, b: (C,) or
     empty (identity).  Same formulas as functional.batch_norm; the mean and
-    rstd used are written to ``mean``, ``rstd`` (C,)."""
+    rstd used are written to ``mean``, ``rstd`` (C,).  ``same``: y3 is x3."""
     A, C, S = x3.shape
     n = float(A * S)
     scale = np.empty(C)
@@ -224,15 +283,16 @@ def batch_norm_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean
         if w.size:
             scale[c] *= np.float64(w[c])
         shift[c] = np.float64(b[c]) if b.size else 0.0
-    channel_apply(x3, y3, mean, scale, shift, False, 0.0, 0.0)
+    channel_apply(x3, y3, mean, scale, shift, False, 0.0, 0.0, same)
 
 
 @kernel(fastmath=_FM, error_model="numpy", nogil=True)
-def standardize_small(x3, y3, ddof, with_mean, with_std, center, sd):
+def standardize_small(x3, y3, ddof, with_mean, with_std, center, sd, same):
     """preprocessing.standardize of a small x3 (A, C, S) over A and S, one
     serial kernel (NaN left out of the statistics; constant features, by
     scikit-learn's bound as in preprocessing.constant_features, get std 1).
-    The mean and std used are written to ``center``, ``sd`` (C,)."""
+    The mean and std used are written to ``center``, ``sd`` (C,).  ``same``:
+    y3 is x3."""
     C = x3.shape[1]
     cnt = np.empty(C)
     mean = np.empty(C)
@@ -250,13 +310,14 @@ def standardize_small(x3, y3, ddof, with_mean, with_std, center, sd):
         if with_std:
             sd[c] = std
             scale[c] = 1.0 / std
-    channel_apply(x3, y3, center, scale, np.zeros(C), False, 0.0, 0.0)
+    channel_apply(x3, y3, center, scale, np.zeros(C), False, 0.0, 0.0, same)
 
 
 @kernel(fastmath=_FME, error_model="numpy", nogil=True)
-def minmax_small(x3, y3, lo, hi, clip):
+def minmax_small(x3, y3, lo, hi, clip, same):
     """preprocessing.minmax_scale of a small x3 (A, C, S) over A and S, one
-    serial kernel (NaN left out of min/max; a zero range counts as 1)."""
+    serial kernel (NaN left out of min/max; a zero range counts as 1).
+    ``same``: y3 is x3."""
     A, C, S = x3.shape
     mn = np.full(C, np.inf)
     mx = np.full(C, -np.inf)
@@ -289,7 +350,7 @@ def minmax_small(x3, y3, lo, hi, clip):
             mn[c] = math.nan
             mx[c] = math.nan
         scale[c] = minmax_factor(mn[c], mx[c], lo, hi)
-    channel_apply(x3, y3, mn, scale, np.full(C, lo), clip, lo, hi)
+    channel_apply(x3, y3, mn, scale, np.full(C, lo), clip, lo, hi, same)
 
 
 @kernel(fastmath=_FM, error_model="numpy", nogil=True)
