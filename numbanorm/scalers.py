@@ -549,17 +549,18 @@ class _BaseScaler:
         if v is not None:
             x3 = xw.reshape(v)
             if out.dtype == xw.dtype and out.flags.c_contiguous:  # (out may be x: elementwise, safe)
-                small.channel_apply(x3, out.reshape(v), *ps, clip, lo, hi, in_place(xw, out))
+                apply = small.channel_apply_in_place if in_place(xw, out) else small.channel_apply
+                apply(x3, out.reshape(v), *ps, clip, lo, hi)
             else:
                 y3 = np.empty_like(x3)
-                small.channel_apply(x3, y3, *ps, clip, lo, hi, False)
+                small.channel_apply(x3, y3, *ps, clip, lo, hi)
                 out[...] = y3.reshape(x.shape)
             return
         order = [*axes, *(a for a in range(x.ndim) if a not in axes)]
         xt = np.ascontiguousarray(xw.transpose(order))
         x3 = xt.reshape(-1, F, 1)
         y3 = np.empty_like(x3)
-        small.channel_apply(x3, y3, *ps, clip, lo, hi, False)
+        small.channel_apply(x3, y3, *ps, clip, lo, hi)
         out.transpose(order)[...] = y3.reshape(xt.shape)
 
 

@@ -112,9 +112,8 @@ def test_large_in_place_calls_give_the_out_of_place_bits(rng, op):
 SUMS = {"batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "lp_normalize"}
 
 
-# the small kernels' entry points and the row tasks' launchers, whose last
-# argument / ``same`` flag says "in place" (the in-place loops need it)
-SMALL_ENTRIES = ("row_norm_serial", "batch_norm_small", "standardize_small", "minmax_small")
+# the small kernels' (apart, in place) pairs, whose index is "in place"
+SMALL_PAIRS = ("row_norm_small", "row_norm_short", "batch_norm_small", "standardize_small", "minmax_small")
 ROW_OPS = {"instance_norm", "layer_norm", "layer_norm_affine", "group_norm", "rms_norm", "lp_normalize"}
 
 
@@ -123,15 +122,16 @@ ROW_OPS = {"instance_norm", "layer_norm", "layer_norm_affine", "group_norm", "rm
 @pytest.mark.parametrize("op", OPS)
 def test_in_place_calls_take_the_in_place_loops(monkeypatch, rng, op, size, dtype):
     # out=x at the sizes of the serial kernels (at most MIN_TASK_ELEMS) and
-    # of the row tasks: the kernels are told "in place" (before, they ran
+    # of the row tasks: the in-place kernels and loops run (before, they ran
     # their loops on two arrays that overlap: 1.6-2.2x the out= time), and
     # give the out-of-place bits
     from numbanorm.backends.cpu import rows, small
 
     seen = []
-    for name in SMALL_ENTRIES:
-        f = getattr(small, name)
-        monkeypatch.setattr(small, name, lambda *a, f=f: (seen.append(a[-1]), f(*a))[1])
+    for name in SMALL_PAIRS:
+        pair = getattr(small, name)
+        spied = tuple(lambda *a, f=f, i=i: (seen.append(bool(i)), f(*a))[1] for i, f in enumerate(pair))
+        monkeypatch.setattr(small, name, spied)
     for name in ("run", "run_serial"):
         f = getattr(rows, name)
 

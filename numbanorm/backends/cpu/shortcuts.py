@@ -302,8 +302,8 @@ def batch_norm(
     if is_small:
         v = (A, C, S)
         mean, rstd = np.empty(C), np.empty(C)  # (the kernel writes them; no stats asked)
-        small.batch_norm_small(
-            x.reshape(v), y.reshape(v), rm, rv, w, b, training, update, momentum, eps, mean, rstd, same
+        small.batch_norm_small[same](
+            x.reshape(v), y.reshape(v), rm, rv, w, b, training, update, momentum, eps, mean, rstd
         )
         return y
     v = (A * C, S) if rows else (1, A * C)
@@ -487,9 +487,8 @@ def standardize(x, axis, ddof, with_mean, with_std, out, return_stats):
         if y is not None:
             C = v[1]
             center, sd = np.empty(C), np.empty(C)
-            small.standardize_small(
-                *(x.reshape(v), y.reshape(v), float(ddof), with_mean, with_std, center, sd),
-                same,
+            small.standardize_small[same](
+                x.reshape(v), y.reshape(v), float(ddof), with_mean, with_std, center, sd
             )
             return y
     f = per_channel(x, axis, out)
@@ -511,9 +510,8 @@ def standardize_general_small(inp, axes, y, ddof, with_mean, with_std):
     if v is None:
         return None
     mean, std = np.empty(v[1]), np.empty(v[1])
-    small.standardize_small(
-        *(inp.arr.reshape(v), y.reshape(v), float(ddof), bool(with_mean), bool(with_std), mean, std),
-        in_place(inp.arr, y),
+    small.standardize_small[in_place(inp.arr, y)](
+        inp.arr.reshape(v), y.reshape(v), float(ddof), bool(with_mean), bool(with_std), mean, std
     )
     return mean, std
 
@@ -525,7 +523,7 @@ def minmax_scale(x, lo, hi, axis, clip, out):
     v = small_view(x, axis)
     y, same = (None, False) if v is None else fast_out_same(x, out)
     if y is not None:
-        small.minmax_small(x.reshape(v), y.reshape(v), lo, hi, clip, same)
+        small.minmax_small[same](x.reshape(v), y.reshape(v), lo, hi, clip)
         return y
     f = per_channel(x, axis, out)
     if f is None:
@@ -540,7 +538,7 @@ def minmax_general_small(inp, axes, y, lo, hi, clip) -> bool:
     v = general_small_view(inp, axes, y)
     if v is None:
         return False
-    small.minmax_small(inp.arr.reshape(v), y.reshape(v), lo, hi, bool(clip), in_place(inp.arr, y))
+    small.minmax_small[in_place(inp.arr, y)](inp.arr.reshape(v), y.reshape(v), lo, hi, bool(clip))
     return True
 
 
@@ -580,5 +578,5 @@ def batch_norm_general_small(inp, y, ca, rm, rv, w, b, training, update, momentu
     C = v[1]
     mean, rstd = np.empty(C), np.empty(C)
     args = (rm, rv, w, b, training, update, momentum, eps, mean, rstd)
-    small.batch_norm_small(inp.arr.reshape(v), y.reshape(v), *args, in_place(inp.arr, y))
+    small.batch_norm_small[in_place(inp.arr, y)](inp.arr.reshape(v), y.reshape(v), *args)
     return mean, rstd

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import njit
 
 from ..._cache import kernel
 from ..._config import FASTMATH, FASTMATH_ELEMENTWISE
@@ -102,27 +103,35 @@ def _row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
                     o2[r, base + j] = (np.float64(x2[r, base + j]) - cm) * a + b
 
 
-# in place (``same``: o2 is x2) one array is read and written, so the loops
-# vectorize without an overlap check (_elementwise.alias_safe); the choice
-# is made once, outside the loop nest (a choice per row cost rows of 64
-# 1.2-1.5x the time)
-row_norm_small_io = alias_safe(_row_norm_small, _FM, read="x2", write="o2")
+# In place (out=x) one array is read and written, so that the loops
+# vectorize without an overlap check (_elementwise.alias_safe).  Each small
+# kernel comes as a pair, ``kernel[same]``: (apart, in place), two compiled
+# functions of which a process compiles only the one it calls (one kernel
+# with both loop nests took 1.3-2.6x the first call's compile time; a
+# choice per row inside the nest cost rows of 64 1.2-1.5x the run time).
+# The apart kernels are the bodies themselves (a kernel that inlines its
+# body compiled 0.1-0.5 s longer); the inlined variants are module globals
+# (numba's cache keys them by name).
+row_norm_small_apart = kernel(fastmath=_FM, error_model="numpy", nogil=True)(_row_norm_small)
+_row_norm_small_same = alias_safe(_row_norm_small, _FM, read="x2", write="o2").variant(True)
 
 
 @kernel(fastmath=_FM, error_model="numpy", nogil=True)
-def row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out, same):
-    """_row_norm_small; ``same``: o2 is x2 (in place)."""
-    row_norm_small_io(same, x2, o2, W, B, eps, mode, store, mean_out, rstd_out)
+def row_norm_small_in_place(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
+    """_row_norm_small with o2 x2 itself (x2 is not read)."""
+    _row_norm_small_same(x2, o2, W, B, eps, mode, store, mean_out, rstd_out)
 
 
-@kernel(fastmath=_FME, error_model="numpy", nogil=True)
-def row_norm_short(x2, o2, W, B, eps, centred, store, mean_out, rstd_out, same):
+row_norm_small = (row_norm_small_apart, row_norm_small_in_place)
+
+
+def _row_norm_short(x2, o2, W, B, eps, centred, store, mean_out, rstd_out):
     """Layer norm (``centred``) or RMS norm of a small x2 (R, D) with the
     row tasks' short-row code, serial: statistics in one shifted float64 pass
     (rows.short_row_stats, guarded, else the exact two-pass), the output in
     x's dtype (rows.short_row_affine).  For float32 rows of SHORT_MIN_D or
     more it takes 0.55-0.8x row_norm_small's time (NOTES.md section 33).
-    W, B: (RW, 1) or (RW, D).  ``store``, ``same``: as row_norm_small."""
+    W, B: (RW, 1) or (RW, D).  ``store``: as row_norm_small."""
     R = x2.shape[0]
     RW = W.shape[0]
     stat = MEAN if centred else RMS
@@ -131,18 +140,33 @@ def row_norm_short(x2, o2, W, B, eps, centred, store, mean_out, rstd_out, same):
         if store:
             mean_out[r] = mu
             rstd_out[r] = rs
-        short_row_affine(same, x2, o2, r, mu, rs, W, B, r % RW, centred)
+        _short_row_apart(x2, o2, r, mu, rs, W, B, r % RW, centred)
+
+
+_short_row_apart = short_row_affine.variant(False)
+row_norm_short_apart = kernel(fastmath=_FME, error_model="numpy", nogil=True)(_row_norm_short)
+_row_norm_short_same = alias_safe(_row_norm_short, _FME, read="x2", write="o2").variant(True)
+
+
+@kernel(fastmath=_FME, error_model="numpy", nogil=True)
+def row_norm_short_in_place(x2, o2, W, B, eps, centred, store, mean_out, rstd_out):
+    """_row_norm_short with o2 x2 itself (x2 is not read)."""
+    _row_norm_short_same(x2, o2, W, B, eps, centred, store, mean_out, rstd_out)
+
+
+row_norm_short = (row_norm_short_apart, row_norm_short_in_place)
 
 
 def row_norm_serial(x2, o2, W, B, eps, mode, store, mean_out, rstd_out, same):
-    """row_norm_small's call, through row_norm_short where that is faster:
-    float32 layer or RMS norm with rows of at least SHORT_MIN_D elements and
-    one weight per element or per row."""
+    """A small row norm in this thread: row_norm_small, or row_norm_short
+    where that is faster (float32 layer or RMS norm with rows of at least
+    SHORT_MIN_D elements and one weight per element or per row).  ``same``:
+    o2 is x2 (in place)."""
     # (float32: itemsize 4, float16 having been widened; the cheap tests first)
     if mode >= 0.0 and x2.itemsize == 4 and (D := x2.shape[1]) >= SHORT_MIN_D and W.shape[1] in (1, D):
-        row_norm_short(x2, o2, W, B, eps, mode == 0.0, store, mean_out, rstd_out, same)
+        row_norm_short[same](x2, o2, W, B, eps, mode == 0.0, store, mean_out, rstd_out)
     else:
-        row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out, same)
+        row_norm_small[same](x2, o2, W, B, eps, mode, store, mean_out, rstd_out)
 
 
 @kernel(fastmath=_FM, error_model="numpy", nogil=True)
@@ -241,23 +265,20 @@ def _channel_apply(x3, y3, center, scale, shift, clip, lo, hi):
                 y3[a, c, j] = y
 
 
-channel_apply_io = alias_safe(_channel_apply, _FME, read="x3", write="y3")
+channel_apply = kernel(fastmath=_FME, error_model="numpy", nogil=True)(_channel_apply)
+_channel_apply_same = alias_safe(_channel_apply, _FME, read="x3", write="y3").variant(True)
 
 
 @kernel(fastmath=_FME, error_model="numpy", nogil=True)
-def channel_apply(x3, y3, center, scale, shift, clip, lo, hi, same):
-    """_channel_apply; ``same``: y3 is x3 (in place: one array read and
-    written, no overlap check in the loops)."""
-    channel_apply_io(same, x3, y3, center, scale, shift, clip, lo, hi)
+def channel_apply_in_place(x3, y3, center, scale, shift, clip, lo, hi):
+    """channel_apply with y3 x3 itself (x3 is not read)."""
+    _channel_apply_same(x3, y3, center, scale, shift, clip, lo, hi)
 
 
-@kernel(fastmath=_FM, error_model="numpy", nogil=True)
-def batch_norm_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean, rstd, same):
-    """Batch norm of a small x3 (A, C, S) with channels on axis 1, one serial
-    kernel: batch statistics (training) or the running ones, the running
-    update in place (``update``: rm/rv given), and the output.  w, b: (C,) or
-    empty (identity).  Same formulas as functional.batch_norm; the mean and
-    rstd used are written to ``mean``, ``rstd`` (C,).  ``same``: y3 is x3."""
+@njit(fastmath=_FM, error_model="numpy", inline="always")
+def _batch_norm_params(x3, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
+    """batch_norm_small's statistics: (scale, shift) (C,), ``mean`` and
+    ``rstd`` written, the running statistics updated (``update``)."""
     A, C, S = x3.shape
     n = float(A * S)
     scale = np.empty(C)
@@ -280,16 +301,34 @@ def batch_norm_small(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean
         if w.size:
             scale[c] *= np.float64(w[c])
         shift[c] = np.float64(b[c]) if b.size else 0.0
-    channel_apply(x3, y3, mean, scale, shift, False, 0.0, 0.0, same)
+    return scale, shift
 
 
 @kernel(fastmath=_FM, error_model="numpy", nogil=True)
-def standardize_small(x3, y3, ddof, with_mean, with_std, center, sd, same):
-    """preprocessing.standardize of a small x3 (A, C, S) over A and S, one
-    serial kernel (NaN left out of the statistics; constant features, by
-    scikit-learn's bound as in preprocessing.constant_features, get std 1).
-    The mean and std used are written to ``center``, ``sd`` (C,).  ``same``:
-    y3 is x3."""
+def batch_norm_small_apart(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
+    """Batch norm of a small x3 (A, C, S) with channels on axis 1, one serial
+    kernel: batch statistics (training) or the running ones, the running
+    update in place (``update``: rm/rv given), and the output.  w, b: (C,) or
+    empty (identity).  Same formulas as functional.batch_norm; the mean and
+    rstd used are written to ``mean``, ``rstd`` (C,)."""
+    scale, shift = _batch_norm_params(x3, rm, rv, w, b, training, update, momentum, eps, mean, rstd)
+    channel_apply(x3, y3, mean, scale, shift, False, 0.0, 0.0)
+
+
+@kernel(fastmath=_FM, error_model="numpy", nogil=True)
+def batch_norm_small_in_place(x3, y3, rm, rv, w, b, training, update, momentum, eps, mean, rstd):
+    """batch_norm_small_apart with y3 x3 itself."""
+    scale, shift = _batch_norm_params(x3, rm, rv, w, b, training, update, momentum, eps, mean, rstd)
+    channel_apply_in_place(x3, y3, mean, scale, shift, False, 0.0, 0.0)
+
+
+batch_norm_small = (batch_norm_small_apart, batch_norm_small_in_place)
+
+
+@njit(fastmath=_FM, error_model="numpy", inline="always")
+def _standardize_params(x3, ddof, with_mean, with_std, center, sd):
+    """standardize_small's statistics: the scale (C,), ``center`` and ``sd``
+    written."""
     C = x3.shape[1]
     cnt = np.empty(C)
     mean = np.empty(C)
@@ -307,14 +346,33 @@ def standardize_small(x3, y3, ddof, with_mean, with_std, center, sd, same):
         if with_std:
             sd[c] = std
             scale[c] = 1.0 / std
-    channel_apply(x3, y3, center, scale, np.zeros(C), False, 0.0, 0.0, same)
+    return scale
 
 
-@kernel(fastmath=_FME, error_model="numpy", nogil=True)
-def minmax_small(x3, y3, lo, hi, clip, same):
-    """preprocessing.minmax_scale of a small x3 (A, C, S) over A and S, one
-    serial kernel (NaN left out of min/max; a zero range counts as 1).
-    ``same``: y3 is x3."""
+@kernel(fastmath=_FM, error_model="numpy", nogil=True)
+def standardize_small_apart(x3, y3, ddof, with_mean, with_std, center, sd):
+    """preprocessing.standardize of a small x3 (A, C, S) over A and S, one
+    serial kernel (NaN left out of the statistics; constant features, by
+    scikit-learn's bound as in preprocessing.constant_features, get std 1).
+    The mean and std used are written to ``center``, ``sd`` (C,)."""
+    scale = _standardize_params(x3, ddof, with_mean, with_std, center, sd)
+    channel_apply(x3, y3, center, scale, np.zeros(x3.shape[1]), False, 0.0, 0.0)
+
+
+@kernel(fastmath=_FM, error_model="numpy", nogil=True)
+def standardize_small_in_place(x3, y3, ddof, with_mean, with_std, center, sd):
+    """standardize_small_apart with y3 x3 itself."""
+    scale = _standardize_params(x3, ddof, with_mean, with_std, center, sd)
+    channel_apply_in_place(x3, y3, center, scale, np.zeros(x3.shape[1]), False, 0.0, 0.0)
+
+
+standardize_small = (standardize_small_apart, standardize_small_in_place)
+
+
+@njit(fastmath=_FME, error_model="numpy", inline="always")
+def _minmax_params(x3, lo, hi):
+    """minmax_small's (min, scale) per channel (C,) (NaN left out of
+    min/max; a zero range counts as 1)."""
     A, C, S = x3.shape
     mn = np.full(C, np.inf)
     mx = np.full(C, -np.inf)
@@ -347,7 +405,25 @@ def minmax_small(x3, y3, lo, hi, clip, same):
             mn[c] = math.nan
             mx[c] = math.nan
         scale[c] = minmax_factor(mn[c], mx[c], lo, hi)
-    channel_apply(x3, y3, mn, scale, np.full(C, lo), clip, lo, hi, same)
+    return mn, scale
+
+
+@kernel(fastmath=_FME, error_model="numpy", nogil=True)
+def minmax_small_apart(x3, y3, lo, hi, clip):
+    """preprocessing.minmax_scale of a small x3 (A, C, S) over A and S, one
+    serial kernel (NaN left out of min/max; a zero range counts as 1)."""
+    mn, scale = _minmax_params(x3, lo, hi)
+    channel_apply(x3, y3, mn, scale, np.full(x3.shape[1], lo), clip, lo, hi)
+
+
+@kernel(fastmath=_FME, error_model="numpy", nogil=True)
+def minmax_small_in_place(x3, y3, lo, hi, clip):
+    """minmax_small_apart with y3 x3 itself."""
+    mn, scale = _minmax_params(x3, lo, hi)
+    channel_apply_in_place(x3, y3, mn, scale, np.full(x3.shape[1], lo), clip, lo, hi)
+
+
+minmax_small = (minmax_small_apart, minmax_small_in_place)
 
 
 @kernel(fastmath=_FM, error_model="numpy", nogil=True)
