@@ -85,12 +85,19 @@ def cases(dtype: str) -> list[tuple[str, Callable[[], object]]]:
         add(name + " out=", lambda: f(x, out=_resident(x.shape, x.dtype)))
         add(name + " in place", lambda: f(y := x.copy(), out=y))
 
+    def small_both(name, f, x):
+        """f(x) allocating and in place for a small x (the serial kernels
+        come as (apart, in place) pairs: small.py)."""
+        add(name, lambda: f(x))
+        add(name + " in place", lambda: f(y := x.copy(), out=y))
+
     # layer / RMS norm
     for nm, f in (
         ("layer_norm", lambda x, **k: nbn.layer_norm(x, x.shape[-1], **k)),
         ("rms_norm", lambda x, **k: nbn.rms_norm(x, x.shape[-1], **k)),
     ):
-        add(f"{nm} small", lambda f=f: f(small))
+        small_both(f"{nm} small", f, small)
+        small_both(f"{nm} small rows", f, small.reshape(-1, 256))  # float32: row_norm_short
         add(f"{nm} small stats", lambda f=f: f(small, return_stats=True))
         both(f"{nm} rows", f, rows)
         both(f"{nm} big rows", f, big_rows)
@@ -110,7 +117,7 @@ def cases(dtype: str) -> list[tuple[str, Callable[[], object]]]:
             lambda x, **k: nbn.group_norm(x, 4, np.ones(x.shape[1]), np.zeros(x.shape[1]), **k),
         ),
     ):
-        add(f"{nm} small", lambda f=f: f(small))
+        small_both(f"{nm} small", f, small)
         add(f"{nm} stats", lambda f=f: f(img, return_stats=True))
         add(f"{nm} long spatial", lambda f=f: f(long_rows.reshape(4, 4, 8192)))
         both(nm, f, big_img)
@@ -119,7 +126,11 @@ def cases(dtype: str) -> list[tuple[str, Callable[[], object]]]:
     add("instance_norm eval", lambda: nbn.instance_norm(img, rm, rv, use_input_stats=False))
     # batch norm
     for layout, x, kw in (("nchw", img, {}), ("nhwc", nhwc, {"channel_axis": -1})):
-        add(f"batch_norm small {layout}", lambda x=x, kw=kw: nbn.batch_norm(small, training=True, **kw))
+        small_both(
+            f"batch_norm small {layout}",
+            lambda x, kw=kw, **k: nbn.batch_norm(x, training=True, **kw, **k),
+            small,
+        )
         add(f"batch_norm small eval {layout}", lambda kw=kw: nbn.batch_norm(small, rm[:16], rv[:16], **kw))
         add(
             f"batch_norm {layout}",
@@ -141,7 +152,7 @@ def cases(dtype: str) -> list[tuple[str, Callable[[], object]]]:
     add("batch_norm 5-D", lambda: nbn.batch_norm(img.reshape(16, 32, 4, 8, 32), training=True))
     # preprocessing
     for nm, f in (("standardize", nbn.standardize), ("minmax_scale", nbn.minmax_scale)):
-        add(f"{nm} small", lambda f=f: f(small.reshape(-1, 16)))
+        small_both(f"{nm} small", f, small.reshape(-1, 16))
         both(f"{nm} columns", f, tab)
         add(f"{nm} NaN", lambda f=f: f(tab_nan))
         add(f"{nm} rows", lambda f=f: f(tab, axis=1))
@@ -152,7 +163,7 @@ def cases(dtype: str) -> list[tuple[str, Callable[[], object]]]:
     add("standardize stats", lambda: nbn.standardize(tab, return_stats=True))
     add("minmax_scale clip", lambda: nbn.minmax_scale(tab, (-1, 1), clip=True))
     for p in (2.0, 1.0, np.inf, 3.0):
-        add(f"lp_normalize p={p} small", lambda p=p: nbn.lp_normalize(small, p))
+        small_both(f"lp_normalize p={p} small", lambda x, p=p, **k: nbn.lp_normalize(x, p, **k), small)
         both(f"lp_normalize p={p}", lambda x, p=p, **k: nbn.lp_normalize(x, p, **k), big_rows)
         add(f"lp_normalize p={p} rows", lambda p=p: nbn.lp_normalize(rows, p))
         add(f"lp_normalize p={p} columns", lambda p=p: nbn.lp_normalize(tab, p, axis=0))
@@ -173,6 +184,7 @@ def cases(dtype: str) -> list[tuple[str, Callable[[], object]]]:
         lambda: nbn.StandardScaler().fit(s16, sample_weight=np.ones(len(s16))).partial_fit(s16),
     )
     add("MinMaxScaler small", lambda: nbn.MinMaxScaler().fit(s16).transform(s16))
+    add("StandardScaler small in place", lambda: nbn.StandardScaler(copy=False).fit(s16).transform(s16 + 0))
     return [(f"{dtype} {name}", f) for name, f in out]
 
 
