@@ -37,7 +37,17 @@ from ..._config import (
     ROW_TASK_MIN_ELEMS,
 )
 from ..._stats import inv_std, inv_std_array, pnorm_finish
-from ._elementwise import affine_span, alias_safe, scale_span, seg_affine, seg_scale
+from ._elementwise import (
+    affine_span_apart,
+    affine_span_in_place,
+    alias_safe,
+    scale_span_apart,
+    scale_span_in_place,
+    seg_affine_apart,
+    seg_affine_in_place,
+    seg_scale_apart,
+    seg_scale_in_place,
+)
 from ._intrinsics import in_place, max2, min2, prefetch, resident, stream_span, streams
 from ._tasks import nsplit, run, run_serial, task, threads, widen
 from .segments import segment_moments, shift_ok
@@ -181,66 +191,95 @@ def _short_row_affine(x2, o2, r, mu, rs, W, B, rw, centred):
 
 # in place (``same``): one array read and written (_elementwise.alias_safe)
 short_row_affine = alias_safe(_short_row_affine, _FME, read="x2", write="o2")
+# (the row task picks one with its compile-time ``same``: module globals,
+# which numba's cache keys by name)
+short_row_affine_apart = short_row_affine.variant(False)
+short_row_affine_in_place = short_row_affine.variant(True)
 
 
-@njit(fastmath=_FME, error_model="numpy", inline="always")
-def affine_row(v, o, mu, rs, wr, br, stream, same, x2, nr, centred=True):
-    """o = (v - mu) * rs * w + b for one row; w, b (x's dtype) per segment.
+def _affine_row_for(same, centred):
+    """affine_row for one (``same``, ``centred``): both are compile-time
+    constants of its body (closure values), so only the loops it runs are
+    typed and compiled."""
 
-    Arithmetic in x's dtype (float32 data: twice the SIMD width of float64),
-    exact for data far from zero: mu is split into hi + lo parts of that
-    dtype and ``(v - hi) - lo`` is formed first (``v - hi`` is exact by
-    Sterbenz's lemma when v is near mu).  No 'reassoc' here (_config).
-    ``stream``: streaming stores for the whole aligned lines of a row with
-    one weight per element (stream_span).  ``x2[nr]``: the next row (nr <
-    0: none); a row of >= PREFETCH_MIN_ROW_BYTES with one weight per element
-    is written in chunks of PREFETCH_CHUNK_BYTES, each after a prefetch of
-    the next row's matching lines (NOTES.md section 15).  ``same``: in place.
+    def affine_row(v, o, mu, rs, wr, br, stream, x2, nr):
+        """o = (v - mu) * rs * w + b for one row; w, b (x's dtype) per segment.
 
-    Not ``centred`` (RMS norm and p-norms, where mu is 0 and the biases are
-    zeros; a compile-time flag): o = v * (rs * w), the same values without
-    the mean's two subtractions and the bias's load and add (one load and
-    two operations fewer per element), except that a zero product stays
-    -0.0 where ``... * a + 0`` gives +0.0.
-    """
-    T = v.dtype.type
-    mh = T(mu)
-    ml = T(mu - mh)
-    r = T(rs)
-    S = wr.size
-    seg = v.size // S
-    if seg > 1:
-        for s in range(S):
-            a = r * wr[s]
-            b = br[s]
-            vs = v[s * seg : (s + 1) * seg]
-            os = o[s * seg : (s + 1) * seg]
+        Arithmetic in x's dtype (float32 data: twice the SIMD width of
+        float64), exact for data far from zero: mu is split into hi + lo
+        parts of that dtype and ``(v - hi) - lo`` is formed first (``v -
+        hi`` is exact by Sterbenz's lemma when v is near mu).  No 'reassoc'
+        here (_config).  ``stream``: streaming stores for the whole aligned
+        lines of a row with one weight per element (stream_span).
+        ``x2[nr]``: the next row (nr < 0: none); a row of >=
+        PREFETCH_MIN_ROW_BYTES with one weight per element is written in
+        chunks of PREFETCH_CHUNK_BYTES, each after a prefetch of the next
+        row's matching lines (NOTES.md section 15).  ``same``: in place.
+
+        Not ``centred`` (RMS norm and p-norms, where mu is 0 and the biases
+        are zeros): o = v * (rs * w), the same values without the mean's two
+        subtractions and the bias's load and add (one load and two
+        operations fewer per element), except that a zero product stays
+        -0.0 where ``... * a + 0`` gives +0.0.
+        """
+        T = v.dtype.type
+        mh = T(mu)
+        ml = T(mu - mh)
+        r = T(rs)
+        S = wr.size
+        seg = v.size // S
+        if seg > 1:
+            for s in range(S):
+                a = r * wr[s]
+                b = br[s]
+                vs = v[s * seg : (s + 1) * seg]
+                os = o[s * seg : (s + 1) * seg]
+                if centred:
+                    if same:
+                        seg_affine_in_place(vs, os, mh, ml, a, b)
+                    else:
+                        seg_affine_apart(vs, os, mh, ml, a, b)
+                elif same:
+                    seg_scale_in_place(vs, os, a)
+                else:
+                    seg_scale_apart(vs, os, a)
+            return
+        n = v.size
+        isz = v.itemsize
+        # pieces: [0, p) ordinary, [p, m) streamed when ``stream`` (in
+        # chunks, each after prefetching the next row's matching lines, for
+        # long rows), [m, n) ordinary
+        p, m = stream_span(o.ctypes.data, 0, n, isz, stream) if stream else (0, n)
+        long = nr >= 0 and n * isz >= PREFETCH_MIN_ROW_BYTES
+        ch = PREFETCH_CHUNK_BYTES // isz if long else max2(m - p, 1)
+        per = LINE_BYTES // isz
+        c0 = 0
+        while c0 < n:
+            c1 = p if c0 < p else (min2(m, c0 + ch) if c0 < m else n)
+            mid = p <= c0 and c1 <= m
+            if mid and long:
+                for j in range(c0, c1, per):
+                    prefetch(x2, nr, j)
+            nt = mid and stream
             if centred:
-                seg_affine(same, vs, os, mh, ml, a, b)
+                if same:
+                    affine_span_in_place(v[c0:c1], o[c0:c1], mh, ml, r, wr[c0:c1], br[c0:c1], nt)
+                else:
+                    affine_span_apart(v[c0:c1], o[c0:c1], mh, ml, r, wr[c0:c1], br[c0:c1], nt)
+            elif same:
+                scale_span_in_place(v[c0:c1], o[c0:c1], r, wr[c0:c1], nt)
             else:
-                seg_scale(same, vs, os, a)
-        return
-    n = v.size
-    isz = v.itemsize
-    # pieces: [0, p) ordinary, [p, m) streamed when ``stream`` (in chunks,
-    # each after prefetching the next row's matching lines, for long rows),
-    # [m, n) ordinary
-    p, m = stream_span(o.ctypes.data, 0, n, isz, stream) if stream else (0, n)
-    long = nr >= 0 and n * isz >= PREFETCH_MIN_ROW_BYTES
-    ch = PREFETCH_CHUNK_BYTES // isz if long else max2(m - p, 1)
-    per = LINE_BYTES // isz
-    c0 = 0
-    while c0 < n:
-        c1 = p if c0 < p else (min2(m, c0 + ch) if c0 < m else n)
-        mid = p <= c0 and c1 <= m
-        if mid and long:
-            for j in range(c0, c1, per):
-                prefetch(x2, nr, j)
-        if centred:
-            affine_span(same, v[c0:c1], o[c0:c1], mh, ml, r, wr[c0:c1], br[c0:c1], mid and stream)
-        else:
-            scale_span(same, v[c0:c1], o[c0:c1], r, wr[c0:c1], mid and stream)
-        c0 = c1
+                scale_span_apart(v[c0:c1], o[c0:c1], r, wr[c0:c1], nt)
+            c0 = c1
+
+    return njit(fastmath=_FME, error_model="numpy", inline="always")(affine_row)
+
+
+# (module globals: numba's cache keys them by name)
+affine_row_apart = _affine_row_for(False, True)
+affine_row_in_place = _affine_row_for(True, True)
+scale_row_apart = _affine_row_for(False, False)
+scale_row_in_place = _affine_row_for(True, False)
 
 
 @task(fastmath=_FME, variants=("stat", "stream", "same", "short"))
@@ -275,7 +314,10 @@ def row_task(stat, stream, same, short):
                 mu, rs = short_row_stats(x2, r, stat, eps)
                 mean_out[r] = mu
                 rstd_out[r] = rs
-                short_row_affine(same, x2, o2, r, mu, rs, W, B, r % RW, centred)
+                if same:
+                    short_row_affine_in_place(x2, o2, r, mu, rs, W, B, r % RW, centred)
+                else:
+                    short_row_affine_apart(x2, o2, r, mu, rs, W, B, r % RW, centred)
                 continue
             mu, rs = row_stats(x2[r], stat, eps, p)
             mean_out[r] = mu
@@ -283,7 +325,16 @@ def row_task(stat, stream, same, short):
             # the next row's lines are prefetched while this row is written
             # (the last row prefetches itself: already cached); nxt = -1: none
             nxt = min2(r + 1, R - 1) if pf else -1
-            affine_row(x2[r], o2[r], mu, rs, W[r % RW], B[r % RW], stream, same, x2, nxt, centred)
+            v, o, w, b = x2[r], o2[r], W[r % RW], B[r % RW]
+            if centred:
+                if same:
+                    affine_row_in_place(v, o, mu, rs, w, b, stream, x2, nxt)
+                else:
+                    affine_row_apart(v, o, mu, rs, w, b, stream, x2, nxt)
+            elif same:
+                scale_row_in_place(v, o, mu, rs, w, b, stream, x2, nxt)
+            else:
+                scale_row_apart(v, o, mu, rs, w, b, stream, x2, nxt)
 
     return row_kernel
 
@@ -305,19 +356,20 @@ def segment_task(same, centred):
         k = t - r * nseg
         u0 = min2(units, k * per)
         u1 = min2(units, u0 + per)
-        affine_row(
-            x2[r, u0 * seg : u1 * seg],
-            o2[r, u0 * seg : u1 * seg],
-            mean[r],
-            rstd[r],
-            W[r % RW, 0:1] if S == 1 else W[r % RW, u0:u1],
-            B[r % RW, 0:1] if S == 1 else B[r % RW, u0:u1],
-            False,
-            same,
-            x2,
-            -1,  # no prefetch: the tasks of a row run side by side
-            centred,
-        )
+        v = x2[r, u0 * seg : u1 * seg]
+        o = o2[r, u0 * seg : u1 * seg]
+        w = W[r % RW, 0:1] if S == 1 else W[r % RW, u0:u1]
+        b = B[r % RW, 0:1] if S == 1 else B[r % RW, u0:u1]
+        # (no streaming; no prefetch: the tasks of a row run side by side)
+        if centred:
+            if same:
+                affine_row_in_place(v, o, mean[r], rstd[r], w, b, False, x2, -1)
+            else:
+                affine_row_apart(v, o, mean[r], rstd[r], w, b, False, x2, -1)
+        elif same:
+            scale_row_in_place(v, o, mean[r], rstd[r], w, b, False, x2, -1)
+        else:
+            scale_row_apart(v, o, mean[r], rstd[r], w, b, False, x2, -1)
 
     return segment_kernel
 
