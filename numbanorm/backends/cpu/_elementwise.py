@@ -216,3 +216,5 @@ seg_affine_apart, seg_affine_in_place = seg_affine.variant(False), seg_affine.va
 seg_scale_apart, seg_scale_in_place = seg_scale.variant(False), seg_scale.variant(True)
 pipe_span = alias_safe(_pipe_span, _FM)
 pipe_scale = alias_safe(_pipe_scale, _FM)
+pipe_span_apart, pipe_span_in_place = pipe_span.variant(False), pipe_span.variant(True)
+pipe_scale_apart, pipe_scale_in_place = pipe_scale.variant(False), pipe_scale.variant(True)

@@ -15,7 +15,7 @@ from numba import njit
 
 from ..._config import FASTMATH, LINE_BYTES, PREFETCH_CHUNK_BYTES, PREFETCH_MIN_ROW_BYTES
 from ..._stats import inv_std, pnorm_finish
-from ._elementwise import pipe_scale, pipe_span
+from ._elementwise import pipe_scale_apart, pipe_scale_in_place, pipe_span_apart, pipe_span_in_place
 from ._intrinsics import line_span, max2, min2, prefetch, stream_span
 from ._tasks import run, task
 from .rows import MEAN, PNORM, RMS, row_pnorm
@@ -24,54 +24,73 @@ from .segments import segment_moments, shift_ok, shifted_sums
 _FM = set(FASTMATH)
 
 
-@njit(fastmath=_FM, error_model="numpy", inline="always")
-def pipe_row(u, v, o, sh, mu, rs, wr, br, same, x2, nn, stat):
-    """Shifted sums of row u while row v is normalized into o.
+def _pipe_row_for(same, centred):
+    """pipe_row for one (``same``, ``centred``), both compile-time constants
+    of its body, so only the loops it runs are typed (rows._affine_row_for)."""
 
-    wr, br: the row's (S,) weights, one per D/S-long segment.  Whole aligned
-    lines of o take streaming stores (stream_span), the rest ordinary ones.
-    ``x2[nn]``: the row after u; rows of >= PREFETCH_MIN_ROW_BYTES stream
-    in PREFETCH_CHUNK_BYTES chunks, each after a prefetch of its matching
-    lines (as rows.affine_row; NOTES.md section 15).  ``same``: in place.
-    ``stat``: the row statistics; RMS norm and the 2-norm write ``v * (rs
-    * w)`` and leave ``br`` unread (rows.row_norm: they have no bias).
-    """
-    T = v.dtype.type
-    mh = T(mu)
-    ml = T(mu - mh)
-    rr = T(rs)
-    n = v.size
-    isz = o.itemsize
-    p, m = stream_span(o.ctypes.data, 0, n, isz, True)
-    S = wr.size
-    seg = n // S
-    per = LINE_BYTES // isz
-    pf = n * isz >= PREFETCH_MIN_ROW_BYTES
-    s1 = 0.0
-    s2 = 0.0
-    for k in range(S):
-        lo = k * seg
-        a = rr * wr[k]
-        b = br[k]
-        # the segment's pieces: before its streamed lines, the streamed
-        # lines (in chunks after prefetching nn's, for long rows), after
-        pk, mk = line_span(p, m, lo, lo + seg, per)
-        ch = PREFETCH_CHUNK_BYTES // isz if pf else max2(mk - pk, 1)
-        c0 = lo
-        while c0 < lo + seg:
-            c1 = pk if c0 < pk else (min2(mk, c0 + ch) if c0 < mk else lo + seg)
-            mid = pk <= c0 and c1 <= mk
-            if mid and pf:
-                for j in range(c0, c1, per):
-                    prefetch(x2, nn, j)
-            if stat == MEAN:
-                t1, t2 = pipe_span(same, u[c0:c1], v[c0:c1], o[c0:c1], sh, mh, ml, a, b, mid)
-            else:
-                t1, t2 = pipe_scale(same, u[c0:c1], v[c0:c1], o[c0:c1], sh, a, mid)
-            s1 += t1
-            s2 += t2
-            c0 = c1
-    return s1, s2
+    def pipe_row(u, v, o, sh, mu, rs, wr, br, x2, nn):
+        """Shifted sums of row u while row v is normalized into o.
+
+        wr, br: the row's (S,) weights, one per D/S-long segment.  Whole
+        aligned lines of o take streaming stores (stream_span), the rest
+        ordinary ones.  ``x2[nn]``: the row after u; rows of >=
+        PREFETCH_MIN_ROW_BYTES stream in PREFETCH_CHUNK_BYTES chunks, each
+        after a prefetch of its matching lines (as rows.affine_row; NOTES.md
+        section 15).  ``same``: in place.  Not ``centred`` (RMS norm and the
+        2-norm): ``v * (rs * w)``, ``br`` unread (rows.row_norm: they have
+        no bias).
+        """
+        T = v.dtype.type
+        mh = T(mu)
+        ml = T(mu - mh)
+        rr = T(rs)
+        n = v.size
+        isz = o.itemsize
+        p, m = stream_span(o.ctypes.data, 0, n, isz, True)
+        S = wr.size
+        seg = n // S
+        per = LINE_BYTES // isz
+        pf = n * isz >= PREFETCH_MIN_ROW_BYTES
+        s1 = 0.0
+        s2 = 0.0
+        for k in range(S):
+            lo = k * seg
+            a = rr * wr[k]
+            b = br[k]
+            # the segment's pieces: before its streamed lines, the streamed
+            # lines (in chunks after prefetching nn's, for long rows), after
+            pk, mk = line_span(p, m, lo, lo + seg, per)
+            ch = PREFETCH_CHUNK_BYTES // isz if pf else max2(mk - pk, 1)
+            c0 = lo
+            while c0 < lo + seg:
+                c1 = pk if c0 < pk else (min2(mk, c0 + ch) if c0 < mk else lo + seg)
+                mid = pk <= c0 and c1 <= mk
+                if mid and pf:
+                    for j in range(c0, c1, per):
+                        prefetch(x2, nn, j)
+                uc, vc, oc = u[c0:c1], v[c0:c1], o[c0:c1]
+                if centred:
+                    if same:
+                        t1, t2 = pipe_span_in_place(uc, vc, oc, sh, mh, ml, a, b, mid)
+                    else:
+                        t1, t2 = pipe_span_apart(uc, vc, oc, sh, mh, ml, a, b, mid)
+                elif same:
+                    t1, t2 = pipe_scale_in_place(uc, vc, oc, sh, a, mid)
+                else:
+                    t1, t2 = pipe_scale_apart(uc, vc, oc, sh, a, mid)
+                s1 += t1
+                s2 += t2
+                c0 = c1
+        return s1, s2
+
+    return njit(fastmath=_FM, error_model="numpy", inline="always")(pipe_row)
+
+
+# (module globals: numba's cache keys them by name)
+pipe_row_apart = _pipe_row_for(False, True)
+pipe_row_in_place = _pipe_row_for(True, True)
+pipe_scale_row_apart = _pipe_row_for(False, False)
+pipe_scale_row_in_place = _pipe_row_for(True, False)
 
 
 @njit(fastmath=_FM, error_model="numpy", inline="always")
@@ -122,9 +141,16 @@ def pipe_task(stat, same):
             u = x2[min2(r + 1, r1 - 1)]
             sh = np.float64(u[0]) if stat == MEAN else 0.0
             # the row after next is prefetched while this one is written
-            s1, s2 = pipe_row(
-                u, x2[r], o2[r], sh, mu, rs, W[r % RW], B[r % RW], same, x2, min2(r + 2, r1 - 1), stat
-            )
+            v, o, w, b, nn = x2[r], o2[r], W[r % RW], B[r % RW], min2(r + 2, r1 - 1)
+            if stat == MEAN:
+                if same:
+                    s1, s2 = pipe_row_in_place(u, v, o, sh, mu, rs, w, b, x2, nn)
+                else:
+                    s1, s2 = pipe_row_apart(u, v, o, sh, mu, rs, w, b, x2, nn)
+            elif same:
+                s1, s2 = pipe_scale_row_in_place(u, v, o, sh, mu, rs, w, b, x2, nn)
+            else:
+                s1, s2 = pipe_scale_row_apart(u, v, o, sh, mu, rs, w, b, x2, nn)
             mu, rs = pipe_stats(u, stat, eps, sh, s1, s2)
 
     return pipe_kernel
