@@ -22,7 +22,7 @@ CACHE = True
 ROW_CHUNK = 4096
 
 # Bytes of output the row kernels write between software prefetches of the
-# next row's matching lines into L1 (backends/cpu.py: _affine_row): the next
+# next row's matching lines into L1 (backends/cpu/rows.py: _affine_row_for): the next
 # row's statistics then read L1, and its DRAM reads overlap this row's
 # output.  512 measured best (128-4096 tried, benchmarks/NOTES.md section 15).
 PREFETCH_CHUNK_BYTES = 512

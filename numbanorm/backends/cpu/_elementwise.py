@@ -110,7 +110,7 @@ def _map_lanes(v, o, hh, sc, sh, lo, hi, nt, clip):
 def _affine_span(v, o, mh, ml, r, w, b, nt):
     """o = ((v - mh) - ml) * (r * w) + b element by element (row norms: a
     weight and bias per element; the mean split into hi + lo parts of x's
-    dtype, see rows.affine_row)."""
+    dtype, see rows._affine_row_for)."""
     if nt:
         for d in range(v.size):
             stream_store(o, d, ((v[d] - mh) - ml) * (r * w[d]) + b[d])

@@ -35,7 +35,7 @@ def _pipe_row_for(same, centred):
         aligned lines of o take streaming stores (stream_span), the rest
         ordinary ones.  ``x2[nn]``: the row after u; rows of >=
         PREFETCH_MIN_ROW_BYTES stream in PREFETCH_CHUNK_BYTES chunks, each
-        after a prefetch of its matching lines (as rows.affine_row; NOTES.md
+        after a prefetch of its matching lines (as rows._affine_row_for; NOTES.md
         section 15).  ``same``: in place.  Not ``centred`` (RMS norm and the
         2-norm): ``v * (rs * w)``, ``br`` unread (rows.row_norm: they have
         no bias).

@@ -163,8 +163,8 @@ def short_row_stats(x2, r, stat, eps):
 
 def _short_row_affine(x2, o2, r, mu, rs, W, B, rw, centred):
     """o2[r] = (x2[r] - mu) * rs * w + b with 2-D indexing (weights per
-    element, or one per row); no 'reassoc' (see affine_row).  Not
-    ``centred`` (a compile-time flag): see affine_row."""
+    element, or one per row); no 'reassoc' (see _affine_row_for).  Not
+    ``centred`` (a compile-time flag): see _affine_row_for."""
     T = x2.dtype.type
     mh = T(mu)
     ml = T(mu - mh)
@@ -344,7 +344,7 @@ def segment_task(same, centred):
     """Output pass for few long rows: task t writes segment t % nseg of row
     t // nseg of x2 (R, D) with the row's mean and rstd; segments aligned to
     the weight segments (a row with one weight, S == 1, splits anywhere).
-    ``centred``: False for RMS norm and p-norms (affine_row)."""
+    ``centred``: False for RMS norm and p-norms (_affine_row_for)."""
 
     def segment_kernel(t, x2, o2, W, B, eps, p, nseg, mean, rstd):
         R, D = x2.shape
@@ -402,7 +402,7 @@ def norm_rows(x2, out2, weight, bias, eps, rms, p, same):
     (``x / max(||x||_p, eps)``, NaN left out of the norm) instead of either.
     ``bias`` None: none.  RMS norm and p-norms have none (their callers pass
     None): their kernels write ``x * (rstd * w)`` and read no bias
-    (affine_row); one given to them anyway is added after the kernel.
+    (_affine_row_for); one given to them anyway is added after the kernel.
     ``same``: whether out2 is x2 (in place), or None to test it here (a
     caller that knows saves ~2 us: reading two data addresses).
     Returns (mean, rstd), (R,) float64 (mean 0 for RMS norm and p-norms).
@@ -413,7 +413,7 @@ def norm_rows(x2, out2, weight, bias, eps, rms, p, same):
     if x2.dtype == np.float16:
         x2 = x2.astype(np.float32)
         narrow, out2 = out2, np.empty(x2.shape, np.float32)
-    # the output arithmetic runs in x's dtype (see affine_row)
+    # the output arithmetic runs in x's dtype (see _affine_row_for)
     W = weight if weight.dtype == x2.dtype else weight.astype(x2.dtype)
     if W.ndim == 1:
         W = W.reshape(1, -1)
