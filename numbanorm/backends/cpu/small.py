@@ -26,7 +26,7 @@ from ..._stats import (
 )
 from ._elementwise import alias_safe
 from ._intrinsics import max2
-from .rows import MEAN, RMS, row_two_pass, short_row_affine, short_row_stats
+from .rows import MEAN, RMS, row_two_pass, short_row_affine_apart, short_row_stats
 
 _FM = set(FASTMATH)
 _FME = set(FASTMATH_ELEMENTWISE)
@@ -140,10 +140,9 @@ def _row_norm_short(x2, o2, W, B, eps, centred, store, mean_out, rstd_out):
         if store:
             mean_out[r] = mu
             rstd_out[r] = rs
-        _short_row_apart(x2, o2, r, mu, rs, W, B, r % RW, centred)
+        short_row_affine_apart(x2, o2, r, mu, rs, W, B, r % RW, centred)
 
 
-_short_row_apart = short_row_affine.variant(False)
 row_norm_short_apart = kernel(fastmath=_FME, error_model="numpy", nogil=True)(_row_norm_short)
 _row_norm_short_same = alias_safe(_row_norm_short, _FME, read="x2", write="o2").variant(True)
 
