@@ -371,6 +371,36 @@ def test_busy_mode_reports_idle_and_busy_and_kills_the_neighbour(
             r["busy_times_s"]["numbanorm"] / r["times_s"]["numbanorm"]
         )
         assert set(r["sampling"]["other_processes_cores"]) == {"idle", "busy"}
+    for r in report["medium"]["results"]:
+        t = r["times_s"]
+        if r["threads"] > 1:  # the bound of busy/idle: one thread's idle time over the row's threads'
+            assert r["ratios"]["t1_over_t2"] == pytest.approx(t["numbanorm_1t"] / t["numbanorm_2t"])
+            bound = max(1.5, r["ratios"]["t1_over_t2"])
+            assert r["meets"]["busy_bound"] is (r["busy_over_idle"]["numbanorm"] <= bound)
+        else:
+            assert "numbanorm_1t" not in t and r["meets"]["busy_bound"] is None
+
+
+def test_busy_bound_is_one_thread_over_two() -> None:
+    from numbanorm_bench.cases import Case
+    from numbanorm_bench.medium import record
+
+    case = Case("layer_norm", "1MiB", "float32", (256, 1024))
+    idle = {"numbanorm": 10e-6, "numbanorm_1t": 18e-6, "numbanorm_2t": 10.2e-6, "copyto": 5e-6}
+
+    def meets(busy_nbn: float) -> dict[str, bool | None]:
+        busy = dict(idle, numbanorm=busy_nbn)
+        r = record(case, "medium", 2, idle, busy, ("copyto",), {}, None, {})
+        assert r["ratios"]["t1_over_t2"] == pytest.approx(18 / 10.2)
+        return r["meets"]
+
+    assert meets(14e-6) == {"ort": None, "ort_run": None, "torch": None, "busy": True, "busy_bound": True}
+    m = meets(17e-6)  # over 1.5, under T1/T2 = 1.76
+    assert m["busy"] is False and m["busy_bound"] is True
+    m = meets(18e-6)  # over both
+    assert m["busy"] is False and m["busy_bound"] is False
+    r = record(case, "medium", 2, idle, None, ("copyto",), {}, None, {})
+    assert r["meets"]["busy_bound"] is None and r["meets"]["busy"] is None
 
 
 def test_busy_neighbour_is_killed_on_ctrl_c(

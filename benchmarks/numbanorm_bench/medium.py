@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -49,6 +50,10 @@ TARGET_VS_ORT_LARGE = 1.0
 TARGET_VS_ORT_SMALL = 1.0  # small inputs: never slower than session.run
 TARGET_VS_TORCH_MEDIUM = 1.0  # never slower than PyTorch CPU
 TARGET_BUSY_OVER_IDLE = 1.5  # busy median <= 1.5 x idle median
+# what bounds busy/idle (NOTES.md section 31): with the neighbour on the
+# other core, two threads take about one thread's time, so busy/idle cannot
+# go under one thread's idle time over two threads' (T1/T2); ``--busy``
+# times both (meets.busy_bound: busy/idle <= max(1.5, T1/T2))
 PEERS = ("numbanorm", "ort", "torch", "floor")
 
 _UNITS = {"": 1, "K": 1 << 10, "KIB": 1 << 10, "M": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GIB": 1 << 30}
@@ -113,6 +118,35 @@ def small_cases(ops: list[str], dtypes: list[str]) -> list[Case]:
     return [Case(op, "small", dt, CPU_SHAPES["small"][OPS[op][1]]) for dt in dtypes for op in ops]
 
 
+def thread_count_setter() -> Callable[[int], None]:
+    """``numba.set_num_threads`` without its checks: numba's own setter of
+    the launched threading layer (0.2 us a call, the public one 1 us), else
+    the public one."""
+    import numba
+
+    numba.set_num_threads(numba.get_num_threads())  # (launches the threading layer)
+    try:
+        from numba.np.ufunc import parallel
+
+        fast = parallel._set_num_threads
+    except (ImportError, AttributeError):  # pragma: no cover - other numba versions
+        fast = None
+    return fast if callable(fast) else numba.set_num_threads
+
+
+def on_threads(fn: Fn, k: int, back: int, setter: Callable[[int], None]) -> Fn:
+    """``fn`` run on ``k`` numba threads, the count set back to ``back`` after."""
+
+    def call() -> None:
+        setter(k)
+        try:
+            fn()
+        finally:
+            setter(back)
+
+    return call
+
+
 def run_case(
     case: Case,
     section: str,
@@ -143,6 +177,13 @@ def run_case(
         fns["torch"] = torch_fn(case, torch.from_numpy(x), torch.from_numpy, torch)
     if npo is not None and not small:
         fns["numpy"] = bind(npo, case, x)
+    if neighbour is not None and not small and threads > 1:
+        # busy/idle's bound T1/T2: the allocating call on one thread and on
+        # ``threads``, each with the same two thread-count settings around it
+        # (0.4 us a call; the same in both, so the ratio errs low if anything)
+        setter = thread_count_setter()
+        fns["numbanorm_1t"] = on_threads(bind(nbn, case, x), 1, threads, setter)
+        fns["numbanorm_2t"] = on_threads(bind(nbn, case, x), threads, threads, setter)
     floor_names = () if small else ("copyto", "prange_copy", "stream_copy")
     if not small:
         fns["copyto"] = lambda: np.copyto(out, x)
@@ -199,6 +240,8 @@ def record(
         "numpy_over_numbanorm": ratio(t.get("numpy"), nb),
         "ort_over_floor": ratio(t.get("ort"), t.get("floor")),
         "torch_over_floor": ratio(t.get("torch"), t.get("floor")),
+        # --busy: one thread's idle time over ``threads`` threads' (see TARGET_BUSY_OVER_IDLE)
+        "t1_over_t2": ratio(t.get("numbanorm_1t"), t.get("numbanorm_2t")),
     }
     if small:
         target_ort = TARGET_VS_ORT_SMALL
@@ -218,6 +261,9 @@ def record(
         "busy": None
         if busy_over_idle is None or busy_over_idle.get("numbanorm") is None
         else busy_over_idle["numbanorm"] <= TARGET_BUSY_OVER_IDLE,
+        "busy_bound": None
+        if busy_over_idle is None or busy_over_idle.get("numbanorm") is None or ratios["t1_over_t2"] is None
+        else busy_over_idle["numbanorm"] <= max(TARGET_BUSY_OVER_IDLE, ratios["t1_over_t2"]),
     }
     return {
         "op": case.op,
@@ -266,7 +312,7 @@ def head(section: str, busy: bool) -> str:
     h += f" {'np/nbn':>7}" if section == "medium" else ""
     if busy:
         h += f"  {'busy/idle: nbn':>14} {'ort':>5} {'torch':>5}"
-        h += f" {'floor':>5}" if section == "medium" else ""
+        h += f" {'floor':>5} {'T1/T2':>5}" if section == "medium" else ""
     return h
 
 
@@ -290,7 +336,7 @@ def row(res: dict[str, Any]) -> str:
     b = res["busy_over_idle"]
     if b is not None:
         s += f"  {_x(b.get('numbanorm')):>13}{miss('busy')} {_x(b.get('ort')):>5} {_x(b.get('torch')):>5}"
-        s += f" {_x(b.get('floor')):>5}" if medium else ""
+        s += f" {_x(b.get('floor')):>5} {_x(r.get('t1_over_t2')):>5}" if medium else ""
     ort = res["ort"] or {}
     if ort.get("node") and "ort" not in t and not res["errors"].get("ort"):
         s += f"  (no ONNX Runtime time: {ort.get('note', '')[:100]})"
@@ -330,6 +376,11 @@ def definitions() -> dict[str, Any]:
         "busy_times_s": "--busy: medians of the repetitions with the busy neighbour spinning",
         "busy_over_idle": f"--busy: busy median / idle median per candidate; target (numbanorm) <= "
         f"{TARGET_BUSY_OVER_IDLE}",
+        "numbanorm_1t, numbanorm_2t": "--busy, medium, 2+ threads: the allocating call on 1 and on the row's "
+        "thread count, each with numba's thread count set before and after the call (0.4 us)",
+        "t1_over_t2": "--busy: numbanorm_1t / numbanorm_2t idle: what bounds busy/idle (with the neighbour "
+        "on the other core two threads take about one thread's time, NOTES.md section 31); meets.busy_bound: "
+        f"busy/idle <= max({TARGET_BUSY_OVER_IDLE}, t1_over_t2)",
     }
 
 
@@ -345,6 +396,7 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
     h += " NumPy | NumPy/numbanorm |" if medium else ""
     if busy:
         h += " busy/idle numbanorm | busy/idle ORT | busy/idle torch |"
+        h += " numbanorm 1 thread / 2, idle |" if medium else ""
     lines = [f"{title}\n", h, "|" + "---|" * (h.count("|") - 1)]
     for r in rows:
         t, q = r["times_s"], r["ratios"]
@@ -358,6 +410,7 @@ def markdown(rows: list[dict[str, Any]], title: str) -> str:
         if busy:
             b = r["busy_over_idle"] or {}
             cells += [mark(b.get("numbanorm"), "busy"), _x(b.get("ort")), _x(b.get("torch"))]
+            cells += [_x(q.get("t1_over_t2"))] if medium else []
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -371,6 +424,7 @@ def summary(rows: list[dict[str, Any]], what: str) -> list[str]:
         ("ort_run", "vs ONNX Runtime's session.run (issue 19's target)"),
         ("torch", "vs PyTorch"),
         ("busy", "busy/idle"),
+        ("busy_bound", "busy/idle within max(1.5, one thread's idle time / two threads')"),
     ):
         bad = [r for r in rows if r["meets"].get(key) is False]
         have = [r for r in rows if r["meets"].get(key) is not None]
@@ -379,8 +433,12 @@ def summary(rows: list[dict[str, Any]], what: str) -> list[str]:
         out.append(f"  {what} {words}: {len(have) - len(bad)}/{len(have)} rows meet the target")
         for r in bad[:12]:
             shape = "x".join(map(str, r["shape"]))
-            v = r["busy_over_idle"]["numbanorm"] if key == "busy" else r["ratios"][f"{key}_over_numbanorm"]
-            out.append(f"    {r['op']} {r['size']} {r['dtype']} {shape} t={r['threads']}: {fmt(v, '.2f')}")
+            busy = key.startswith("busy")
+            v = r["busy_over_idle"]["numbanorm"] if busy else r["ratios"][f"{key}_over_numbanorm"]
+            t12 = r["ratios"].get("t1_over_t2")
+            bound = f" (T1/T2 {fmt(t12, '.2f')})" if busy and t12 is not None else ""
+            where = f"{r['op']} {r['size']} {r['dtype']} {shape} t={r['threads']}"
+            out.append(f"    {where}: {fmt(v, '.2f')}{bound}")
         if len(bad) > 12:
             out.append(f"    ... and {len(bad) - 12} more")
     return out
