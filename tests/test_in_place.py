@@ -113,7 +113,14 @@ SUMS = {"batch_norm", "instance_norm", "layer_norm", "group_norm", "rms_norm", "
 
 
 # the small kernels' (apart, in place) pairs, whose index is "in place"
-SMALL_PAIRS = ("row_norm_small", "row_norm_short", "batch_norm_small", "standardize_small", "minmax_small")
+SMALL_PAIRS = (
+    "row_norm_small",
+    "row_norm_short",
+    "row_norm_groups",
+    "batch_norm_small",
+    "standardize_small",
+    "minmax_small",
+)
 ROW_OPS = {"instance_norm", "layer_norm", "layer_norm_affine", "group_norm", "rms_norm", "lp_normalize"}
 
 

@@ -284,3 +284,55 @@ def test_cached_axes_and_views_match_their_definition():
     # a refused tuple first, then its equal of plain ints, and the reverse
     assert shortcuts.simple_axes(2, (True,)) is None and shortcuts.simple_axes(2, (1,)) == (1,)
     assert shortcuts.simple_axes(3, (2,)) == (2,) and shortcuts.simple_axes(3, (np.int64(2),)) is None
+
+
+# (shape, groups, kernel): float32 group norm of at most MIN_TASK_ELEMS
+# elements; rows (N*G, C/G*spatial) of at least SHORT_MIN_D elements whose
+# segments (spatial) have at least SHORT_MIN_SEG take row_norm_groups
+GROUP_CASES = [
+    ((1, 64, 16, 16), 32, "row_norm_groups"),  # rows of 512, segments of 256
+    ((2, 16, 8, 8), 8, "row_norm_groups"),  # rows of 128, segments of 64
+    ((64, 64, 2, 2), 2, "row_norm_groups"),  # segments of 4
+    ((16, 128, 2, 1), 2, "row_norm_small"),  # segments of 2
+    ((16, 256, 1, 1), 2, "row_norm_short"),  # segments of 1: one weight an element
+    ((8, 32, 4, 4), 8, "row_norm_small"),  # rows of 64
+    ((2, 16, 16, 16), 16, "row_norm_short"),  # one channel a group: one weight a row
+]
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e6])
+@pytest.mark.parametrize("shape,groups,kernel", GROUP_CASES)
+def test_small_float32_group_norm_kernels(monkeypatch, rng, shape, groups, kernel, offset):
+    from numbanorm.backends.cpu import small
+
+    seen = []
+    for name in ("row_norm_small", "row_norm_short", "row_norm_groups"):
+        pair = getattr(small, name)
+        spied = tuple(lambda *a, f=f, n=name: (seen.append(n), f(*a))[1] for f in pair)
+        monkeypatch.setattr(small, name, spied)
+    x = (rng.standard_normal(shape) * 3 + offset).astype(np.float32)
+    C = shape[1]
+    w = rng.uniform(-2, 2, C).astype(np.float32)
+    b = rng.uniform(-2, 2, C).astype(np.float32)
+    x0 = x.copy()
+    y = nbn.group_norm(x, groups, w, b)
+    assert seen == [kernel]
+    np.testing.assert_array_equal(x, x0)
+    # the general path (weights as lists: converted, then the same kernel)
+    # and in place give the same bits
+    np.testing.assert_array_equal(nbn.group_norm(x, groups, list(w), list(b)), y)
+    xi = x.copy()
+    assert nbn.group_norm(xi, groups, w, b, out=xi) is xi
+    np.testing.assert_array_equal(xi, y)
+    # against float64 statistics of the float32 values: float32 output
+    # rounding of terms of size |a (x - mean)| and |b| (the mean split
+    # hi/lo keeps x far from zero exact: offset 1e6 is the test)
+    xd = x.astype(np.float64).reshape(shape[0], groups, -1)
+    mu = xd.mean(axis=2, keepdims=True)
+    rs = 1.0 / np.sqrt(xd.var(axis=2, keepdims=True) + 1e-5)
+    z = ((xd - mu) * rs).reshape(shape)
+    cs = (slice(None),) + (None,) * (len(shape) - 2)  # (C, 1, ...)
+    wd, bd = w.astype(np.float64)[cs], b.astype(np.float64)[cs]
+    ref = z * wd + bd
+    scale = np.abs(z * wd) + np.abs(bd)
+    assert np.all(np.abs(y - ref) <= 8 * np.finfo(np.float32).eps * scale), np.abs(y - ref).max()

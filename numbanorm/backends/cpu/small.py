@@ -35,6 +35,10 @@ _FME = set(FASTMATH_ELEMENTWISE)
 # float32 output pass and one-pass statistics win there; shorter rows gain
 # more from row_norm_small's single loop nest: NOTES.md section 33)
 SHORT_MIN_D = 128
+# ... and rows with one weight per segment (group norm) when the segments
+# have at least this many elements (1-element segments ran 1.7x slower
+# there, 4-element ones 0.82x: NOTES.md section 34)
+SHORT_MIN_SEG = 4
 
 
 def _row_norm_small(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
@@ -125,6 +129,25 @@ def row_norm_small_in_place(x2, o2, W, B, eps, mode, store, mean_out, rstd_out):
 row_norm_small = (row_norm_small_apart, row_norm_small_in_place)
 
 
+@njit(fastmath=_FME, error_model="numpy", inline="always")
+def short_row_segments(x2, o2, r, mu, rs, W, B, rw):
+    """o2[r] = ((x2[r] - mh) - ml) * (rs * w) + b with one weight and bias
+    per segment of the row (group norm: W, B (RW, S)), in x's dtype with the
+    mean split hi/lo, as the row tasks' segments (rows.affine_row)."""
+    T = x2.dtype.type
+    mh = T(mu)
+    ml = T(mu - mh)
+    rr = T(rs)
+    S = W.shape[1]
+    seg = x2.shape[1] // S
+    for k in range(S):
+        a = rr * W[rw, k]
+        b = B[rw, k]
+        base = k * seg
+        for j in range(seg):
+            o2[r, base + j] = ((x2[r, base + j] - mh) - ml) * a + b
+
+
 def _row_norm_short(x2, o2, W, B, eps, centred, store, mean_out, rstd_out):
     """Layer norm (``centred``) or RMS norm of a small x2 (R, D) with the
     row tasks' short-row code, serial: statistics in one shifted float64 pass
@@ -156,16 +179,53 @@ def row_norm_short_in_place(x2, o2, W, B, eps, centred, store, mean_out, rstd_ou
 row_norm_short = (row_norm_short_apart, row_norm_short_in_place)
 
 
+def _row_norm_groups(x2, o2, W, B, eps, store, mean_out, rstd_out):
+    """Group norm of a small x2 (R, D), one weight and bias per D/S-long
+    segment (W, B (RW, S)), with the row tasks' short-row code, serial:
+    row_norm_short's statistics, the output by short_row_segments.  A
+    kernel of its own, so that layer norm's first call does not compile the
+    segment loop (0.05-0.15 s there).  For float32 rows of SHORT_MIN_D or
+    more and segments of SHORT_MIN_SEG or more: 0.55-0.85x row_norm_small's
+    time (NOTES.md section 34).  ``store``: as row_norm_small."""
+    R = x2.shape[0]
+    RW = W.shape[0]
+    for r in range(R):
+        mu, rs = short_row_stats(x2, r, MEAN, eps)
+        if store:
+            mean_out[r] = mu
+            rstd_out[r] = rs
+        short_row_segments(x2, o2, r, mu, rs, W, B, r % RW)
+
+
+row_norm_groups_apart = kernel(fastmath=_FME, error_model="numpy", nogil=True)(_row_norm_groups)
+_row_norm_groups_same = alias_safe(_row_norm_groups, _FME, read="x2", write="o2").variant(True)
+
+
+@kernel(fastmath=_FME, error_model="numpy", nogil=True)
+def row_norm_groups_in_place(x2, o2, W, B, eps, store, mean_out, rstd_out):
+    """_row_norm_groups with o2 x2 itself (x2 is not read)."""
+    _row_norm_groups_same(x2, o2, W, B, eps, store, mean_out, rstd_out)
+
+
+row_norm_groups = (row_norm_groups_apart, row_norm_groups_in_place)
+
+
 def row_norm_serial(x2, o2, W, B, eps, mode, store, mean_out, rstd_out, same):
-    """A small row norm in this thread: row_norm_small, or row_norm_short
-    where that is faster (float32 layer or RMS norm with rows of at least
-    SHORT_MIN_D elements and one weight per element or per row).  ``same``:
-    o2 is x2 (in place)."""
+    """A small row norm in this thread: row_norm_small, or where they are
+    faster, for float32 rows of at least SHORT_MIN_D elements,
+    row_norm_short (layer or RMS norm, one weight per element or per row)
+    and row_norm_groups (group norm, one weight per segment of at least
+    SHORT_MIN_SEG elements).  ``same``: o2 is x2 (in place)."""
     # (float32: itemsize 4, float16 having been widened; the cheap tests first)
-    if mode >= 0.0 and x2.itemsize == 4 and (D := x2.shape[1]) >= SHORT_MIN_D and W.shape[1] in (1, D):
-        row_norm_short[same](x2, o2, W, B, eps, mode == 0.0, store, mean_out, rstd_out)
-    else:
-        row_norm_small[same](x2, o2, W, B, eps, mode, store, mean_out, rstd_out)
+    if mode >= 0.0 and x2.itemsize == 4 and (D := x2.shape[1]) >= SHORT_MIN_D:
+        S = W.shape[1]
+        if S == 1 or S == D:
+            row_norm_short[same](x2, o2, W, B, eps, mode == 0.0, store, mean_out, rstd_out)
+            return
+        if mode == 0.0 and D // S >= SHORT_MIN_SEG:
+            row_norm_groups[same](x2, o2, W, B, eps, store, mean_out, rstd_out)
+            return
+    row_norm_small[same](x2, o2, W, B, eps, mode, store, mean_out, rstd_out)
 
 
 @kernel(fastmath=_FM, error_model="numpy", nogil=True)
