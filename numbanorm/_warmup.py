@@ -106,6 +106,18 @@ def cases(dtype: str) -> list[tuple[str, Callable[[], object]]]:
     both("layer_norm affine", lambda x, **k: nbn.layer_norm(x, 1024, w_row, b_row, **k), big_rows)
     add("layer_norm affine rows", lambda: nbn.layer_norm(rows, 1024, w_row, b_row))
     add("layer_norm affine small", lambda: nbn.layer_norm(small.reshape(-1, 16), 16, w_row[:16], b_row[:16]))
+    # a user's (writable) weights type the small kernels apart from the
+    # read-only identity rows the calls without weights pass
+    small_both(
+        "layer_norm affine small rows",
+        lambda x, **k: nbn.layer_norm(x, 256, w_row[:256], b_row[:256], **k),
+        small.reshape(-1, 256),
+    )
+    small_both(
+        "rms_norm weight small rows",
+        lambda x, **k: nbn.rms_norm(x, 256, w_row[:256], **k),
+        small.reshape(-1, 256),
+    )
     add("layer_norm affine long", lambda: nbn.layer_norm(long_rows, 8192, w_long, w_long))
     both("rms_norm weight", lambda x, **k: nbn.rms_norm(x, 1024, w_row, **k), big_rows)
     # instance / group norm
@@ -116,8 +128,11 @@ def cases(dtype: str) -> list[tuple[str, Callable[[], object]]]:
             "group_norm affine",
             lambda x, **k: nbn.group_norm(x, 4, np.ones(x.shape[1]), np.zeros(x.shape[1]), **k),
         ),
+        ("group_norm weights", lambda x, **k: nbn.group_norm(x, 4, ones(x), zeros(x), **k)),
     ):
         small_both(f"{nm} small", f, small)
+        # float32 group norm: rows of 128, segments of 32: row_norm_groups
+        small_both(f"{nm} small rows", f, small.reshape(4, 16, 4, 8))
         add(f"{nm} stats", lambda f=f: f(img, return_stats=True))
         add(f"{nm} long spatial", lambda f=f: f(long_rows.reshape(4, 4, 8192)))
         both(nm, f, big_img)
