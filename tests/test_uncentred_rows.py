@@ -70,3 +70,43 @@ def test_rms_norm_pipelined_kernel_reads_no_bias():
     assert y is out
     np.testing.assert_array_equal(y, x * rstd.astype(np.float32))
     assert np.signbit(y[:, 1]).all() and not np.signbit(y[:, 2]).any()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("D", [16, 64, 1024])
+def test_lp_normalize_short_rows_leave_nan_out_of_the_norm(monkeypatch, dtype, D):
+    # threaded 2-norms of short rows take the short-row code (2-D indexing,
+    # no row views: 0.62-0.79x the time, NOTES.md section 34e), with
+    # row_pnorm's NaN rule: a NaN is left out of its row's norm
+    from numbanorm.backends.cpu import rows
+
+    flags = []
+    run = rows.run
+
+    def spy(kernel, ntask, *a, **f):
+        flags.append(f)
+        return run(kernel, ntask, *a, **f)
+
+    monkeypatch.setattr(rows, "run", spy)
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((65536 // D, D)) * 3 + 1).astype(dtype)
+    x[3, 1] = np.nan
+    x[4, :] = np.nan  # no value left: norm 0, then eps
+    x[5, 2] = np.inf
+    x[6, :] = 0.0
+    y = nbn.lp_normalize(x)
+    assert flags and all(f.get("short") for f in flags), flags
+    xd = x.astype(np.float64)
+    n = np.sqrt(np.nansum(xd * xd, axis=1, keepdims=True))
+    with np.errstate(invalid="ignore"):
+        ref = xd / np.maximum(n, 1e-12)
+    np.testing.assert_allclose(y, ref, rtol=4 * np.finfo(dtype).eps, atol=0)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    assert np.isnan(y[4]).all() and (y[6] == 0).all()
+    # p other than 2 keeps the row views (row_pnorm): same rule
+    flags.clear()
+    y1 = nbn.lp_normalize(x, p=1.0)
+    assert flags and not any(f.get("short") for f in flags), flags
+    n1 = np.nansum(np.abs(xd), axis=1, keepdims=True)  # (summed in another order: 16 eps)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(y1, xd / np.maximum(n1, 1e-12), rtol=16 * np.finfo(dtype).eps, atol=0)

@@ -141,14 +141,22 @@ def short_row_stats(x2, r, stat, eps):
     costs reference-count updates that dominated short rows (~135 ns per
     64-element row, NOTES.md).  One pass of sums shifted by the row's first
     value; the exact two-pass when ``shift_ok`` refuses (first value an
-    outlier, NaN/Inf).  Not for PNORM."""
+    outlier, NaN/Inf).  PNORM: the 2-norm only (row_pnorm's sums, NaN
+    left out; run_rows sends no other p here)."""
     D = x2.shape[1]
     s = 0.0
-    if stat == RMS:
+    if stat != MEAN:
         for d in range(D):
             a = np.float64(x2[r, d])
             s += a * a
-        return 0.0, inv_std(s / D, eps)
+        if stat == RMS:
+            return 0.0, inv_std(s / D, eps)
+        if s != s:  # a NaN: summed again without it (API section 3)
+            s = 0.0
+            for d in range(D):
+                a = np.float64(x2[r, d])
+                s += a * a if a == a else 0.0
+        return 0.0, 1.0 / max2(pnorm_finish(s, 2.0), eps)
     sh = np.float64(x2[r, 0])
     s2 = 0.0
     for d in range(D):
@@ -291,7 +299,7 @@ def row_task(stat, stream, same, short):
     rows with one weight per element), ``same`` (in place), ``short`` (rows
     of at most ROW_CHUNK elements that do not prefetch the next row (under
     PREFETCH_MIN_ROW_BYTES, or the input under PREFETCH_MIN_X_BYTES), one
-    weight per element or per row, not PNORM: 2-D indexing, no row views).
+    weight per element or per row, PNORM only for p = 2: 2-D indexing, no row views).
     ``p``: the p of PNORM.
 
     Compiled with FASTMATH_ELEMENTWISE (its output arithmetic is inlined
@@ -507,7 +515,7 @@ def run_rows(x2, o2, W, B, eps, p, mean, rstd, stat, same, stream, serial=False)
         not stream
         and D <= ROW_CHUNK
         and (D * x2.itemsize < PREFETCH_MIN_ROW_BYTES or not pf)
-        and stat != PNORM
+        and (stat != PNORM or p == 2.0)
         and (S == 1 or S == D)
     )
     # rows per task: a task holds at least ROW_TASK_MIN_ELEMS elements (a
