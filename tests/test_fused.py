@@ -459,3 +459,23 @@ def test_cached_plans_rebind_release_and_stay_per_thread(rng):
 
     with ThreadPoolExecutor(2) as pool:
         assert all(pool.map(work, range(2)))
+
+
+def test_plan_cache_keeps_wide_plans_within_its_byte_budget():
+    # a wide matrix's plan holds MBs of lane scratch (64x4096 float32: 1.7
+    # MB); it is kept (rebuilt per call it cost 33 us and fresh pages),
+    # and the plans kept hold at most PLAN_CACHE_TOTAL_BYTES in all
+    from numbanorm.backends.cpu import channels
+
+    channels.clear_plans()
+    for n in range(6):
+        nbn.standardize(np.ones((64, 4096 + 64 * n), np.float32), 0)
+    sizes = [p.scratch_bytes() for p in channels._PLANS.plans.values()]
+    assert all(1 << 20 < s <= channels.PLAN_CACHE_SCRATCH_BYTES for s in sizes)
+    assert 1 < len(sizes) < 6 and sum(sizes) <= channels.PLAN_CACHE_TOTAL_BYTES
+    # the newest is kept, and a second call finds it
+    x = np.random.default_rng(0).standard_normal((64, 4096 + 64 * 5)).astype(np.float32)
+    before = dict(channels._PLANS.plans)
+    nbn.standardize(x, 0)
+    assert channels._PLANS.plans == before
+    channels.clear_plans()
