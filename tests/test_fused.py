@@ -463,7 +463,7 @@ def test_cached_plans_rebind_release_and_stay_per_thread(rng):
 
 def test_plan_cache_keeps_wide_plans_within_its_byte_budget():
     # a wide matrix's plan holds MBs of lane scratch (64x4096 float32: 1.7
-    # MB); it is kept (rebuilt per call it cost 33 us and fresh pages),
+    # MB); it is kept (rebuilt per call it cost 33 us to make again),
     # and the plans kept hold at most PLAN_CACHE_TOTAL_BYTES in all
     from numbanorm.backends.cpu import channels
 
@@ -473,9 +473,16 @@ def test_plan_cache_keeps_wide_plans_within_its_byte_budget():
     sizes = [p.scratch_bytes() for p in channels._PLANS.plans.values()]
     assert all(1 << 20 < s <= channels.PLAN_CACHE_SCRATCH_BYTES for s in sizes)
     assert 1 < len(sizes) < 6 and sum(sizes) <= channels.PLAN_CACHE_TOTAL_BYTES
-    # the newest is kept, and a second call finds it
-    x = np.random.default_rng(0).standard_normal((64, 4096 + 64 * 5)).astype(np.float32)
-    before = dict(channels._PLANS.plans)
-    nbn.standardize(x, 0)
-    assert channels._PLANS.plans == before
+    # the first ones are kept (a wide plan drops no other), and calls find them
+    kept = dict(channels._PLANS.plans)
+    for n in range(6):
+        x = np.random.default_rng(n).standard_normal((64, 4096 + 64 * n)).astype(np.float32)
+        nbn.standardize(x, 0)
+        assert channels._PLANS.plans == kept
+    assert [k[0] for k in kept] == [(1, 64 * (4096 + 64 * n)) for n in range(len(kept))]
+    # a small plan is kept, dropping the oldest where the budget needs it
+    nbn.standardize(np.ones((4096, 64), np.float32), 0)
+    plans = channels._PLANS.plans
+    assert any(k[0] == (1, 4096 * 64) for k in plans)
+    assert sum(p.scratch_bytes() for p in plans.values()) <= channels.PLAN_CACHE_TOTAL_BYTES
     channels.clear_plans()

@@ -300,15 +300,18 @@ class _Plan:
 # Plans kept per thread (a thread-local cache: a plan's scratch arrays serve
 # one call at a time): a medium call then rebinds a plan instead of making
 # its frame, scratch arrays and task lookups again (4-10 us of a 1 MiB call,
-# NOTES.md section 26; a wide matrix's fresh lane scratch, 1.7 MB for
-# 64x4096, cost 33 us to make and its page faults on every call, section
-# 34).  Plans with at most 4 MiB of scratch are kept, 8 per thread and 8
-# MiB of scratch in all (the oldest dropped first; a batch_norm plan holds
-# a few KiB).
+# NOTES.md section 26; a wide matrix's lane scratch, 1.7 MB for 64x4096,
+# cost 33 us to make again, section 34).  Plans with at most 4 MiB of
+# scratch are kept, 8 per thread and 8 MiB of scratch in all, the oldest
+# dropped first; a plan of over 1 MiB only where it fits without dropping
+# one (calls cycling over more wide shapes than fit then build theirs as
+# before: dropping one for another made every call build a plan in fresh
+# memory, 1.14-1.20x the time).  A batch_norm plan holds a few KiB.
 _PLANS = threading.local()
 PLAN_CACHE_ENTRIES = 8
 PLAN_CACHE_SCRATCH_BYTES = 4 << 20
 PLAN_CACHE_TOTAL_BYTES = 8 << 20
+PLAN_CACHE_EVICTING_BYTES = 1 << 20  # plans up to this size may drop others
 
 
 def _plan(x2, o2, C, rows, skipnan, lo=None, hi=None, stats="moments", same=None):
@@ -332,6 +335,10 @@ def _plan(x2, o2, C, rows, skipnan, lo=None, hi=None, stats="moments", same=None
     nbytes = plan.scratch_bytes()
     if nbytes <= PLAN_CACHE_SCRATCH_BYTES:
         held = sum(p.scratch_bytes() for p in cache.values())
+        if nbytes > PLAN_CACHE_EVICTING_BYTES and (
+            held + nbytes > PLAN_CACHE_TOTAL_BYTES or len(cache) >= PLAN_CACHE_ENTRIES
+        ):
+            return plan
         while cache and (len(cache) >= PLAN_CACHE_ENTRIES or held + nbytes > PLAN_CACHE_TOTAL_BYTES):
             held -= cache.pop(next(iter(cache))).scratch_bytes()  # the oldest
         cache[key] = plan
