@@ -410,11 +410,12 @@ def rows_small(x, normalized_shape, weight, bias, eps, rms, out=None):
     y, same = fast_out_same(x, out) if w is not None and b is not None else (None, False)
     if y is None:
         return None
+    # (a matrix is its own (R, D) view: two reshapes are 0.25 us of a 7 us call)
+    x2, y2 = (x, y) if x.ndim == 2 else (x.reshape(-1, D), y.reshape(-1, D))
     if small_call:
-        mode = 1.0 if rms else 0.0
-        small.row_norm_serial(x.reshape(-1, D), y.reshape(-1, D), w, b, eps, mode, False, EMPTY, EMPTY, same)
+        small.row_norm_serial(x2, y2, w, b, eps, 1.0 if rms else 0.0, False, EMPTY, EMPTY, same)
     else:
-        rows.norm_rows(x.reshape(-1, D), y.reshape(-1, D), w, None if rms else b, eps, rms, None, same)
+        rows.norm_rows(x2, y2, w, None if rms else b, eps, rms, None, same)
     return y
 
 
