@@ -36,8 +36,8 @@ _FME = set(FASTMATH_ELEMENTWISE)
 # more from row_norm_small's single loop nest: NOTES.md section 33)
 SHORT_MIN_D = 128
 # ... and rows with one weight per segment (group norm) when the segments
-# have at least this many elements (1-element segments ran 1.7x slower
-# there, 4-element ones 0.82x: NOTES.md section 34)
+# have at least this many elements (in a prototype, segments of 4 took
+# 0.82x row_norm_small's time, of 1 element 1.7x: NOTES.md section 34)
 SHORT_MIN_SEG = 4
 
 
